@@ -1,0 +1,90 @@
+"""Top-k of |a| over a hidden state, with per-dim and per-token maxima: the capture's one reduction.
+
+`top_abs(x, k)` is the only function the capture calls. It returns, for a tensor x of shape
+[..., D]:
+  values   [k]  float32  the k largest |a|, descending
+  signed   [k]  float32  the signed a at those entries
+  indices  [k]  int64    flat (row-major) indices into x's logical shape
+  dim_max  [D]  float32  max |a| per feature dim (over all leading positions)
+  token_max [N] float32  max |a| per row, N = x.numel() // D
+Ties are resolved deterministically: among equal |a|, the lowest flat index comes first.
+inf is a valid value; NaN raises ValueError. Values are compared in float32.
+
+Dispatch: backend "auto" uses the Triton kernel (kernels/triton_topk.py) for CUDA tensors when
+Triton is importable, and torch otherwise; "torch" and "triton" force a path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TopAbs:
+    values: torch.Tensor
+    signed: torch.Tensor
+    indices: torch.Tensor
+    dim_max: torch.Tensor
+    token_max: torch.Tensor
+
+
+def _check_args(x: torch.Tensor, k: int) -> None:
+    if x.dim() == 0:
+        raise ValueError("top_abs needs a tensor with a feature dim, got a scalar")
+    if x.numel() == 0:
+        raise ValueError("top_abs got an empty tensor")
+    if not 1 <= k <= x.numel():
+        raise ValueError(f"k={k} must be between 1 and the number of elements ({x.numel()})")
+
+
+def top_abs_torch(x: torch.Tensor, k: int) -> TopAbs:
+    """Reference implementation in torch (any device)."""
+    _check_args(x, k)
+    d = x.shape[-1]
+    a = x.detach().to(torch.float32).abs().reshape(-1)
+    vals, idx = torch.topk(a, k, sorted=True)
+    if torch.isnan(vals[0]):
+        raise ValueError("top_abs input contains NaN")
+    kth = vals[-1]
+    n_tied_kept = int((vals == kth).sum())
+    if int((a == kth).sum()) > n_tied_kept:
+        # which of the entries tied with the k-th value are kept is implementation-defined in
+        # torch.topk: keep the lowest flat indices, as the Triton kernel does
+        above = torch.nonzero(a > kth).reshape(-1)
+        tied = torch.nonzero(a == kth).reshape(-1)[: k - above.numel()]
+        idx = torch.cat([above, tied])
+    idx, _ = torch.sort(idx)
+    order = torch.sort(a[idx], descending=True, stable=True).indices
+    idx = idx[order]
+    flat = x.detach().reshape(-1)
+    a2 = a.reshape(-1, d)
+    return TopAbs(
+        values=a[idx],
+        signed=flat[idx].to(torch.float32),
+        indices=idx,
+        dim_max=a2.amax(dim=0),
+        token_max=a2.amax(dim=1),
+    )
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def top_abs(x: torch.Tensor, k: int, backend: str = "auto") -> TopAbs:
+    backend = getattr(backend, "value", backend)
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton_available() else "torch"
+    if backend == "torch":
+        return top_abs_torch(x, k)
+    if backend == "triton":
+        from kernels.triton_topk import top_abs_triton
+
+        return top_abs_triton(x, k)
+    raise ValueError(f"unknown top-k backend {backend!r} (auto, torch, triton)")

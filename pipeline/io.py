@@ -1,0 +1,136 @@
+"""Where results live, how they are written (atomically, with provenance), and how they are read.
+
+Every Parquet file carries in its schema metadata the composed config, the git commit, the
+package versions and the seed, so a table says how it was made. The Snakefile imports the
+path functions below, so the DAG and the modules agree on every file name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ["torch", "transformers", "hydra-core", "snakemake", "wandb", "pyarrow", "triton", "numpy", "pandas"]
+
+
+# ---------------------------------------------------------------- paths (shared with the Snakefile)
+def root(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.root)
+
+
+def model_dir(cfg: DictConfig) -> Path:
+    """The model in Hugging Face format (converted once from GGUF where needed)."""
+    return root(cfg) / cfg.paths.cache / "models" / cfg.model.name
+
+
+def corpus_file(cfg: DictConfig) -> Path:
+    return root(cfg) / cfg.paths.cache / "corpora" / f"{cfg.data.name}.parquet"
+
+
+def tokens_file(cfg: DictConfig) -> Path:
+    return root(cfg) / cfg.paths.results / cfg.model.name / cfg.data.name / "tokens.parquet"
+
+
+def run_dir(cfg: DictConfig, stage: str) -> Path:
+    return root(cfg) / cfg.paths.results / cfg.model.name / cfg.data.name / stage
+
+
+# ---------------------------------------------------------------- provenance
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+def provenance(cfg: DictConfig) -> dict[str, str]:
+    return {
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+        "git_commit": git_commit(),
+        "packages": json.dumps(package_versions(), sort_keys=True),
+        "seed": str(cfg.seed),
+    }
+
+
+def read_provenance(path: str | Path) -> dict[str, str]:
+    meta = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"pandas")}
+
+
+# ---------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory; it replaces `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def write_table(df: pd.DataFrame, path: str | Path, cfg: DictConfig, schema: pa.Schema | None = None) -> Path:
+    """Write `df` as Parquet, atomically, with provenance in the schema metadata."""
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    meta = dict(table.schema.metadata or {})
+    meta.update({k.encode(): v.encode() for k, v in provenance(cfg).items()})
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    return pq.read_table(path).to_pandas()
