@@ -135,7 +135,7 @@ class Config:
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    sweep: str = "default"  # the sweep this run belongs to (W&B group)
+    sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
     stage: str = "adhoc"  # the rule being run; set by pipeline.cli.main
     seed: int = 1
 
@@ -145,6 +145,8 @@ def register() -> None:
     cs.store(name="schema", node=Config)
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(name="train_schema", node=TrainRunConfig)  # conf/train.yaml (pipeline/train.py)
+    cs.store(group="train", name="schema", node=TrainConfig)
 
 
 _POSITIVE = [
@@ -162,6 +164,9 @@ def check_values(cfg: Any) -> None:
     """Range checks that a type system cannot express. Raises ValueError naming the value."""
     from omegaconf import OmegaConf
 
+    if "train" in cfg and "model" not in cfg:  # conf/train.yaml: the training section below
+        return check_train_values(cfg)
+
     for key in _POSITIVE:
         value = OmegaConf.select(cfg, key)
         if value is not None and value <= 0:
@@ -175,3 +180,121 @@ def check_values(cfg: Any) -> None:
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:
         raise ValueError(f"model {m.name!r}: source={m.source.value} needs model.{needed}")
+
+
+# ---- training (pipeline/train.py)
+# conf/train.yaml composes TrainRunConfig; conf/train/*.yaml are TrainConfig (one setup each).
+
+
+class Variant(str, Enum):  # the attention variants of pipeline/gpt.py
+    default = "default"
+    sink_token = "sink_token"
+    attn_bias = "attn_bias"
+    softmax_plus_one = "softmax_plus_one"
+    gated = "gated"
+
+    def __str__(self) -> str:  # "attn_bias", not "Variant.attn_bias", in interpolated paths
+        return self.value
+
+
+class TrainData(str, Enum):
+    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (pipeline/backcopy.py)
+    openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
+
+
+class LrSchedule(str, Enum):
+    cosine = "cosine"  # linear warmup, cosine decay to min_lr at max_iters (nanoGPT)
+    constant = "constant"  # linear warmup, then constant
+
+
+@dataclass
+class GPTArch:
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    block_size: int = 1024
+    vocab_size: int = 50304
+    dropout: float = 0.0
+    bias: bool = True
+
+
+@dataclass
+class BackcopyData:
+    vocab_size: int = 64  # including the start token
+    n_triggers: int = 3
+    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
+    task_seed: int = 0
+
+
+@dataclass
+class OpenWebTextData:
+    hub_id: str = "Skylion007/openwebtext"
+    tokenizer: str = "openai-community/gpt2"
+    val_fraction: float = 0.0005  # nanoGPT's split
+    num_proc: int = 8
+
+
+@dataclass
+class TrainConfig:
+    name: str = "???"  # results/train/<name>/<variant>/
+    variant: Variant = Variant.default
+    data: TrainData = TrainData.backcopy
+    model: GPTArch = field(default_factory=GPTArch)
+    backcopy: BackcopyData = field(default_factory=BackcopyData)
+    openwebtext: OpenWebTextData = field(default_factory=OpenWebTextData)
+    batch_size: int = 64  # sequences per micro-batch (per GPU)
+    grad_accum: int = 1  # micro-batches per step, over all GPUs together
+    max_iters: int = 3000
+    lr: float = 3e-3
+    min_lr: float = 3e-4  # end of the cosine decay
+    schedule: LrSchedule = LrSchedule.constant
+    warmup_iters: int = 100
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0: off
+    dtype: Dtype = Dtype.float32  # autocast dtype on GPUs (bfloat16 for the paper's run)
+    device: str = "auto"
+    compile: bool = False
+    num_threads: int = 1  # torch CPU threads
+    log_interval: int = 50  # steps between W&B loss points
+    eval_interval: int = 250  # steps between evaluations and emergence metrics
+    eval_iters: int = 10  # batches per loss estimate
+    probe_batch_size: int = 16  # the fixed batch of the emergence metrics
+    checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
+    sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
+
+
+@dataclass
+class TrainRunConfig:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)  # massive = above both thresholds
+    figures: FiguresConfig = field(default_factory=FiguresConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    sweep: str = "default"
+    stage: str = "adhoc"
+    seed: int = 1
+
+
+_TRAIN_POSITIVE = ["model.n_layer", "model.n_head", "model.n_embd", "model.block_size", "model.vocab_size",
+                   "batch_size", "grad_accum", "max_iters", "lr", "log_interval", "eval_interval", "eval_iters",
+                   "probe_batch_size", "checkpoint_interval", "num_threads", "backcopy.n_triggers", "backcopy.alpha"]
+
+
+def check_train_values(cfg: Any) -> None:
+    from omegaconf import OmegaConf
+
+    t = cfg.train
+    for key in _TRAIN_POSITIVE:
+        if OmegaConf.select(t, key) <= 0:
+            raise ValueError(f"train.{key}={OmegaConf.select(t, key)} must be positive")
+    for key in ("warmup_iters", "weight_decay", "grad_clip", "min_lr", "model.dropout"):
+        if OmegaConf.select(t, key) < 0:
+            raise ValueError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
+    if t.model.n_embd % t.model.n_head:
+        raise ValueError(f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}")
+    if not 0 < t.sink_threshold < 1:
+        raise ValueError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
+    if t.data.value == "backcopy" and t.backcopy.vocab_size > t.model.vocab_size:
+        raise ValueError(f"train.backcopy.vocab_size={t.backcopy.vocab_size} exceeds train.model.vocab_size={t.model.vocab_size}")

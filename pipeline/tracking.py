@@ -33,7 +33,7 @@ def stage_run(cfg: DictConfig, name: str | None = None) -> Iterator["wandb.sdk.w
     run = wandb.init(
         project=cfg.wandb.project,
         entity=cfg.wandb.entity,
-        group=cfg.sweep,
+        group=cfg.sweep_name,
         job_type=cfg.stage,
         name=name or f"{cfg.stage}/{cfg.model.name}/{cfg.data.name}",
         config=config,
@@ -57,3 +57,9 @@ def image(path: str | Path):
     import wandb
 
     return wandb.Image(str(path))
+
+
+def wandb_html(path: str | Path):
+    import wandb
+
+    return wandb.Html(Path(path).read_text())

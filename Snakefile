@@ -1,0 +1,172 @@
+# The DAG: fetch_model -> tokenize <- fetch_corpus; tokenize -> capture -> detect -> figures -> report.
+# Every rule calls one module, pipeline/<rule>.py, with Hydra overrides built from its wildcards.
+# The targets come from a sweep (conf/sweep/<name>.yaml, validated by conf/schemas/sweep.schema.yaml):
+#   snakemake --cores 2                         the default sweep
+#   snakemake --cores 2 --config sweep=paper    another sweep (or a path to a sweep YAML)
+# Paths are relative to the working directory (snakemake --directory DIR).
+import shlex
+import sys
+
+from pipeline import sweep as sweeps
+
+SWEEP_NAME = str(config.get("sweep", "default"))
+SWEEP = sweeps.load(SWEEP_NAME)
+SWEEP_STEM = sweeps.path_of(SWEEP_NAME).stem
+PY = shlex.quote(sys.executable)
+
+
+def overrides(model=None):
+    return " ".join(shlex.quote(o) for o in [f"sweep_name={SWEEP_NAME}", *sweeps.overrides(SWEEP, model)])
+
+
+OVERRIDES = overrides()
+CAPTURE = ["layer_stats", "topk", "dim_max", "prompt"]
+DETECT = ["massive.parquet", "summary.parquet", "per_layer.parquet", "summary.json"]
+FIGURES = ["layerwise", "prompt_3d", "roles"]
+
+wildcard_constraints:
+    model="[A-Za-z0-9_.-]+",
+    corpus="[A-Za-z0-9_.-]+",
+
+
+localrules: all, fetch_model, fetch_corpus, report
+
+
+rule all:
+    input:
+        f"results/report_{SWEEP_STEM}.html",
+
+
+rule fetch_model:
+    output:
+        "cache/models/{model}/fetched.json",
+    log:
+        "logs/fetch_model/{model}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+    shell:
+        "{params.py} -m pipeline.fetch_model model={wildcards.model} {params.ov} hydra.run.dir=cache/models/{wildcards.model} 2>&1 | tee {log}"
+
+
+rule fetch_corpus:
+    output:
+        "cache/corpora/{corpus}.parquet",
+    log:
+        "logs/fetch_corpus/{corpus}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        py=PY,
+        ov=OVERRIDES,
+    shell:
+        "{params.py} -m pipeline.fetch_corpus data={wildcards.corpus} {params.ov} hydra.run.dir=cache/corpora/.runs/{wildcards.corpus} 2>&1 | tee {log}"
+
+
+rule tokenize:
+    input:
+        model="cache/models/{model}/fetched.json",
+        corpus="cache/corpora/{corpus}.parquet",
+    output:
+        "results/{model}/{corpus}/tokens.parquet",
+    log:
+        "logs/tokenize/{model}/{corpus}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+    shell:
+        "{params.py} -m pipeline.tokenize model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
+
+
+rule capture:
+    input:
+        model="cache/models/{model}/fetched.json",
+        tokens="results/{model}/{corpus}/tokens.parquet",
+    output:
+        expand("results/{{model}}/{{corpus}}/capture/{table}.parquet", table=CAPTURE),
+    threads: 2
+    log:
+        "logs/capture/{model}/{corpus}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=16000,
+        runtime=120,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+    shell:
+        "{params.py} -m pipeline.capture model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
+
+
+rule detect:
+    input:
+        expand("results/{{model}}/{{corpus}}/capture/{table}.parquet", table=["layer_stats", "topk"]),
+    output:
+        expand("results/{{model}}/{{corpus}}/detect/{file}", file=DETECT),
+    log:
+        "logs/detect/{model}/{corpus}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+    shell:
+        "{params.py} -m pipeline.detect model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
+
+
+rule figures:
+    input:
+        expand("results/{{model}}/{{corpus}}/capture/{table}.parquet", table=["layer_stats", "prompt"]),
+        "results/{model}/{corpus}/detect/summary.parquet",
+    output:
+        expand("results/{{model}}/{{corpus}}/figures/{fig}.png", fig=FIGURES),
+    log:
+        "logs/figures/{model}/{corpus}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=4000,
+        runtime=15,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+    shell:
+        "{params.py} -m pipeline.figures model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
+
+
+rule report:
+    input:
+        expand("results/{model}/{corpus}/figures/{fig}.png", model=SWEEP["models"], corpus=SWEEP["corpora"], fig=FIGURES),
+        expand("results/{model}/{corpus}/detect/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"], file=DETECT),
+    output:
+        f"results/report_{SWEEP_STEM}.html",
+    log:
+        f"logs/report/{SWEEP_STEM}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        py=PY,
+        ov=OVERRIDES,
+        stem=SWEEP_STEM,
+    shell:
+        "{params.py} -m pipeline.report {params.ov} hydra.run.dir=results/.runs/report_{params.stem} 2>&1 | tee {log}"

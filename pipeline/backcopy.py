@@ -1,0 +1,79 @@
+"""Bigram-Backcopy (Guo et al. 2024): a synthetic language on which tiny transformers grow sinks.
+
+Every sequence starts with the start token (id 0). After it, tokens follow a fixed random bigram
+table (each row drawn from Dirichlet(alpha)), except after a trigger token: the token that
+follows a trigger copies the token just before the trigger. Predicting a bigram needs only the
+current token; predicting a copy needs attention to the previous token. Heads that have nothing
+to do on bigram positions learn to rest on the start token: an attention sink, and with it a
+large hidden state at the start token.
+
+The task (bigram table and triggers) is fixed by `task_seed`; a batch is a pure function of
+(seed, split, step), so a resumed training run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+START = 0  # the start token, at position 0 of every sequence and nowhere else
+SPLITS = {"train": 0, "val": 1, "probe": 2}  # probe: the fixed batch of the emergence metrics
+
+
+@dataclass
+class BackcopySpec:
+    vocab_size: int = 64  # including the start token
+    n_triggers: int = 3
+    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
+    task_seed: int = 0
+
+
+class Backcopy:
+    def __init__(self, spec: BackcopySpec):
+        if spec.vocab_size < spec.n_triggers + 3:
+            raise ValueError(f"vocab_size={spec.vocab_size} is too small for {spec.n_triggers} triggers")
+        self.spec = spec
+        g = torch.Generator().manual_seed(spec.task_seed)
+        n = spec.vocab_size - 1  # ordinary tokens: 1 .. vocab_size - 1
+        # row i: the distribution of the token after token i; the start token never follows anything
+        probs = torch.zeros(spec.vocab_size, spec.vocab_size, dtype=torch.float64)
+        with torch.random.fork_rng(devices=[]):  # Dirichlet takes no generator: seed a forked global RNG
+            torch.manual_seed(spec.task_seed)
+            rows = torch.distributions.Dirichlet(torch.full((n,), float(spec.alpha), dtype=torch.float64))
+            probs[:, 1:] = rows.sample((spec.vocab_size,))
+        self.triggers = 1 + torch.randperm(n, generator=g)[: spec.n_triggers]
+        probs[START, self.triggers] = 0.0  # the first token is never a trigger (nothing to copy yet)
+        self.bigram = probs / probs.sum(dim=1, keepdim=True)
+        self.is_trigger = torch.zeros(spec.vocab_size, dtype=torch.bool)
+        self.is_trigger[self.triggers] = True
+
+    def sample(self, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
+        """(batch_size, length) token ids: start token, then bigram steps and backcopies."""
+        x = torch.empty(batch_size, length, dtype=torch.long)
+        x[:, 0] = START
+        for t in range(1, length):
+            prev = x[:, t - 1]
+            nxt = torch.multinomial(self.bigram[prev], 1, generator=generator).squeeze(1)
+            if t >= 2:
+                copy = self.is_trigger[prev]
+                nxt = torch.where(copy, x[:, t - 2], nxt)
+            x[:, t] = nxt
+        return x
+
+    def batch(self, split: str, step: int, batch_size: int, block_size: int, seed: int = 0):
+        """Inputs and next-token targets, each (batch_size, block_size), seeded by (seed, split, step)."""
+        g = torch.Generator().manual_seed(((seed * 1_000_003 + SPLITS[split]) * 1_000_003 + step) % (2**63))
+        seq = self.sample(batch_size, block_size + 1, g)
+        return seq[:, :-1], seq[:, 1:]
+
+    def optimal_loss(self, n: int = 256, length: int = 65) -> float:
+        """Cross-entropy of the true process (bigram entropy; copies are free), for reference."""
+        g = torch.Generator().manual_seed(12345)
+        seq = self.sample(n, length, g)
+        prev, nxt = seq[:, :-1], seq[:, 1:]
+        p = self.bigram[prev, nxt]
+        copy = torch.zeros_like(prev, dtype=torch.bool)
+        copy[:, 1:] = self.is_trigger[prev[:, 1:]]
+        nll = torch.where(copy, torch.zeros_like(p), -torch.log(p))
+        return float(nll.mean())

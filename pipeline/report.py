@@ -1,0 +1,72 @@
+"""Rule report: one self-contained HTML page for a sweep.
+
+For every model x corpus of the sweep: the verdict, the detection table, the per-layer
+statistics and the figures (embedded as PNG). Output: results/report_<sweep>.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+from omegaconf import DictConfig
+
+from pipeline import cli, sweep as sweeps, tracking
+from pipeline.io import atomic_path, provenance, read_table, root
+
+TEMPLATES = Path(__file__).parent / "templates"
+FIGURES = ["layerwise", "prompt_3d", "roles"]
+
+
+def report_path(cfg: DictConfig) -> Path:
+    return root(cfg) / cfg.paths.results / f"report_{Path(cfg.sweep_name).stem}.html"
+
+
+def stage_dir(cfg: DictConfig, model: str, corpus: str, stage: str) -> Path:
+    return root(cfg) / cfg.paths.results / model / corpus / stage
+
+
+def html_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
+    if df.empty:
+        return "<p><em>none found</em></p>"
+    return df.to_html(index=False, border=0, float_format=lambda v: floatfmt.format(v), na_rep="-")
+
+
+def section(cfg: DictConfig, model: str, corpus: str) -> dict:
+    det, figs = stage_dir(cfg, model, corpus, "detect"), stage_dir(cfg, model, corpus, "figures")
+    return {
+        "model": model,
+        "corpus": corpus,
+        "result": json.loads((det / "summary.json").read_text()),
+        "summary_html": html_table(read_table(det / "summary.parquet")),
+        "per_layer_html": html_table(read_table(det / "per_layer.parquet")),
+        "figures": [(f, base64.b64encode((figs / f"{f}.png").read_bytes()).decode()) for f in FIGURES],
+    }
+
+
+def render(cfg: DictConfig, extra_sections: list[str] | None = None) -> str:
+    sweep = sweeps.load(cfg.sweep_name)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]))
+    sections = [section(cfg, m, c) for m in sweep["models"] for c in sweep["corpora"]]
+    for s in sections:
+        s["summary_html"] = jinja2.filters.do_mark_safe(s["summary_html"])
+        s["per_layer_html"] = jinja2.filters.do_mark_safe(s["per_layer_html"])
+    return env.get_template("report.html.j2").render(
+        sweep=Path(cfg.sweep_name).stem, sections=sections, min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio,
+        extra_sections=[jinja2.filters.do_mark_safe(x) for x in extra_sections or []], provenance=provenance(cfg))
+
+
+def run(cfg: DictConfig) -> None:
+    html = render(cfg)
+    out = report_path(cfg)
+    with atomic_path(out) as tmp:
+        tmp.write_text(html)
+    with tracking.stage_run(cfg, name=f"report/{Path(cfg.sweep_name).stem}") as wb:
+        wb.log({"report": tracking.wandb_html(out)})
+
+
+if __name__ == "__main__":
+    cli.main("report", run)

@@ -1,0 +1,45 @@
+"""A sweep: the models x corpora (and their extra overrides) that the DAG builds.
+
+`load(name)` reads conf/sweep/<name>.yaml (or a path ending in .yaml), validates it against
+conf/schemas/sweep.schema.yaml, checks that every model and corpus names a config file, and
+fills in defaults. The Snakefile and the report both call it, so they agree on the targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from pipeline.cli import CONF_DIR, PipelineError
+
+
+def path_of(name: str) -> Path:
+    return Path(name) if name.endswith((".yaml", ".yml")) else CONF_DIR / "sweep" / f"{name}.yaml"
+
+
+def load(name: str) -> dict:
+    path = path_of(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
+        raise PipelineError(f"sweep {name!r} not found ({path}); known sweeps: {', '.join(known)}")
+    sweep = yaml.safe_load(path.read_text()) or {}
+    schema = yaml.safe_load((CONF_DIR / "schemas" / "sweep.schema.yaml").read_text())
+    try:
+        jsonschema.validate(sweep, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise PipelineError(f"sweep {name!r}: {where}: {exc.message}") from None
+    for group, key in (("model", "models"), ("data", "corpora")):
+        for item in sweep[key]:
+            if not (CONF_DIR / group / f"{item}.yaml").is_file():
+                raise PipelineError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
+    sweep.setdefault("overrides", [])
+    sweep.setdefault("model_overrides", {})
+    return sweep
+
+
+def overrides(sweep: dict, model: str | None = None) -> list[str]:
+    """The Hydra overrides of every rule of this sweep (plus a model's own)."""
+    return list(sweep["overrides"]) + list(sweep["model_overrides"].get(model, []) if model else [])
