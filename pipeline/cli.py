@@ -27,8 +27,10 @@ class PipelineError(Exception):
     """An error in the user's input: reported as one line, exit code 2."""
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "config") -> DictConfig:
-    """Compose the config (also used by the tests). Raises on unknown keys and bad values."""
+def compose(overrides: list[str] | None = None, config_name: str = "config", with_hydra: bool = False) -> DictConfig:
+    """Compose the config (also used by the tests). Raises on unknown keys and bad values.
+
+    The `hydra` node (run dir and the like) is kept only when `with_hydra` is set."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -36,7 +38,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "config") -> 
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=True)
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=with_hydra)
     check_values(cfg)
     return cfg
 
@@ -62,7 +64,7 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
     try:
-        cfg = compose([f"stage={stage}", *argv], config_name=config_name)
+        cfg = compose([f"stage={stage}", *argv], config_name=config_name, with_hydra=True)
         run_dir = Path(cfg.hydra.run.dir)
         (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
         hydra_node = cfg.hydra

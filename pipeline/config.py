@@ -272,7 +272,7 @@ class TrainRunConfig:
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
-    sweep: str = "default"
+    sweep_name: str = "default"  # the W&B group, as Config.sweep_name
     stage: str = "adhoc"
     seed: int = 1
 

@@ -29,10 +29,14 @@ def stage_dir(cfg: DictConfig, model: str, corpus: str, stage: str) -> Path:
     return root(cfg) / cfg.paths.results / model / corpus / stage
 
 
-def html_table(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
+def number(v: float) -> str:
+    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+
+
+def html_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "<p><em>none found</em></p>"
-    return df.to_html(index=False, border=0, float_format=lambda v: floatfmt.format(v), na_rep="-")
+    return df.to_html(index=False, border=0, float_format=number, na_rep="-")
 
 
 def section(cfg: DictConfig, model: str, corpus: str) -> dict:

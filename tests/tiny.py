@@ -1,0 +1,105 @@
+"""Tiny random-init models of each paper family, with an optional planted massive activation.
+
+`plant` edits the weights so that feature dim `dim` of the residual stream becomes huge after
+block `layer`, at every position holding token `token_id`, and nowhere else:
+  1. a "carrier" dim is made exactly zero in every token's residual stream but `token_id`'s: the
+     embedding column is zeroed except for that token, and every weight that writes into the
+     residual stream (any output of width hidden_size) gets its carrier row zeroed;
+  2. in block `layer`'s MLP, one hidden unit reads only the carrier dim and writes only `dim`,
+     with a large gain (and, where the MLP has biases, a negative bias so that the LayerNorm
+     families stay silent at other tokens).
+Since the residual stream carries the result on, it stays present in every later block.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.pytorch_utils import Conv1D
+
+from pipeline.fetch_model import _byte_tokenizer
+from pipeline.model import find_parts
+
+D, I, L, H, VOCAB = 64, 128, 4, 4, 258
+FAMILIES = ["llama", "mistral", "mixtral", "phi", "gpt2"]
+
+
+def config(family: str):
+    if family == "gpt2":
+        return AutoConfig.for_model("gpt2", n_embd=D, n_inner=I, n_layer=L, n_head=H, n_positions=256, vocab_size=VOCAB,
+                                    bos_token_id=0, eos_token_id=1)
+    extra = {"num_local_experts": 4, "num_experts_per_tok": 2} if family == "mixtral" else {}
+    return AutoConfig.for_model(family, hidden_size=D, intermediate_size=I, num_hidden_layers=L, num_attention_heads=H,
+                                num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256, bos_token_id=0,
+                                eos_token_id=1, **extra)
+
+
+def build(family: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config(family), dtype=torch.float32, attn_implementation="eager")
+    return model.eval()
+
+
+@torch.no_grad()
+def plant(model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: int | None = None,
+          gain: float = 200.0) -> nn.Module:
+    carrier = (dim + 1) % D if carrier is None else carrier
+    emb = model.get_input_embeddings().weight
+    emb[:, carrier] = 0.0
+    emb[token_id, carrier] = 4.0
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear) and mod.out_features == D:
+            mod.weight[carrier, :] = 0.0
+            if mod.bias is not None:
+                mod.bias[carrier] = 0.0
+        elif isinstance(mod, Conv1D) and mod.nf == D:
+            mod.weight[:, carrier] = 0.0
+            mod.bias[carrier] = 0.0
+        elif isinstance(mod, nn.Embedding) and mod is not model.get_input_embeddings() and mod.embedding_dim == D:
+            mod.weight[:, carrier] = 0.0  # learned positions (gpt2)
+    for name, p in model.named_parameters():
+        if name.endswith("experts.down_proj"):
+            p[:, carrier, :] = 0.0
+    block = find_parts(model).blocks[layer]
+    mlp = block.mlp
+    j = 0  # the planted hidden unit
+    for mod in mlp.modules():
+        if isinstance(mod, nn.Linear) and mod.in_features == D and mod.out_features == I:  # up side
+            mod.weight[j, :] = 0.0
+            mod.weight[j, carrier] = 1.0
+            if mod.bias is not None:
+                mod.bias[j] = -3.0
+        elif isinstance(mod, nn.Linear) and mod.in_features == I and mod.out_features == D:  # down side
+            mod.weight[:, j] = 0.0
+            mod.weight[dim, j] = gain
+        elif isinstance(mod, Conv1D) and mod.nf == I:
+            mod.weight[:, j] = 0.0
+            mod.weight[carrier, j] = 1.0
+            mod.bias[j] = -3.0
+        elif isinstance(mod, Conv1D) and mod.nf == D and mod.weight.shape[0] == I:
+            mod.weight[j, :] = 0.0
+            mod.weight[j, dim] = gain
+    for name, p in mlp.named_parameters():
+        if name.endswith("experts.gate_up_proj"):  # [experts, 2 * I, D]: gate rows then up rows
+            for row in (j, I + j):
+                p[:, row, :] = 0.0
+                p[:, row, carrier] = 1.0
+        elif name.endswith("experts.down_proj"):  # [experts, D, I]
+            p[:, :, j] = 0.0
+            p[:, dim, j] = gain
+    return model
+
+
+def save(model: nn.Module, path) -> str:
+    model.save_pretrained(path)
+    _byte_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def sequences(n: int, seq_len: int, seed: int = 0, first: int = 0) -> torch.Tensor:
+    """Random byte tokens, with token `first` at position 0 and nowhere else."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(2, VOCAB, (n, seq_len), generator=g)
+    ids[:, 0] = first
+    return ids
