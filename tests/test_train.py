@@ -1,0 +1,195 @@
+"""The retraining experiment: GPT variants (pipeline/gpt.py), Bigram-Backcopy, training, comparison."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.backcopy import START, Backcopy, BackcopySpec
+from pipeline.gpt import GPT, GPTConfig, VARIANTS
+
+torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parent.parent
+TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
+TINY_OVERRIDES = ["train.model.n_layer=2", "train.model.n_head=2", "train.model.n_embd=32", "train.model.block_size=16",
+                  "train.batch_size=8", "train.eval_iters=2", "train.probe_batch_size=4", "train.log_interval=2",
+                  "train.warmup_iters=2", "wandb.mode=disabled"]
+
+
+def tiny(variant: str, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**TINY, variant=variant)).eval()
+
+
+def batch(n: int = 4, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 64, (n, 16), generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------- the variants
+def test_attn_bias_with_slot_masked_equals_default_exactly():
+    default, biased = tiny("default"), tiny("attn_bias", seed=1)
+    result = biased.load_state_dict(default.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == [f"blocks.{i}.attn.{k}" for i in range(2) for k in ("k_bias", "v_bias")]
+    assert not result.unexpected_keys
+    x = batch()
+    assert not torch.equal(biased(x).logits, default(x).logits)  # the slot does something ...
+    for block in biased.blocks:
+        block.attn.slot_enabled = False
+    assert torch.equal(biased(x).logits, default(x).logits)  # ... and nothing else differs
+
+
+def test_softmax_plus_one_equals_attn_bias_with_zero_slot():
+    plus_one, biased = tiny("softmax_plus_one"), tiny("attn_bias", seed=1)
+    biased.load_state_dict(plus_one.state_dict(), strict=False)
+    x = batch()
+    assert not torch.equal(biased(x).logits, plus_one(x).logits)
+    with torch.no_grad():
+        for block in biased.blocks:
+            block.attn.k_bias.zero_()
+            block.attn.v_bias.zero_()
+    assert torch.equal(biased(x).logits, plus_one(x).logits)
+    # the +1: every query's probabilities over the tokens sum to < 1, the rest sits on the zero slot
+    att = plus_one(x, return_attn=True).attentions[0]
+    assert att.shape == (4, 2, 16, 17)
+    assert (att[..., 1:].sum(-1) < 1).all() and torch.allclose(att.sum(-1), torch.ones(()))
+
+
+def test_sink_token_is_prepended_and_dropped_before_the_final_norm():
+    from pipeline.capture import block_hooks
+
+    model = tiny("sink_token")
+    x = batch()
+    seen, normed = [], []
+    model.ln_f.register_forward_hook(lambda m, i, o: normed.append(i[0].shape))
+    with block_hooks(model, lambda layer, h: seen.append(h.shape)):
+        out = model(x, return_attn=True)
+    assert out.logits.shape == (4, 16, 64)
+    assert seen == [(4, 17, 32)] * 2  # the residual stream carries the sink at position 0
+    assert normed == [(4, 16, 32)]  # dropped before the final norm
+    assert out.attentions[0].shape == (4, 2, 17, 17)
+    before = out.logits
+    with torch.no_grad():
+        model.sink.add_(1.0)
+    assert not torch.allclose(model(x).logits, before)  # tokens attend to it
+
+
+def test_gated_gate_and_every_variant_fits_the_capture():
+    from pipeline.model import find_parts
+
+    for variant in VARIANTS:
+        model = tiny(variant)
+        parts = find_parts(model)
+        assert len(parts.blocks) == 2 and parts.final_norm is model.ln_f
+        assert all(a is b.attn for a, b in zip(parts.attentions, model.blocks))
+        assert model.config.model_type == "massive_gpt" and model.config.max_position_embeddings == 16
+        assert isinstance(model.blocks[0](torch.zeros(1, 3, 32)), torch.Tensor)
+    gated = tiny("gated")
+    x = batch()
+    before = gated(x).logits
+    with torch.no_grad():
+        for block in gated.blocks:
+            block.attn.c_gate.bias.fill_(-30.0)  # gates shut: attention contributes nothing
+    shut = gated(x).logits
+    assert not torch.allclose(before, shut)
+    plain = tiny("default")
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if "c_gate" not in k})
+    for block in plain.blocks:  # the same as a model whose attention outputs only its c_proj bias
+        block.attn.forward = (lambda proj: (lambda h: proj.bias.expand(*h.shape[:-1], -1)))(block.attn.c_proj)
+    assert torch.allclose(shut, plain(x).logits, atol=1e-5)
+
+
+def test_unknown_variant_in_the_model_config():
+    with pytest.raises(ValueError, match="variant='nope'"):
+        GPTConfig(variant="nope")
+
+
+# ---------------------------------------------------------------- Bigram-Backcopy
+def test_backcopy_is_seeded_and_copies_after_triggers():
+    task = Backcopy(BackcopySpec())
+    x, y = task.batch("train", 7, 32, 64)
+    x2, _ = task.batch("train", 7, 32, 64)
+    assert torch.equal(x, x2) and not torch.equal(x, task.batch("train", 8, 32, 64)[0])
+    assert not torch.equal(x, task.batch("val", 7, 32, 64)[0])
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert (x[:, 0] == START).all() and (x[:, 1:] != START).all() and int(x.max()) < 64
+    seq = torch.cat([x, y[:, -1:]], dim=1)
+    trig = task.is_trigger[seq[:, 1:-1]]  # position t = 1 .. L-2 holds a trigger
+    copies = seq[:, 2:][trig] == seq[:, :-2][trig]  # the successor equals the token before it
+    assert trig.sum() > 20 and copies.all()
+    assert len(task.triggers) == 3 and torch.allclose(task.bigram.sum(1), torch.ones(64, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- training
+def compose(tmp_path: Path, *overrides: str):
+    from pipeline.cli import compose as cli_compose
+
+    return cli_compose([*TINY_OVERRIDES, f"paths.root={tmp_path}", *overrides], config_name="train")
+
+
+def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
+    from pipeline import train
+
+    cfg = compose(tmp_path, "train.variant=attn_bias")
+    model, optimizer = train.build(cfg)
+    x, y = train.make_data(cfg).batch("train", 0, 8, 16)
+    losses = []
+    for _ in range(2):
+        loss = model(x, targets=y).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[1] < losses[0]
+
+
+def test_resume_from_a_checkpoint_reproduces_the_next_losses_exactly(tmp_path):
+    from pipeline import train
+
+    base = ["train.eval_interval=3", "train.checkpoint_interval=3", "train.variant=sink_token"]
+    train.run(compose(tmp_path / "straight", *base, "train.max_iters=6"))
+    train.run(compose(tmp_path / "killed", *base, "train.max_iters=3"))  # a run that stops at step 3 ...
+    train.run(compose(tmp_path / "killed", *base, "train.max_iters=6"))  # ... and resumes from its checkpoint
+    ckpt = lambda d: torch.load(d / "results/train/cpu_backcopy/sink_token/checkpoint.pt", weights_only=False)
+    a, b = ckpt(tmp_path / "straight"), ckpt(tmp_path / "killed")
+    assert a["step"] == b["step"] == 6 and len(a["losses"]) == 6
+    assert a["losses"] == b["losses"]  # bit for bit, the resumed steps 4-6 included
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [r["step"] for r in a["rows"]] == [r["step"] for r in b["rows"]]
+
+
+def test_train_end_to_end_then_compare(tmp_path):
+    from pipeline import train, train_compare
+    from pipeline.io import read_provenance, read_table
+
+    for variant in ("default", "attn_bias"):
+        train.run(compose(tmp_path, f"train.variant={variant}", "train.max_iters=4", "train.eval_interval=2"))
+    out = tmp_path / "results/train/cpu_backcopy"
+    m = read_table(out / "attn_bias/metrics.parquet")
+    assert sorted(m["step"].unique()) == [0, 2, 4] and sorted(m["layer"].unique()) == [0, 1]
+    for col in ("train_loss", "val_loss", "top1_abs", "median_abs", "top1_over_median", "first_abs", "sink1", "slot_attn"):
+        assert m[col].notna().all(), col
+    assert m["sink1"].between(0, 1).all() and (m["slot_attn"] > 0).all()
+    assert "config" in read_provenance(out / "attn_bias/metrics.parquet")
+    assert not list(out.rglob("*.tmp"))
+    train_compare.run(compose(tmp_path))
+    comp = read_table(out / "comparison.parquet")
+    assert set(comp["variant"]) == {"default", "attn_bias"}
+    for col in ("val_loss", "max_top1_over_median", "sink1", "first_abs", "first_over_median", "massive"):
+        assert col in comp.columns, col
+    assert (out / "emergence.png").stat().st_size > 0 and (out / "layerwise.png").stat().st_size > 0
+
+
+def test_bad_variant_fails_with_one_error_line(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("PIPELINE_FULL_ERROR", None)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.train", "train.variant=nope", f"paths.root={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "nope" in errors[0] and "variant" in errors[0], proc.stderr
+    assert not (tmp_path / "results").exists()
