@@ -1,0 +1,21 @@
+"""W&B runs: offline by default, one per stage, grouped by sweep and typed by stage."""
+
+from pipeline import tracking
+
+
+def test_offline_run_is_written_with_group_and_job_type(tmp_path, compose_in):
+    cfg = compose_in("wandb.mode=offline", "stage=detect", "sweep_name=mysweep")
+    with tracking.stage_run(cfg) as run:
+        run.log({"top1_over_median": 1234.5})
+        assert run.group == "mysweep" and run.job_type == "detect"
+        assert {"git_commit", "packages", "model", "detect"} <= set(run.config.keys())
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # the offline run's log, for `wandb sync`
+    assert b"mysweep" in record and b"top1_over_median" in record
+
+
+def test_default_mode_is_offline():
+    from pipeline.cli import compose
+
+    assert compose([]).wandb.mode.value == "offline"
