@@ -112,6 +112,15 @@ class FiguresConfig:
 
 
 @dataclass
+class AblateConfig:
+    interventions: list[str] = field(default_factory=lambda: ["none", "zero", "mean", "random_zero"])
+    layers: str = "emerge"  # emerge | all | block indices joined by "_", e.g. "2_3"
+    max_chunks: int = 16  # perplexity chunks of seq_len tokens (the paper: the whole test split)
+    batch_size: int = 4
+    harmful_factor: float = 2.0  # "harmful" when zeroing multiplies perplexity by more than this
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = WandbMode.offline
     project: str = "massive-activations"
@@ -133,6 +142,7 @@ class Config:
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
+    ablate: AblateConfig = field(default_factory=AblateConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
@@ -157,6 +167,8 @@ _POSITIVE = [
     "capture.batch_size",
     "figures.dpi",
     "data.max_documents",
+    "ablate.max_chunks",
+    "ablate.batch_size",
 ]
 
 
