@@ -32,6 +32,10 @@ wildcard_constraints:
 localrules: all, fetch_model, fetch_corpus, report
 
 
+ABLATE = SWEEP.get("ablate")
+ABLATION = [f"results/ablation_{SWEEP_STEM}.{ext}" for ext in ("parquet", "png", "html")] if ABLATE else []
+
+
 rule all:
     input:
         f"results/report_{SWEEP_STEM}.html",
@@ -151,8 +155,54 @@ rule figures:
         "{params.py} -m pipeline.figures model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
 
 
+rule ablate:
+    input:
+        model="cache/models/{model}/fetched.json",
+        corpus="cache/corpora/{corpus}.parquet",
+        detect=expand("results/{{model}}/{{corpus}}/detect/{file}", file=DETECT),
+    output:
+        "results/{model}/{corpus}/ablate/{layers}/perplexity.parquet",
+    log:
+        "logs/ablate/{model}/{corpus}/{layers}.log",
+    conda:
+        "environment.yml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+        interventions=lambda w: "[" + ",".join(ABLATE["interventions"]) + "]",
+    shell:
+        "{params.py} -m pipeline.ablate model={wildcards.model} data={wildcards.corpus} ablate.layers={wildcards.layers} "
+        "ablate.interventions={params.interventions:q} {params.ov} hydra.run.dir=results/{wildcards.model}/{wildcards.corpus}/ablate/{wildcards.layers} 2>&1 | tee {log}"
+
+
+rule ablation:
+    input:
+        expand("results/{model}/{corpus}/ablate/{layers}/perplexity.parquet", model=SWEEP["models"],
+               corpus=SWEEP["corpora"], layers=(ABLATE or {}).get("layers", [])),
+    output:
+        ABLATION,
+    log:
+        f"logs/ablation/{SWEEP_STEM}.log",
+    conda:
+        "environment.yml"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        py=PY,
+        ov=OVERRIDES,
+        stem=SWEEP_STEM,
+    shell:
+        "{params.py} -m pipeline.ablation {params.ov} hydra.run.dir=results/.runs/ablation_{params.stem} 2>&1 | tee {log}"
+
+
 rule report:
     input:
+        ABLATION,
         expand("results/{model}/{corpus}/figures/{fig}.png", model=SWEEP["models"], corpus=SWEEP["corpora"], fig=FIGURES),
         expand("results/{model}/{corpus}/detect/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"], file=DETECT),
     output:

@@ -51,7 +51,19 @@ def section(cfg: DictConfig, model: str, corpus: str) -> dict:
     }
 
 
-def render(cfg: DictConfig, extra_sections: list[str] | None = None) -> str:
+def extra_sections(cfg: DictConfig, sweep: dict) -> list[str]:
+    """Sections written by sweep-level rules (ablation, ...), with their figure."""
+    blocks = []
+    if sweep.get("ablate"):
+        from pipeline.ablation import outputs
+
+        out = outputs(cfg)
+        img = base64.b64encode(out["png"].read_bytes()).decode()
+        blocks.append(out["html"].read_text() + f'<div class="figs"><img alt="ablation" src="data:image/png;base64,{img}"></div>')
+    return blocks
+
+
+def render(cfg: DictConfig) -> str:
     sweep = sweeps.load(cfg.sweep_name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]))
     sections = [section(cfg, m, c) for m in sweep["models"] for c in sweep["corpora"]]
@@ -60,7 +72,7 @@ def render(cfg: DictConfig, extra_sections: list[str] | None = None) -> str:
         s["per_layer_html"] = jinja2.filters.do_mark_safe(s["per_layer_html"])
     return env.get_template("report.html.j2").render(
         sweep=Path(cfg.sweep_name).stem, sections=sections, min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio,
-        extra_sections=[jinja2.filters.do_mark_safe(x) for x in extra_sections or []], provenance=provenance(cfg))
+        extra_sections=[jinja2.filters.do_mark_safe(x) for x in extra_sections(cfg, sweep)], provenance=provenance(cfg))
 
 
 def run(cfg: DictConfig) -> None:
