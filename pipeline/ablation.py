@@ -66,8 +66,10 @@ def figure(table: pd.DataFrame):
 
 
 def section(table: pd.DataFrame) -> str:
+    order = list(dict.fromkeys(table["intervention"]))
     pivot = table.pivot_table(index=["model", "corpus", "layers", "blocks", "dims", "verdict"], columns="intervention",
-                              values="perplexity").reset_index()
+                              values="perplexity")[order].reset_index()
+    pivot.columns.name = None
     reference = pd.DataFrame(yaml.safe_load((CONF_DIR / "reference" / "paper.yaml").read_text())["perplexity"])
     fmt = lambda v: f"{v:,.2f}"  # noqa: E731
     return ("<h2>Ablation: massive activations set to zero, to their mean, and a random control</h2>"
