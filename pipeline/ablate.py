@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -57,18 +58,27 @@ def eval_chunks(cfg: DictConfig, tok, seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len)
 
 
-def token_roles(ids: torch.Tensor, texts: dict[int, str], delimiters: list[str]) -> torch.Tensor:
-    roles = [[interventions.ROLES.index(role(t, texts[int(i)], delimiters)) for t, i in enumerate(row)] for row in ids.tolist()]
-    return torch.tensor(roles, dtype=torch.long)
+class TokenRoles:
+    """input_ids -> role index per position (first, delimiter, other), decoding each id once."""
+
+    def __init__(self, tok, delimiters: list[str]):
+        self.tok, self.delimiters, self.texts = tok, list(delimiters), {}
+
+    def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for row in ids.tolist():
+            for i in row:
+                if i not in self.texts:
+                    self.texts[i] = self.tok.decode([i])
+            rows.append([interventions.ROLES.index(role(t, self.texts[i], self.delimiters)) for t, i in enumerate(row)])
+        return torch.tensor(rows, dtype=torch.long)
 
 
-def perplexity(model, chunks: torch.Tensor, batch_size: int, device, before_batch=None) -> tuple[float, int]:
+def perplexity(model, chunks: torch.Tensor, batch_size: int, device) -> tuple[float, int]:
     """exp(mean cross-entropy over every predicted token) and the number of tokens."""
     nll, count = 0.0, 0
     for start in range(0, len(chunks), batch_size):
         batch = chunks[start : start + batch_size]
-        if before_batch is not None:
-            before_batch(batch)
         logits = model(batch.to(device), use_cache=False).logits.float()
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1).to(device), reduction="sum")
         nll += loss.item()
@@ -88,37 +98,36 @@ def massive_means(massive: pd.DataFrame) -> dict[tuple[int, int, str], float]:
     return out
 
 
-def run(cfg: DictConfig) -> None:
-    unknown = [name for name in cfg.ablate.interventions if name not in interventions.INTERVENTIONS]
-    if unknown:
-        raise PipelineError(f"unknown intervention {unknown[0]!r} (known: {', '.join(sorted(interventions.INTERVENTIONS))})")
+def targets(cfg: DictConfig, n_layers: int) -> tuple[list[int], list[int], dict]:
+    """From the detection: the blocks to intervene at, the massive dims, and their means."""
     det = run_dir(cfg, "detect")
     result = json.loads((det / "summary.json").read_text())
     summary, massive = read_table(det / "summary.parquet"), read_table(det / "massive.parquet")
+    layers = parse_layers(cfg.ablate.layers, result.get("emerge_layer"), n_layers)
+    return layers, sorted(summary["dim"].unique().tolist()), massive_means(massive)
+
+
+@contextmanager
+def intervening(cfg: DictConfig, model, tok, name: str, layers: list[int], dims: list[int], means: dict):
+    """Intervention `name` applied to `model` (seeded, with token roles from `tok`)."""
+    ctx = interventions.Context(layer=-1, roles=torch.zeros(0, 0, dtype=torch.long), means=means,
+                                generator=torch.Generator().manual_seed(cfg.seed))
+    with interventions.applied(model, name, layers, dims, cfg.detect.min_abs, cfg.detect.min_ratio, ctx,
+                               TokenRoles(tok, cfg.detect.delimiters)):
+        yield ctx
+
+
+def run(cfg: DictConfig) -> None:
     device = pick_device(cfg.capture.device)
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device)
-    n_layers = num_layers(model.config)
-    layers = parse_layers(cfg.ablate.layers, result.get("emerge_layer"), n_layers)
-    dims = sorted(summary["dim"].unique().tolist())
+    layers, dims, means = targets(cfg, num_layers(model.config))
     chunks = eval_chunks(cfg, tok, check_seq_len(cfg))
-    texts = {int(i): tok.decode([int(i)]) for i in np.unique(chunks.numpy())}
-    roles = token_roles(chunks, texts, list(cfg.detect.delimiters))
-    means = massive_means(massive)
 
     rows = []
     for name in tqdm(cfg.ablate.interventions, desc=f"ablate {cfg.model.name}/{cfg.data.name}", unit=" intervention"):
-        ctx = interventions.Context(layer=-1, roles=roles[:0], means=means,
-                                    generator=torch.Generator().manual_seed(cfg.seed))
-        offset = {"start": 0}
-
-        def before_batch(batch, ctx=ctx, offset=offset):
-            ctx.roles = roles[offset["start"] : offset["start"] + len(batch)].to(device)
-            offset["start"] += len(batch)
-
-        with torch.inference_mode(), interventions.applied(model, name, layers, dims, cfg.detect.min_abs,
-                                                           cfg.detect.min_ratio, ctx):
-            ppl, n_tokens = perplexity(model, chunks, cfg.ablate.batch_size, device, before_batch)
+        with torch.inference_mode(), intervening(cfg, model, tok, name, layers, dims, means) as ctx:
+            ppl, n_tokens = perplexity(model, chunks, cfg.ablate.batch_size, device)
         rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "intervention": name, "layers": cfg.ablate.layers,
                      "blocks": ",".join(map(str, layers)), "dims": ",".join(map(str, dims)), "perplexity": ppl,
                      "n_tokens": n_tokens, "n_chunks": len(chunks), "entries_changed": ctx.changed})

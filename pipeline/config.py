@@ -118,6 +118,9 @@ class AblateConfig:
     max_chunks: int = 16  # perplexity chunks of seq_len tokens (the paper: the whole test split)
     batch_size: int = 4
     harmful_factor: float = 2.0  # "harmful" when zeroing multiplies perplexity by more than this
+    zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
+    zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
+    zeroshot_limit: Optional[int] = None  # examples per task (null: all)
 
 
 @dataclass
@@ -188,6 +191,11 @@ def check_values(cfg: Any) -> None:
     for key in ("detect.min_abs", "detect.min_ratio"):
         if OmegaConf.select(cfg, key) < 0:
             raise ValueError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
+    from pipeline.interventions import INTERVENTIONS
+
+    unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
+    if unknown:
+        raise ValueError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})")
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:

@@ -95,13 +95,23 @@ def massive_mask(h: torch.Tensor, dims: list[int], min_abs: float, min_ratio: fl
 
 @contextmanager
 def applied(model: torch.nn.Module, name: str, layers: list[int], dims: list[int], min_abs: float, min_ratio: float,
-            ctx: Context):
-    """Apply intervention `name` at the output of each block in `layers` during forward passes."""
+            ctx: Context, roles_of: Callable[[torch.Tensor], torch.Tensor] | None = None):
+    """Apply intervention `name` at the output of each block in `layers` during forward passes.
+
+    With `roles_of`, every forward pass first sets ctx.roles = roles_of(input_ids), so callers
+    that do not control batching (an evaluation harness) still give `mean` the token roles."""
     if name not in INTERVENTIONS:
         raise ValueError(f"unknown intervention {name!r} (known: {', '.join(sorted(INTERVENTIONS))})")
     fn = INTERVENTIONS[name]
     blocks = find_parts(model).blocks
     handles = []
+    if roles_of is not None:
+        def set_roles(_module, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is not None:
+                ctx.roles = roles_of(ids).to(ids.device)
+
+        handles.append(model.register_forward_pre_hook(set_roles, with_kwargs=True))
     for layer in layers:
         def hook(_module, _inputs, output, layer=layer):
             h = output[0] if isinstance(output, tuple) else output
