@@ -4,22 +4,7 @@
 #   snakemake --cores 2                         the default sweep
 #   snakemake --cores 2 --config sweep=paper    another sweep (or a path to a sweep YAML)
 # Paths are relative to the working directory (snakemake --directory DIR).
-import shlex
-import sys
-
-from pipeline import sweep as sweeps
-
-SWEEP_NAME = str(config.get("sweep", "default"))
-SWEEP = sweeps.load(SWEEP_NAME)
-SWEEP_STEM = sweeps.path_of(SWEEP_NAME).stem
-PY = shlex.quote(sys.executable)
-
-
-def overrides(model=None):
-    return " ".join(shlex.quote(o) for o in [f"sweep_name={SWEEP_NAME}", *sweeps.overrides(SWEEP, model)])
-
-
-OVERRIDES = overrides()
+include: "rules/common.smk"
 CAPTURE = ["layer_stats", "topk", "dim_max", "prompt"]
 DETECT = ["massive.parquet", "summary.parquet", "per_layer.parquet", "summary.json"]
 FIGURES = ["layerwise", "prompt_3d", "roles"]
@@ -27,13 +12,16 @@ FIGURES = ["layerwise", "prompt_3d", "roles"]
 wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
     corpus="[A-Za-z0-9_.-]+",
+    train="[A-Za-z0-9_.-]+",
+    variant="|".join(TRAIN_VARIANTS_ALL),
 
 
 localrules: all, fetch_model, fetch_corpus, report
 
 
-ABLATE = SWEEP.get("ablate")
-ABLATION = [f"results/ablation_{SWEEP_STEM}.{ext}" for ext in ("parquet", "png", "html")] if ABLATE else []
+
+
+include: "rules/train.smk"
 
 
 rule all:
@@ -194,7 +182,7 @@ rule ablation:
         runtime=10,
     params:
         py=PY,
-        ov=OVERRIDES,
+        ov=SWEEP_OVERRIDES,
         stem=SWEEP_STEM,
     shell:
         "{params.py} -m pipeline.ablation {params.ov} hydra.run.dir=results/.runs/ablation_{params.stem} 2>&1 | tee {log}"
@@ -203,6 +191,7 @@ rule ablation:
 rule report:
     input:
         ABLATION,
+        train_targets(),
         expand("results/{model}/{corpus}/figures/{fig}.png", model=SWEEP["models"], corpus=SWEEP["corpora"], fig=FIGURES),
         expand("results/{model}/{corpus}/detect/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"], file=DETECT),
     output:
@@ -216,7 +205,7 @@ rule report:
         runtime=10,
     params:
         py=PY,
-        ov=OVERRIDES,
+        ov=SWEEP_OVERRIDES,
         stem=SWEEP_STEM,
     shell:
         "{params.py} -m pipeline.report {params.ov} hydra.run.dir=results/.runs/report_{params.stem} 2>&1 | tee {log}"

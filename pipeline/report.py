@@ -60,6 +60,14 @@ def extra_sections(cfg: DictConfig, sweep: dict) -> list[str]:
         out = outputs(cfg)
         img = base64.b64encode(out["png"].read_bytes()).decode()
         blocks.append(out["html"].read_text() + f'<div class="figs"><img alt="ablation" src="data:image/png;base64,{img}"></div>')
+    for name in (sweep.get("train") or {}).get("configs", []):
+        base = root(cfg) / cfg.paths.results / "train" / name
+        imgs = "".join(f'<img alt="{f}" src="data:image/png;base64,{base64.b64encode((base / f"{f}.png").read_bytes()).decode()}">'
+                       for f in ("emergence", "layerwise"))
+        blocks.append(f"<h2>Retraining: {name}</h2><p>GPT variants trained from scratch (rules/train.smk, "
+                      f"docs/retraining.md): the comparison at the final step, and the emergence of the largest "
+                      f"activation and of attention sinks during training.</p>"
+                      + html_table(read_table(base / "comparison.parquet")) + f'<div class="figs">{imgs}</div>')
     return blocks
 
 

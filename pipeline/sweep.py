@@ -7,6 +7,7 @@ fills in defaults. The Snakefile and the report both call it, so they agree on t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jsonschema
@@ -43,3 +44,8 @@ def load(name: str) -> dict:
 def overrides(sweep: dict, model: str | None = None) -> list[str]:
     """The Hydra overrides of every rule of this sweep (plus a model's own)."""
     return list(sweep["overrides"]) + list(sweep["model_overrides"].get(model, []) if model else [])
+
+
+def export_group(stem: str) -> None:
+    """Name the sweep in the environment of the jobs the Snakefile starts (their W&B group)."""
+    os.environ["WANDB_RUN_GROUP"] = stem

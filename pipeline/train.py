@@ -350,7 +350,7 @@ def run(cfg: DictConfig) -> None:
 
     wandb_run = tracking.stage_run(cfg, name=f"train/{t.name}/{variant}") if master else contextlib.nullcontext()
     with wandb_run as wb:
-        started, window, done_here = time.time(), [], 0
+        started, window, done_here, resumed_at = time.time(), [], 0, step
         elapsed0 = state["elapsed_s"]
         while True:
             if master and (step % t.eval_interval == 0 or step == t.max_iters) and not any(r["step"] == step for r in state["rows"]):
@@ -369,7 +369,7 @@ def run(cfg: DictConfig) -> None:
                          step, common["val_loss"], max(r["top1_over_median"] for r in layers),
                          [round(r["first_over_median"], 1) for r in layers], layers[0]["sink1"],
                          [round(r["slot_attn"], 2) for r in layers])
-            if master and (step == t.max_iters or (step % t.checkpoint_interval == 0 and step > 0)):
+            if master and step != resumed_at and (step == t.max_iters or step % t.checkpoint_interval == 0):
                 state["elapsed_s"] = elapsed0 + time.time() - started
                 save_checkpoint(ckpt_path, raw, optimizer, step, state, cfg)
             if step >= t.max_iters:

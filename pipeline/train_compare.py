@@ -10,7 +10,7 @@ checkpoint.pt, in the order of the Variant enum) and writes there:
                       `massive`: top-1 |a| above detect.min_abs AND top-1/median above
                       detect.min_ratio (the paper's thresholds; tiny models rarely pass them,
                       so read the ratios)
-  emergence.png       top-1/median, first-position/median and Sink_1 against the step
+  emergence.png       top-1/median, first-position/median, Sink_1 and slot attention against the step
   layerwise.png       top-1/median and first-position |a| per layer at the final step
 The final-step statistics are recomputed from the checkpoint on the probe batch, so the table
 describes the saved weights.
@@ -18,6 +18,7 @@ describes the saved weights.
 
 from __future__ import annotations
 
+import copy
 import logging
 
 import matplotlib
@@ -41,11 +42,11 @@ log = logging.getLogger(__name__)
 def final_stats(cfg: DictConfig, variant: str, ckpt_path) -> tuple[int, list[dict]]:
     """The checkpoint's step and its per-layer emergence rows on the probe batch."""
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    vcfg = cfg.copy()
+    vcfg = copy.deepcopy(cfg)
     vcfg.train.variant = variant
     for key in ("model", "backcopy"):  # the architecture and task it was trained with
         if key in ckpt["train"]:
-            vcfg.train[key] = ckpt["train"][key]
+            vcfg.train[key].merge_with(ckpt["train"][key])
     model = GPT(gpt_config(vcfg))
     model.load_state_dict(ckpt["model"])
     probe, _ = make_data(vcfg).batch("probe", 0, cfg.train.probe_batch_size, vcfg.train.model.block_size)
@@ -72,15 +73,18 @@ def summarise(cfg: DictConfig, variant: str, metrics: pd.DataFrame, step: int, l
 
 
 def plot_emergence(histories: dict[str, pd.DataFrame], path, dpi: int) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     for variant, m in histories.items():
-        per_step = m.groupby("step").agg(top=("top1_over_median", "max"), first=("first_over_median", "max"), sink1=("sink1", "first"))
+        per_step = m.groupby("step").agg(top=("top1_over_median", "max"), first=("first_over_median", "max"),
+                                         sink1=("sink1", "first"), slot=("slot_attn", "max"))
         axes[0].plot(per_step.index, per_step["top"], marker=".", label=variant)
         axes[1].plot(per_step.index, per_step["first"], marker=".", label=variant)
         axes[2].plot(per_step.index, per_step["sink1"], marker=".", label=variant)
+        axes[3].plot(per_step.index, per_step["slot"], marker=".", label=variant)
     axes[0].set(title="largest top-1 |a| / median over layers", xlabel="step", yscale="log")
     axes[1].set(title="first position: largest |a| / median (max over layers)", xlabel="step", yscale="log")
-    axes[2].set(title="Sink_1: share of heads with first-token attention > threshold", xlabel="step", ylim=(-0.05, 1.05))
+    axes[2].set(title="Sink_1 (share of heads: first-token attention > threshold)", xlabel="step", ylim=(-0.05, 1.05))
+    axes[3].set(title="attention on the bias slot (max over layers)", xlabel="step", ylim=(-0.05, 1.05))
     axes[0].legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:

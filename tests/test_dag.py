@@ -42,7 +42,21 @@ def test_default_sweep_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     assert counts == {"all": 1, "fetch_model": 1, "fetch_corpus": 2, "tokenize": 2, "capture": 2, "detect": 2,
-                      "figures": 2, "report": 1}, counts
+                      "figures": 2, "ablate": 2, "ablation": 1, "report": 1}, counts
+
+
+def test_retrain_sweep_adds_the_training_jobs(tmp_path):
+    counts = job_counts(snakemake("-n", "--config", "sweep=retrain", cwd=tmp_path).stdout)
+    assert counts["train"] == 5 and counts["train_compare"] == 1
+
+
+def test_editing_the_ablation_sweep_adds_exactly_its_jobs(tmp_path):
+    one = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none", "zero"], "layers": ["emerge"]})
+    base = job_counts(snakemake("-n", "--config", f"sweep={one}", cwd=tmp_path).stdout)
+    two = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none", "zero"], "layers": ["emerge", "all", "2_3"]})
+    more = job_counts(snakemake("-n", "--config", f"sweep={two}", cwd=tmp_path).stdout)
+    assert base["ablate"] == 1 and more["ablate"] == 3
+    assert {k: v for k, v in more.items() if k != "ablate"} == {k: v for k, v in base.items() if k != "ablate"}
 
 
 def test_editing_the_sweep_changes_the_dag(tmp_path):

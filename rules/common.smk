@@ -1,0 +1,37 @@
+# Shared by the Snakefile and rules/*.smk: the sweep, the Python that runs the modules, and
+# the Hydra overrides each rule appends.
+import shlex
+import sys
+
+from pipeline import sweep as sweeps
+
+SWEEP_NAME = str(config.get("sweep", "default"))
+SWEEP = sweeps.load(SWEEP_NAME)
+SWEEP_STEM = sweeps.path_of(SWEEP_NAME).stem
+PY = shlex.quote(sys.executable)
+# The sweep's name reaches the jobs through the environment (WANDB_RUN_GROUP, the W&B group),
+# not their parameters: a result shared by two sweeps is not recomputed when switching sweeps.
+sweeps.export_group(SWEEP_STEM)
+
+
+def overrides(model=None):
+    """The sweep's Hydra overrides for every rule (and a model's own), shell-quoted."""
+    return " ".join(shlex.quote(o) for o in sweeps.overrides(SWEEP, model))
+
+
+OVERRIDES = overrides()
+SWEEP_OVERRIDES = f"sweep_name={shlex.quote(SWEEP_NAME)} {OVERRIDES}"  # for the rules that read the sweep
+ABLATE = SWEEP.get("ablate")
+ABLATION = [f"results/ablation_{SWEEP_STEM}.{ext}" for ext in ("parquet", "png", "html")] if ABLATE else []
+TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
+
+
+def train_variants():
+    return list((SWEEP.get("train") or {}).get("variants") or TRAIN_VARIANTS_ALL)
+
+
+def train_targets():
+    """The comparison outputs of every training config of the sweep (none when it has no `train:`)."""
+    spec = SWEEP.get("train") or {}
+    return [f"results/train/{name}/{out}" for name in spec.get("configs", [])
+            for out in ("comparison.parquet", "emergence.png", "layerwise.png")]
