@@ -31,7 +31,7 @@ def test_environment_yml_installs_the_same_package():
     assert tuple(map(int, low.split("."))) <= tuple(map(int, version.split("."))) < tuple(map(int, high.split(".")))
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     # the package itself, nothing pinned a second time that could disagree with pyproject
-    assert pip == ["-e .[gpu]"], pip
+    assert pip == ["-e .[gpu,zeroshot]"], pip
     names = {re.split(r"[=<>\[ ]", d)[0] for d in project["dependencies"]}
     conda_pkgs = {re.split(r"[=<> ]", d)[0] for d in env["dependencies"] if isinstance(d, str)}
     assert conda_pkgs <= {"python", "pip"}, conda_pkgs - {"python", "pip"}
