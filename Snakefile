@@ -161,16 +161,41 @@ rule ablate:
     params:
         py=PY,
         ov=lambda w: overrides(w.model),
-        interventions=lambda w: "[" + ",".join(ABLATE["interventions"]) + "]",
+        interventions=lambda w: hydra_list(ABLATE["interventions"]),
     shell:
         "{params.py} -m pipeline.ablate model={wildcards.model} data={wildcards.corpus} ablate.layers={wildcards.layers} "
-        "ablate.interventions={params.interventions:q} {params.ov} hydra.run.dir=results/{wildcards.model}/{wildcards.corpus}/ablate/{wildcards.layers} 2>&1 | tee {log}"
+        "ablate.interventions={params.interventions} {params.ov} hydra.run.dir=results/{wildcards.model}/{wildcards.corpus}/ablate/{wildcards.layers} 2>&1 | tee {log}"
+
+
+rule zeroshot:
+    input:
+        model="cache/models/{model}/fetched.json",
+        detect=expand("results/{{model}}/{{corpus}}/detect/{file}", file=DETECT),
+    output:
+        "results/{model}/{corpus}/ablate/{layers}/zeroshot.parquet",
+    log:
+        "logs/zeroshot/{model}/{corpus}/{layers}.log",
+    conda:
+        "environment.yml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=480,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+        interventions=lambda w: hydra_list(ABLATE["interventions"]),
+        tasks=hydra_list(ZEROSHOT),
+    shell:
+        "{params.py} -m pipeline.zeroshot model={wildcards.model} data={wildcards.corpus} ablate.layers={wildcards.layers} "
+        "ablate.interventions={params.interventions} ablate.zeroshot_tasks={params.tasks} {params.ov} "
+        "hydra.run.dir=results/{wildcards.model}/{wildcards.corpus}/ablate/{wildcards.layers}/.zeroshot 2>&1 | tee {log}"
 
 
 rule ablation:
     input:
-        expand("results/{model}/{corpus}/ablate/{layers}/perplexity.parquet", model=SWEEP["models"],
-               corpus=SWEEP["corpora"], layers=(ABLATE or {}).get("layers", [])),
+        ablate_outputs("perplexity.parquet"),
+        ablate_outputs("zeroshot.parquet") if ZEROSHOT else [],
     output:
         ABLATION,
     log:

@@ -81,12 +81,24 @@ def section(table: pd.DataFrame) -> str:
             + reference.to_html(index=False, border=0, float_format=fmt, na_rep="-"))
 
 
+def zeroshot_section(tables: list[pd.DataFrame]) -> str:
+    if not tables:
+        return ""
+    z = pd.concat(tables, ignore_index=True)
+    z = z[z["metric"].isin(["acc", "acc_norm"])]
+    pivot = z.pivot_table(index=["model", "layers", "task", "metric"], columns="intervention", values="value").reset_index()
+    pivot.columns.name = None
+    return ("<h3>Zero-shot accuracy under each intervention (lm-evaluation-harness)</h3>"
+            + pivot.to_html(index=False, border=0, float_format=lambda v: f"{v:.3f}", na_rep="-"))
+
+
 def run(cfg: DictConfig) -> None:
     sweep = sweeps.load(cfg.sweep_name)
     spec = sweep.get("ablate") or {}
-    paths = [root(cfg) / cfg.paths.results / m / c / "ablate" / layers / "perplexity.parquet"
-             for m in sweep["models"] for c in sweep["corpora"] for layers in spec.get("layers", ["emerge"])]
-    table = verdicts(pd.concat([read_table(p) for p in paths], ignore_index=True), cfg.ablate.harmful_factor)
+    dirs = [root(cfg) / cfg.paths.results / m / c / "ablate" / layers
+            for m in sweep["models"] for c in sweep["corpora"] for layers in spec.get("layers", ["emerge"])]
+    table = verdicts(pd.concat([read_table(d / "perplexity.parquet") for d in dirs], ignore_index=True), cfg.ablate.harmful_factor)
+    zeroshot = [read_table(d / "zeroshot.parquet") for d in dirs if spec.get("zeroshot_tasks")]
     out = outputs(cfg)
     write_table(table, out["parquet"], cfg)
     fig = figure(table)
@@ -94,7 +106,7 @@ def run(cfg: DictConfig) -> None:
         fig.savefig(tmp, dpi=cfg.figures.dpi, bbox_inches="tight", format="png")
     plt.close(fig)
     with atomic_path(out["html"]) as tmp:
-        tmp.write_text(section(table))
+        tmp.write_text(section(table) + zeroshot_section(zeroshot))
     with tracking.stage_run(cfg, name=f"ablation/{Path(cfg.sweep_name).stem}") as wb:
         wb.log({"ablation": tracking.table(table), "ablation_figure": tracking.image(out["png"])})
 

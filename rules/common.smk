@@ -23,6 +23,19 @@ OVERRIDES = overrides()
 SWEEP_OVERRIDES = f"sweep_name={shlex.quote(SWEEP_NAME)} {OVERRIDES}"  # for the rules that read the sweep
 ABLATE = SWEEP.get("ablate")
 ABLATION = [f"results/ablation_{SWEEP_STEM}.{ext}" for ext in ("parquet", "png", "html")] if ABLATE else []
+ZEROSHOT = (ABLATE or {}).get("zeroshot_tasks") or []
+
+
+def ablate_outputs(name):
+    """Every results/<model>/<corpus>/ablate/<layers>/<name> of the sweep."""
+    return [f"results/{m}/{c}/ablate/{layers}/{name}" for m in SWEEP["models"] for c in SWEEP["corpora"]
+            for layers in (ABLATE or {}).get("layers", [])]
+
+
+def hydra_list(items):
+    return shlex.quote("[" + ",".join(items) + "]")
+
+
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 
 
