@@ -194,3 +194,29 @@ def test_dispatch():
 def test_default_launch_config():
     g = rng(11)
     check(randn((1, 300), g, torch.bfloat16), 5)  # one row: one program (sorts of 256 are slow)
+
+
+def test_capture_through_the_kernel_matches_the_torch_path():
+    """The capture's statistics are the same whichever backend computes them."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import tiny
+    from pipeline import capture
+
+    model = tiny.plant(tiny.build("llama"), layer=1, dim=7)
+    ids = tiny.sequences(2, 12)
+    results = {}
+    for backend in ("torch", "triton"):
+        stats = capture.Stats(k=8, backend=backend)
+        stats.seq_ids, stats.input_ids = [0, 1], ids
+        with torch.inference_mode(), capture.block_hooks(model, stats):
+            model(ids)
+        results[backend] = stats
+    assert results["torch"].layer_rows == results["triton"].layer_rows
+    for key, chunks in results["torch"].topk_rows.items():
+        for a, b in zip(chunks, results["triton"].topk_rows[key]):
+            assert (a == b).all(), key
+    for layer, dm in results["torch"].dim_max.items():
+        assert torch.equal(dm, results["triton"].dim_max[layer])
