@@ -192,6 +192,31 @@ rule zeroshot:
         "hydra.run.dir=results/{wildcards.model}/{wildcards.corpus}/ablate/{wildcards.layers}/.zeroshot 2>&1 | tee {log}"
 
 
+rule attention:
+    input:
+        model="cache/models/{model}/fetched.json",
+        corpus="cache/corpora/{corpus}.parquet",
+        tokens="results/{model}/{corpus}/tokens.parquet",
+        stats="results/{model}/{corpus}/capture/layer_stats.parquet",
+        detect=expand("results/{{model}}/{{corpus}}/detect/{file}", file=DETECT),
+    output:
+        expand("results/{{model}}/{{corpus}}/attention/{file}", file=ATTENTION_OUT),
+    log:
+        "logs/attention/{model}/{corpus}.log",
+    conda:
+        "environment.yml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model),
+        attn=attention_overrides(),
+    shell:
+        "{params.py} -m pipeline.attention model={wildcards.model} data={wildcards.corpus} {params.attn} {params.ov} 2>&1 | tee {log}"
+
+
 rule ablation:
     input:
         ablate_outputs("perplexity.parquet"),
@@ -216,6 +241,8 @@ rule ablation:
 rule report:
     input:
         ABLATION,
+        expand("results/{model}/{corpus}/attention/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"],
+               file=ATTENTION_OUT) if ATTENTION else [],
         train_targets(),
         expand("results/{model}/{corpus}/figures/{fig}.png", model=SWEEP["models"], corpus=SWEEP["corpora"], fig=FIGURES),
         expand("results/{model}/{corpus}/detect/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"], file=DETECT),

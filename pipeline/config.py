@@ -124,6 +124,16 @@ class AblateConfig:
 
 
 @dataclass
+class AttentionConfig:
+    num_sequences: int = 8  # calibration sequences (tokens.parquet): measures and means
+    sink_threshold: float = 0.3  # a Sink_1 head: mean attention on the first token above this
+    concentrate_threshold: float = 0.5  # concentration layer: head-mean attention on massive tokens above this
+    heatmap_layers: Optional[list[int]] = None  # null: before emergence, emergence, a middle layer
+    intervene_layers: str = "massive"  # massive: layers whose input holds massive activations | all
+    sample_queries: int = 32  # query positions (second half of the sequence) kept for the decomposition
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = WandbMode.offline
     project: str = "massive-activations"
@@ -146,6 +156,7 @@ class Config:
     detect: DetectConfig = field(default_factory=DetectConfig)
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     ablate: AblateConfig = field(default_factory=AblateConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group

@@ -39,9 +39,15 @@ def html_table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, float_format=number, na_rep="-")
 
 
-def section(cfg: DictConfig, model: str, corpus: str) -> dict:
+def section(cfg: DictConfig, model: str, corpus: str, sweep: dict) -> dict:
     det, figs = stage_dir(cfg, model, corpus, "detect"), stage_dir(cfg, model, corpus, "figures")
+    attention = ""
+    if sweep.get("attention"):
+        from pipeline.attention import report_section
+
+        attention = report_section(cfg, model, corpus)
     return {
+        "attention_html": attention,
         "model": model,
         "corpus": corpus,
         "result": json.loads((det / "summary.json").read_text()),
@@ -74,8 +80,9 @@ def extra_sections(cfg: DictConfig, sweep: dict) -> list[str]:
 def render(cfg: DictConfig) -> str:
     sweep = sweeps.load(cfg.sweep_name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]))
-    sections = [section(cfg, m, c) for m in sweep["models"] for c in sweep["corpora"]]
+    sections = [section(cfg, m, c, sweep) for m in sweep["models"] for c in sweep["corpora"]]
     for s in sections:
+        s["attention_html"] = jinja2.filters.do_mark_safe(s["attention_html"])
         s["summary_html"] = jinja2.filters.do_mark_safe(s["summary_html"])
         s["per_layer_html"] = jinja2.filters.do_mark_safe(s["per_layer_html"])
     return env.get_template("report.html.j2").render(

@@ -36,6 +36,19 @@ def hydra_list(items):
     return shlex.quote("[" + ",".join(items) + "]")
 
 
+ATTENTION = SWEEP.get("attention")
+ATTENTION_OUT = ["heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
+                 "sink_curve.png", "summary.json"]
+
+
+def attention_overrides():
+    items = []
+    for key, value in (ATTENTION or {}).items():
+        value = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
+        items.append(shlex.quote(f"attention.{key}={value}"))
+    return " ".join(items)
+
+
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 
 

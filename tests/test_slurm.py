@@ -119,7 +119,7 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     proc = snakemake("-n", "--config", "sweep=paper", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout)
-    per_pair = {"tokenize": 24, "capture": 24, "detect": 24, "figures": 24, "ablate": 24, "zeroshot": 24}
+    per_pair = {"tokenize": 24, "capture": 24, "detect": 24, "figures": 24, "ablate": 24, "zeroshot": 24, "attention": 24}
     assert counts == {"fetch_model": 6, "fetch_corpus": 4, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
     jobs = planned_jobs(proc.stdout)
     assert len(jobs) == sum(counts.values())
@@ -132,7 +132,7 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     for j in jobs:
         r = j["resources"]
         assert r["slurm_account"] == "my_account", j
-        if j["rule"] in ("capture", "ablate", "zeroshot"):
+        if j["rule"] in ("capture", "ablate", "zeroshot", "attention"):
             assert r["slurm_partition"] == "gpu" and r["gres"].startswith("gpu:"), j
         elif j["rule"] in CPU_RULES:
             assert r["slurm_partition"] == "cpu" and "gres" not in r, j

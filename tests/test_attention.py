@@ -1,0 +1,225 @@
+"""Attention analysis on tiny random models: exact eager attention, the decomposition, sinks,
+the mean-replacement intervention and the rule end to end."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import tiny
+from pipeline import attention, capture, detect, fetch_model
+from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_table
+from pipeline.model import find_parts
+
+LAYER, DIM = 1, 7  # tiny.plant: dim 7 is massive at the first token (token id 0) from block 1's output on
+CONST, CONST_VALUE = 20, 0.1  # wire_sink: a residual dim held at 0.1 for every token
+FAMILIES = tiny.FAMILIES + ["gemma", "gemma2"]
+
+
+def build(family: str) -> nn.Module:
+    """tiny.build, plus gemma and gemma2 (soft-capped logits, sliding windows) at the same size."""
+    if family not in ("gemma", "gemma2"):
+        return tiny.build(family)
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(family, hidden_size=tiny.D, intermediate_size=tiny.I, num_hidden_layers=tiny.L,
+                               num_attention_heads=tiny.H, num_key_value_heads=2, head_dim=tiny.D // tiny.H,
+                               vocab_size=tiny.VOCAB, max_position_embeddings=256, bos_token_id=0, eos_token_id=1,
+                               pad_token_id=1, **({"sliding_window": 8} if family == "gemma2" else {}))
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+def recorder(model, ids, massive=(0,), random=(3,)):
+    rec = attention.Recorder(model)
+    rec.massive = torch.zeros(ids.shape, dtype=torch.bool)
+    rec.massive[:, list(massive)] = True
+    rec.random = torch.zeros(ids.shape, dtype=torch.bool)
+    rec.random[:, list(random)] = True
+    return rec
+
+
+@torch.no_grad()
+def wire_sink(model: nn.Module, gain: float = 2.0) -> nn.Module:
+    """Make later blocks attend to a token that carries a large DIM: what trained models learn.
+
+    In a random-init model attention is near uniform whatever the residual stream holds, so
+    tiny.plant alone moves no attention. This adds the two ingredients of a sink by hand:
+    a query component every token shares (residual dim CONST held at CONST_VALUE: set in the embedding,
+    written by no layer) and, in the blocks after LAYER, one query/key coordinate per head that
+    reads CONST on the query side and DIM on the key side (the last coordinate of the head:
+    rotary turns it at its slowest frequency, or not at all for phi's partial rotary). The key
+    there is large only where DIM is large: the logit to a token is ~ gain^2 * its normalised DIM.
+    The same wiring is applied to the model with and without the plant, so any difference in
+    attention comes from the planted activation."""
+    model.get_input_embeddings().weight[:, CONST] = CONST_VALUE
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear) and mod.out_features == tiny.D:
+            mod.weight[CONST, :] = 0.0
+            if mod.bias is not None:
+                mod.bias[CONST] = 0.0
+    for name, p in model.named_parameters():
+        if name.endswith("experts.down_proj"):
+            p[:, CONST, :] = 0.0
+    for attn in find_parts(model).attentions[LAYER + 1 :]:
+        hd = attn.head_dim
+        for proj, source in ((attn.q_proj, CONST), (attn.k_proj, DIM)):
+            for h in range(proj.out_features // hd):
+                row = h * hd + hd - 1
+                proj.weight[row, :] = 0.0
+                proj.weight[row, source] = gain
+                if proj.bias is not None:
+                    proj.bias[row] = 0.0
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_recorded_attention_is_eager_attention(family):
+    model, ids = build(family), tiny.sequences(2, 16)
+    with torch.inference_mode():
+        ref = model(ids, output_attentions=True)
+    attention.use_recording_attention(model)
+    rec = recorder(model, ids)
+    with torch.inference_mode(), rec.active("record", keep=True):
+        logits = model(ids).logits
+    assert torch.equal(logits, ref.logits)  # the model's output is untouched, bit for bit
+    assert sorted(rec.kept) == list(range(tiny.L))
+    for layer, k in rec.kept.items():
+        probs, lg, visible = k["probs"], k["logits"], k["visible"]
+        assert probs.shape == (2, tiny.H, 16, 16)  # every query head, grouped-query keys repeated
+        assert k["values"].shape == (2, tiny.H, 16, tiny.D // tiny.H)
+        torch.testing.assert_close(probs, ref.attentions[layer], rtol=0, atol=0)
+        torch.testing.assert_close(torch.softmax(lg, dim=-1), probs, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(probs.sum(-1), torch.ones(2, tiny.H, 16))
+        assert torch.all(probs[~visible] == 0) and torch.all(lg[~visible] == float("-inf"))
+        causal = torch.ones(16, 16, dtype=torch.bool).tril()
+        if family == "gemma2" and layer % 2 == 0:  # gemma2's even layers see a sliding window of 8 keys
+            causal &= ~torch.ones(16, 16, dtype=torch.bool).tril(-8)
+        assert torch.equal(visible[0, 0], causal)
+        assert torch.isfinite(lg[visible]).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_decomposition_reconstructs_the_output(family):
+    model, ids = attention.use_recording_attention(tiny.plant(build(family), LAYER, DIM)), tiny.sequences(2, 12)
+    rec = recorder(model, ids, massive=(0, 5))
+    with torch.inference_mode(), rec.active("record", keep=True):
+        model(ids)
+    for k in rec.kept.values():
+        parts = k["parts"]
+        torch.testing.assert_close(parts["massive"] + parts["other"], k["output"], rtol=1e-5, atol=1e-6)
+        direct = k["probs"][..., [0]] @ k["values"][:, :, [0]] + k["probs"][..., [5]] @ k["values"][:, :, [5]]
+        torch.testing.assert_close(parts["massive"], direct, rtol=1e-5, atol=1e-6)
+
+
+def first_token_mass(model, ids) -> list[float]:
+    rec = recorder(attention.use_recording_attention(model), ids)
+    with torch.inference_mode(), rec.active("record"):
+        model(ids)
+    return attention.layer_table(attention.head_table(rec, 0.3), LAYER, None)["mass_first"].tolist()
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "phi"])
+def test_planted_massive_activation_draws_attention(family):
+    ids = tiny.sequences(3, 32)
+    without = first_token_mass(wire_sink(build(family)), ids)
+    with_plant = first_token_mass(wire_sink(tiny.plant(build(family), LAYER, DIM)), ids)
+    uniform = sum(1 / (q + 1) for q in range(1, 32)) / 31  # mean attention on key 0 when every key is equal
+    for layer in range(tiny.L):
+        if layer > LAYER:  # reads the planted activation
+            assert with_plant[layer] > 0.95 and without[layer] < 0.5, (layer, with_plant, without)
+        else:
+            assert abs(with_plant[layer] - uniform) < 0.03 and abs(without[layer] - uniform) < 0.03
+    # tiny.plant alone: random-init attention is near uniform, which is why wire_sink is needed
+    assert max(first_token_mass(tiny.plant(build(family), LAYER, DIM), ids)) < 0.15
+
+
+def calibrated(model, ids):
+    rec = recorder(model, ids)
+    with torch.inference_mode(), rec.active("record"):
+        model(ids)
+    rec.finish_means()
+    return rec
+
+
+def test_mean_replacement_with_one_input_is_exact():
+    model = attention.use_recording_attention(wire_sink(tiny.plant(build("llama"), LAYER, DIM)))
+    ids = tiny.sequences(1, 24)
+    rec = calibrated(model, ids)
+    with torch.inference_mode():
+        plain = model(ids).logits
+        for mode in ("replace_massive_with_mean", "replace_random_with_mean", "replace_other_with_mean"):
+            with rec.active(mode):
+                assert torch.equal(model(ids).logits, plain), mode
+        with rec.active("replace_massive_with_zero"):
+            assert not torch.equal(model(ids).logits, plain)
+
+
+def test_massive_part_is_a_bias_and_the_random_part_is_not():
+    """With the planted sink, the massive token's part is constant across inputs: replacing it by
+    its mean barely moves the logits, while the same for an ordinary token does."""
+    model = attention.use_recording_attention(wire_sink(tiny.plant(build("llama"), LAYER, DIM)))
+    ids = tiny.sequences(4, 24, seed=5)
+    rec = calibrated(model, ids)
+    decomp = attention.decomposition(rec)
+    late = decomp[decomp["layer"] > LAYER].groupby("part")[["rel_std", "cos_to_mean"]].median()
+    assert late.loc["massive", "rel_std"] < 0.05 < late.loc["random", "rel_std"]
+    assert late.loc["massive", "cos_to_mean"] > 0.99 > late.loc["random", "cos_to_mean"]
+    with torch.inference_mode():
+        plain = model(ids).logits
+        change = {}
+        for mode in ("replace_massive_with_mean", "replace_random_with_mean"):
+            with rec.active(mode):
+                change[mode] = (model(ids).logits - plain).abs().max().item()
+    assert change["replace_massive_with_mean"] < 0.1 * change["replace_random_with_mean"], change
+
+
+def test_settings(compose_in):
+    assert attention.settings(compose_in()) == attention.AttentionConfig()
+    s = attention.settings(compose_in("++attention.num_sequences=3", "++attention.heatmap_layers=[0,2]"))
+    assert s.num_sequences == 3 and s.heatmap_layers == [0, 2]
+    with pytest.raises(Exception, match="num_seqs"):  # by the schema once `attention` is in it, else here
+        attention.settings(compose_in("++attention.num_seqs=3"))
+    with pytest.raises(Exception, match="intervene_layers"):
+        attention.settings(compose_in("++attention.intervene_layers=some"))
+
+
+def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
+    """A tiny planted llama with a wired sink, its tokens, capture and detection, and a corpus whose
+    perplexity chunks each start with token 0 (the byte tokenizer reads "<s>" as id 0)."""
+    model = wire_sink(tiny.plant(build("llama"), LAYER, DIM))
+    path = tiny.save(model, tmp_path / "hf_llama")
+    cfg = compose_in("model=tiny_random", "model.source=local", f"model.path={path}", "model.name=tiny_sink",
+                     f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2", "ablate.max_chunks=4",
+                     "ablate.batch_size=2", "++attention.num_sequences=3", "figures.dpi=40")
+    fetch_model.run(cfg)
+    write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": tiny.sequences(n_seq, seq_len).tolist()}), tokens_file(cfg), cfg)
+    docs = ["<s>" + "".join(chr(97 + (i * 7 + j * 3) % 26) for j in range(seq_len - 3)) for i in range(6)]
+    write_table(pd.DataFrame({"text": docs}), corpus_file(cfg), cfg)
+    capture.run(cfg)
+    detect.run(cfg)
+    return cfg
+
+
+def test_rule_end_to_end(tmp_path, compose_in):
+    cfg = prepare(tmp_path, compose_in)
+    attention.run(cfg)
+    out = run_dir(cfg, "attention")
+    heads, layers = read_table(out / "heads.parquet"), read_table(out / "layers.parquet")
+    decomp, ppl = read_table(out / "decomposition.parquet"), read_table(out / "perplexity.parquet")
+    result = json.loads((out / "summary.json").read_text())
+    assert len(heads) == tiny.L * tiny.H and set(heads.columns) >= {"layer", "head", "mass_first", "mass_massive", "mass_other", "sink"}
+    assert result["emerge_layer"] == LAYER and result["massive_tokens"] == "detected"
+    assert result["concentration_layer"] == LAYER + 1
+    assert layers.loc[layers.layer > LAYER, "sink_1_share"].eq(1.0).all()
+    assert layers.loc[layers.layer <= LAYER, "sink_1_share"].eq(0.0).all()
+    assert set(decomp["part"]) == set(attention.PARTS) and len(decomp) == tiny.L * tiny.H * 3
+    assert ppl["variant"].tolist() == ["none", "massive_mean", "random_mean", "other_mean", "massive_zero"]
+    assert ppl["intervened_layers"].iloc[0] == "2,3"
+    r = dict(zip(ppl["variant"], ppl["ratio_to_none"]))
+    assert abs(r["massive_mean"] - 1) < 1e-3 < abs(r["massive_zero"] - 1), r  # the bias matters; its mean is enough
+    for f in ("heatmaps.png", "sink_curve.png"):
+        assert (out / f).stat().st_size > 1000
+    html = attention.report_section(cfg, cfg.model.name, cfg.data.name)
+    assert html.count("<img") == 2 and "massive_mean" in html
