@@ -69,6 +69,45 @@ def top_abs_torch(x: torch.Tensor, k: int) -> TopAbs:
     )
 
 
+def top_abs_rows_torch(x: torch.Tensor, k: int) -> TopAbs:
+    """`top_abs_torch` of every x[i] at once (x: [rows, ..., D]); fields gain a leading rows dim."""
+    _check_args(x[0], k)
+    rows, d = x.shape[0], x.shape[-1]
+    a = x.detach().to(torch.float32).abs().reshape(rows, -1)
+    vals, idx = torch.topk(a, k, dim=1, sorted=True)
+    if torch.isnan(vals[:, 0]).any():
+        raise ValueError("top_abs input contains NaN")
+    kth = vals[:, -1:]
+    tied_total = (a == kth).sum(dim=1)
+    tied_kept = (vals == kth).sum(dim=1)
+    for r in torch.nonzero(tied_total > tied_kept).flatten().tolist():  # rare: ties cut at the k-th value
+        idx[r] = top_abs_torch(x[r], k).indices
+    idx, _ = torch.sort(idx, dim=1)
+    order = torch.sort(torch.gather(a, 1, idx), dim=1, descending=True, stable=True).indices
+    idx = torch.gather(idx, 1, order)
+    a3 = a.reshape(rows, -1, d)
+    return TopAbs(
+        values=torch.gather(a, 1, idx),
+        signed=torch.gather(x.detach().reshape(rows, -1), 1, idx).to(torch.float32),
+        indices=idx,
+        dim_max=a3.amax(dim=1),
+        token_max=a3.amax(dim=2),
+    )
+
+
+def top_abs_rows(x: torch.Tensor, k: int, backend: str = "auto") -> TopAbs:
+    """`top_abs` of every x[i] (a batch of sequences); fields gain a leading rows dim.
+
+    The torch path reduces all rows in one call; the Triton kernel runs once per row."""
+    backend = getattr(backend, "value", backend)
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton_available() else "torch"
+    if backend == "torch":
+        return top_abs_rows_torch(x, k)
+    parts = [top_abs(x[i], k, backend=backend) for i in range(x.shape[0])]
+    return TopAbs(*(torch.stack([getattr(p, f) for p in parts]) for f in ("values", "signed", "indices", "dim_max", "token_max")))
+
+
 def triton_available() -> bool:
     try:
         import triton  # noqa: F401

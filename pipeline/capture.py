@@ -26,7 +26,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from kernels.topk import top_abs
+from kernels.topk import top_abs_rows
 from pipeline import cli, tracking
 from pipeline.io import read_table, run_dir, tokens_file, write_table
 from pipeline.model import find_parts, load_model, load_tokenizer, pick_device, resid_post
@@ -62,26 +62,37 @@ class Stats:
         self.dim_max: dict[int, torch.Tensor] = {}
 
     def __call__(self, layer: int, h: torch.Tensor) -> None:
-        d = h.shape[-1]
+        d, n = h.shape[-1], len(self.seq_ids)
+        r = top_abs_rows(h[:n], self.k, backend=self.backend)
+        medians = median_abs(h[:n])
+        top, idx, signed = r.values.cpu().numpy(), r.indices.cpu().numpy(), r.signed.cpu().numpy()
+        pos, dim = idx // d, idx % d
+        k = top.shape[1]
         for b, seq_id in enumerate(self.seq_ids):
-            r = top_abs(h[b], self.k, backend=self.backend)
-            median = h[b].detach().to(torch.float32).abs().median().item()
-            top = r.values.cpu().numpy()
-            self.layer_rows.append({"layer": layer, "hook": resid_post(layer), "seq_id": seq_id, "median_abs": median,
-                                    "top1_abs": top[0], "top2_abs": top[min(1, len(top) - 1)], "top3_abs": top[min(2, len(top) - 1)]})
-            idx = r.indices.cpu().numpy()
-            pos, dim = idx // d, idx % d
-            rows = self.topk_rows
-            rows["layer"].append(np.full(len(idx), layer))
-            rows["seq_id"].append(np.full(len(idx), seq_id))
-            rows["rank"].append(np.arange(len(idx)))
-            rows["position"].append(pos)
-            rows["dim"].append(dim)
-            rows["token_id"].append(self.input_ids[b, torch.from_numpy(pos)].numpy())
-            rows["value"].append(r.signed.cpu().numpy())
-            rows["abs_value"].append(top)
-            dm = r.dim_max.cpu()
-            self.dim_max[layer] = dm if layer not in self.dim_max else torch.maximum(self.dim_max[layer], dm)
+            self.layer_rows.append({"layer": layer, "hook": resid_post(layer), "seq_id": seq_id, "median_abs": float(medians[b]),
+                                    "top1_abs": top[b, 0], "top2_abs": top[b, min(1, k - 1)], "top3_abs": top[b, min(2, k - 1)]})
+        rows = self.topk_rows
+        rows["layer"].append(np.full(n * k, layer))
+        rows["seq_id"].append(np.repeat(np.asarray(self.seq_ids), k))
+        rows["rank"].append(np.tile(np.arange(k), n))
+        rows["position"].append(pos.ravel())
+        rows["dim"].append(dim.ravel())
+        rows["token_id"].append(np.take_along_axis(self.input_ids[:n].numpy(), pos, axis=1).ravel())
+        rows["value"].append(signed.ravel())
+        rows["abs_value"].append(top.ravel())
+        dm = r.dim_max.amax(dim=0).cpu()
+        self.dim_max[layer] = dm if layer not in self.dim_max else torch.maximum(self.dim_max[layer], dm)
+
+
+def median_abs(h: torch.Tensor) -> np.ndarray:
+    """The median |a| of each sequence (the lower middle value, as torch.median), in float32.
+
+    On the CPU numpy's introselect is about 7x faster than torch.median; on a GPU torch is used."""
+    a = h.detach().to(torch.float32).abs().reshape(h.shape[0], -1)
+    m = (a.shape[1] - 1) // 2
+    if a.is_cuda:
+        return a.median(dim=1).values.cpu().numpy()
+    return np.partition(a.numpy(), m, axis=1)[:, m]
 
 
 def token_texts(tok, ids) -> dict[int, str]:
