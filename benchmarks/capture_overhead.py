@@ -6,7 +6,7 @@ measures the peak memory of:
   capture        model(ids) with the pipeline's block hooks computing every statistic
   hidden_states  model(ids, output_hidden_states=True), then the same statistics from the
                  kept hidden states (the approach the capture avoids)
-Times are medians over 3 rounds, the modes interleaved within each round. Memory is the peak
+Times are medians over 5 rounds, the modes interleaved within each round. Memory is the peak
 resident set size during the pass above the resident size before it (Linux VmHWM, reset
 through /proc/self/clear_refs): the pass's own working memory. So that resident size follows
 live memory, the script re-runs itself with glibc returning every block of 64 KiB or more to
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
     times = {m: [] for m in modes}
     peaks = {m: 0 for m in modes}
     whole = {m: 0 for m in modes}
-    repeats = 3
+    repeats = 5
     with torch.inference_mode():
         plain()  # warm-up
         for _ in range(repeats):
