@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from pipeline.config import check_values, register
 
@@ -79,8 +79,3 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
 
-
-def open_dict(cfg: DictConfig):
-    from omegaconf import open_dict as _open_dict
-
-    return _open_dict(cfg)
