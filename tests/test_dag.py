@@ -42,7 +42,7 @@ def test_default_sweep_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     assert counts == {"all": 1, "fetch_model": 1, "fetch_corpus": 2, "tokenize": 2, "capture": 2, "detect": 2,
-                      "figures": 2, "ablate": 2, "ablation": 1, "attention": 2, "report": 1}, counts
+                      "figures": 2, "ablate": 2, "ablation": 1, "attention": 2, "train": 2, "train_compare": 1, "report": 1}, counts
 
 
 def test_retrain_sweep_adds_the_training_jobs(tmp_path):
