@@ -13,20 +13,17 @@ The task (bigram table and triggers) is fixed by `task_seed`; a batch is a pure 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import torch
+
+from pipeline.config import BackcopyData
 
 START = 0  # the start token, at position 0 of every sequence and nowhere else
 SPLITS = {"train": 0, "val": 1, "probe": 2}  # probe: the fixed batch of the emergence metrics
 
 
-@dataclass
-class BackcopySpec:
-    vocab_size: int = 64  # including the start token
-    n_triggers: int = 3
-    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
-    task_seed: int = 0
+# the task's parameters: the config's train.backcopy schema, one definition for both
+BackcopySpec = BackcopyData
 
 
 class Backcopy:
