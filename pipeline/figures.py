@@ -2,8 +2,9 @@
 
   layerwise.png  top-1, top-2, top-3 and median |a| per layer, averaged over sequences, log
                  axis (the paper's Fig. 2)
-  prompt_3d.png  |a| over token x feature dim at one layer for capture.prompt (Fig. 1); the
-                 layer is figures.layer_3d, or the middle block
+  prompt_3d.png  |a| over token x feature dim at one layer for capture.prompt (Fig. 1), or for
+                 the first image (vision transformers); the layer is figures.layer_3d, or the
+                 middle block
   roles.png      the detection summary as a table: dims, token roles, tokens, layers, magnitude
 """
 
@@ -18,6 +19,7 @@ import pandas as pd  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pipeline import cli, tracking  # noqa: E402
+from pipeline.config import is_images  # noqa: E402
 from pipeline.io import atomic_path, read_table, run_dir  # noqa: E402
 
 
@@ -53,8 +55,10 @@ def prompt_3d(prompt: pd.DataFrame, layer: int, title: str):
     top = np.dstack(np.unravel_index(np.argsort(values.ravel())[::-1][:3], values.shape))[0]
     for t, d in top:
         ax.text(d, t, values[t, d], f"dim {d}", fontsize=7)
-    ax.set_yticks(range(n_tok))
-    ax.set_yticklabels([repr(s)[1:-1] for s in rows["token"]], fontsize=7)
+    ticks = np.unique(np.r_[np.linspace(0, n_tok - 1, min(n_tok, 8)).round().astype(int), top[:, 0]])
+    labels = rows["token"].tolist()
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([repr(labels[t])[1:-1] for t in ticks], fontsize=7)
     ax.set_xlabel("feature dim")
     ax.set_zlabel("|a|")
     ax.set_title(f"{title}\nblocks.{layer}.hook_resid_post", fontsize=9)
@@ -99,7 +103,8 @@ def run(cfg: DictConfig) -> None:
     layer = middle_layer(cfg, int(layer_stats["layer"].max()) + 1)
     figs = {
         "layerwise": layerwise(layer_stats, name),
-        "prompt_3d": prompt_3d(prompt, layer, f"{cfg.model.name}: {cfg.capture.prompt!r}"),
+        "prompt_3d": prompt_3d(prompt, layer, f"{cfg.model.name}: "
+                               + ("the first image" if is_images(cfg.data) else repr(cfg.capture.prompt))),
         "roles": roles_table(summary, f"massive activations: {name}"),
     }
     for key, fig in figs.items():

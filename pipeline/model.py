@@ -2,10 +2,12 @@
 
 The block stack, the final norm and each block's attention module are found by structure, not
 by name lists per family: the block stack is the first nn.ModuleList (in module order) whose
-length is the config's number of layers, the final norm is the norm module that is a sibling
-of that list, and a block's attention module is its one child whose name contains "attn" or
+length is the config's number of layers, the final norm is the first norm module registered
+after that list, among its siblings or, failing those, its parent's siblings (a ViT's
+`layernorm` / `post_layernorm` beside its `encoder`), and a block's attention module is its one child whose name contains "attn" or
 "attention" and is not a norm. So any Hugging Face decoder of a known architecture
-(llama, mistral, mixtral, phi, gpt2, qwen2, gemma, ...) needs a YAML file and no code.
+(llama, mistral, mixtral, phi, gpt2, qwen2, gemma, ...) or vision transformer (clip_vision_model,
+dinov2, dinov2_with_registers, vit_mae, vit, ...) needs a YAML file and no code.
 
 Every captured tensor is named TransformerLens-style: `blocks.{L}.hook_resid_post` is the
 residual stream after block L (the output of the block, after both residual adds).
@@ -63,8 +65,15 @@ def find_parts(model: nn.Module) -> Parts:
     if not stacks:
         raise PipelineError(f"no stack of {n} blocks found in {type(model).__name__}")
     name, blocks = stacks[0]
-    parent = model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
-    norms = [m for k, m in parent.named_children() if "norm" in k.lower() or k in ("ln_f",)]
+    final_norm = None
+    path = name.split(".")
+    while path and final_norm is None:  # the stack's siblings, then its parent's siblings
+        child = path.pop()
+        parent = model.get_submodule(".".join(path)) if path else model
+        names = [k for k, _ in parent.named_children()]
+        after = names[names.index(child) + 1 :]
+        norms = [getattr(parent, k) for k in after if "norm" in k.lower() or k in ("ln_f",)]
+        final_norm = norms[0] if norms else None
     attentions = []
     for i, block in enumerate(blocks):
         attn = [m for k, m in block.named_children()
@@ -72,7 +81,7 @@ def find_parts(model: nn.Module) -> Parts:
         if len(attn) != 1:
             raise PipelineError(f"block {i} of {type(model).__name__} has {len(attn)} attention children, expected 1")
         attentions.append(attn[0])
-    return Parts(blocks=blocks, final_norm=norms[0] if norms else None, attentions=attentions)
+    return Parts(blocks=blocks, final_norm=final_norm, attentions=attentions)
 
 
 def hf_dir(cfg: DictConfig) -> Path:
@@ -101,20 +110,33 @@ def load_tokenizer(cfg: DictConfig):
         raise PipelineError(f"cannot load the tokenizer of {cfg.model.name!r} from {path}: {str(exc).splitlines()[0]}") from None
 
 
+def model_class(cfg: DictConfig):
+    """The transformers class that loads the model: model.auto_class (AutoModelForCausalLM when null)."""
+    import transformers
+
+    name = cfg.model.auto_class or "AutoModelForCausalLM"
+    cls = getattr(transformers, name, None)
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise PipelineError(f"model.auto_class={name!r} is not a transformers model class")
+    return cls
+
+
 def load_model(cfg: DictConfig, device: torch.device | None = None, attn_implementation: str | None = None):
     """The model in eval mode, in the config's dtype, on `device` (or sharded by device_map)."""
-    from transformers import AutoModelForCausalLM
+    from omegaconf import OmegaConf
 
     path = hf_dir(cfg)
+    cls = model_class(cfg)
     kwargs = dict(dtype=DTYPES[cfg.model.dtype.value if hasattr(cfg.model.dtype, "value") else cfg.model.dtype],
-                  trust_remote_code=cfg.model.trust_remote_code)
+                  trust_remote_code=cfg.model.trust_remote_code,
+                  **OmegaConf.to_container(cfg.model.config_overrides))
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     use_map = cfg.model.device_map and torch.cuda.is_available()
     if use_map:
         kwargs["device_map"] = cfg.model.device_map
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        model = cls.from_pretrained(path, **kwargs)
     except Exception as exc:  # a missing or corrupt weights file: transformers raises many kinds
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PipelineError(f"cannot load the weights of {cfg.model.name!r} from {path}: {first}") from None

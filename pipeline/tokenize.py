@@ -4,6 +4,10 @@ The paper's protocol: sample documents with the config's seed, join them with bl
 tokenise without special tokens, and cut the token stream into consecutive chunks of seq_len;
 keep the first tokenize.num_sequences. Output: results/<model>/<corpus>/tokens.parquet with
 columns seq_id and input_ids.
+
+For images (data.kind image_wheel / image_folder) the model's own image processor plays the
+tokenizer: the first tokenize.num_sequences images of the corpus become rows of seq_id,
+image_id, label, pixel_values (flattened float32) and shape ([3, H, W]).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline import cli
+from pipeline import cli, images
 from pipeline.cli import PipelineError
+from pipeline.config import is_images
 from pipeline.io import corpus_file, read_table, tokens_file, write_table
 from pipeline.model import hf_dir, load_tokenizer, max_positions
 
@@ -47,7 +52,18 @@ def chunk(ids: list[int], n: int, count: int) -> list[list[int]]:
     return [ids[i * n : (i + 1) * n] for i in range(min(count, len(ids) // n))]
 
 
+def image_rows(cfg: DictConfig) -> pd.DataFrame:
+    table = read_table(corpus_file(cfg)).iloc[: cfg.tokenize.num_sequences]
+    processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
+    pixels = images.preprocess(processor, table["path"].tolist())
+    return pd.DataFrame({"seq_id": range(len(table)), "image_id": table["image_id"].to_numpy(), "label": table["label"].to_numpy(),
+                         "pixel_values": list(pixels.flatten(1).numpy()), "shape": [list(pixels.shape[1:])] * len(table)})
+
+
 def run(cfg: DictConfig) -> None:
+    if is_images(cfg.data):
+        write_table(image_rows(cfg), tokens_file(cfg), cfg)
+        return
     n = check_seq_len(cfg)
     docs = read_table(corpus_file(cfg))["text"].tolist()
     if not docs:

@@ -103,3 +103,89 @@ def sequences(n: int, seq_len: int, seed: int = 0, first: int = 0) -> torch.Tens
     ids = torch.randint(2, VOCAB, (n, seq_len), generator=g)
     ids[:, 0] = first
     return ids
+
+
+# ---------------------------------------------------------------- vision transformers
+# Tiny random ViTs of each family of the paper's vision experiments: 32x32 images, 8x8 patches
+# (a 4x4 grid), 4 register tokens where the family has them.
+VIT_FAMILIES = ["clip_vision_model", "dinov2_with_registers", "dinov2", "vit_mae"]
+IMAGE, PATCH, REGISTERS = 32, 8, 4
+VIT_CLASSES = {"clip_vision_model": "CLIPVisionModel", "dinov2_with_registers": "AutoModel", "dinov2": "AutoModel",
+               "vit_mae": "AutoModel"}
+
+
+def vit_config(family: str):
+    extra = {"dinov2_with_registers": {"num_register_tokens": REGISTERS}, "vit_mae": {"mask_ratio": 0.0}}.get(family, {})
+    return AutoConfig.for_model(family, hidden_size=D, intermediate_size=I, num_hidden_layers=L, num_attention_heads=H,
+                                image_size=IMAGE, patch_size=PATCH, **extra)
+
+
+def build_vit(family: str, seed: int = 0) -> nn.Module:
+    import transformers
+
+    torch.manual_seed(seed)
+    cls = getattr(transformers, VIT_CLASSES[family])
+    config = vit_config(family)
+    model = cls.from_config(config) if hasattr(cls, "from_config") else cls._from_config(config)
+    return model.float().eval()
+
+
+def image_processor():
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(size={"height": IMAGE, "width": IMAGE})
+
+
+def save_vit(model: nn.Module, path) -> str:
+    model.save_pretrained(path)
+    image_processor().save_pretrained(path)
+    return str(path)
+
+
+@torch.no_grad()
+def plant_vit(model: nn.Module, layer: int, dim: int, register: int | None = None, carrier: int | None = None,
+              gain: float = 2000.0) -> nn.Module:
+    """Plant a massive activation in dim `dim` after block `layer`, at register token `register`
+    (or at the CLS token when None), as `plant` does for LLMs: a carrier dim is nonzero only in
+    that token's embedding, and one MLP unit of block `layer` reads it and writes `dim`."""
+    carrier = (dim + 1) % D if carrier is None else carrier
+    for name, p in model.named_parameters():
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf in ("cls_token", "class_embedding", "register_tokens", "mask_token", "position_embeddings"):
+            p[..., carrier] = 0.0
+        elif name.endswith("position_embedding.weight"):
+            p[:, carrier] = 0.0
+    source = dict(model.named_parameters())
+    if register is not None:
+        key = next(k for k in source if k.endswith("register_tokens"))
+        source[key][0, register, carrier] = 4.0
+    else:
+        key = next(k for k in source if k.endswith(("cls_token", "class_embedding")))
+        source[key].view(-1, D)[0, carrier] = 4.0
+    for mod in model.modules():
+        if isinstance(mod, nn.Conv2d) and mod.out_channels == D:  # the patch embedding
+            mod.weight[carrier] = 0.0
+            if mod.bias is not None:
+                mod.bias[carrier] = 0.0
+        elif isinstance(mod, nn.Linear) and mod.out_features == D:
+            mod.weight[carrier, :] = 0.0
+            if mod.bias is not None:
+                mod.bias[carrier] = 0.0
+    block = find_parts(model).blocks[layer]
+    ups = [m for m in block.modules() if isinstance(m, nn.Linear) and m.in_features == D and m.out_features > D]
+    downs = [m for m in block.modules() if isinstance(m, nn.Linear) and m.in_features > D and m.out_features == D]
+    j = 0
+    ups[0].weight[j, :] = 0.0
+    ups[0].weight[j, carrier] = 1.0
+    ups[0].bias[j] = -3.0
+    downs[0].weight[:, j] = 0.0
+    downs[0].weight[dim, j] = gain
+    return model
+
+
+def photos(n: int, seed: int = 0) -> list:
+    """n random RGB images (PIL), 48x40 pixels: the processor resizes them."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    return [Image.fromarray(torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()) for _ in range(n)]
