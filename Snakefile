@@ -1,4 +1,5 @@
-# The DAG: fetch_model -> tokenize <- fetch_corpus; tokenize -> capture -> detect -> figures -> report.
+# The DAG: fetch_model -> tokenize <- fetch_corpus; tokenize -> capture -> detect -> figures -> report;
+# detect -> ablate -> ablation -> report (LLMs), detect -> ablate_images -> report (vision transformers).
 # Every rule calls one module, pipeline/<rule>.py, with Hydra overrides built from its wildcards.
 # The targets come from a sweep (conf/sweep/<name>.yaml, validated by conf/schemas/sweep.schema.yaml):
 #   snakemake --cores 2                         the default sweep
@@ -78,7 +79,7 @@ rule tokenize:
         runtime=30,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
     shell:
         "{params.py} -m pipeline.tokenize model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
 
@@ -99,7 +100,7 @@ rule capture:
         runtime=120,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
     shell:
         "{params.py} -m pipeline.capture model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
 
@@ -118,7 +119,7 @@ rule detect:
         runtime=15,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
     shell:
         "{params.py} -m pipeline.detect model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
 
@@ -138,7 +139,7 @@ rule figures:
         runtime=15,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
     shell:
         "{params.py} -m pipeline.figures model={wildcards.model} data={wildcards.corpus} {params.ov} 2>&1 | tee {log}"
 
@@ -160,7 +161,7 @@ rule ablate:
         runtime=240,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
         interventions=lambda w: hydra_list(ABLATE["interventions"]),
     shell:
         "{params.py} -m pipeline.ablate model={wildcards.model} data={wildcards.corpus} ablate.layers={wildcards.layers} "
@@ -183,7 +184,7 @@ rule zeroshot:
         runtime=480,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
         interventions=lambda w: hydra_list(ABLATE["interventions"]),
         tasks=hydra_list(ZEROSHOT),
     shell:
@@ -211,10 +212,35 @@ rule attention:
         runtime=240,
     params:
         py=PY,
-        ov=lambda w: overrides(w.model),
+        ov=lambda w: overrides(w.model, w.corpus),
         attn=attention_overrides(),
     shell:
         "{params.py} -m pipeline.attention model={wildcards.model} data={wildcards.corpus} {params.attn} {params.ov} 2>&1 | tee {log}"
+
+
+rule ablate_images:
+    input:
+        model="cache/models/{model}/fetched.json",
+        corpus="cache/corpora/{corpus}.parquet",
+        tokens="results/{model}/{corpus}/tokens.parquet",
+        detect=expand("results/{{model}}/{{corpus}}/detect/{file}", file=DETECT),
+    output:
+        "results/{model}/{corpus}/ablate/{layers}/images.parquet",
+    log:
+        "logs/ablate_images/{model}/{corpus}/{layers}.log",
+    conda:
+        "environment.yml"
+    threads: 2
+    resources:
+        mem_mb=16000,
+        runtime=240,
+    params:
+        py=PY,
+        ov=lambda w: overrides(w.model, w.corpus),
+        interventions=hydra_list(VISION_INTERVENTIONS),
+    shell:
+        "{params.py} -m pipeline.ablate_images model={wildcards.model} data={wildcards.corpus} ablate.layers={wildcards.layers} "
+        "ablate.interventions={params.interventions} {params.ov} hydra.run.dir=results/{wildcards.model}/{wildcards.corpus}/ablate/{wildcards.layers}/.images 2>&1 | tee {log}"
 
 
 rule ablation:
@@ -244,8 +270,9 @@ rule report:
         expand("results/{model}/{corpus}/attention/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"],
                file=ATTENTION_OUT) if ATTENTION else [],
         train_targets(),
-        expand("results/{model}/{corpus}/figures/{fig}.png", model=SWEEP["models"], corpus=SWEEP["corpora"], fig=FIGURES),
-        expand("results/{model}/{corpus}/detect/{file}", model=SWEEP["models"], corpus=SWEEP["corpora"], file=DETECT),
+        vision_outputs(),
+        [f"results/{m}/{c}/figures/{fig}.png" for m, c in PAIRS for fig in FIGURES],
+        [f"results/{m}/{c}/detect/{file}" for m, c in PAIRS for file in DETECT],
     output:
         f"results/report_{SWEEP_STEM}.html",
     log:

@@ -6,7 +6,8 @@ The ViT half of the paper's causal test. The interventions are those of pipeline
 every block, by its mean over the calibration images (the tokenize rule's images, the capture's
 inputs). The model is loaded once and serves every intervention.
 
-Evaluated on the first ablate.max_images images of the corpus:
+Evaluated on the first ablate.max_images images of the corpus, streamed in batches of
+ablate.batch_size (each image decoded once, every intervention run on each batch):
   cls_cosine        mean cosine similarity of the final CLS embedding (the final norm's output at
                     the CLS position; the pooled output where the norm pools) to the model's own
                     without intervention: 1 = unchanged. Offline, this is the measure.
@@ -36,7 +37,7 @@ from pipeline import cli, images, interventions, tracking
 from pipeline.ablate import targets
 from pipeline.cli import PipelineError
 from pipeline.config import is_images
-from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_table
+from pipeline.io import corpus_file, read_table, root, run_dir, tokens_file, write_table
 from pipeline.model import find_parts, hf_dir, load_model, num_layers, pick_device
 
 
@@ -79,31 +80,32 @@ def zeroshot_head(cfg: DictConfig, device) -> tuple[object, torch.Tensor] | None
     return full, F.normalize(text.to(torch.float32), dim=-1)
 
 
-def evaluate(model, pixels: torch.Tensor, labels: np.ndarray, batch_size: int, device, embed: FinalEmbedding,
-             clip) -> dict[str, np.ndarray | None]:
-    """Final embeddings, top-1 hits and zero-shot hits of every image under the active hooks."""
-    out = {"embedding": [], "top1": [], "zeroshot": []}
-    labelled = bool(len(labels)) and (labels >= 0).all()
-    for start in range(0, len(pixels), batch_size):
-        batch = pixels[start : start + batch_size].to(device)
-        result = model(**images.forward_kwargs(model, batch))
-        out["embedding"].append(embed.value.cpu())
-        y = torch.tensor(labels[start : start + batch_size])
+class Outcome:
+    """What one intervention gives, image by image: final embeddings, top-1 and zero-shot hits."""
+
+    def __init__(self):
+        self.embedding, self.top1, self.zeroshot = [], [], []
+
+    def add(self, result, embed: FinalEmbedding, y: torch.Tensor | None, clip) -> None:
+        self.embedding.append(embed.value.cpu())
         logits = getattr(result, "logits", None)
-        if labelled and logits is not None:
-            out["top1"].append((logits.argmax(-1).cpu() == y).numpy())
-        if labelled and clip is not None:
+        if y is not None and logits is not None:
+            self.top1.append((logits.argmax(-1).cpu() == y).numpy())
+        if y is not None and clip is not None:
             full, text = clip
             image = F.normalize(full.visual_projection(embed.value.to(full.visual_projection.weight.dtype)).float(), dim=-1)
-            out["zeroshot"].append(((image @ text.T).argmax(-1).cpu() == y).numpy())
-    return {"embedding": torch.cat(out["embedding"]),
-            "top1": np.concatenate(out["top1"]) if out["top1"] else None,
-            "zeroshot": np.concatenate(out["zeroshot"]) if out["zeroshot"] else None}
+            self.zeroshot.append(((image @ text.T).argmax(-1).cpu() == y).numpy())
+
+    @staticmethod
+    def accuracy(hits: list) -> float | None:
+        return float(np.concatenate(hits).mean()) if hits else None
 
 
 def run(cfg: DictConfig) -> None:
     if not is_images(cfg.data):
         raise PipelineError(f"rule ablate_images needs image data; data={cfg.data.name!r} is text (use rule ablate)")
+    if "none" not in cfg.ablate.interventions:
+        raise PipelineError("ablate.interventions must include 'none': the baseline every change is measured against")
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)
     model = load_model(cfg, device)
@@ -111,48 +113,54 @@ def run(cfg: DictConfig) -> None:
     layers, dims, means = targets(cfg, num_layers(model.config))
     calibration = images.pixels_of(read_table(tokens_file(cfg)))
     corpus = read_table(corpus_file(cfg)).iloc[: cfg.ablate.max_images]
-    pixels = images.preprocess(processor, corpus["path"].tolist())
-    labels = corpus["label"].to_numpy()
-    lay = images.layout_of(model, pixels.to(device))
+    paths, labels = corpus["path"].tolist(), corpus["label"].to_numpy().copy()
+    labelled = bool(len(labels)) and bool((labels >= 0).all())
+    lay = images.layout_of(model, calibration.to(device))
     bs = cfg.ablate.batch_size
     forward = lambda batch: model(**images.forward_kwargs(model, batch.to(device)))  # noqa: E731
 
-    if "none" not in cfg.ablate.interventions:
-        raise PipelineError("ablate.interventions must include 'none': the baseline every change is measured against")
     register_means = {}
     if "fix_register_mean" in cfg.ablate.interventions and lay.n_registers:
         register_means = interventions.position_means(model, calibration.split(bs), forward, lay.positions("register"))
     clip = zeroshot_head(cfg, device)
-    embed = FinalEmbedding(model, 0 if lay.n_cls else None)
     order = ["none"] + [n for n in cfg.ablate.interventions if n != "none"]  # the baseline first
-    rows, base = [], None
-    try:
-        for name in tqdm(order, desc=f"ablate_images {cfg.model.name}/{cfg.data.name}", unit=" intervention"):
-            ctx = interventions.Context(layer=-1, roles=torch.zeros(0, 0, dtype=torch.long), means=means,
+    ctxs = {name: interventions.Context(layer=-1, roles=torch.zeros(0, 0, dtype=torch.long), means=means,
                                         generator=torch.Generator().manual_seed(cfg.seed), register_means=register_means)
-            skip = name in interventions.BEFORE_BLOCKS and not lay.n_registers
-            hooks = nullcontext() if skip else interventions.applied(model, name, layers, dims, cfg.detect.min_abs,
-                                                                     cfg.detect.min_ratio, ctx, images.ImageRoles(lay))
-            with torch.inference_mode(), hooks:
-                result = evaluate(model, pixels, labels, bs, device, embed, clip)
-            e = result["embedding"]
-            base = e if base is None else base
-            cosine = F.cosine_similarity(e, base)
-            rows.append({
-                "model": cfg.model.name, "corpus": cfg.data.name, "intervention": name, "layers": cfg.ablate.layers,
-                "blocks": "all" if name in interventions.BEFORE_BLOCKS else ",".join(map(str, layers)),
-                "dims": ",".join(map(str, dims)),
-                "n_images": len(pixels), "n_calibration": len(calibration), "n_registers": lay.n_registers,
-                "cls_cosine": float(cosine.mean()),
-                "cls_cosine_min": float(cosine.min()),
-                "cls_rel_change": float(((e - base).norm(dim=-1) / base.norm(dim=-1).clamp_min(1e-12)).mean()),
-                "top1": float(result["top1"].mean()) if result["top1"] is not None else None,
-                "zeroshot_top1": float(result["zeroshot"].mean()) if result["zeroshot"] is not None else None,
-                "entries_changed": ctx.changed,
-                "note": "no register tokens: nothing to fix" if skip else "",
-            })
+            for name in order}
+    skipped = {name for name in order if name in interventions.BEFORE_BLOCKS and not lay.n_registers}
+    outcomes = {name: Outcome() for name in order}
+    roles = images.ImageRoles(lay)
+    embed = FinalEmbedding(model, 0 if lay.n_cls else None)
+    try:  # batch by batch (each image decoded once), every intervention on each batch
+        for start in tqdm(range(0, len(paths), bs), desc=f"ablate_images {cfg.model.name}/{cfg.data.name}", unit=" batch"):
+            batch = images.preprocess(processor, paths[start : start + bs]).to(device)
+            y = torch.tensor(labels[start : start + bs]) if labelled else None
+            for name in order:
+                hooks = nullcontext() if name in skipped else interventions.applied(
+                    model, name, layers, dims, cfg.detect.min_abs, cfg.detect.min_ratio, ctxs[name], roles)
+                with torch.inference_mode(), hooks:
+                    outcomes[name].add(forward(batch), embed, y, clip)
     finally:
         embed.handle.remove()
+
+    base = torch.cat(outcomes["none"].embedding)
+    rows = []
+    for name in order:
+        e, o = torch.cat(outcomes[name].embedding), outcomes[name]
+        cosine = F.cosine_similarity(e, base)
+        rows.append({
+            "model": cfg.model.name, "corpus": cfg.data.name, "intervention": name, "layers": cfg.ablate.layers,
+            "blocks": "all" if name in interventions.BEFORE_BLOCKS else ",".join(map(str, layers)),
+            "dims": ",".join(map(str, dims)),
+            "n_images": len(paths), "n_calibration": len(calibration), "n_registers": lay.n_registers,
+            "cls_cosine": float(cosine.mean()),
+            "cls_cosine_min": float(cosine.min()),
+            "cls_rel_change": float(((e - base).norm(dim=-1) / base.norm(dim=-1).clamp_min(1e-12)).mean()),
+            "top1": o.accuracy(o.top1),
+            "zeroshot_top1": o.accuracy(o.zeroshot),
+            "entries_changed": ctxs[name].changed,
+            "note": "no register tokens: nothing to fix" if name in skipped else "",
+        })
     table = pd.DataFrame(rows)
     out = run_dir(cfg, "ablate") / cfg.ablate.layers
     write_table(table, out / "images.parquet", cfg)
@@ -160,6 +168,32 @@ def run(cfg: DictConfig) -> None:
         for row in rows:
             wb.log({f"cls_cosine/{row['intervention']}": row["cls_cosine"], f"entries_changed/{row['intervention']}": row["entries_changed"]})
         wb.log({"images": tracking.table(table)})
+
+
+def report_section(cfg: DictConfig, sweep: dict) -> str:
+    """The report's section: every images.parquet of the sweep's vision part, with the paper's numbers."""
+    import yaml
+
+    from pipeline.cli import CONF_DIR
+
+    v = sweep["vision"]
+    tables = [read_table(root(cfg) / cfg.paths.results / m / i / "ablate" / layers / "images.parquet")
+              for m in v["models"] for i in v["images"] for layers in v["layers"]]
+    table = pd.concat(tables, ignore_index=True)
+    cols = ["model", "corpus", "intervention", "layers", "blocks", "dims", "n_images", "cls_cosine", "cls_cosine_min",
+            "cls_rel_change", "top1", "zeroshot_top1", "entries_changed", "note"]
+    reference = pd.DataFrame(yaml.safe_load((CONF_DIR / "reference" / "paper.yaml").read_text())["vision_top1"])
+    fmt = lambda x: f"{x:.4f}"  # noqa: E731
+    return ("<h2>Vision transformers: interventions</h2>"
+            "<p>Rule <code>ablate_images</code>: the change of the final CLS embedding (cosine similarity to the "
+            "model's own, 1 = unchanged) under each intervention; <code>zero</code>, <code>mean</code> and "
+            "<code>random_zero</code> act on the detected massive activations at the blocks given by "
+            "<code>layers</code>, <code>fix_register_mean</code> replaces every register token by its mean over "
+            "the calibration images before every block. Top-1 where the model has a classification head and the "
+            "images have labels; CLIP zero-shot top-1 where the data names its classes.</p>"
+            + table[cols].to_html(index=False, border=0, float_format=fmt, na_rep="-")
+            + "<h3>The paper's numbers, for comparison (ImageNet top-1, %)</h3>"
+            + reference.to_html(index=False, border=0, na_rep="-"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Rule report: one self-contained HTML page for a sweep.
 
-For every model x corpus of the sweep: the verdict, the detection table, the per-layer
-statistics and the figures (embedded as PNG). Output: results/report_<sweep>.html.
+For every model x corpus of the sweep (and vision model x image data): the verdict, the
+detection table, the per-layer statistics (with where the massive activations are: dims and
+tokens, e.g. which registers) and the figures (embedded as PNG); then the sweep-level sections. Output: results/report_<sweep>.html.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def html_table(df: pd.DataFrame) -> str:
 def section(cfg: DictConfig, model: str, corpus: str, sweep: dict) -> dict:
     det, figs = stage_dir(cfg, model, corpus, "detect"), stage_dir(cfg, model, corpus, "figures")
     attention = ""
-    if sweep.get("attention"):
+    if sweep.get("attention") and model in sweep["models"] and corpus in sweep["corpora"]:
         from pipeline.attention import report_section
 
         attention = report_section(cfg, model, corpus)
@@ -60,6 +61,10 @@ def section(cfg: DictConfig, model: str, corpus: str, sweep: dict) -> dict:
 def extra_sections(cfg: DictConfig, sweep: dict) -> list[str]:
     """Sections written by sweep-level rules (ablation, ...), with their figure."""
     blocks = []
+    if sweep.get("vision"):
+        from pipeline.ablate_images import report_section
+
+        blocks.append(report_section(cfg, sweep))
     if sweep.get("ablate"):
         from pipeline.ablation import outputs
 
@@ -80,7 +85,7 @@ def extra_sections(cfg: DictConfig, sweep: dict) -> list[str]:
 def render(cfg: DictConfig) -> str:
     sweep = sweeps.load(cfg.sweep_name)
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html"]))
-    sections = [section(cfg, m, c, sweep) for m in sweep["models"] for c in sweep["corpora"]]
+    sections = [section(cfg, m, c, sweep) for m, c in sweeps.pairs(sweep)]
     for s in sections:
         s["attention_html"] = jinja2.filters.do_mark_safe(s["attention_html"])
         s["summary_html"] = jinja2.filters.do_mark_safe(s["summary_html"])

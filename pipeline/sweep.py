@@ -1,4 +1,5 @@
-"""A sweep: the models x corpora (and their extra overrides) that the DAG builds.
+"""A sweep: the models x corpora (and their extra overrides) that the DAG builds, and its
+vision transformers x image data (the `vision` section).
 
 `load(name)` reads conf/sweep/<name>.yaml (or a path ending in .yaml), validates it against
 conf/schemas/sweep.schema.yaml, checks that every model and corpus names a config file, and
@@ -32,8 +33,15 @@ def load(name: str) -> dict:
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise PipelineError(f"sweep {name!r}: {where}: {exc.message}") from None
-    for group, key in (("model", "models"), ("data", "corpora")):
-        for item in sweep[key]:
+    vision = sweep.get("vision")
+    lists = [("model", "models", sweep), ("data", "corpora", sweep)]
+    if vision:
+        lists += [("model", "vision.models", vision), ("data", "vision.images", vision)]
+        vision.setdefault("interventions", ["none", "zero", "mean", "random_zero", "fix_register_mean"])
+        vision.setdefault("layers", ["emerge"])
+        vision.setdefault("overrides", [])
+    for group, key, where in lists:
+        for item in where[key.split(".")[-1]]:
             if not (CONF_DIR / group / f"{item}.yaml").is_file():
                 raise PipelineError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
     sweep.setdefault("overrides", [])
@@ -41,9 +49,21 @@ def load(name: str) -> dict:
     return sweep
 
 
-def overrides(sweep: dict, model: str | None = None) -> list[str]:
-    """The Hydra overrides of every rule of this sweep (plus a model's own)."""
-    return list(sweep["overrides"]) + list(sweep["model_overrides"].get(model, []) if model else [])
+def pairs(sweep: dict) -> list[tuple[str, str]]:
+    """Every (model, corpus) the sweep captures: models x corpora, then vision models x images."""
+    vision = sweep.get("vision") or {"models": [], "images": []}
+    return ([(m, c) for m in sweep["models"] for c in sweep["corpora"]]
+            + [(m, i) for m in vision["models"] for i in vision["images"]])
+
+
+def overrides(sweep: dict, model: str | None = None, corpus: str | None = None) -> list[str]:
+    """The Hydra overrides of every rule of this sweep (plus a model's own, plus the vision
+    section's for a vision model on image data)."""
+    out = list(sweep["overrides"]) + list(sweep["model_overrides"].get(model, []) if model else [])
+    vision = sweep.get("vision")
+    if vision and model in vision["models"] and (corpus is None or corpus in vision["images"]):
+        out += list(vision["overrides"])
+    return out
 
 
 def export_group(stem: str) -> None:

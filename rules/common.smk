@@ -14,9 +14,9 @@ PY = shlex.quote(sys.executable)
 sweeps.export_group(SWEEP_STEM)
 
 
-def overrides(model=None):
+def overrides(model=None, corpus=None):
     """The sweep's Hydra overrides for every rule (and a model's own), shell-quoted."""
-    return " ".join(shlex.quote(o) for o in sweeps.overrides(SWEEP, model))
+    return " ".join(shlex.quote(o) for o in sweeps.overrides(SWEEP, model, corpus))
 
 
 OVERRIDES = overrides()
@@ -34,6 +34,19 @@ def ablate_outputs(name):
 
 def hydra_list(items):
     return shlex.quote("[" + ",".join(items) + "]")
+
+
+PAIRS = sweeps.pairs(SWEEP)  # every (model, corpus) captured: LLMs x corpora, then ViTs x image data
+VISION = SWEEP.get("vision")
+VISION_INTERVENTIONS = (VISION or {}).get("interventions", [])
+
+
+def vision_outputs():
+    """Every results/<vit>/<images>/ablate/<layers>/images.parquet of the sweep."""
+    if not VISION:
+        return []
+    return [f"results/{m}/{i}/ablate/{layers}/images.parquet" for m in VISION["models"] for i in VISION["images"]
+            for layers in VISION["layers"]]
 
 
 ATTENTION = SWEEP.get("attention")

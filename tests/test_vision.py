@@ -1,0 +1,193 @@
+"""Vision transformers: tiny random CLIP-vision, DINOv2 with and without registers and ViT-MAE
+models, with planted massive activations, through the same capture, detection and
+interventions as the LLMs."""
+
+import pytest
+import torch
+
+import tiny
+from conftest import assert_one_line_error, run_module
+from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, images, interventions, tokenize
+from pipeline.io import read_table, run_dir
+from pipeline.model import find_parts
+
+LAYER, DIM, REGISTER = 1, 7, 2
+
+
+def image_folder(path, n: int = 6, classes: int = 0):
+    """n random images as PNG files: flat, or spread over `classes` class folders."""
+    path.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(tiny.photos(n)):
+        where = path / f"class{i % classes}" if classes else path
+        where.mkdir(exist_ok=True)
+        im.save(where / f"img{i}.png")
+    return path
+
+
+def prepare(tmp_path, compose_in, family: str, planted: bool = True, auto_class: str | None = None, model=None,
+            classes: int = 0, *extra: str):
+    model = model if model is not None else tiny.build_vit(family)
+    if planted:
+        tiny.plant_vit(model, LAYER, DIM, register=REGISTER if family == "dinov2_with_registers" else None)
+    path = tiny.save_vit(model, tmp_path / f"hf_{family}")
+    folder = image_folder(tmp_path / "images", classes=classes)
+    cfg = compose_in("model=vit_random", "model.source=local", f"model.path={path}", f"model.name=tiny_{family}",
+                     f"model.auto_class={auto_class or tiny.VIT_CLASSES[family]}", "data=photos", "data.kind=image_folder",
+                     f"data.path={folder}", "data.name=tiny_images", "tokenize.num_sequences=4", "capture.top_k=16",
+                     "capture.batch_size=2", "ablate.batch_size=3", *extra)
+    fetch_model.run(cfg)
+    fetch_corpus.run(cfg)
+    tokenize.run(cfg)
+    return cfg, model
+
+
+@pytest.mark.parametrize("family", tiny.VIT_FAMILIES)
+def test_capture_and_detection_on_each_vit_family(tmp_path, compose_in, family):
+    cfg, _ = prepare(tmp_path, compose_in, family)
+    capture.run(cfg)
+    detect.run(cfg)
+    topk = read_table(run_dir(cfg, "capture") / "topk.parquet")
+    assert set(topk["layer"]) == set(range(tiny.L)) and set(topk["seq_id"]) == set(range(4))
+    summary = read_table(run_dir(cfg, "detect") / "summary.parquet")
+    assert summary["dim"].tolist() == [DIM], summary
+    row = summary.iloc[0]
+    registers = family == "dinov2_with_registers"
+    assert row["role"] == ("register" if registers else "cls")
+    assert row["tokens"] == (f"'[REG{REGISTER}]'" if registers else "'[CLS]'")
+    assert row["positions"] == str(1 + REGISTER if registers else 0)
+    assert row["emerge_layer"] == LAYER and row["n_sequences"] == 4 and row["ratio_at_peak"] > 1000
+    per_layer = read_table(run_dir(cfg, "detect") / "per_layer.parquet").set_index("layer")
+    assert per_layer.loc[LAYER - 1, "massive_at"] == ""
+    assert per_layer.loc[LAYER, "massive_at"] == f"{DIM}: {'[REG2]' if registers else '[CLS]'} (4)"
+    prompt = read_table(run_dir(cfg, "capture") / "prompt.parquet")
+    n_tokens = 1 + (tiny.REGISTERS if registers else 0) + (tiny.IMAGE // tiny.PATCH) ** 2
+    assert prompt.groupby("layer").size().tolist() == [n_tokens] * tiny.L
+    assert prompt["token"].iloc[-1] == "patch 3,3"
+
+
+def test_layout_names_and_roles():
+    lay = images.Layout(n_cls=1, n_registers=4, grid=(2, 3))
+    assert lay.seq_len == 11
+    assert [lay.name(p) for p in (0, 1, 4, 5, 10)] == ["[CLS]", "[REG0]", "[REG3]", "patch 0,0", "patch 1,2"]
+    assert lay.positions("register") == [1, 2, 3, 4]
+    assert all(images.role_of_name(lay.name(p)) == lay.role(p) for p in range(lay.seq_len))
+
+
+@pytest.mark.parametrize("family", tiny.VIT_FAMILIES)
+def test_hooks_leave_vit_outputs_bit_identical(family):
+    model = tiny.build_vit(family)
+    pixels = tiny.image_processor()(images=tiny.photos(2), return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        plain = model(**images.forward_kwargs(model, pixels)).last_hidden_state
+        stats = capture.Stats(8, "torch")
+        stats.seq_ids = [0, 1]
+        with capture.block_hooks(model, stats):
+            hooked = model(**images.forward_kwargs(model, pixels)).last_hidden_state
+    assert torch.equal(plain, hooked)
+    assert stats.input_ids is None and stats.seq_len == images.layout_of(model, pixels).seq_len
+
+
+def block_input(model, pixels, index: int, name=None, ctx=None, roles=None):
+    """The input of block `index` (after any intervention's pre-hook)."""
+    seen = []
+    block = find_parts(model).blocks[index]
+    with torch.inference_mode():
+        if name is None:
+            handle = block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+            model(**images.forward_kwargs(model, pixels))
+        else:
+            with interventions.applied(model, name, [], [], 100.0, 1000.0, ctx, roles):
+                handle = block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))  # after the intervention's
+                model(**images.forward_kwargs(model, pixels))
+        handle.remove()
+    return seen[0]
+
+
+def test_fix_register_mean_changes_only_register_positions():
+    model = tiny.build_vit("dinov2_with_registers")
+    processor = tiny.image_processor()
+    calibration = processor(images=tiny.photos(6, seed=1), return_tensors="pt")["pixel_values"]
+    pixels = processor(images=tiny.photos(3, seed=2), return_tensors="pt")["pixel_values"]
+    lay = images.layout_of(model, pixels)
+    assert lay == images.Layout(n_cls=1, n_registers=tiny.REGISTERS, grid=(4, 4))
+    registers = lay.positions("register")
+    others = [p for p in range(lay.seq_len) if p not in registers]
+    means = interventions.position_means(model, calibration.split(4), lambda b: model(**images.forward_kwargs(model, b)), registers)
+    assert sorted(means) == list(range(tiny.L)) and means[0].shape == (tiny.REGISTERS, tiny.D)
+    before = block_input(model, pixels, 0)
+    # at the first block's input the registers are learned constants: their mean over images is themselves
+    assert torch.allclose(means[0], before[0, registers], atol=1e-6)
+
+    # first block's input, with means that differ from the tokens: exactly the register positions change
+    shifted = {layer: m + 1.0 for layer, m in means.items()}
+    ctx = interventions.Context(layer=-1, roles=torch.zeros(0, 0, dtype=torch.long), register_means=shifted)
+    after = block_input(model, pixels, 0, "fix_register_mean", ctx, images.ImageRoles(lay))
+    changed = (before != after).any(-1)  # [image, position]
+    assert changed[:, registers].all() and not changed[:, others].any()
+    assert torch.allclose(after[:, registers], shifted[0].expand(3, -1, -1))
+    assert ctx.changed == 3 * tiny.REGISTERS * tiny.D * tiny.L  # before every block
+
+    # second block's input, with the calibration means: the registers (which now depend on the image) are fixed
+    ctx = interventions.Context(layer=-1, roles=torch.zeros(0, 0, dtype=torch.long), register_means=means)
+    before, after = block_input(model, pixels, 1), block_input(model, pixels, 1, "fix_register_mean", ctx, images.ImageRoles(lay))
+    changed = (before != after).any(-1)
+    assert changed[:, registers].all() and not changed[:, others].any()
+    assert torch.allclose(after[:, registers], means[1].expand(3, -1, -1))
+
+
+def test_ablate_images_zero_breaks_the_cls_embedding_and_mean_does_not(tmp_path, compose_in):
+    cfg, _ = prepare(tmp_path, compose_in, "dinov2_with_registers", True, None, None, 0,
+                     "ablate.interventions=[zero,mean,none,random_zero,fix_register_mean]")
+    capture.run(cfg)
+    detect.run(cfg)
+    ablate_images.run(cfg)
+    table = read_table(run_dir(cfg, "ablate") / "emerge" / "images.parquet").set_index("intervention")
+    assert list(table.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]  # the baseline first
+    assert table.loc["none", "cls_cosine"] == pytest.approx(1.0)
+    assert table.loc["zero", "entries_changed"] == 6  # one entry per image, at the emerging block
+    assert table.loc["zero", "blocks"] == str(LAYER) and table.loc["zero", "dims"] == str(DIM)
+    assert table.loc["zero", "cls_cosine"] < table.loc["mean", "cls_cosine"]
+    assert table.loc["mean", "cls_cosine"] > 0.999
+    assert table.loc["fix_register_mean", "entries_changed"] == 6 * tiny.REGISTERS * tiny.D * tiny.L
+    assert table.loc["fix_register_mean", "n_registers"] == tiny.REGISTERS
+    assert table["top1"].isna().all()  # no labels, no head
+
+
+def test_ablate_images_top1_with_a_classification_head(tmp_path, compose_in):
+    from transformers import AutoModelForImageClassification
+
+    torch.manual_seed(0)
+    config = tiny.vit_config("dinov2_with_registers")
+    config.num_labels = 3
+    head = AutoModelForImageClassification.from_config(config).eval()
+    cfg, model = prepare(tmp_path, compose_in, "dinov2_with_registers", False, "AutoModelForImageClassification", head, 3,
+                         "ablate.interventions=[none,fix_register_mean]")
+    capture.run(cfg)
+    detect.run(cfg)
+    ablate_images.run(cfg)
+    table = read_table(run_dir(cfg, "ablate") / "emerge" / "images.parquet").set_index("intervention")
+    corpus = read_table(tmp_path / "cache" / "corpora" / "tiny_images.parquet")
+    assert corpus["label"].tolist() == [0, 0, 1, 1, 2, 2]  # sorted class folders, files sorted within
+    pixels = images.preprocess(tiny.image_processor(), corpus["path"].tolist())
+    with torch.inference_mode():
+        expected = (model(pixel_values=pixels).logits.argmax(-1).numpy() == corpus["label"].to_numpy()).mean()
+    assert table.loc["none", "top1"] == pytest.approx(expected)
+    assert 0 <= table.loc["fix_register_mean", "top1"] <= 1
+
+
+def test_image_folder_rejects_missing_folder_and_non_image_file(tmp_path):
+    missing = tmp_path / "nowhere"
+    proc = run_module("fetch_corpus", "data=photos", "data.kind=image_folder", f"data.path={missing}", f"paths.root={tmp_path}")
+    assert_one_line_error(proc, "data.path=", "nowhere", "is not a folder")
+    folder = image_folder(tmp_path / "imgs", n=3)
+    (folder / "notes.txt").write_text("not an image")
+    proc = run_module("fetch_corpus", "data=photos", "data.kind=image_folder", f"data.path={folder}", f"paths.root={tmp_path}")
+    assert_one_line_error(proc, "notes.txt", "is not an image file")
+    assert not (tmp_path / "cache" / "corpora" / "photos.parquet").exists()
+
+
+def test_text_model_on_images_and_vit_on_text_fail_with_one_line(tmp_path):
+    proc = run_module("ablate_images", "model=vit_random", "data=wiki_sample", f"paths.root={tmp_path}")
+    assert_one_line_error(proc, "ablate_images needs image data", "wiki_sample")
+    proc = run_module("fetch_model", "model=vit_random", "model.auto_class=NoSuchModel", f"paths.root={tmp_path}")
+    assert_one_line_error(proc, "model.auto_class='NoSuchModel'")
