@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -41,8 +42,9 @@ def test_default_sweep_dry_run(tmp_path):
     proc = snakemake("-n", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
-    assert counts == {"all": 1, "fetch_model": 1, "fetch_corpus": 2, "tokenize": 2, "capture": 2, "detect": 2,
-                      "figures": 2, "ablate": 2, "ablation": 1, "attention": 2, "train": 2, "train_compare": 1, "report": 1}, counts
+    assert counts == {"all": 1, "fetch_model": 2, "fetch_corpus": 3, "tokenize": 3, "capture": 3, "detect": 3,
+                      "figures": 3, "ablate": 2, "ablation": 1, "attention": 2, "train": 2, "train_compare": 1,
+                      "ablate_images": 1, "report": 1}, counts
 
 
 def test_retrain_sweep_adds_the_training_jobs(tmp_path):
@@ -82,7 +84,8 @@ def test_bad_sweep_is_rejected(tmp_path, sweep, message):
 @pytest.mark.slow
 def test_whole_dag_on_a_tiny_model(tmp_path):
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"],
-                        overrides=["tokenize.num_sequences=4", "capture.top_k=8"])
+                        overrides=["tokenize.num_sequences=4", "capture.top_k=8"],
+                        vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
     proc = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = tmp_path / "results"
@@ -91,5 +94,10 @@ def test_whole_dag_on_a_tiny_model(tmp_path):
     for f in ["capture/topk.parquet", "detect/summary.json", "figures/layerwise.png", "figures/prompt_3d.png"]:
         assert (results / "tiny_random/news_sample" / f).stat().st_size > 0
     assert json.loads((results / "tiny_random/news_sample/detect/summary.json").read_text())["found"] is False
+    assert "vit_random on photos" in report and "Vision transformers: interventions" in report
+    vit = pd.read_parquet(results / "vit_random/photos/ablate/emerge/images.parquet").set_index("intervention")
+    assert list(vit.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]
+    assert (vit["n_images"] == 6).all() and vit.loc["fix_register_mean", "entries_changed"] > 0
+    assert "[REG" in set(pd.read_parquet(results / "vit_random/photos/capture/topk.parquet")["token"].str.slice(0, 4))
     rerun = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr

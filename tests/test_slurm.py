@@ -119,8 +119,10 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     proc = snakemake("-n", "--config", "sweep=paper", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout)
-    per_pair = {"tokenize": 24, "capture": 24, "detect": 24, "figures": 24, "ablate": 24, "zeroshot": 24, "attention": 24}
-    assert counts == {"fetch_model": 6, "fetch_corpus": 4, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
+    llm, vit = 6 * 4, 10  # LLMs x corpora, ViTs x ImageNet
+    per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": llm,
+                "zeroshot": llm, "attention": llm, "ablate_images": vit}
+    assert counts == {"fetch_model": 16, "fetch_corpus": 5, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
     jobs = planned_jobs(proc.stdout)
     assert len(jobs) == sum(counts.values())
     capture = {(j["wildcards"]["model"], j["wildcards"]["corpus"]): j["resources"] for j in jobs if j["rule"] == "capture"}
@@ -129,15 +131,21 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     assert capture[("llama2_13b", "redpajama_sample")]["gres"] == "gpu:a100:2"
     assert capture[("gpt2", "wikitext2")]["gres"] == "gpu:a100:1"
     assert int(capture[("gpt2", "wikitext2")]["runtime"]) < int(capture[("mixtral_8x7b", "wikitext2")]["runtime"])
+    vits = {j["wildcards"]["model"]: j["resources"] for j in jobs if j["rule"] == "ablate_images"}
+    assert all(r["gres"] == "gpu:a100:1" for r in vits.values())
+    assert int(vits["dinov2_reg_s"]["runtime"]) < int(vits["dinov2_reg_g"]["runtime"])
     for j in jobs:
         r = j["resources"]
         assert r["slurm_account"] == "my_account", j
-        if j["rule"] in ("capture", "ablate", "zeroshot", "attention"):
+        if j["rule"] in ("capture", "ablate", "zeroshot", "attention", "ablate_images"):
             assert r["slurm_partition"] == "gpu" and r["gres"].startswith("gpu:"), j
         elif j["rule"] in CPU_RULES:
             assert r["slurm_partition"] == "cpu" and "gres" not in r, j
     shells = re.findall(r"^Shell command: (.*pipeline\.capture model=mixtral_8x7b.*)$", proc.stdout, re.M)
     assert shells and all("tokenize.num_sequences=100" in s and "capture.batch_size=1" in s for s in shells)
+    vit = re.findall(r"^Shell command: (.*pipeline\.ablate_images model=dinov2_reg_g data=imagenet_val ablate\.layers=emerge.*)$",
+                     proc.stdout, re.M)
+    assert len(vit) == 1 and "ablate.max_images=50000" in vit[0] and "fix_register_mean" in vit[0]
 
 
 def test_reruns_only_what_is_missing(tmp_path):
