@@ -98,6 +98,7 @@ def test_whole_dag_on_a_tiny_model(tmp_path):
     vit = pd.read_parquet(results / "vit_random/photos/ablate/emerge/images.parquet").set_index("intervention")
     assert list(vit.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]
     assert (vit["n_images"] == 6).all() and vit.loc["fix_register_mean", "entries_changed"] > 0
-    assert "[REG" in set(pd.read_parquet(results / "vit_random/photos/capture/topk.parquet")["token"].str.slice(0, 4))
+    prompt = pd.read_parquet(results / "vit_random/photos/capture/prompt.parquet", columns=["layer", "token"])
+    assert prompt[prompt["layer"] == 0]["token"].tolist()[:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
     rerun = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
