@@ -191,3 +191,40 @@ def test_text_model_on_images_and_vit_on_text_fail_with_one_line(tmp_path):
     assert_one_line_error(proc, "ablate_images needs image data", "wiki_sample")
     proc = run_module("fetch_model", "model=vit_random", "model.auto_class=NoSuchModel", f"paths.root={tmp_path}")
     assert_one_line_error(proc, "model.auto_class='NoSuchModel'")
+
+
+def test_ablate_images_clip_zeroshot_matches_the_clip_model(tmp_path, compose_in):
+    from transformers import CLIPConfig, CLIPModel
+
+    from pipeline.fetch_model import _byte_tokenizer
+
+    torch.manual_seed(0)
+    text = {"hidden_size": tiny.D, "intermediate_size": tiny.I, "num_hidden_layers": 2, "num_attention_heads": tiny.H,
+            "vocab_size": tiny.VOCAB, "max_position_embeddings": 64, "eos_token_id": 1, "bos_token_id": 0, "pad_token_id": 1}
+    vision = {"hidden_size": tiny.D, "intermediate_size": tiny.I, "num_hidden_layers": tiny.L, "num_attention_heads": tiny.H,
+              "image_size": tiny.IMAGE, "patch_size": tiny.PATCH}
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
+    path = tmp_path / "hf_clip"
+    tiny.save_vit(clip, path)
+    tok = _byte_tokenizer()
+    tok.pad_token = "</s>"
+    tok.save_pretrained(path)
+    names = tmp_path / "classes.txt"
+    names.write_text("cat\ndog\nrocket\n")
+    folder = image_folder(tmp_path / "images", classes=3)
+    cfg = compose_in("model=vit_random", "model.source=local", f"model.path={path}", "model.name=tiny_clip",
+                     "model.auto_class=CLIPVisionModel", "data=photos", "data.kind=image_folder", f"data.path={folder}",
+                     f"data.class_names={names}", "data.name=tiny_images", "tokenize.num_sequences=4", "capture.top_k=16",
+                     "ablate.interventions=[none,zero]", "ablate.batch_size=4")
+    for stage in (fetch_model, fetch_corpus, tokenize, capture, detect, ablate_images):
+        stage.run(cfg)
+    table = read_table(run_dir(cfg, "ablate") / "emerge" / "images.parquet").set_index("intervention")
+    corpus = read_table(tmp_path / "cache" / "corpora" / "tiny_images.parquet")
+    pixels = images.preprocess(tiny.image_processor(), corpus["path"].tolist())
+    prompts = tok([f"a photo of a {n}." for n in ("cat", "dog", "rocket")], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        image = torch.nn.functional.normalize(clip.get_image_features(pixel_values=pixels).pooler_output, dim=-1)
+        words = torch.nn.functional.normalize(clip.get_text_features(**prompts).pooler_output, dim=-1)
+    expected = ((image @ words.T).argmax(-1).numpy() == corpus["label"].to_numpy()).mean()
+    assert table.loc["none", "zeroshot_top1"] == pytest.approx(expected)
+    assert table["top1"].isna().all()  # the vision tower has no classification head
