@@ -6,7 +6,7 @@ The ViT half of the paper's causal test. The interventions are those of pipeline
 every block, by its mean over the calibration images (the tokenize rule's images, the capture's
 inputs). The model is loaded once and serves every intervention.
 
-Evaluated on the first ablate.max_images images of the corpus, streamed in batches of
+Evaluated on ablate.max_images images of the corpus (a seeded sample; all when it has fewer), streamed in batches of
 ablate.batch_size (each image decoded once, every intervention run on each batch):
   cls_cosine        mean cosine similarity of the final CLS embedding (the final norm's output at
                     the CLS position; the pooled output where the norm pools) to the model's own
@@ -112,7 +112,7 @@ def run(cfg: DictConfig) -> None:
     processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
     layers, dims, means = targets(cfg, num_layers(model.config))
     calibration = images.pixels_of(read_table(tokens_file(cfg)))
-    corpus = read_table(corpus_file(cfg)).iloc[: cfg.ablate.max_images]
+    corpus = images.sample(read_table(corpus_file(cfg)), cfg.ablate.max_images, cfg.seed)
     paths, labels = corpus["path"].tolist(), corpus["label"].to_numpy().copy()
     labelled = bool(len(labels)) and bool((labels >= 0).all())
     lay = images.layout_of(model, calibration.to(device))

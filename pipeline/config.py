@@ -141,7 +141,7 @@ class AblateConfig:
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
-    max_images: int = 64  # images (the first of the corpus) evaluated per intervention (rule ablate_images)
+    max_images: int = 64  # images (a seeded sample of the corpus) evaluated per intervention (rule ablate_images)
     clip_prompt: str = "a photo of a {}."  # CLIP zero-shot classification: the prompt per class name
 
 

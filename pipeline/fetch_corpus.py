@@ -26,7 +26,6 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import mwparserfromhell
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
@@ -110,9 +109,7 @@ def image_table(cfg: DictConfig) -> pd.DataFrame:
         table = images.image_folder(d.path)
     for path in tqdm(table["path"], desc=f"checking {d.name}", unit=" images", mininterval=2):
         images.check_image(path)
-    if len(table) > d.max_documents:
-        keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(table))[: d.max_documents])
-        table = table.iloc[keep]
+    table = images.sample(table, d.max_documents, cfg.seed)
     table.insert(0, "image_id", range(len(table)))
     return table.reset_index(drop=True)
 

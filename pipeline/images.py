@@ -47,6 +47,9 @@ def image_folder(path: str | None) -> pd.DataFrame:
         raise PipelineError(f"data.path={path!r} is not a folder")
     folder = Path(path)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    loose = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if classes and loose:
+        raise PipelineError(f"data.path={path!r} mixes class folders and files ({loose[0].name}): an ImageFolder holds only class folders")
     rows = []
     if classes:
         for label, name in enumerate(classes):
@@ -59,6 +62,14 @@ def image_folder(path: str | None) -> pd.DataFrame:
     if not rows:
         raise PipelineError(f"data.path={path!r} holds no image file")
     return pd.DataFrame(rows)
+
+
+def sample(table: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """At most n rows, drawn with the seed (an ImageFolder is sorted by class: its first rows are
+    one class), kept in their order."""
+    if len(table) <= n:
+        return table
+    return table.iloc[np.sort(np.random.default_rng(seed).permutation(len(table))[:n])]
 
 
 def open_rgb(path: str):

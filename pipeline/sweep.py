@@ -34,6 +34,8 @@ def load(name: str) -> dict:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise PipelineError(f"sweep {name!r}: {where}: {exc.message}") from None
     vision = sweep.get("vision")
+    if not (sweep["models"] and sweep["corpora"]) and not vision:
+        raise PipelineError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision section)")
     lists = [("model", "models", sweep), ("data", "corpora", sweep)]
     if vision:
         lists += [("model", "vision.models", vision), ("data", "vision.images", vision)]

@@ -6,7 +6,7 @@ keep the first tokenize.num_sequences. Output: results/<model>/<corpus>/tokens.p
 columns seq_id and input_ids.
 
 For images (data.kind image_wheel / image_folder) the model's own image processor plays the
-tokenizer: the first tokenize.num_sequences images of the corpus become rows of seq_id,
+tokenizer: tokenize.num_sequences images of the corpus (a seeded sample, all when it has fewer) become rows of seq_id,
 image_id, label, pixel_values (flattened float32) and shape ([3, H, W]).
 """
 
@@ -53,7 +53,7 @@ def chunk(ids: list[int], n: int, count: int) -> list[list[int]]:
 
 
 def image_rows(cfg: DictConfig) -> pd.DataFrame:
-    table = read_table(corpus_file(cfg)).iloc[: cfg.tokenize.num_sequences]
+    table = images.sample(read_table(corpus_file(cfg)), cfg.tokenize.num_sequences, cfg.seed)
     processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
     pixels = images.preprocess(processor, table["path"].tolist())
     return pd.DataFrame({"seq_id": range(len(table)), "image_id": table["image_id"].to_numpy(), "label": table["label"].to_numpy(),

@@ -228,3 +228,17 @@ def test_ablate_images_clip_zeroshot_matches_the_clip_model(tmp_path, compose_in
     expected = ((image @ words.T).argmax(-1).numpy() == corpus["label"].to_numpy()).mean()
     assert table.loc["none", "zeroshot_top1"] == pytest.approx(expected)
     assert table["top1"].isna().all()  # the vision tower has no classification head
+
+
+def test_image_folder_labels_and_the_seeded_sample(tmp_path):
+    folder = image_folder(tmp_path / "imgs", n=9, classes=3)
+    table = images.image_folder(str(folder))
+    assert table["label"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert table["class_name"].tolist()[::3] == ["class0", "class1", "class2"]
+    picked = images.sample(table, 4, seed=1)
+    assert len(picked) == 4 and list(picked.index) == sorted(picked.index)
+    assert picked.equals(images.sample(table, 4, seed=1)) and picked["label"].nunique() > 1
+    assert images.sample(table, 20, seed=1).equals(table)
+    (folder / "stray.png").write_bytes((folder / "class0" / "img0.png").read_bytes())
+    with pytest.raises(images.PipelineError, match="mixes class folders and files"):
+        images.image_folder(str(folder))
