@@ -242,3 +242,14 @@ def test_image_folder_labels_and_the_seeded_sample(tmp_path):
     (folder / "stray.png").write_bytes((folder / "class0" / "img0.png").read_bytes())
     with pytest.raises(images.PipelineError, match="mixes class folders and files"):
         images.image_folder(str(folder))
+
+
+def test_mae_keeps_every_patch_in_place():
+    model = tiny.build_vit("vit_mae")
+    pixels = tiny.image_processor()(images=tiny.photos(2), return_tensors="pt")["pixel_values"]
+    seen = block_input(model, pixels, 0)
+    emb = model.embeddings
+    with torch.inference_mode():
+        patches = emb.patch_embeddings(pixels) + emb.position_embeddings[:, 1:]
+    assert seen.shape[1] == 1 + (tiny.IMAGE // tiny.PATCH) ** 2  # mask_ratio 0: nothing dropped
+    assert torch.allclose(seen[:, 1:], patches, atol=1e-6)  # and nothing shuffled
