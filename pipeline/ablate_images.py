@@ -161,7 +161,7 @@ def run(cfg: DictConfig) -> None:
             "entries_changed": ctxs[name].changed,
             "note": "no register tokens: nothing to fix" if name in skipped else "",
         })
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).astype({"top1": "float64", "zeroshot_top1": "float64"})  # null where not measured
     out = run_dir(cfg, "ablate") / cfg.ablate.layers
     write_table(table, out / "images.parquet", cfg)
     with tracking.stage_run(cfg, name=f"ablate_images/{cfg.model.name}/{cfg.data.name}/{cfg.ablate.layers}") as wb:
