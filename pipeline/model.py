@@ -121,6 +121,23 @@ def model_class(cfg: DictConfig):
     return cls
 
 
+def load_head(model, cfg: DictConfig) -> None:
+    """Load the fetched linear head (model.head) into the model's `classifier`."""
+    from pipeline.io import model_dir
+
+    path = json.loads((model_dir(cfg) / MARKER).read_text()).get("head")
+    classifier = getattr(model, "classifier", None)
+    if path is None or classifier is None:
+        raise PipelineError(f"model.head is set but {'it was not fetched' if path is None else type(model).__name__ + ' has no classifier'}"
+                            f" (model {cfg.model.name!r}; a head needs auto_class=AutoModelForImageClassification)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        classifier.load_state_dict(state)
+    except RuntimeError as exc:
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        raise PipelineError(f"model.head={cfg.model.head!r} ({shapes}) does not fit the classifier {classifier}") from None
+
+
 def load_model(cfg: DictConfig, device: torch.device | None = None, attn_implementation: str | None = None):
     """The model in eval mode, in the config's dtype, on `device` (or sharded by device_map)."""
     from omegaconf import OmegaConf
@@ -140,6 +157,8 @@ def load_model(cfg: DictConfig, device: torch.device | None = None, attn_impleme
     except Exception as exc:  # a missing or corrupt weights file: transformers raises many kinds
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise PipelineError(f"cannot load the weights of {cfg.model.name!r} from {path}: {first}") from None
+    if cfg.model.head:
+        load_head(model, cfg)
     if not use_map and device is not None:
         model.to(device)
     model.eval()

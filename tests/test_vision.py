@@ -253,3 +253,30 @@ def test_mae_keeps_every_patch_in_place():
         patches = emb.patch_embeddings(pixels) + emb.position_embeddings[:, 1:]
     assert seen.shape[1] == 1 + (tiny.IMAGE // tiny.PATCH) ** 2  # mask_ratio 0: nothing dropped
     assert torch.allclose(seen[:, 1:], patches, atol=1e-6)  # and nothing shuffled
+
+
+def test_linear_head_from_a_file_is_loaded_into_the_classifier(tmp_path, compose_in):
+    backbone = tiny.build_vit("dinov2_with_registers")
+    path = tiny.save_vit(backbone, tmp_path / "hf_backbone")
+    torch.manual_seed(3)
+    head = torch.nn.Linear(2 * tiny.D, 5)
+    torch.save(head.state_dict(), tmp_path / "head.pth")
+    cfg = compose_in("model=vit_random", "model.source=local", f"model.path={path}", "model.name=tiny_reg_head",
+                     "model.auto_class=AutoModelForImageClassification", f"model.head={tmp_path / 'head.pth'}",
+                     "+model.config_overrides.num_labels=5", "data=photos")
+    fetch_model.run(cfg)
+    from pipeline.model import load_model
+
+    model = load_model(cfg)
+    assert torch.equal(model.classifier.weight, head.weight) and torch.equal(model.classifier.bias, head.bias)
+    pixels = tiny.image_processor()(images=tiny.photos(2), return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        out = model(pixel_values=pixels, output_hidden_states=True)
+        seq = model.dinov2_with_registers.layernorm(out.hidden_states[-1])
+        features = torch.cat([seq[:, 0], seq[:, 1 + tiny.REGISTERS :].mean(1)], dim=-1)  # [CLS, mean of the patches]
+        expected = head(features)
+    assert torch.allclose(out.logits, expected, atol=1e-5)
+    bad = compose_in("model=vit_random", "model.source=local", f"model.path={path}", "model.name=tiny_reg_head",
+                     "model.auto_class=AutoModelForImageClassification", f"model.head={tmp_path / 'head.pth'}", "data=photos")
+    with pytest.raises(images.PipelineError, match="does not fit the classifier"):
+        load_model(bad)  # 2 labels by default: the 5-class head does not fit
