@@ -80,10 +80,13 @@ def open_rgb(path: str):
 
 
 def load_processor(hf: Path, trust_remote_code: bool = False):
+    """The model's own image processor, on the PIL backend always: transformers would pick the
+    torchvision backend where torchvision is installed, whose resizing differs slightly, so the
+    same config would give other numbers on another machine."""
     from transformers import AutoImageProcessor
 
     try:
-        return AutoImageProcessor.from_pretrained(hf, trust_remote_code=trust_remote_code)
+        return AutoImageProcessor.from_pretrained(hf, trust_remote_code=trust_remote_code, backend="pil")
     except (OSError, ValueError) as exc:
         raise PipelineError(f"no image processor in {hf}: {str(exc).splitlines()[0]}") from None
 
