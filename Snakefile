@@ -8,7 +8,7 @@
 include: "rules/common.smk"
 CAPTURE = ["layer_stats", "topk", "dim_max", "prompt"]
 DETECT = ["massive.parquet", "summary.parquet", "per_layer.parquet", "summary.json"]
-FIGURES = ["layerwise", "prompt_3d", "roles"]
+FIGURES = ["layerwise", "prompt_3d", "roles", "token_map"]
 
 wildcard_constraints:
     model="[A-Za-z0-9_.-]+",

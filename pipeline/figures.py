@@ -6,6 +6,10 @@
                  the first image (vision transformers); the layer is figures.layer_3d, or the
                  middle block
   roles.png      the detection summary as a table: dims, token roles, tokens, layers, magnitude
+  token_map.png  max |a| over dims for every token (rows) after every block (columns), log
+                 color, for the same prompt or image: which tokens carry the massive activations
+                 from which block on (for a ViT: the CLS token, the registers, and the patches
+                 with the largest activations)
 """
 
 from __future__ import annotations
@@ -87,6 +91,29 @@ def roles_table(summary: pd.DataFrame, title: str):
     return fig
 
 
+def token_map(prompt: pd.DataFrame, title: str, shown: int = 40):
+    grid = prompt.assign(max_abs=[float(np.abs(v).max()) for v in prompt["values"]]).pivot(
+        index="position", columns="layer", values="max_abs")
+    tokens = prompt[prompt["layer"] == prompt["layer"].min()].set_index("position")["token"]
+    n_tok = len(grid)
+    if n_tok > shown:  # a ViT's hundreds of patches: the first tokens (CLS, registers) and the largest others
+        first = np.arange(6)
+        largest = [p for p in np.argsort(grid.max(axis=1).to_numpy())[::-1] if p not in first][: shown - len(first)]
+        keep = np.sort(np.r_[first, largest])
+        grid, title = grid.iloc[keep], f"{title}\nthe first 6 and the {shown - 6} largest of {n_tok} tokens"
+    fig, ax = plt.subplots(figsize=(min(12, 3 + 0.25 * grid.shape[1]), 1.5 + 0.18 * len(grid)))
+    image = ax.imshow(np.log10(grid.to_numpy().clip(min=1e-6)), aspect="auto", interpolation="nearest", cmap="magma")
+    ax.set_yticks(range(len(grid)))
+    ax.set_yticklabels([repr(tokens.loc[p])[1:-1] for p in grid.index], fontsize=6)
+    ax.set_xticks(range(grid.shape[1]))
+    ax.set_xticklabels(grid.columns, fontsize=6)
+    ax.set_xlabel("layer (blocks.L.hook_resid_post)")
+    ax.set_ylabel("token")
+    fig.colorbar(image, ax=ax, label="log10 max |a| over dims")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
 def middle_layer(cfg: DictConfig, n_layers: int) -> int:
     layer = n_layers // 2 if cfg.figures.layer_3d is None else cfg.figures.layer_3d
     if not 0 <= layer < n_layers:
@@ -106,6 +133,7 @@ def run(cfg: DictConfig) -> None:
         "prompt_3d": prompt_3d(prompt, layer, f"{cfg.model.name}: "
                                + ("the first image" if is_images(cfg.data) else repr(cfg.capture.prompt))),
         "roles": roles_table(summary, f"massive activations: {name}"),
+        "token_map": token_map(prompt, f"{cfg.model.name}: " + ("the first image" if is_images(cfg.data) else repr(cfg.capture.prompt))),
     }
     for key, fig in figs.items():
         save(fig, out / f"{key}.png", cfg.figures.dpi)

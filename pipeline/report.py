@@ -19,7 +19,7 @@ from pipeline import cli, sweep as sweeps, tracking
 from pipeline.io import atomic_path, provenance, read_table, root
 
 TEMPLATES = Path(__file__).parent / "templates"
-FIGURES = ["layerwise", "prompt_3d", "roles"]
+FIGURES = ["layerwise", "prompt_3d", "roles", "token_map"]
 
 
 def report_path(cfg: DictConfig) -> Path:

@@ -91,7 +91,7 @@ def test_whole_dag_on_a_tiny_model(tmp_path):
     results = tmp_path / "results"
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report and "none found" in report  # a random model has none
-    for f in ["capture/topk.parquet", "detect/summary.json", "figures/layerwise.png", "figures/prompt_3d.png"]:
+    for f in ["capture/topk.parquet", "detect/summary.json", "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:
         assert (results / "tiny_random/news_sample" / f).stat().st_size > 0
     assert json.loads((results / "tiny_random/news_sample/detect/summary.json").read_text())["found"] is False
     assert "vit_random on photos" in report and "Vision transformers: interventions" in report
