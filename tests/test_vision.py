@@ -7,7 +7,7 @@ import torch
 
 import tiny
 from conftest import assert_one_line_error, run_module
-from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, images, interventions, tokenize
+from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, figures, images, interventions, tokenize
 from pipeline.io import read_table, run_dir
 from pipeline.model import find_parts
 
@@ -63,6 +63,11 @@ def test_capture_and_detection_on_each_vit_family(tmp_path, compose_in, family):
     n_tokens = 1 + (tiny.REGISTERS if registers else 0) + (tiny.IMAGE // tiny.PATCH) ** 2
     assert prompt.groupby("layer").size().tolist() == [n_tokens] * tiny.L
     assert prompt["token"].iloc[-1] == "patch 3,3"
+    if registers:
+        figures.run(cfg)
+        assert all((run_dir(cfg, "figures") / f"{f}.png").stat().st_size > 0 for f in ("layerwise", "prompt_3d", "roles", "token_map"))
+        fig = figures.token_map(prompt, "t", shown=8)  # the first 6 tokens and the 2 largest others
+        assert [t.get_text() for t in fig.axes[0].get_yticklabels()][:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
 
 
 def test_layout_names_and_roles():
