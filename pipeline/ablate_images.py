@@ -172,9 +172,7 @@ def run(cfg: DictConfig) -> None:
 
 def report_section(cfg: DictConfig, sweep: dict) -> str:
     """The report's section: every images.parquet of the sweep's vision part, with the paper's numbers."""
-    import yaml
-
-    from pipeline.cli import CONF_DIR
+    from pipeline.ablation import reference
 
     v = sweep["vision"]
     tables = [read_table(root(cfg) / cfg.paths.results / m / i / "ablate" / layers / "images.parquet")
@@ -182,7 +180,6 @@ def report_section(cfg: DictConfig, sweep: dict) -> str:
     table = pd.concat(tables, ignore_index=True)
     cols = ["model", "corpus", "intervention", "layers", "blocks", "dims", "n_images", "cls_cosine", "cls_cosine_min",
             "cls_rel_change", "top1", "zeroshot_top1", "entries_changed", "note"]
-    reference = pd.DataFrame(yaml.safe_load((CONF_DIR / "reference" / "paper.yaml").read_text())["vision_top1"])
     fmt = lambda x: f"{x:.4f}"  # noqa: E731
     return ("<h2>Vision transformers: interventions</h2>"
             "<p>Rule <code>ablate_images</code>: the change of the final CLS embedding (cosine similarity to the "
@@ -193,7 +190,7 @@ def report_section(cfg: DictConfig, sweep: dict) -> str:
             "images have labels; CLIP zero-shot top-1 where the data names its classes.</p>"
             + table[cols].to_html(index=False, border=0, float_format=fmt, na_rep="-")
             + "<h3>The paper's numbers, for comparison (ImageNet top-1, %)</h3>"
-            + reference.to_html(index=False, border=0, na_rep="-"))
+            + reference("vision_top1").to_html(index=False, border=0, na_rep="-"))
 
 
 if __name__ == "__main__":

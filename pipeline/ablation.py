@@ -65,12 +65,16 @@ def figure(table: pd.DataFrame):
     return fig
 
 
+def reference(key: str) -> pd.DataFrame:
+    """One table of the paper's numbers (conf/reference/paper.yaml), for comparison only."""
+    return pd.DataFrame(yaml.safe_load((CONF_DIR / "reference" / "paper.yaml").read_text())[key])
+
+
 def section(table: pd.DataFrame) -> str:
     order = list(dict.fromkeys(table["intervention"]))
     pivot = table.pivot_table(index=["model", "corpus", "layers", "blocks", "dims", "verdict"], columns="intervention",
                               values="perplexity")[order].reset_index()
     pivot.columns.name = None
-    reference = pd.DataFrame(yaml.safe_load((CONF_DIR / "reference" / "paper.yaml").read_text())["perplexity"])
     fmt = lambda v: f"{v:,.2f}"  # noqa: E731
     return ("<h2>Ablation: massive activations set to zero, to their mean, and a random control</h2>"
             "<p>Perplexity under each intervention at the blocks given by <code>layers</code> "
@@ -78,7 +82,7 @@ def section(table: pd.DataFrame) -> str:
             "perplexity by more than <code>ablate.harmful_factor</code>.</p>"
             + pivot.to_html(index=False, border=0, float_format=fmt, na_rep="-")
             + "<h3>The paper's numbers, for comparison</h3>"
-            + reference.to_html(index=False, border=0, float_format=fmt, na_rep="-"))
+            + reference("perplexity").to_html(index=False, border=0, float_format=fmt, na_rep="-"))
 
 
 def zeroshot_section(tables: list[pd.DataFrame]) -> str:
