@@ -1,10 +1,14 @@
 """The one entry point every pipeline module shares.
 
 `python -m pipeline.<rule> key=value ...` composes conf/config.yaml with Hydra's compose API,
-validates it against the schema in pipeline/config.py, writes the composed config to
-`hydra.run.dir` (derived from the model and corpus names, never from the clock) and runs the
-rule. Any error in the input ends the process with one line naming the bad value and exit
-code 2; the rule itself writes its outputs atomically, so a failure leaves none behind.
+validates it against the schema in pipeline/config.py, checks every value that can be checked
+against the fetched model's config before anything is loaded (pipeline/checks.py), runs the
+rule, and only then writes the composed config to `hydra.run.dir/.hydra/` (derived from the
+model and corpus names, never from the clock), so a failed run leaves an earlier good run's
+record as it was. An error in the input (massive.errors.MassiveError, a Hydra or OmegaConf
+error) ends the process with one line naming the bad value and exit code 2; any other
+exception is a bug and shows its traceback. The rule itself writes its outputs atomically, so
+a failure leaves none behind.
 """
 
 from __future__ import annotations
@@ -17,14 +21,12 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from pipeline.config import check_values, register
+from massive.errors import MassiveError
+from pipeline.config import check_overrides, check_values, register
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pipeline")
-
-
-class PipelineError(Exception):
-    """An error in the user's input: reported as one line, exit code 2."""
+PipelineError = MassiveError  # transitional alias while the rules move to massive.errors (removed at the end)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config", with_hydra: bool = False) -> DictConfig:
@@ -56,26 +58,37 @@ def _one_line(exc: BaseException) -> str:
     return first
 
 
+def write_run_record(run_dir: Path, cfg: DictConfig, argv: list[str]) -> None:
+    """The composed config and the overrides of a successful run, in run_dir/.hydra/ (atomically)."""
+    from pipeline.io import atomic_dir
+
+    with atomic_dir(run_dir / ".hydra") as tmp:
+        OmegaConf.save(cfg, tmp / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"overrides": list(argv), "run_dir": str(run_dir)}), tmp / "overrides.yaml")
+
+
 def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None = None, config_name: str = "config") -> None:
-    """Compose, validate, and call `run(cfg)`; map input errors to one line and exit 2."""
+    """Compose, validate, check against the fetched model, and call `run(cfg)`; map input errors
+    to one line and exit 2; on success record the composed config in hydra.run.dir/.hydra/."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "INFO"), format="%(asctime)s %(name)s: %(message)s")
     try:
+        check_overrides(argv)
         cfg = compose([f"stage={stage}", *argv], config_name=config_name, with_hydra=True)
         run_dir = Path(cfg.hydra.run.dir)
-        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-        hydra_node = cfg.hydra
         with open_dict(cfg):
             del cfg["hydra"]
-        OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"overrides": list(argv), "run_dir": str(hydra_node.run.dir)}), run_dir / ".hydra" / "overrides.yaml")
+        if config_name == "config":
+            from pipeline.checks import preflight
+
+            preflight(cfg, stage)
         run(cfg)
-    except (PipelineError, HydraException, OmegaConfBaseException, ValueError, FileNotFoundError) as exc:
+        write_run_record(run_dir, cfg, argv)
+    except (MassiveError, HydraException, OmegaConfBaseException) as exc:
         if os.environ.get("PIPELINE_FULL_ERROR"):
             raise
         print(f"error: {_one_line(exc)}", file=sys.stderr)
         sys.exit(2)
-

@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, Optional
 
+import re
+
 from hydra.core.config_store import ConfigStore
+
+from massive.errors import MassiveError
 
 
 class Dtype(str, Enum):
@@ -137,7 +141,8 @@ class FiguresConfig:
 @dataclass
 class AblateConfig:
     interventions: list[str] = field(default_factory=lambda: ["none", "zero", "mean", "random_zero"])
-    layers: str = "emerge"  # emerge | all | block indices joined by "_", e.g. "2_3"
+    # emerge | all | a block index | a list of block indices, e.g. [2,3] (in paths and tables: "2_3")
+    layers: Any = "emerge"
     max_chunks: int = 16  # perplexity chunks of seq_len tokens (the paper: the whole test split)
     batch_size: int = 4
     harmful_factor: float = 2.0  # "harmful" when zeroing multiplies perplexity by more than this
@@ -212,8 +217,44 @@ _POSITIVE = [
 ]
 
 
+_JOINED = re.compile(r"^\d+(_\d+)+$")
+
+
+def check_overrides(argv: list[str]) -> None:
+    """Overrides that Hydra would silently misread: `ablate.layers=1_2` is the number 12 to it
+    (Python and YAML allow "_" in numbers)."""
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+~") == "ablate.layers" and _JOINED.match(value.strip()):
+            blocks = value.strip().split("_")
+            raise MassiveError(f"{arg!r} is ambiguous (Hydra reads {value} as the number {int(value.replace('_', ''))}): "
+                               f"write ablate.layers=[{','.join(blocks)}]")
+
+
+def layers_spec(value: Any) -> str | list[int]:
+    """ablate.layers as "emerge", "all" or a list of block indices; anything else is an error."""
+    from omegaconf import ListConfig
+
+    if isinstance(value, str) and value in ("emerge", "all"):
+        return value
+    if isinstance(value, bool):
+        raise MassiveError(f"ablate.layers={value!r} is not 'emerge', 'all', a block index or a list of them")
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, (list, tuple, ListConfig)) and value and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        return [int(x) for x in value]
+    hint = " (write a list, e.g. [2,3])" if isinstance(value, str) and _JOINED.match(value) else ""
+    raise MassiveError(f"ablate.layers={value!r} is not 'emerge', 'all', a block index or a list of them{hint}")
+
+
+def layers_slug(value: Any) -> str:
+    """The path-safe name of an ablate.layers value: emerge, all, 2_3 (directories, `layers` columns)."""
+    spec = layers_spec(value)
+    return spec if isinstance(spec, str) else "_".join(map(str, spec))
+
+
 def check_values(cfg: Any) -> None:
-    """Range checks that a type system cannot express. Raises ValueError naming the value."""
+    """Range checks that a type system cannot express. Raises MassiveError naming the value."""
     from omegaconf import OmegaConf
 
     if "train" in cfg and "model" not in cfg:  # conf/train.yaml: the training section below
@@ -222,21 +263,22 @@ def check_values(cfg: Any) -> None:
     for key in _POSITIVE:
         value = OmegaConf.select(cfg, key)
         if value is not None and value <= 0:
-            raise ValueError(f"{key}={value} must be positive")
+            raise MassiveError(f"{key}={value} must be positive")
     if cfg.tokenize.seq_len is not None and cfg.tokenize.seq_len <= 0:
-        raise ValueError(f"tokenize.seq_len={cfg.tokenize.seq_len} must be positive")
+        raise MassiveError(f"tokenize.seq_len={cfg.tokenize.seq_len} must be positive")
     for key in ("detect.min_abs", "detect.min_ratio"):
         if OmegaConf.select(cfg, key) < 0:
-            raise ValueError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
+            raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
+    layers_spec(cfg.ablate.layers)
     from pipeline.interventions import INTERVENTIONS
 
     unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
     if unknown:
-        raise ValueError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})")
+        raise MassiveError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})")
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:
-        raise ValueError(f"model {m.name!r}: source={m.source.value} needs model.{needed}")
+        raise MassiveError(f"model {m.name!r}: source={m.source.value} needs model.{needed}")
 
 
 # ---- training (pipeline/train.py)
@@ -345,13 +387,13 @@ def check_train_values(cfg: Any) -> None:
     t = cfg.train
     for key in _TRAIN_POSITIVE:
         if OmegaConf.select(t, key) <= 0:
-            raise ValueError(f"train.{key}={OmegaConf.select(t, key)} must be positive")
+            raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be positive")
     for key in ("warmup_iters", "weight_decay", "grad_clip", "min_lr", "model.dropout"):
         if OmegaConf.select(t, key) < 0:
-            raise ValueError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
+            raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
     if t.model.n_embd % t.model.n_head:
-        raise ValueError(f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}")
+        raise MassiveError(f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}")
     if not 0 < t.sink_threshold < 1:
-        raise ValueError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
+        raise MassiveError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
     if t.data.value == "backcopy" and t.backcopy.vocab_size > t.model.vocab_size:
-        raise ValueError(f"train.backcopy.vocab_size={t.backcopy.vocab_size} exceeds train.model.vocab_size={t.model.vocab_size}")
+        raise MassiveError(f"train.backcopy.vocab_size={t.backcopy.vocab_size} exceeds train.model.vocab_size={t.model.vocab_size}")

@@ -1,0 +1,211 @@
+"""Every per-family fact about Hugging Face transformers, in one place.
+
+Nothing here is a table of model names: the parts are found from the module structure and the
+config, so a new decoder of a known architecture (llama, mistral, mixtral, phi, gpt2, qwen2,
+gemma, ...) or vision transformer (clip_vision_model, dinov2, dinov2_with_registers, vit_mae,
+vit, ...) needs no code.
+
+  block stack   the first nn.ModuleList (in module order) whose length is the config's number
+                of layers
+  final norm    the first norm module registered after the stack, among its siblings or, failing
+                those, its parent's siblings (a ViT's `layernorm` / `post_layernorm` beside its
+                `encoder`)
+  attention     a block's one child whose name contains "attn" or "attention" and is not a norm
+  MLP           a block's child named mlp / feed_forward / block_sparse_moe / ffn (None when the
+                family splits it, as ViT-MAE's intermediate + output)
+  down proj.    the MLP's projection from the hidden width back to the residual width: an
+                nn.Linear (weight [d_model, d_mlp]) or GPT-2's Conv1D (weight [d_mlp, d_model])
+  newline       GPT-2's byte-level BPE writes "\\n" as "Ċ"
+  vision layout prefix tokens (CLS, then registers), then one token per patch, row by row
+
+    >>> parts = find_parts(model)
+    >>> len(parts.blocks), type(parts.final_norm).__name__
+    (30, 'LlamaRMSNorm')
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from massive.errors import MassiveError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn")
+NEWLINE_BYTES = {"\n", "\r", " ", "Ċ"}  # "Ċ": byte-level BPE (GPT-2) for "\n"; "Ġ"-free: spaces are plain here
+
+
+# ---------------------------------------------------------------- config facts
+def num_layers(config) -> int:
+    """The number of blocks (num_hidden_layers, n_layer or num_layers; a text_config's for multimodal configs)."""
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    text = getattr(config, "text_config", None)
+    if text is not None:
+        return num_layers(text)
+    raise MassiveError(f"cannot tell the number of layers of model_type={config.model_type!r}")
+
+
+def hidden_size(config) -> int:
+    """The width of the residual stream."""
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    for sub in ("text_config", "vision_config"):
+        if getattr(config, sub, None) is not None:
+            return hidden_size(getattr(config, sub))
+    raise MassiveError(f"cannot tell the hidden size of model_type={config.model_type!r}")
+
+
+def max_positions(config) -> int | None:
+    """The longest sequence the model's positions allow (None when the config does not say)."""
+    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+        value = getattr(config, key, None)
+        if value:
+            return int(value)
+    return None
+
+
+# ---------------------------------------------------------------- module structure
+@dataclass
+class Parts:
+    blocks: nn.ModuleList
+    final_norm: nn.Module | None
+    attentions: list[nn.Module]
+    mlps: list[nn.Module | None]
+
+
+def _is_attention(name: str) -> bool:
+    k = name.lower()
+    return ("attn" in k or "attention" in k) and "norm" not in k and not k.startswith("ln")
+
+
+def find_parts(model: nn.Module) -> Parts:
+    """The block stack, final norm, and each block's attention and MLP modules of `model`."""
+    n = num_layers(model.config)
+    stacks = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.ModuleList) and len(mod) == n]
+    if not stacks:
+        raise MassiveError(f"no stack of {n} blocks found in {type(model).__name__}")
+    name, blocks = stacks[0]
+    final_norm = None
+    path = name.split(".")
+    while path and final_norm is None:  # the stack's siblings, then its parent's siblings
+        child = path.pop()
+        parent = model.get_submodule(".".join(path)) if path else model
+        names = [k for k, _ in parent.named_children()]
+        after = names[names.index(child) + 1 :]
+        norms = [getattr(parent, k) for k in after if "norm" in k.lower() or k in ("ln_f",)]
+        final_norm = norms[0] if norms else None
+    attentions, mlps = [], []
+    for i, block in enumerate(blocks):
+        attn = [m for k, m in block.named_children() if _is_attention(k)]
+        if len(attn) != 1:
+            raise MassiveError(f"block {i} of {type(model).__name__} has {len(attn)} attention children, expected 1")
+        attentions.append(attn[0])
+        mlps.append(next((m for k, m in block.named_children() if k in MLP_NAMES), None))
+    return Parts(blocks=blocks, final_norm=final_norm, attentions=attentions, mlps=mlps)
+
+
+def down_projection(mlp: nn.Module, d_model: int) -> tuple[nn.Module, str]:
+    """The MLP's projection back to the residual stream and its weight orientation:
+    "out_in" (nn.Linear: weight [d_model, d_mlp]) or "in_out" (GPT-2's Conv1D: weight [d_mlp, d_model]).
+    A mixture of experts has no single one: MassiveError."""
+    found = []
+    for name, mod in mlp.named_modules():
+        if "expert" in name:
+            continue
+        if isinstance(mod, nn.Linear) and mod.out_features == d_model and mod.in_features != d_model:
+            found.append((mod, "out_in"))
+        elif type(mod).__name__ == "Conv1D" and getattr(mod, "nf", None) == d_model and mod.weight.shape[0] != d_model:
+            found.append((mod, "in_out"))
+    if len(found) != 1:
+        raise MassiveError(f"{type(mlp).__name__} has {len(found)} projections to the residual width {d_model}, expected 1"
+                           " (a mixture of experts has one per expert)")
+    return found[0]
+
+
+# ---------------------------------------------------------------- tokens
+def is_newline_token(text: str) -> bool:
+    """Whether a token's text is only line breaks (and spaces), in plain or GPT-2 byte-level form."""
+    return bool(text) and set(text) <= NEWLINE_BYTES and ("\n" in text or "Ċ" in text)
+
+
+# ---------------------------------------------------------------- vision transformers
+def vision_config(config):
+    """The vision part of a config (CLIP's vision_config), or the config itself."""
+    return getattr(config, "vision_config", None) or config
+
+
+def patch_size(config) -> int:
+    p = vision_config(config).patch_size
+    return p if isinstance(p, int) else p[0]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which position of a ViT's residual stream is the CLS token, a register, or a patch."""
+
+    n_cls: int
+    n_registers: int
+    grid: tuple[int, int]  # patch rows, patch columns
+
+    @property
+    def n_prefix(self) -> int:
+        return self.n_cls + self.n_registers
+
+    @property
+    def seq_len(self) -> int:
+        return self.n_prefix + self.grid[0] * self.grid[1]
+
+    def name(self, position: int) -> str:
+        """`[CLS]`, `[REG0]`.., or `patch r,c` (row, column of the patch grid)."""
+        if position < self.n_cls:
+            return "[CLS]"
+        if position < self.n_prefix:
+            return f"[REG{position - self.n_cls}]"
+        r, c = divmod(position - self.n_prefix, self.grid[1])
+        return f"patch {r},{c}"
+
+    def role(self, position: int) -> str:
+        return "cls" if position < self.n_cls else "register" if position < self.n_prefix else "patch"
+
+    def positions(self, role: str) -> list[int]:
+        return [p for p in range(self.seq_len) if self.role(p) == role]
+
+
+def layout(config, pixel_shape: tuple[int, ...], seq_len: int) -> Layout:
+    """The layout of a residual stream of `seq_len` tokens for images of `pixel_shape` [.., H, W]:
+    patches = (H / patch) x (W / patch), registers = num_register_tokens, CLS = what is left.
+
+        >>> layout(model.config, (1, 3, 224, 224), 261)
+        Layout(n_cls=1, n_registers=4, grid=(16, 16))
+    """
+    vc = vision_config(config)
+    patch = patch_size(config)
+    grid = (int(pixel_shape[-2]) // patch, int(pixel_shape[-1]) // patch)
+    registers = int(getattr(vc, "num_register_tokens", 0) or 0)
+    n_cls = seq_len - registers - grid[0] * grid[1]
+    if n_cls < 0:
+        raise MassiveError(f"{seq_len} tokens cannot hold {registers} registers and a {grid[0]}x{grid[1]} patch grid")
+    return Layout(n_cls=n_cls, n_registers=registers, grid=grid)
+
+
+def role_of_name(token: str) -> str:
+    """The role of a token named by Layout.name."""
+    return "cls" if token == "[CLS]" else "register" if token.startswith("[REG") else "patch"
+
+
+def forward_kwargs(model: nn.Module, pixel_values: torch.Tensor) -> dict:
+    """The forward arguments for a batch of images. A model that orders its patches by a random
+    `noise` (MAE's masking; load it with mask_ratio=0.0) gets an increasing noise, so that every
+    patch is kept in its place."""
+    kwargs = {"pixel_values": pixel_values}
+    if "noise" in inspect.signature(model.forward).parameters:
+        patch = patch_size(model.config)
+        n = (pixel_values.shape[-2] // patch) * (pixel_values.shape[-1] // patch)
+        kwargs["noise"] = torch.arange(n, dtype=torch.float32, device=pixel_values.device).expand(len(pixel_values), n)
+    return kwargs

@@ -1,0 +1,194 @@
+"""Hook points by name, on the unmodified Hugging Face model: the one hook mechanism.
+
+Names follow TransformerLens, and are the same in code, Parquet (`hook` columns) and plots:
+
+  hook_tokens                 the model's forward input (input_ids, or pixel_values): read only
+  blocks.{L}.hook_resid_pre   the residual stream entering block L (the block's input)
+  blocks.{L}.hook_resid_post  the residual stream after block L (its output, after both
+                              residual adds; what the paper measures)
+  blocks.{L}.hook_attn_out    the output of block L's attention module (before the residual add)
+  blocks.{L}.hook_mlp_out     the output of block L's MLP module (before the residual add)
+  blocks.{L}.mlp.hook_post    the input of block L's down projection (the MLP's hidden activations)
+  blocks.{L}.attn.hook_pattern  block L's attention probabilities [batch, heads, queries, keys]
+                              (the model must run eager attention, which returns them)
+
+A hook function is `fn(tensor, name)`. It returns None to only read (or to edit the tensor in
+place), or a tensor to replace it. Hooks are registered for the duration of a `with` block:
+
+    >>> from massive import hooks
+    >>> seen = {}
+    >>> with hooks.hooked(model, {hooks.resid_post(3): lambda h, name: seen.setdefault(name, h.abs().max())}):
+    ...     model(ids)
+    >>> with hooks.cache(model, hooks.names(model, "blocks.*.hook_resid_post")) as store:
+    ...     model(ids)
+    >>> store["blocks.3.hook_resid_post"].shape   # float32, on the CPU
+    torch.Size([1, 12, 576])
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from massive import arch
+from massive.errors import MassiveError
+
+HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
+POINTS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post", "attn.hook_pattern")
+_NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(re.escape(p) for p in POINTS) + r")$")
+
+
+def resid_pre(layer: int) -> str:
+    return f"blocks.{layer}.hook_resid_pre"
+
+
+def resid_post(layer: int) -> str:
+    """The hook name of the residual stream after block `layer`."""
+    return f"blocks.{layer}.hook_resid_post"
+
+
+def attn_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_attn_out"
+
+
+def mlp_out(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_out"
+
+
+def mlp_post(layer: int) -> str:
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def pattern(layer: int) -> str:
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def layer_of(name: str) -> int:
+    """The block index in a hook name: layer_of("blocks.7.hook_resid_post") == 7."""
+    m = _NAME.match(name)
+    if m is None:
+        raise MassiveError(f"{name!r} is not a block hook name (blocks.L.<{'|'.join(POINTS)}>)")
+    return int(m.group(1))
+
+
+def names(model: nn.Module, pattern: str = "*") -> list[str]:
+    """Every hook name of `model` that matches the glob `pattern`, in block order.
+
+        >>> names(model, "blocks.*.hook_resid_post")[:2]
+        ['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post']
+    """
+    n = arch.num_layers(model.config)
+    every = ["hook_tokens"] + [f"blocks.{layer}.{p}" for layer in range(n) for p in POINTS]
+    return [name for name in every if fnmatch.fnmatchcase(name, pattern)]
+
+
+@dataclass(frozen=True)
+class HookPoint:
+    """Where a name lives: a module, and whether it is that module's input ("pre") or output
+    ("post", element `index` of a tuple output)."""
+
+    name: str
+    module: nn.Module
+    side: str  # "pre" | "post"
+    index: int = 0
+
+
+def resolve(model: nn.Module, name: str, parts: arch.Parts | None = None) -> HookPoint:
+    """The module and side of hook `name` in `model`."""
+    if name == "hook_tokens":
+        return HookPoint(name, model, "pre")
+    layer = layer_of(name)
+    parts = parts or arch.find_parts(model)
+    if not 0 <= layer < len(parts.blocks):
+        raise MassiveError(f"{name}: the model has blocks 0..{len(parts.blocks) - 1}")
+    point = name.split(".", 2)[2]
+    if point == "hook_resid_pre":
+        return HookPoint(name, parts.blocks[layer], "pre")
+    if point == "hook_resid_post":
+        return HookPoint(name, parts.blocks[layer], "post")
+    if point == "hook_attn_out":
+        return HookPoint(name, parts.attentions[layer], "post")
+    if point == "attn.hook_pattern":
+        return HookPoint(name, parts.attentions[layer], "post", index=1)
+    mlp = parts.mlps[layer]
+    if mlp is None:
+        raise MassiveError(f"{name}: block {layer} of {type(model).__name__} has no MLP module of its own")
+    if point == "hook_mlp_out":
+        return HookPoint(name, mlp, "post")
+    down, _ = arch.down_projection(mlp, arch.hidden_size(model.config))
+    return HookPoint(name, down, "pre")
+
+
+def _input(args: tuple, kwargs: dict, root: bool) -> tuple[torch.Tensor, str | int]:
+    """The tensor a pre-hook sees, and where it sits (a kwarg name or a positional index)."""
+    keys = ("input_ids", "pixel_values", "inputs_embeds") if root else ("hidden_states",)
+    for key in keys:
+        if kwargs.get(key) is not None:
+            return kwargs[key], key
+    if args:
+        return args[0], 0
+    raise MassiveError(f"no input tensor in the forward call (looked for {', '.join(keys)})")
+
+
+def _register(point: HookPoint, fn: HookFn) -> torch.utils.hooks.RemovableHandle:
+    name, root = point.name, point.name == "hook_tokens"
+    if point.side == "pre":
+        def pre(_module, args, kwargs):
+            x, where = _input(args, kwargs, root)
+            new = fn(x, name)
+            if new is None or root:
+                return None
+            if isinstance(where, str):
+                return args, {**kwargs, where: new}
+            return (new, *args[1:]), kwargs
+
+        return point.module.register_forward_pre_hook(pre, with_kwargs=True)
+
+    def post(_module, _inputs, output):
+        x = output[point.index] if isinstance(output, tuple) else output
+        if x is None:
+            raise MassiveError(f"{name}: the module returned no tensor there (attention patterns need "
+                               "attn_implementation='eager')")
+        new = fn(x, name)
+        if new is None:
+            return None
+        if isinstance(output, tuple):
+            return (*output[: point.index], new, *output[point.index + 1 :])
+        return new
+
+    return point.module.register_forward_hook(post)
+
+
+@contextmanager
+def hooked(model: nn.Module, fns: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[nn.Module]:
+    """Register `fn(tensor, name)` at every named hook point for the duration of the block.
+    Several functions may share a name (pass pairs); they run in the order given."""
+    items = list(fns.items()) if isinstance(fns, Mapping) else list(fns)
+    parts = arch.find_parts(model) if any(name != "hook_tokens" for name, _ in items) else None
+    handles = []
+    try:
+        for name, fn in items:
+            handles.append(_register(resolve(model, name, parts), fn))
+        yield model
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def cache(model: nn.Module, names_: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Keep a float32 CPU copy of every named tensor of the forward passes in the block (the last
+    pass's, when there are several): TransformerLens's run_with_cache, on the Hugging Face model."""
+    store: dict[str, torch.Tensor] = {}
+
+    def keep(x: torch.Tensor, name: str) -> None:
+        store[name] = x.detach().to(torch.float32).cpu()
+
+    with hooked(model, [(name, keep) for name in names_]):
+        yield store
