@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline import capture
+from massive import hooks
+from massive.capture import Reducer
 from pipeline.cli import compose
 from pipeline.io import read_table, tokens_file
 from pipeline.model import load_model
@@ -63,19 +64,19 @@ def main(argv: list[str]) -> None:
             model(b, use_cache=False)
 
     def hooked():
-        stats = capture.Stats(k, cfg.capture.backend)
-        with capture.block_hooks(model, stats):
+        stats = Reducer(k, cfg.capture.backend)
+        with hooks.hooked(model, stats.hooks(model)):
             for i, b in enumerate(batches):
-                stats.seq_ids, stats.input_ids = list(range(i * bs, i * bs + len(b))), b
+                stats.batch(range(i * bs, i * bs + len(b)), b)
                 model(b, use_cache=False)
 
     def hidden_states():
-        stats = capture.Stats(k, cfg.capture.backend)
+        stats = Reducer(k, cfg.capture.backend)
         for i, b in enumerate(batches):
-            stats.seq_ids, stats.input_ids = list(range(i * bs, i * bs + len(b))), b
+            stats.batch(range(i * bs, i * bs + len(b)), b)
             out = model(b, use_cache=False, output_hidden_states=True)
             for layer, h in enumerate(out.hidden_states[1:-1]):
-                stats(layer, h)
+                stats(h, hooks.resid_post(layer))
 
     modes = {"plain": plain, "capture": hooked, "hidden_states": hidden_states}
     times = {m: [] for m in modes}

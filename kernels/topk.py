@@ -16,32 +16,14 @@ Triton is importable, and torch otherwise; "torch" and "triton" force a path.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class TopAbs:
-    values: torch.Tensor
-    signed: torch.Tensor
-    indices: torch.Tensor
-    dim_max: torch.Tensor
-    token_max: torch.Tensor
-
-
-def _check_args(x: torch.Tensor, k: int) -> None:
-    if x.dim() == 0:
-        raise ValueError("top_abs needs a tensor with a feature dim, got a scalar")
-    if x.numel() == 0:
-        raise ValueError("top_abs got an empty tensor")
-    if not 1 <= k <= x.numel():
-        raise ValueError(f"k={k} must be between 1 and the number of elements ({x.numel()})")
+from kernels.result import TopAbs, check_args
 
 
 def top_abs_torch(x: torch.Tensor, k: int) -> TopAbs:
     """Reference implementation in torch (any device)."""
-    _check_args(x, k)
+    check_args(x, k)
     d = x.shape[-1]
     a = x.detach().to(torch.float32).abs().reshape(-1)
     vals, idx = torch.topk(a, k, sorted=True)
@@ -71,7 +53,7 @@ def top_abs_torch(x: torch.Tensor, k: int) -> TopAbs:
 
 def top_abs_rows_torch(x: torch.Tensor, k: int) -> TopAbs:
     """`top_abs_torch` of every x[i] at once (x: [rows, ..., D]); fields gain a leading rows dim."""
-    _check_args(x[0], k)
+    check_args(x[0], k)
     rows, d = x.shape[0], x.shape[-1]
     a = x.detach().to(torch.float32).abs().reshape(rows, -1)
     vals, idx = torch.topk(a, k, dim=1, sorted=True)

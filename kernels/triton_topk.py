@@ -56,7 +56,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.topk import TopAbs, _check_args
+from kernels.result import TopAbs, check_args
 
 try:  # Triton's interpreter wraps kernels in this class when TRITON_INTERPRET=1 at decoration
     from triton.runtime.interpreter import InterpretedFunction as _InterpretedFunction
@@ -332,7 +332,7 @@ def top_abs_pass(x: torch.Tensor, k: int, *, block_r: int | None = None, block_d
                  max_launch_numel: int = MAX_LAUNCH_NUMEL):
     """Run the pass kernel. Returns (dim_max, token_max, partials) with partials a list of
     (first flat index, number of elements, keys [P * BUF], signed [P * BUF]), one per launch."""
-    _check_args(x, k)
+    check_args(x, k)
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"top_abs_triton supports float32, float16 and bfloat16, got {x.dtype}; "
                         "use backend='torch'")

@@ -12,35 +12,24 @@ dataclasses and DataFrames out. No Hydra, no W&B, no files (except where loading
     with massive.intervene(model, found, "mean", layers="emerge"):
         ppl = massive.perplexity(model, chunks)
 
-Submodules: errors, arch, hooks, sequences, models, corpora, capture, detect, interventions,
-perplexity, attention, images, zeroshot, gpt, backcopy, training, plots.
+Submodules: errors, arch, hooks, sequences, models, wheels, corpora, capture, detect, interventions,
+perplexity, attention, images, vision, zeroshot, gpt, backcopy, training, plots.
 """
 
 from __future__ import annotations
 
-import importlib
+# The functions below share their names with the modules that define them (massive.capture is
+# the function; its module is massive.capture's home: `from massive.capture import Capture`).
+# They are imported here, once, so that the name always means the function.
+from massive import arch, errors, hooks  # noqa: F401
+from massive.capture import capture
+from massive.detect import detect
+from massive.errors import MassiveError
+from massive.hooks import cache, hooked
+from massive.interventions import intervene
+from massive.models import load
+from massive.perplexity import perplexity
+from massive.sequences import encode_prompt, perplexity_chunks, sequences
 
-# public name -> (submodule, attribute); imported on first use, so `import massive` stays cheap
-_API = {
-    "MassiveError": ("errors", "MassiveError"),
-    "load": ("models", "load"),
-    "sequences": ("sequences", "sequences"),
-    "perplexity_chunks": ("sequences", "perplexity_chunks"),
-    "encode_prompt": ("sequences", "encode_prompt"),
-    "hooked": ("hooks", "hooked"),
-    "cache": ("hooks", "cache"),
-    "capture": ("capture", "capture"),
-    "detect": ("detect", "detect"),
-    "intervene": ("interventions", "intervene"),
-    "perplexity": ("perplexity", "perplexity"),
-}
-__all__ = sorted(_API)
-
-
-def __getattr__(name: str):
-    if name in _API:
-        module, attr = _API[name]
-        value = getattr(importlib.import_module(f"massive.{module}"), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'massive' has no attribute {name!r}")
+__all__ = ["MassiveError", "cache", "capture", "detect", "encode_prompt", "hooked", "intervene", "load", "perplexity",
+           "perplexity_chunks", "sequences"]

@@ -9,27 +9,46 @@ large hidden state at the start token.
 
 The task (bigram table and triggers) is fixed by `task_seed`; a batch is a pure function of
 (seed, split, step), so a resumed training run sees exactly the batches it would have seen.
+
+    >>> from massive.backcopy import Backcopy, BackcopySpec
+    >>> task = Backcopy(BackcopySpec(vocab_size=64, n_triggers=3, alpha=0.2, task_seed=0))
+    >>> x, y = task.batch("train", step=0, batch_size=8, block_size=64, seed=1)
+    >>> x.shape, int(x[0, 0])   # every sequence starts with the start token
+    (torch.Size([8, 64]), 0)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import torch
 
-from pipeline.config import BackcopyData
+from massive.errors import MassiveError
 
 START = 0  # the start token, at position 0 of every sequence and nowhere else
 SPLITS = {"train": 0, "val": 1, "probe": 2}  # probe: the fixed batch of the emergence metrics
 
 
-# the task's parameters: the config's train.backcopy schema, one definition for both
-BackcopySpec = BackcopyData
+@dataclass
+class BackcopySpec:
+    """The task's parameters (the pipeline's train.backcopy config)."""
+
+    vocab_size: int = 64  # including the start token
+    n_triggers: int = 3
+    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
+    task_seed: int = 0
 
 
 class Backcopy:
+    """The task fixed by `spec`: its bigram table, its triggers, and seeded batches.
+
+        >>> task = Backcopy(BackcopySpec())
+        >>> task.triggers.tolist(), round(task.optimal_loss(), 2)   # doctest: +SKIP
+    """
+
     def __init__(self, spec: BackcopySpec):
         if spec.vocab_size < spec.n_triggers + 3:
-            raise ValueError(f"vocab_size={spec.vocab_size} is too small for {spec.n_triggers} triggers")
+            raise MassiveError(f"vocab_size={spec.vocab_size} is too small for {spec.n_triggers} triggers")
         self.spec = spec
         g = torch.Generator().manual_seed(spec.task_seed)
         n = spec.vocab_size - 1  # ordinary tokens: 1 .. vocab_size - 1

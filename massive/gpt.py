@@ -15,22 +15,32 @@ to act as an attention sink. The variants, chosen by `GPTConfig.variant`:
   gated             attention output gated elementwise, per head, before the output projection:
                         y = c_proj(attn(x) * sigmoid(x W_g))   (Qiu et al. 2025)
 
-The model is shaped for the pipeline's capture (pipeline/model.py `find_parts`): `.config` has
-`num_hidden_layers`, `max_position_embeddings` and `model_type`; the blocks are the ModuleList
-`blocks`; each block has one child named `attn`; the final norm `ln_f` is a sibling of `blocks`;
-a block returns the residual stream after both residual adds. `forward(..., return_attn=True)`
-also returns every layer's attention probabilities.
+The model is shaped for the library's parts and hooks (`massive.arch.find_parts`,
+`massive.hooks`): `.config` has `num_hidden_layers`, `max_position_embeddings` and `model_type`;
+the blocks are the ModuleList `blocks`; each block has one child named `attn` and one named
+`mlp`; the final norm `ln_f` is a sibling of `blocks`; a block returns the residual stream after
+both residual adds (`blocks.{L}.hook_resid_post`). `forward(..., return_attn=True)` also returns
+every layer's attention probabilities.
+
+    >>> import torch
+    >>> from massive.gpt import GPT, GPTConfig
+    >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, variant="attn_bias"))
+    >>> out = model(torch.zeros(1, 16, dtype=torch.long), return_attn=True)
+    >>> out.logits.shape, out.attentions[0].shape   # the bias slot is key 0
+    (torch.Size([1, 16, 64]), torch.Size([1, 2, 16, 17]))
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from massive.errors import MassiveError
 
 VARIANTS = ("default", "sink_token", "attn_bias", "softmax_plus_one", "gated")
 SLOT_VARIANTS = ("attn_bias", "softmax_plus_one")  # variants with an extra key/value slot
@@ -38,6 +48,12 @@ SLOT_VARIANTS = ("attn_bias", "softmax_plus_one")  # variants with an extra key/
 
 @dataclass
 class GPTConfig:
+    """The architecture: nanoGPT's GPT-2 hyper-parameters and the attention `variant`.
+
+        >>> GPTConfig(n_layer=2, variant="sink_token").n_prefix   # the sink token sits in front
+        1
+    """
+
     vocab_size: int = 50304  # GPT-2's 50257, padded to a multiple of 64
     block_size: int = 1024
     n_layer: int = 12
@@ -51,11 +67,19 @@ class GPTConfig:
     def __post_init__(self):
         self.variant = getattr(self.variant, "value", self.variant)  # accept the config's Enum
         if self.variant not in VARIANTS:
-            raise ValueError(f"variant={self.variant!r} is not one of {', '.join(VARIANTS)}")
+            raise MassiveError(f"variant={self.variant!r} is not one of {', '.join(VARIANTS)}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
+            raise MassiveError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
 
-    # the names pipeline/model.py reads
+    def arch(self) -> dict:
+        """The architecture without the variant (what a checkpoint records as its `model`).
+
+            >>> sorted(GPTConfig().arch())[:3]
+            ['bias', 'block_size', 'dropout']
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("variant", "model_type")}
+
+    # the names massive.arch reads
     @property
     def num_hidden_layers(self) -> int:
         return self.n_layer
@@ -158,6 +182,14 @@ class GPTOutput:
 
 
 class GPT(nn.Module):
+    """GPT-2 with the attention variant of `config`; `forward(ids, targets=None, return_attn=False)`.
+
+        >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32))
+        >>> ids = torch.randint(0, 64, (4, 16))
+        >>> model(ids, targets=ids).loss   # mean next-token cross-entropy  # doctest: +SKIP
+        tensor(4.16, grad_fn=...)
+    """
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.config = config
@@ -191,7 +223,7 @@ class GPT(nn.Module):
                 return_attn: bool = False, **kwargs) -> GPTOutput:
         B, T = input_ids.shape
         if T > self.config.block_size:
-            raise ValueError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
+            raise MassiveError(f"sequence of {T} tokens is longer than block_size={self.config.block_size}")
         pos = torch.arange(T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))
         if hasattr(self, "sink"):  # after the position embeddings: the sink has no position

@@ -11,6 +11,8 @@ Names follow TransformerLens, and are the same in code, Parquet (`hook` columns)
   blocks.{L}.mlp.hook_post    the input of block L's down projection (the MLP's hidden activations)
   blocks.{L}.attn.hook_pattern  block L's attention probabilities [batch, heads, queries, keys]
                               (the model must run eager attention, which returns them)
+  ln_final.hook_normalized    the output of the final norm (after the last block; a ViT's final
+                              CLS embedding is its position 0)
 
 A hook function is `fn(tensor, name)`. It returns None to only read (or to edit the tensor in
 place), or a tensor to replace it. Hooks are registered for the duration of a `with` block:
@@ -41,6 +43,7 @@ from massive.errors import MassiveError
 
 HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
 POINTS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post", "attn.hook_pattern")
+FINAL_NORM = "ln_final.hook_normalized"
 _NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(re.escape(p) for p in POINTS) + r")$")
 
 
@@ -84,7 +87,7 @@ def names(model: nn.Module, pattern: str = "*") -> list[str]:
         ['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post']
     """
     n = arch.num_layers(model.config)
-    every = ["hook_tokens"] + [f"blocks.{layer}.{p}" for layer in range(n) for p in POINTS]
+    every = ["hook_tokens"] + [f"blocks.{layer}.{p}" for layer in range(n) for p in POINTS] + [FINAL_NORM]
     return [name for name in every if fnmatch.fnmatchcase(name, pattern)]
 
 
@@ -103,8 +106,12 @@ def resolve(model: nn.Module, name: str, parts: arch.Parts | None = None) -> Hoo
     """The module and side of hook `name` in `model`."""
     if name == "hook_tokens":
         return HookPoint(name, model, "pre")
-    layer = layer_of(name)
     parts = parts or arch.find_parts(model)
+    if name == FINAL_NORM:
+        if parts.final_norm is None:
+            raise MassiveError(f"{name}: no final norm found after the blocks of {type(model).__name__}")
+        return HookPoint(name, parts.final_norm, "post")
+    layer = layer_of(name)
     if not 0 <= layer < len(parts.blocks):
         raise MassiveError(f"{name}: the model has blocks 0..{len(parts.blocks) - 1}")
     point = name.split(".", 2)[2]
@@ -168,7 +175,12 @@ def _register(point: HookPoint, fn: HookFn) -> torch.utils.hooks.RemovableHandle
 @contextmanager
 def hooked(model: nn.Module, fns: Mapping[str, HookFn] | Iterable[tuple[str, HookFn]]) -> Iterator[nn.Module]:
     """Register `fn(tensor, name)` at every named hook point for the duration of the block.
-    Several functions may share a name (pass pairs); they run in the order given."""
+    Several functions may share a name (pass pairs); they run in the order given.
+
+        >>> zero_dim = lambda h, name: h.index_fill_(-1, torch.tensor([507]), 0.0)  # in place
+        >>> with hooked(model, {resid_post(11): zero_dim}):
+        ...     logits = model(ids).logits
+    """
     items = list(fns.items()) if isinstance(fns, Mapping) else list(fns)
     parts = arch.find_parts(model) if any(name != "hook_tokens" for name, _ in items) else None
     handles = []
@@ -184,7 +196,13 @@ def hooked(model: nn.Module, fns: Mapping[str, HookFn] | Iterable[tuple[str, Hoo
 @contextmanager
 def cache(model: nn.Module, names_: Iterable[str]) -> Iterator[dict[str, torch.Tensor]]:
     """Keep a float32 CPU copy of every named tensor of the forward passes in the block (the last
-    pass's, when there are several): TransformerLens's run_with_cache, on the Hugging Face model."""
+    pass's, when there are several): TransformerLens's run_with_cache, on the Hugging Face model.
+
+        >>> with cache(model, [resid_post(3), pattern(3)]) as store:
+        ...     model(ids)
+        >>> store[resid_post(3)].dtype
+        torch.float32
+    """
     store: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, name: str) -> None:

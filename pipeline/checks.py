@@ -1,6 +1,130 @@
-"""Compose-time checks against the fetched model's config (written by H-fetch; placeholder so
-pipeline.cli.main can import it meanwhile)."""
+"""Checks at compose time: every value of the composed config that can be checked against the
+fetched model's config.json is checked before anything is loaded, so a bad value fails in a
+second with one line, not after loading the model and running a batch.
+
+`preflight(cfg, stage)` is called by pipeline.cli.main before `run(cfg)`. It reads only the
+model's config (transformers.AutoConfig, no weights) and, for a vision model's top-k, its
+preprocessor_config.json; a stage checks only the values it uses:
+
+  tokenize        seq_len <= the model's maximum positions (text)
+  capture         seq_len, and capture.top_k <= the entries of one layer and sequence
+                  (tokens x hidden size)
+  figures         figures.layer_3d within the blocks
+  attention       seq_len, attention.heatmap_layers within the blocks
+  ablate,
+  zeroshot        seq_len, the blocks of ablate.layers in range
+  ablate_images   the blocks of ablate.layers in range
+
+A model that is not fetched yet is not checked here: the rule reports that itself.
+
+    >>> preflight(compose(["capture.top_k=1000000000"]), "capture")
+    MassiveError: capture.top_k=1000000000 is above the 16384 entries of one layer and sequence ...
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from massive import arch
+from massive.errors import MassiveError
+from pipeline.config import is_images, layers_spec
+from pipeline.io import model_dir
+from pipeline.model import MARKER, hf_dir
 
 
-def preflight(cfg, stage: str) -> None:
-    return None
+def seq_len(cfg: DictConfig) -> int:
+    """The tokens per sequence: tokenize.seq_len, or the model's seq_len."""
+    return cfg.tokenize.seq_len or cfg.model.seq_len
+
+
+def model_config(cfg: DictConfig):
+    """The fetched model's config (with model.config_overrides), or None when it is not fetched."""
+    from transformers import AutoConfig
+
+    if not (model_dir(cfg) / MARKER).is_file():
+        return None
+    hf = hf_dir(cfg)
+    try:
+        return AutoConfig.from_pretrained(hf, trust_remote_code=cfg.model.trust_remote_code,
+                                          **OmegaConf.to_container(cfg.model.config_overrides))
+    except (OSError, ValueError) as exc:
+        raise MassiveError(f"cannot read the config of {cfg.model.name!r} in {hf}: {str(exc).splitlines()[0]}") from None
+
+
+def image_tokens(cfg: DictConfig, config) -> int | None:
+    """Tokens per image of a ViT (CLS, registers, patches of the processor's output size), or None."""
+    path = hf_dir(cfg) / "preprocessor_config.json"
+    pre = json.loads(path.read_text()) if path.is_file() else {}
+    size = pre.get("crop_size") if pre.get("do_center_crop") else pre.get("size")
+    if not (isinstance(size, dict) and "height" in size and "width" in size):
+        return None
+    patch = arch.patch_size(config)
+    registers = int(getattr(arch.vision_config(config), "num_register_tokens", 0) or 0)
+    return 1 + registers + (int(size["height"]) // patch) * (int(size["width"]) // patch)
+
+
+def check_seq_len(cfg: DictConfig, config) -> None:
+    limit, n = arch.max_positions(config), seq_len(cfg)
+    if not is_images(cfg.data) and limit is not None and n > limit:
+        raise MassiveError(f"seq_len={n} is above the maximum positions of {cfg.model.name!r} ({limit})")
+
+
+def check_top_k(cfg: DictConfig, config) -> None:
+    tokens = image_tokens(cfg, config) if is_images(cfg.data) else seq_len(cfg)
+    if tokens is None:
+        return
+    d, k = arch.hidden_size(config), cfg.capture.top_k
+    if k > tokens * d:
+        raise MassiveError(f"capture.top_k={k} is above the {tokens * d} entries of one layer and sequence "
+                           f"of {cfg.model.name!r} ({tokens} tokens x {d} dims)")
+
+
+def _blocks(cfg: DictConfig, config, key: str, layers: list[int]) -> None:
+    n = arch.num_layers(config)
+    bad = [x for x in layers if not 0 <= x < n]
+    if bad:
+        raise MassiveError(f"{key}: block {bad[0]} is out of range: {cfg.model.name!r} has blocks 0..{n - 1}")
+
+
+def check_layer_3d(cfg: DictConfig, config) -> None:
+    if cfg.figures.layer_3d is not None:
+        n = arch.num_layers(config)
+        if not 0 <= cfg.figures.layer_3d < n:
+            raise MassiveError(f"figures.layer_3d={cfg.figures.layer_3d} is outside 0..{n - 1}")
+
+
+def check_heatmap_layers(cfg: DictConfig, config) -> None:
+    layers = OmegaConf.select(cfg, "attention.heatmap_layers")
+    if layers is not None:
+        _blocks(cfg, config, "attention.heatmap_layers", [int(x) for x in layers])
+
+
+def check_ablate_layers(cfg: DictConfig, config) -> None:
+    spec = layers_spec(cfg.ablate.layers)
+    if not isinstance(spec, str):
+        _blocks(cfg, config, "ablate.layers", spec)
+
+
+CHECKS: dict[str, list[Callable[[DictConfig, object], None]]] = {
+    "tokenize": [check_seq_len],
+    "capture": [check_seq_len, check_top_k],
+    "figures": [check_layer_3d],
+    "attention": [check_seq_len, check_heatmap_layers],
+    "ablate": [check_seq_len, check_ablate_layers],
+    "zeroshot": [check_seq_len, check_ablate_layers],
+    "ablate_images": [check_ablate_layers],
+}
+
+
+def preflight(cfg: DictConfig, stage: str) -> None:
+    """Check the values `stage` uses against the fetched model's config; MassiveError naming the first bad one."""
+    if stage not in CHECKS or "model" not in cfg:
+        return
+    config = model_config(cfg)
+    if config is None:
+        return
+    for check in CHECKS[stage]:
+        check(cfg, config)

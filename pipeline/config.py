@@ -99,6 +99,7 @@ class DataConfig:
     split: str = "test"
     text_field: str = "text"
     path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)
+    encoding: Optional[str] = None  # text kinds: the file's encoding, e.g. latin-1 (null: strict UTF-8)
     files: list[str] = field(default_factory=list)  # for kind=image_wheel: the image files inside the wheel
     class_names: Optional[str] = None  # image kinds: a text file of class names in label order (CLIP zero-shot)
     max_documents: int = 5000  # documents (or images, sampled with the seed) kept when fetching
@@ -270,7 +271,7 @@ def check_values(cfg: Any) -> None:
         if OmegaConf.select(cfg, key) < 0:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
     layers_spec(cfg.ablate.layers)
-    from pipeline.interventions import INTERVENTIONS
+    from massive.interventions import INTERVENTIONS
 
     unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
     if unknown:
@@ -285,7 +286,7 @@ def check_values(cfg: Any) -> None:
 # conf/train.yaml composes TrainRunConfig; conf/train/*.yaml are TrainConfig (one setup each).
 
 
-class Variant(str, Enum):  # the attention variants of pipeline/gpt.py
+class Variant(str, Enum):  # the attention variants of massive/gpt.py
     default = "default"
     sink_token = "sink_token"
     attn_bias = "attn_bias"
@@ -297,7 +298,7 @@ class Variant(str, Enum):  # the attention variants of pipeline/gpt.py
 
 
 class TrainData(str, Enum):
-    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (pipeline/backcopy.py)
+    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (massive/backcopy.py)
     openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
 
 

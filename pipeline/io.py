@@ -1,8 +1,9 @@
 """Where results live, how they are written (atomically, with provenance), and how they are read.
 
 Every Parquet file carries in its schema metadata the composed config, the git commit, the
-package versions and the seed, so a table says how it was made. The Snakefile imports the
-path functions below, so the DAG and the modules agree on every file name.
+package versions and the seed, so a table says how it was made. The path functions below put
+paths.root in front of pipeline/paths.py's relative paths, the ones the Snakefile uses, so the
+DAG and the modules agree on every file name.
 """
 
 from __future__ import annotations
@@ -22,30 +23,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import paths
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ["torch", "transformers", "hydra-core", "snakemake", "wandb", "pyarrow", "triton", "numpy", "pandas"]
 
 
-# ---------------------------------------------------------------- paths (shared with the Snakefile)
+# ---------------------------------------------------------------- paths (pipeline/paths.py, as the Snakefile)
 def root(cfg: DictConfig) -> Path:
     return Path(cfg.paths.root)
 
 
 def model_dir(cfg: DictConfig) -> Path:
     """The model in Hugging Face format (converted once from GGUF where needed)."""
-    return root(cfg) / cfg.paths.cache / "models" / cfg.model.name
+    return root(cfg) / paths.model_dir(cfg.model.name, cfg.paths.cache)
 
 
 def corpus_file(cfg: DictConfig) -> Path:
-    return root(cfg) / cfg.paths.cache / "corpora" / f"{cfg.data.name}.parquet"
+    return root(cfg) / paths.corpus_file(cfg.data.name, cfg.paths.cache)
 
 
 def tokens_file(cfg: DictConfig) -> Path:
-    return root(cfg) / cfg.paths.results / cfg.model.name / cfg.data.name / "tokens.parquet"
+    return root(cfg) / paths.tokens_file(cfg.model.name, cfg.data.name, cfg.paths.results)
 
 
 def run_dir(cfg: DictConfig, stage: str) -> Path:
-    return root(cfg) / cfg.paths.results / cfg.model.name / cfg.data.name / stage
+    return root(cfg) / paths.run_dir(cfg.model.name, cfg.data.name, stage, cfg.paths.results)
 
 
 # ---------------------------------------------------------------- provenance
@@ -135,3 +138,16 @@ def write_json(obj: Any, path: str | Path) -> Path:
 
 def read_table(path: str | Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
+
+
+def read_detection(cfg: DictConfig):
+    """The detect rule's outputs (results/<model>/<corpus>/detect/) read back as a massive.detect.Detection."""
+    from massive.detect import Detection
+
+    det = run_dir(cfg, "detect")
+    result = json.loads((det / "summary.json").read_text())
+    n_layers = result.pop("n_layers", None)
+    result = {k: v for k, v in result.items() if k not in ("model", "corpus")}
+    return Detection(massive=read_table(det / "massive.parquet"), summary=read_table(det / "summary.parquet"),
+                     per_layer=read_table(det / "per_layer.parquet"), result=result, n_layers=n_layers,
+                     k=cfg.capture.top_k, thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio})

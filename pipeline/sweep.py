@@ -2,50 +2,112 @@
 vision transformers x image data (the `vision` section).
 
 `load(name)` reads conf/sweep/<name>.yaml (or a path ending in .yaml), validates it against
-conf/schemas/sweep.schema.yaml, checks that every model and corpus names a config file, and
-fills in defaults. The Snakefile and the report both call it, so they agree on the targets.
+conf/schemas/sweep.schema.yaml, checks that every model and corpus names a config file and
+that no list names an entry twice, turns the `layers` entries into their path-safe form
+(emerge, all, 3, 3_99) and fills in defaults. The Snakefile and the report both call it, so they
+agree on the targets. `check_configs` composes the config of every job of the sweep: the
+Snakefile calls it while it builds the DAG, so a typo fails `snakemake -n` before any job runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import tempfile
 from pathlib import Path
+from typing import Iterable
 
 import jsonschema
 import yaml
 
-from pipeline.cli import CONF_DIR, PipelineError
+from massive.errors import MassiveError
+from pipeline.cli import CONF_DIR
+
+VISION_INTERVENTIONS = ["none", "zero", "mean", "random_zero", "fix_register_mean"]
+# the lists in which an entry named twice is a mistake (a model captured twice, a row twice)
+UNIQUE = [("models",), ("corpora",), ("vision", "models"), ("vision", "images"), ("ablate", "layers"),
+          ("vision", "layers"), ("ablate", "interventions"), ("vision", "interventions"), ("ablate", "zeroshot_tasks"),
+          ("train", "configs"), ("train", "variants")]
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads an unquoted 3_99 as the integer 399; this loader keeps it the string
+    "3_99", which `load` rejects with a hint, instead of ablating block 399."""
+
+
+_Loader.yaml_implicit_resolvers = {first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _digit in "0123456789":
+    _Loader.yaml_implicit_resolvers.setdefault(_digit, []).insert(0, ("tag:yaml.org,2002:str", re.compile(r"^[0-9]+(?:_[0-9]+)+$")))
 
 
 def path_of(name: str) -> Path:
     return Path(name) if name.endswith((".yaml", ".yml")) else CONF_DIR / "sweep" / f"{name}.yaml"
 
 
+def _get(sweep: dict, key: tuple[str, ...]):
+    for part in key:
+        sweep = sweep.get(part) if isinstance(sweep, dict) else None
+    return sweep
+
+
+def _layer_strings(sweep: dict, name: str) -> None:
+    """Block indices written as a string ("3_99") rather than a list ([3, 99])."""
+    for section in ("ablate", "vision"):
+        entries = _get(sweep, (section, "layers"))
+        for entry in entries if isinstance(entries, list) else []:
+            if isinstance(entry, str) and entry not in ("emerge", "all"):
+                blocks = [b for b in re.split(r"[_,\s]+", entry) if b]
+                hint = f"[{', '.join(blocks)}]" if all(b.isdigit() for b in blocks) and blocks else "[3, 99]"
+                raise MassiveError(f"sweep {name!r}: {section}.layers entry {entry!r}: write block indices as a list, "
+                                   f"{hint} (a string is not a list of blocks, and YAML reads an unquoted 3_99 as 399)")
+
+
+def _unique(sweep: dict, name: str) -> None:
+    for key in UNIQUE:
+        seen = set()
+        for item in _get(sweep, key) or []:
+            if item in seen:
+                raise MassiveError(f"sweep {name!r}: {'.'.join(key)} lists {item!r} twice")
+            seen.add(item)
+
+
 def load(name: str) -> dict:
+    from pipeline.config import layers_slug
+
     path = path_of(name)
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
-        raise PipelineError(f"sweep {name!r} not found ({path}); known sweeps: {', '.join(known)}")
-    sweep = yaml.safe_load(path.read_text()) or {}
+        raise MassiveError(f"sweep {name!r} not found ({path}); known sweeps: {', '.join(known)}")
+    try:
+        sweep = yaml.load(path.read_text(), Loader=_Loader) or {}
+    except yaml.YAMLError as exc:
+        raise MassiveError(f"sweep {name!r}: not valid YAML: {' '.join(str(exc).split())}") from None
+    _layer_strings(sweep, name)
     schema = yaml.safe_load((CONF_DIR / "schemas" / "sweep.schema.yaml").read_text())
     try:
         jsonschema.validate(sweep, schema)
     except jsonschema.ValidationError as exc:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise PipelineError(f"sweep {name!r}: {where}: {exc.message}") from None
+        raise MassiveError(f"sweep {name!r}: {where}: {exc.message}") from None
     vision = sweep.get("vision")
     if not (sweep["models"] and sweep["corpora"]) and not vision:
-        raise PipelineError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision section)")
+        raise MassiveError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision section)")
     lists = [("model", "models", sweep), ("data", "corpora", sweep)]
     if vision:
         lists += [("model", "vision.models", vision), ("data", "vision.images", vision)]
-        vision.setdefault("interventions", ["none", "zero", "mean", "random_zero", "fix_register_mean"])
+        vision.setdefault("interventions", list(VISION_INTERVENTIONS))
         vision.setdefault("layers", ["emerge"])
         vision.setdefault("overrides", [])
+    for section in (sweep.get("ablate"), vision):
+        if section and "layers" in section:  # the path-safe forms: the {layers} of the ablate folders
+            section["layers"] = [layers_slug(entry) for entry in section["layers"]]
+    _unique(sweep, name)
     for group, key, where in lists:
         for item in where[key.split(".")[-1]]:
             if not (CONF_DIR / group / f"{item}.yaml").is_file():
-                raise PipelineError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
+                raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
     return sweep
@@ -66,6 +128,77 @@ def overrides(sweep: dict, model: str | None = None, corpus: str | None = None) 
     if vision and model in vision["models"] and (corpus is None or corpus in vision["images"]):
         out += list(vision["overrides"])
     return out
+
+
+def fingerprint() -> str:
+    """A hash of everything a composed config depends on: conf/, the code of pipeline/ and
+    massive/ (schema, checks, registries), and the versions of Hydra and OmegaConf."""
+    import importlib.metadata
+
+    digest = hashlib.sha256()
+    for package in ("hydra-core", "omegaconf"):
+        digest.update(f"{package}=={importlib.metadata.version(package)}\n".encode())
+    repo = CONF_DIR.parent
+    files = sorted([*CONF_DIR.rglob("*.yaml"), *(repo / "pipeline").glob("*.py"), *(repo / "massive").glob("*.py")])
+    for file in files:
+        digest.update(f"{file.relative_to(repo)}\n".encode() + file.read_bytes() + b"\n")
+    return digest.hexdigest()
+
+
+def _read_checked(cache: Path | None, stamp: str) -> set[str]:
+    try:
+        record = json.loads(cache.read_text()) if cache else {}
+    except (OSError, ValueError):
+        return set()
+    return set(record.get("passed", [])) if record.get("fingerprint") == stamp else set()
+
+
+def _write_checked(cache: Path, stamp: str, passed: set[str]) -> None:
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"fingerprint": stamp, "passed": sorted(passed)}, f)
+        os.replace(tmp, cache)
+    except OSError:  # a read-only working directory: the check is only slower next time
+        pass
+
+
+def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: str | Path | None = None) -> int:
+    """Compose the config of every job as its rule will, each distinct one once: `jobs` holds
+    (what, overrides, config_name), `what` naming the job in the error. Raises MassiveError with
+    one line naming the job and the bad value (a typo in the sweep's overrides, an unknown key in
+    a model YAML). `cache` (a JSON file) remembers the configs that composed, under the
+    `fingerprint` of conf/ and the code, so a later call composes only new ones. Returns how
+    many configs were composed."""
+    cache = Path(cache) if cache else None
+    stamp = fingerprint()
+    passed = _read_checked(cache, stamp)
+    composed = 0
+    for what, argv, config_name in jobs:
+        key = hashlib.sha256("\0".join([config_name, *argv]).encode()).hexdigest()[:32]
+        if key in passed:
+            continue
+        _compose_one(name, what, list(argv), config_name)
+        passed.add(key)
+        composed += 1
+    if cache and composed:
+        _write_checked(cache, stamp, passed)
+    return composed
+
+
+def _compose_one(name: str, what: str, argv: list[str], config_name: str) -> None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from pipeline.cli import _one_line, compose
+    from pipeline.config import check_overrides
+
+    try:
+        check_overrides(argv)
+        compose(argv, config_name=config_name)
+    except (MassiveError, HydraException, OmegaConfBaseException) as exc:
+        raise MassiveError(f"sweep {name!r}: {what}: {_one_line(exc)}") from None
 
 
 def export_group(stem: str) -> None:

@@ -1,55 +1,35 @@
-"""Rule tokenize: N sequences of seq_len tokens from a seeded sample of the corpus.
+"""Rule tokenize: N sequences of seq_len tokens from a seeded sample of the corpus
+(massive.sequences.sequences, the paper's protocol).
 
-The paper's protocol: sample documents with the config's seed, join them with blank lines,
-tokenise without special tokens, and cut the token stream into consecutive chunks of seq_len;
-keep the first tokenize.num_sequences. Output: results/<model>/<corpus>/tokens.parquet with
-columns seq_id and input_ids.
+Sample tokenize.num_documents documents with the config's seed, join them with
+tokenize.separator (blank lines), tokenise (special tokens: tokenize.add_special_tokens), cut
+the token stream into consecutive chunks of seq_len (tokenize.seq_len, or the model's) and keep
+the first tokenize.num_sequences. Output: results/<model>/<corpus>/tokens.parquet with columns
+seq_id and input_ids. seq_len is checked against the model's maximum positions before anything
+is loaded (pipeline/checks.py).
 
 For images (data.kind image_wheel / image_folder) the model's own image processor plays the
-tokenizer: tokenize.num_sequences images of the corpus (a seeded sample, all when it has fewer) become rows of seq_id,
-image_id, label, pixel_values (flattened float32) and shape ([3, H, W]).
+tokenizer: tokenize.num_sequences images of the corpus (a seeded sample, all when it has fewer)
+become rows of seq_id, image_id, label, pixel_values (flattened float32) and shape ([3, H, W]).
 """
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline import cli, images
-from pipeline.cli import PipelineError
+from massive import images
+from massive.errors import MassiveError
+from massive.sequences import sequences
+from pipeline import cli
+from pipeline.checks import seq_len
 from pipeline.config import is_images
 from pipeline.io import corpus_file, read_table, tokens_file, write_table
-from pipeline.model import hf_dir, load_tokenizer, max_positions
+from pipeline.model import hf_dir, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def seq_len(cfg: DictConfig) -> int:
-    return cfg.tokenize.seq_len or cfg.model.seq_len
-
-
-def check_seq_len(cfg: DictConfig) -> int:
-    """seq_len, after checking it against the model's maximum number of positions."""
-    from transformers import AutoConfig
-
-    n = seq_len(cfg)
-    limit = max_positions(AutoConfig.from_pretrained(hf_dir(cfg), trust_remote_code=cfg.model.trust_remote_code))
-    if limit is not None and n > limit:
-        raise PipelineError(f"seq_len={n} is above the maximum positions of {cfg.model.name!r} ({limit})")
-    return n
-
-
-def sample_text(docs: list[str], cfg: DictConfig) -> str:
-    rng = np.random.default_rng(cfg.seed)
-    order = rng.permutation(len(docs))[: cfg.tokenize.num_documents]
-    return cfg.tokenize.separator.join(docs[i] for i in order)
-
-
-def chunk(ids: list[int], n: int, count: int) -> list[list[int]]:
-    return [ids[i * n : (i + 1) * n] for i in range(min(count, len(ids) // n))]
 
 
 def image_rows(cfg: DictConfig) -> pd.DataFrame:
@@ -64,18 +44,18 @@ def run(cfg: DictConfig) -> None:
     if is_images(cfg.data):
         write_table(image_rows(cfg), tokens_file(cfg), cfg)
         return
-    n = check_seq_len(cfg)
+    n, t = seq_len(cfg), cfg.tokenize
     docs = read_table(corpus_file(cfg))["text"].tolist()
     if not docs:
-        raise PipelineError(f"corpus {cfg.data.name!r} is empty")
-    tok = load_tokenizer(cfg)
-    ids = tok(sample_text(docs, cfg), add_special_tokens=cfg.tokenize.add_special_tokens)["input_ids"]
-    seqs = chunk(ids, n, cfg.tokenize.num_sequences)
-    if not seqs:
-        raise PipelineError(f"corpus {cfg.data.name!r} has {len(ids)} tokens, fewer than one sequence of seq_len={n}")
-    if len(seqs) < cfg.tokenize.num_sequences:
-        log.warning("corpus %s gives only %d of %d sequences of %d tokens", cfg.data.name, len(seqs), cfg.tokenize.num_sequences, n)
-    write_table(pd.DataFrame({"seq_id": range(len(seqs)), "input_ids": seqs}), tokens_file(cfg), cfg)
+        raise MassiveError(f"corpus {cfg.data.name!r} is empty")
+    try:
+        ids = sequences(load_tokenizer(cfg), docs, seq_len=n, n=t.num_sequences, seed=cfg.seed, num_documents=t.num_documents,
+                        separator=t.separator, add_special_tokens=t.add_special_tokens)
+    except MassiveError as exc:
+        raise MassiveError(f"corpus {cfg.data.name!r}: {exc}") from None
+    if len(ids) < t.num_sequences:
+        log.warning("corpus %s gives only %d of %d sequences of %d tokens", cfg.data.name, len(ids), t.num_sequences, n)
+    write_table(pd.DataFrame({"seq_id": range(len(ids)), "input_ids": ids.tolist()}), tokens_file(cfg), cfg)
 
 
 if __name__ == "__main__":

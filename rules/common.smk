@@ -1,76 +1,127 @@
-# Shared by the Snakefile and rules/*.smk: the sweep, the Python that runs the modules, and
-# the Hydra overrides each rule appends.
+# Shared by the Snakefile and rules/*.smk: the sweep, the Python that runs the modules, the
+# Hydra overrides of each rule's jobs (ARGS), and the check that composes all of them while the
+# DAG is built. Paths come from pipeline/paths.py, the module the rule modules use too.
 import shlex
 import sys
 
+from massive.errors import MassiveError
+from pipeline import paths
 from pipeline import sweep as sweeps
 
 SWEEP_NAME = str(config.get("sweep", "default"))
-SWEEP = sweeps.load(SWEEP_NAME)
+try:
+    SWEEP = sweeps.load(SWEEP_NAME)
+except MassiveError as exc:
+    print(f"error: {exc}", file=sys.stderr)
+    sys.exit(2)
 SWEEP_STEM = sweeps.path_of(SWEEP_NAME).stem
 PY = shlex.quote(sys.executable)
 # The sweep's name reaches the jobs through the environment (WANDB_RUN_GROUP, the W&B group),
 # not their parameters: a result shared by two sweeps is not recomputed when switching sweeps.
 sweeps.export_group(SWEEP_STEM)
 
-
-def overrides(model=None, corpus=None):
-    """The sweep's Hydra overrides for every rule (and a model's own), shell-quoted."""
-    return " ".join(shlex.quote(o) for o in sweeps.overrides(SWEEP, model, corpus))
-
-
-OVERRIDES = overrides()
-SWEEP_OVERRIDES = f"sweep_name={shlex.quote(SWEEP_NAME)} {OVERRIDES}"  # for the rules that read the sweep
-ABLATE = SWEEP.get("ablate")
-ABLATION = [f"results/ablation_{SWEEP_STEM}.{ext}" for ext in ("parquet", "png", "html")] if ABLATE else []
-ZEROSHOT = (ABLATE or {}).get("zeroshot_tasks") or []
-
-
-def ablate_outputs(name):
-    """Every results/<model>/<corpus>/ablate/<layers>/<name> of the sweep."""
-    return [f"results/{m}/{c}/ablate/{layers}/{name}" for m in SWEEP["models"] for c in SWEEP["corpora"]
-            for layers in (ABLATE or {}).get("layers", [])]
-
-
-def hydra_list(items):
-    return shlex.quote("[" + ",".join(items) + "]")
-
-
+# The targets, as lists of names (the rules' patterns are expanded over them).
+MODELS, CORPORA = SWEEP["models"], SWEEP["corpora"]
 PAIRS = sweeps.pairs(SWEEP)  # every (model, corpus) captured: LLMs x corpora, then ViTs x image data
-VISION = SWEEP.get("vision")
-VISION_INTERVENTIONS = (VISION or {}).get("interventions", [])
-
-
-def vision_outputs():
-    """Every results/<vit>/<images>/ablate/<layers>/images.parquet of the sweep."""
-    if not VISION:
-        return []
-    return [f"results/{m}/{i}/ablate/{layers}/images.parquet" for m in VISION["models"] for i in VISION["images"]
-            for layers in VISION["layers"]]
-
-
+ABLATE = SWEEP.get("ablate") or {}
+ZEROSHOT = ABLATE.get("zeroshot_tasks") or []
 ATTENTION = SWEEP.get("attention")
-ATTENTION_OUT = ["heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
-                 "sink_curve.png", "summary.json"]
+VISION = SWEEP.get("vision") or {"models": [], "images": [], "layers": [], "interventions": [], "overrides": []}
+TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
+TRAIN_CONFIGS = (SWEEP.get("train") or {}).get("configs") or []
+TRAIN_VARIANTS = (SWEEP.get("train") or {}).get("variants") or TRAIN_VARIANTS_ALL
+
+
+def each_pair(patterns, pairs=PAIRS):
+    """A rule's output patterns for every (model, corpus) of `pairs`."""
+    return expand(patterns, zip, model=[m for m, _ in pairs], corpus=[c for _, c in pairs])
+
+
+# ---------------------------------------------------------------- the Hydra overrides of every job
+def hydra_list(items):
+    return "[" + ",".join(map(str, items)) + "]"
+
+
+def layers_override(wildcard):
+    """The {layers} wildcard (path-safe: emerge, all, 3, 3_99) as an unambiguous Hydra override:
+    ablate.layers=emerge, ablate.layers=all, ablate.layers=[3], ablate.layers=[3,99]."""
+    value = wildcard if wildcard in ("emerge", "all") else hydra_list(wildcard.split("_"))
+    return f"ablate.layers={value}"
 
 
 def attention_overrides():
-    items = []
-    for key, value in (ATTENTION or {}).items():
-        value = "[" + ",".join(map(str, value)) + "]" if isinstance(value, list) else value
-        items.append(shlex.quote(f"attention.{key}={value}"))
-    return " ".join(items)
+    return [f"attention.{key}={hydra_list(value) if isinstance(value, list) else value}"
+            for key, value in (ATTENTION or {}).items()]
 
 
-TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
+def pair_args(model, corpus, *extra):
+    """model=, data=, the rule's own overrides, then the sweep's (listed last, so they win)."""
+    return [f"model={model}", f"data={corpus}", *extra, *sweeps.overrides(SWEEP, model, corpus)]
 
 
-def train_variants():
-    return list((SWEEP.get("train") or {}).get("variants") or TRAIN_VARIANTS_ALL)
+def ablate_args(model, corpus, layers, interventions, *extra):
+    return pair_args(model, corpus, layers_override(layers), f"ablate.interventions={hydra_list(interventions)}", *extra)
 
 
-def train_targets():
-    """The comparison outputs of every training config of the sweep (none when it has no `train:`)."""
-    spec = SWEEP.get("train") or {}
-    return [f"results/train/{name}/{out}" for name in spec.get("configs", [])
-            for out in ("comparison.parquet", "emergence.png", "layerwise.png")]
+SWEEP_ARGS = [f"sweep_name={SWEEP_NAME}", *sweeps.overrides(SWEEP)]  # the rules that read the whole sweep
+# For each rule, the Hydra overrides of one of its jobs from the job's wildcards (hydra.run.dir
+# aside). The rules' `args` param (args() below) and the check at the end of the Snakefile use it.
+ARGS = {
+    "fetch_model": lambda model: [f"model={model}", *sweeps.overrides(SWEEP, model)],
+    "fetch_corpus": lambda corpus: [f"data={corpus}", *sweeps.overrides(SWEEP)],
+    "tokenize": pair_args,
+    "capture": pair_args,
+    "detect": pair_args,
+    "figures": pair_args,
+    "attention": lambda model, corpus: pair_args(model, corpus, *attention_overrides()),
+    "ablate": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"]),
+    "zeroshot": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"],
+                                                          f"ablate.zeroshot_tasks={hydra_list(ZEROSHOT)}"),
+    "ablate_images": lambda model, corpus, layers: ablate_args(model, corpus, layers, VISION["interventions"]),
+    "ablation": lambda: SWEEP_ARGS,
+    "report": lambda: SWEEP_ARGS,
+    "train": lambda train, variant: [f"train={train}", f"train.variant={variant}"],  # + train.num_threads={threads}
+    "train_compare": lambda train: [f"train={train}", f"sweep_name={SWEEP_NAME}"],
+}
+CONFIG_NAME = {"train": "train", "train_compare": "train"}  # conf/train.yaml; the others conf/config.yaml
+
+
+def args(rule):
+    """A rule's `args` param: its job's Hydra overrides, shell-quoted."""
+    return lambda w: " ".join(shlex.quote(a) for a in ARGS[rule](**dict(w.items())))
+
+
+def jobs():
+    """(rule, wildcards) of every job of the sweep that composes a config."""
+    llm_pairs = [(m, c) for m in MODELS for c in CORPORA]
+    yield from (("fetch_model", {"model": m}) for m in dict.fromkeys(m for m, _ in PAIRS))
+    yield from (("fetch_corpus", {"corpus": c}) for c in dict.fromkeys(c for _, c in PAIRS))
+    for name in ("tokenize", "capture", "detect", "figures"):
+        yield from ((name, {"model": m, "corpus": c}) for m, c in PAIRS)
+    for name in ["ablate"] * bool(ABLATE) + ["zeroshot"] * bool(ZEROSHOT):
+        yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in llm_pairs for layers in ABLATE["layers"])
+    yield from (("attention", {"model": m, "corpus": c}) for m, c in llm_pairs if ATTENTION)
+    yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in VISION["models"]
+                for i in VISION["images"] for layers in VISION["layers"])
+    yield from (("ablation", {}),) * bool(ABLATE)
+    yield ("report", {})
+    for train in TRAIN_CONFIGS:
+        yield from (("train", {"train": train, "variant": v}) for v in TRAIN_VARIANTS)
+        yield ("train_compare", {"train": train})
+
+
+CHECKED = ".snakemake/checked_configs.json"  # the configs that composed, kept while conf/ and the code stay as they are
+
+
+def check_configs():
+    """Compose every job's config now, so a typo in the sweep's overrides or a model YAML fails
+    `snakemake -n` with one line, before any job runs (and before Snakemake deletes the outputs
+    of jobs whose parameters changed). Each distinct config is composed once, and not again by a
+    later snakemake while conf/ and the code stay the same (CHECKED)."""
+    described = ((f"rule {rule} ({', '.join(w.values())})" if w else f"rule {rule}", ARGS[rule](**w),
+                  CONFIG_NAME.get(rule, "config")) for rule, w in jobs())
+    try:
+        return sweeps.check_configs(SWEEP_NAME, described, cache=CHECKED)
+    except MassiveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

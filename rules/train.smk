@@ -1,6 +1,5 @@
 # The retraining experiment (Sun et al. 2024, section 5): train GPT variants, then compare them.
-# Included by the top-level Snakefile, which defines SWEEP (the sweep YAML as a dict), OVERRIDES
-# (global Hydra overrides) and PY (the python command). The sweep's `train:` key picks the runs:
+# The sweep's `train:` key picks the runs (rules/common.smk: TRAIN_CONFIGS, TRAIN_VARIANTS):
 #   train: {configs: [cpu_backcopy], variants: [default, sink_token, attn_bias, softmax_plus_one, gated]}
 # Every training run uses one core (the CPU test bed: about 11 minutes a variant, see docs/retraining.md).
 # checkpoint.pt is rewritten during training; a killed job resumes from it when rerun with
@@ -8,10 +7,10 @@
 # The paper's run (conf/train/gpt2_124m_owt.yaml) needs 8 GPUs under torchrun: launch it by hand.
 rule train:
     output:
-        metrics="results/train/{train}/{variant}/metrics.parquet",
-        checkpoint="results/train/{train}/{variant}/checkpoint.pt",
+        metrics=paths.train_run_file("{train}", "{variant}", "metrics.parquet"),
+        checkpoint=paths.train_run_file("{train}", "{variant}", "checkpoint.pt"),
     log:
-        "logs/train/{train}/{variant}.log",
+        paths.log("train", "{train}", "{variant}"),
     threads: 1
     conda:
         "../environment.yml"
@@ -20,20 +19,18 @@ rule train:
         runtime=30,
     params:
         py=PY,
-        ov="",
+        args=args("train"),
     shell:
-        "{params.py} -m pipeline.train train={wildcards.train} train.variant={wildcards.variant} train.num_threads={threads} {params.ov} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train {params.args} train.num_threads={threads} 2>&1 | tee {log}"
 
 
 rule train_compare:
     input:
-        expand("results/train/{{train}}/{variant}/{file}", variant=train_variants(), file=["metrics.parquet", "checkpoint.pt"]),
+        expand(rules.train.output, train="{train}", variant=TRAIN_VARIANTS),
     output:
-        "results/train/{train}/comparison.parquet",
-        "results/train/{train}/emergence.png",
-        "results/train/{train}/layerwise.png",
+        [paths.train_file("{train}", name) for name in paths.TRAIN_COMPARE_FILES],
     log:
-        "logs/train_compare/{train}.log",
+        paths.log("train_compare", "{train}"),
     threads: 1
     conda:
         "../environment.yml"
@@ -42,6 +39,7 @@ rule train_compare:
         runtime=10,
     params:
         py=PY,
-        ov=f"sweep_name={SWEEP_NAME}",
+        args=args("train_compare"),
+        run=lambda w: paths.train_compare_run_dir(w.train),
     shell:
-        "{params.py} -m pipeline.train_compare train={wildcards.train} {params.ov} hydra.run.dir=results/train/{wildcards.train}/.runs/compare 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train_compare {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"

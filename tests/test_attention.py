@@ -1,5 +1,5 @@
 """Attention analysis on tiny random models: exact eager attention, the decomposition, sinks,
-the mean-replacement intervention and the rule end to end."""
+the mean-replacement intervention (massive.attention, in memory) and the rule end to end."""
 
 import json
 
@@ -10,9 +10,12 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import tiny
-from pipeline import attention, capture, detect, fetch_model
+from massive import attention
+from massive.arch import find_parts
+from massive.errors import MassiveError, NonFiniteError
+from pipeline import attention as rule
+from pipeline import capture, detect, fetch_model, html
 from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_table
-from pipeline.model import find_parts
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 is massive at the first token (token id 0) from block 1's output on
 CONST, CONST_VALUE = 20, 0.1  # wire_sink: a residual dim held at 0.1 for every token
@@ -175,14 +178,102 @@ def test_massive_part_is_a_bias_and_the_random_part_is_not():
     assert change["replace_massive_with_mean"] < 0.1 * change["replace_random_with_mean"], change
 
 
+def massive_table(n: int, positions=(0,)) -> pd.DataFrame:
+    """detect's massive table, as much of it as the attention analysis reads: seq_id, position."""
+    return pd.DataFrame([{"seq_id": i, "position": p} for i in range(n) for p in positions])
+
+
+def test_analyse_in_memory():
+    """The whole calibration analysis from a model and token ids, no files: the planted sink is found."""
+    model = wire_sink(tiny.plant(build("llama"), LAYER, DIM))
+    ids = tiny.sequences(3, 32)
+    res = attention.analyse(model, ids, massive_table(3), emerge=LAYER, seed=1, batch_size=2)
+    assert len(res.heads) == tiny.L * tiny.H and len(res.decomposition) == tiny.L * tiny.H * 3
+    assert res.concentration == LAYER + 1 == res.summary["concentration_layer"]
+    assert res.layers["massive_in_input"].tolist() == [layer > LAYER for layer in range(tiny.L)]
+    assert res.summary["sink_1_share_massive_in_input"] == 1.0 and res.summary["emerge_layer"] == LAYER
+    assert set(res.summary["decomposition_median"]) == set(attention.PARTS)
+    assert res.random_positions == res.summary["random_positions"] and 0 < res.random_positions[0] < 16
+    # a bool mask gives the same tables as detect's table
+    mask = attention.calibration_tokens(massive_table(3), [0, 1, 2], 32)
+    same = attention.analyse(model, ids, mask, emerge=LAYER, seed=1, batch_size=3)
+    pd.testing.assert_frame_equal(same.heads, res.heads)
+    json.dumps(res.summary)  # JSON-ready
+
+    chunks = tiny.sequences(4, 32, seed=3)
+    ppl = attention.intervention_perplexities(model, chunks, res, dims=[DIM], min_abs=10.0, min_ratio=10.0, batch_size=2)
+    assert ppl["variant"].tolist() == list(attention.VARIANTS) and ppl["intervened_layers"].iloc[0] == "2,3"
+    r = dict(zip(ppl["variant"], ppl["ratio_to_none"]))
+    assert r["none"] == 1.0 and abs(r["massive_mean"] - 1) < 1e-3 < abs(r["massive_zero"] - 1), r
+    assert attention.perplexity_summary(ppl)["perplexity_ratio"] == r
+    every = attention.intervention_perplexities(model, chunks, res, [DIM], 10.0, 10.0, intervene_layers="all")
+    assert every["intervened_layers"].iloc[0] == "0,1,2,3"
+    with pytest.raises(MassiveError, match="longer than the calibration"):
+        attention.intervention_perplexities(model, tiny.sequences(2, 40), res, [DIM], 10.0, 10.0)
+    with pytest.raises(MassiveError, match="intervene_layers"):
+        attention.intervention_perplexities(model, chunks, res, [DIM], 10.0, 10.0, intervene_layers="some")
+
+
+def test_chunk_tokens_finds_the_planted_token():
+    model = attention.use_recording_attention(tiny.plant(build("llama"), LAYER, DIM))
+    chunks = tiny.sequences(3, 16, seed=2)
+    found, (ppl, n_tokens) = attention.chunk_tokens(model, chunks, 2, [DIM], 10.0, 10.0)
+    assert torch.equal(found, chunks == 0) and found[:, 0].all()  # tiny.plant: token id 0 carries DIM
+    assert n_tokens == 3 * 15 and ppl > 1
+    none, _ = attention.chunk_tokens(model, chunks, 2, [], 10.0, 10.0)
+    assert none[:, 0].all() and none.sum() == 3  # no dims: the first token stands in
+    with pytest.raises(RuntimeError, match="unexpected batch"), attention.following(model, chunks, lambda *_: None):
+        model(chunks[1:2])
+
+
+def test_heatmap_layers_and_prompt_logits():
+    assert attention.heatmap_layers(None, 4) == [0, 2, 3]
+    assert attention.heatmap_layers(1, 4) == [1, 2]
+    assert attention.heatmap_layers(1, 4, [3, 0]) == [3, 0]
+    with pytest.raises(MassiveError, match="outside 0..3"):
+        attention.heatmap_layers(1, 4, [4])
+    model = build("llama")
+    kept = attention.prompt_logits(model, tiny.sequences(1, 6))
+    assert sorted(kept) == list(range(tiny.L)) and kept[0]["logits"].shape == (1, tiny.H, 6, 6)
+
+
+def test_non_finite_attention_names_the_layer():
+    model = build("llama")
+    with torch.no_grad():
+        find_parts(model).attentions[2].q_proj.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match=r"layer 2.*float32"):
+        attention.analyse(model, tiny.sequences(2, 16), massive_table(2))
+
+
+def test_non_finite_perplexity_is_an_error():
+    model = build("llama")
+    res = attention.analyse(model, tiny.sequences(2, 16), massive_table(2))
+    with torch.no_grad():
+        model.lm_head.weight[3, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match="attention: variant 'none'"):
+        attention.intervention_perplexities(model, tiny.sequences(2, 16, seed=1), res, [DIM], 10.0, 10.0)
+
+
+def test_user_errors():
+    model, ids = build("llama"), tiny.sequences(2, 16)
+    with pytest.raises(MassiveError, match="no massive token"):
+        attention.analyse(model, ids, torch.zeros(ids.shape, dtype=torch.bool))
+    with pytest.raises(MassiveError, match="shape"):
+        attention.analyse(model, ids, torch.ones(2, 8, dtype=torch.bool))
+    with pytest.raises(MassiveError, match="random control"):
+        attention.random_tokens(torch.ones(2, 4, dtype=torch.bool), seed=0)
+    with pytest.raises(MassiveError, match="unknown recorder mode"), attention.Recorder(model).active("bogus"):
+        pass
+
+
 def test_settings(compose_in):
-    assert attention.settings(compose_in()) == attention.AttentionConfig()
-    s = attention.settings(compose_in("++attention.num_sequences=3", "++attention.heatmap_layers=[0,2]"))
+    assert rule.settings(compose_in()) == rule.AttentionConfig()
+    s = rule.settings(compose_in("++attention.num_sequences=3", "++attention.heatmap_layers=[0,2]"))
     assert s.num_sequences == 3 and s.heatmap_layers == [0, 2]
     with pytest.raises(Exception, match="num_seqs"):  # by the schema once `attention` is in it, else here
-        attention.settings(compose_in("++attention.num_seqs=3"))
+        rule.settings(compose_in("++attention.num_seqs=3"))
     with pytest.raises(Exception, match="intervene_layers"):
-        attention.settings(compose_in("++attention.intervene_layers=some"))
+        rule.settings(compose_in("++attention.intervene_layers=some"))
 
 
 def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
@@ -204,7 +295,7 @@ def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
 
 def test_rule_end_to_end(tmp_path, compose_in):
     cfg = prepare(tmp_path, compose_in)
-    attention.run(cfg)
+    rule.run(cfg)
     out = run_dir(cfg, "attention")
     heads, layers = read_table(out / "heads.parquet"), read_table(out / "layers.parquet")
     decomp, ppl = read_table(out / "decomposition.parquet"), read_table(out / "perplexity.parquet")
@@ -221,5 +312,5 @@ def test_rule_end_to_end(tmp_path, compose_in):
     assert abs(r["massive_mean"] - 1) < 1e-3 < abs(r["massive_zero"] - 1), r  # the bias matters; its mean is enough
     for f in ("heatmaps.png", "sink_curve.png"):
         assert (out / f).stat().st_size > 1000
-    html = attention.report_section(cfg, cfg.model.name, cfg.data.name)
-    assert html.count("<img") == 2 and "massive_mean" in html
+    section = html.attention_section(out, cfg.model.name, cfg.data.name)
+    assert section.count("<img") == 2 and "massive_mean" in section

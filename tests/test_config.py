@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
+from massive.errors import MassiveError
 from pipeline.cli import CONF_DIR, compose
 from pipeline.config import SourceKind
 
@@ -51,8 +52,13 @@ def test_bad_overrides_fail_at_compose_time(overrides, message):
     (["model=gpt2", "model.hub_id=null"], "needs model.hub_id"),
 ])
 def test_bad_values_fail_at_compose_time(overrides, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(MassiveError, match=message):
         compose(overrides)
+
+
+def test_a_corpus_can_name_its_encoding():
+    assert compose([]).data.encoding is None
+    assert compose(["data=news_sample", "data.encoding=latin-1"]).data.encoding == "latin-1"
 
 
 def test_unknown_key_in_a_group_file_is_rejected(tmp_path, monkeypatch):

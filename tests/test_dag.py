@@ -55,10 +55,110 @@ def test_retrain_sweep_adds_the_training_jobs(tmp_path):
 def test_editing_the_ablation_sweep_adds_exactly_its_jobs(tmp_path):
     one = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none", "zero"], "layers": ["emerge"]})
     base = job_counts(snakemake("-n", "--config", f"sweep={one}", cwd=tmp_path).stdout)
-    two = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none", "zero"], "layers": ["emerge", "all", "2_3"]})
+    two = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none", "zero"], "layers": ["emerge", "all", [2, 3]]})
     more = job_counts(snakemake("-n", "--config", f"sweep={two}", cwd=tmp_path).stdout)
     assert base["ablate"] == 1 and more["ablate"] == 3
     assert {k: v for k, v in more.items() if k != "ablate"} == {k: v for k, v in base.items() if k != "ablate"}
+
+
+def test_layers_entries_become_path_safe_folders_and_unambiguous_overrides(tmp_path):
+    sweep = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"],
+                        ablate={"interventions": ["none"], "layers": ["emerge", "all", [2, 3], 5]})
+    proc = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shells = re.findall(r"^Shell command: .* -m pipeline\.ablate (.*)$", proc.stdout, re.M)
+    given = {re.search(r"hydra\.run\.dir=(\S+)", sh).group(1): re.search(r"ablate\.layers=([^' ]+)", sh).group(1) for sh in shells}
+    base = "results/gpt2/wikitext2/ablate"
+    assert given == {f"{base}/emerge": "emerge", f"{base}/all": "all", f"{base}/2_3": "[2,3]", f"{base}/5": "[5]"}, given
+    assert f"{base}/2_3/perplexity.parquet" in proc.stdout
+
+
+@pytest.mark.parametrize("text", [
+    'ablate: {interventions: [none], layers: ["3_99"]}',  # the string
+    "ablate: {interventions: [none], layers: [3_99]}",  # unquoted: YAML 1.1 would read the number 399
+    'vision: {models: [vit_random], images: [photos], layers: ["3_99"]}',
+])
+def test_layers_written_as_a_string_are_rejected(tmp_path, text):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"models: [gpt2]\ncorpora: [wikitext2]\n{text}\n")
+    proc = snakemake("-n", "--config", f"sweep={path}", cwd=tmp_path)
+    error = assert_one_error_line(proc)
+    assert "'3_99'" in error and "[3, 99]" in error, error
+
+
+@pytest.mark.parametrize("sweep, twice", [
+    ({"models": ["gpt2", "gpt2"], "corpora": ["wikitext2"]}, "models lists 'gpt2' twice"),
+    ({"models": ["gpt2"], "corpora": ["c4", "wikitext2", "c4"]}, "corpora lists 'c4' twice"),
+    ({"models": [], "corpora": [], "vision": {"models": ["vit_random", "vit_random"], "images": ["photos"]}},
+     "vision.models lists 'vit_random' twice"),
+    ({"models": [], "corpora": [], "vision": {"models": ["vit_random"], "images": ["photos", "photos"]}},
+     "vision.images lists 'photos' twice"),
+    ({"models": ["gpt2"], "corpora": ["c4"], "ablate": {"interventions": ["none"], "layers": [[2, 3], "emerge", [2, 3]]}},
+     "ablate.layers lists '2_3' twice"),
+])
+def test_a_sweep_naming_an_entry_twice_is_rejected(tmp_path, sweep, twice):
+    proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, **sweep)}", cwd=tmp_path)
+    assert twice in assert_one_error_line(proc)
+
+
+def assert_one_error_line(proc) -> str:
+    """The DAG was not built: exit code 2, one `error:` line, no traceback, no job."""
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "Job stats" not in proc.stdout, proc.stdout[-2000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("sweep, needle", [
+    ({"overrides": ["capture.top_kk=5"]}, "capture.top_kk"),
+    ({"model_overrides": {"tiny_random": ["model.seq_lenn=8"]}}, "model.seq_lenn"),
+    ({"overrides": ["tokenize.num_sequences=0"]}, "tokenize.num_sequences=0 must be positive"),
+    ({"overrides": ["ablate.layers=1_2"]}, "ablate.layers=[1,2]"),
+    ({"vision": {"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_imgs=6"]}}, "ablate.max_imgs"),
+])
+def test_a_typo_in_the_sweep_fails_before_any_job_runs(tmp_path, sweep, needle):
+    """Every job's config is composed while the DAG is built: `snakemake -n` fails with the one-line
+    error, and a real run starts no job, so the previous results stay as they were."""
+    tokens = tmp_path / "results/tiny_random/news_sample/tokens.parquet"
+    tokens.parent.mkdir(parents=True)
+    tokens.write_bytes(b"an earlier good result")
+    before = tokens.stat().st_mtime_ns
+    path = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], **sweep)
+    dry = snakemake("-n", "--config", f"sweep={path}", cwd=tmp_path)
+    assert needle in assert_one_error_line(dry)
+    real = snakemake("--cores", "1", "--config", f"sweep={path}", cwd=tmp_path, timeout=300)
+    assert needle in assert_one_error_line(real)
+    assert tokens.read_bytes() == b"an earlier good result" and tokens.stat().st_mtime_ns == before
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_checked_sweep_is_not_composed_again_but_a_new_typo_is_caught(tmp_path):
+    good = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8"])
+    assert snakemake("-n", "--config", f"sweep={good}", cwd=tmp_path).returncode == 0
+    checked = json.loads((tmp_path / ".snakemake/checked_configs.json").read_text())
+    assert len(checked["passed"]) == 4  # fetch_model, fetch_corpus, tokenize to figures (one config), report
+    bad = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8", "detect.min_ab=1"])
+    assert "detect.min_ab" in assert_one_error_line(snakemake("-n", "--config", f"sweep={bad}", cwd=tmp_path))
+    assert json.loads((tmp_path / ".snakemake/checked_configs.json").read_text()) == checked
+
+
+def test_the_dag_and_the_modules_agree_on_paths(tmp_path, compose_in):
+    """pipeline.io (what the rule modules read and write) and the Snakefile share pipeline/paths.py."""
+    from pipeline import io
+
+    sweep = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none"], "layers": ["emerge"]})
+    proc = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    outputs = set(re.findall(r"^    output: (.*)$", proc.stdout, re.M))
+    outputs = {f for line in outputs for f in line.split(", ")}
+    cfg = compose_in("model=gpt2", "data=wikitext2")
+    rel = lambda p: str(p.relative_to(tmp_path))
+    assert rel(io.model_dir(cfg) / "fetched.json") in outputs
+    assert rel(io.corpus_file(cfg)) in outputs and rel(io.tokens_file(cfg)) in outputs
+    for stage, name in [("capture", "topk.parquet"), ("detect", "summary.json"), ("figures", "layerwise.png"),
+                        ("ablate", "emerge/perplexity.parquet")]:
+        assert rel(io.run_dir(cfg, stage) / name) in outputs, (stage, name)
 
 
 def test_editing_the_sweep_changes_the_dag(tmp_path):
@@ -77,8 +177,7 @@ def test_editing_the_sweep_changes_the_dag(tmp_path):
 ])
 def test_bad_sweep_is_rejected(tmp_path, sweep, message):
     proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, **sweep)}", cwd=tmp_path)
-    assert proc.returncode != 0
-    assert message in proc.stdout + proc.stderr
+    assert message in assert_one_error_line(proc)
 
 
 @pytest.mark.slow

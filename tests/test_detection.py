@@ -1,4 +1,7 @@
-"""Capture and detection on tiny random models of each paper family, with planted answers."""
+"""Capture and detection on tiny random models of each paper family, with planted answers: the
+library in memory (massive.capture, massive.detect) and the rules (pipeline.capture, .detect)."""
+
+import json
 
 import numpy as np
 import pandas as pd
@@ -6,16 +9,24 @@ import pytest
 import torch
 
 import tiny
-from pipeline import capture, detect, fetch_model
+from conftest import assert_one_line_error, run_module
+from massive import hooks
+from massive.capture import Capture, Reducer, capture, check_output, prompt
+from massive.detect import detect, role
+from massive.errors import NonFiniteError
+from pipeline import capture as capture_rule
+from pipeline import detect as detect_rule
+from pipeline import fetch_model
 from pipeline.io import read_table, run_dir, tokens_file, write_table
 
 LAYER, DIM = 1, 7
+OVERFLOW = 3e4  # a planted gain whose activation passes float16's 65,504 in every family
 
 
-def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, seq_len: int = 32):
+def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, seq_len: int = 32, gain: float = 200.0):
     model = tiny.build(family)
     if planted:
-        tiny.plant(model, layer=LAYER, dim=DIM)
+        tiny.plant(model, layer=LAYER, dim=DIM, gain=gain)
     path = tiny.save(model, tmp_path / f"hf_{family}")
     cfg = compose_in("model=tiny_random", "model.source=local", f"model.path={path}", f"model.name=tiny_{family}",
                      f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2")
@@ -25,11 +36,154 @@ def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, se
     return cfg, model, ids
 
 
+# ---------------------------------------------------------------- the library, in memory
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_library_finds_the_planted_activation_in_memory(family):
+    model = tiny.plant(tiny.build(family), layer=LAYER, dim=DIM)
+    stats = capture(model, tiny.sequences(4, 32), k=16, batch_size=3)
+    assert isinstance(stats, Capture) and stats.n_layers == tiny.L and stats.k == 16 and not stats.vision
+    found = detect(stats, min_abs=100, min_ratio=1000)
+    assert found.found and found.dims == [DIM] and found.emerge_layer == LAYER and not found.capped
+    row = found.summary.iloc[0]
+    assert (row["role"], row["n_sequences"], row["ratio_at_peak"] > 1000) == ("first", 4, True)
+    assert pd.isna(row["fade_layer"])
+    assert set(found.massive["position"]) == {0} and set(found.massive["token"]) == {"0"}  # no tokenizer: the id
+    assert found.result["found"] and found.result["emerge_layer"] == LAYER and set(found.result) >= {"message", "dims"}
+    per_layer = found.per_layer.set_index("layer")
+    assert per_layer.loc[LAYER, "massive_per_sequence"] == 1.0 and per_layer.loc[0, "massive_at"] == ""
+    assert per_layer.loc[LAYER, "massive_at"] == f"{DIM}: '0' (4)"
+
+
+def test_library_tables_match_a_direct_computation():
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    ids = tiny.sequences(4, 32)
+    stats = capture(model, ids, k=16, batch_size=2, seq_ids=[10, 11, 12, 13])
+    layer_stats, topk, dim_max = stats.layer_stats, stats.topk, stats.dim_max
+    with torch.inference_mode():
+        hidden = model(ids, output_hidden_states=True).hidden_states  # [embeddings, block 0, ..., final norm]
+    for layer in range(tiny.L - 1):  # the last entry of hidden_states is after the final norm
+        h = hidden[layer + 1].float()
+        for s in range(len(ids)):
+            row = layer_stats[(layer_stats.layer == layer) & (layer_stats.seq_id == 10 + s)].iloc[0]
+            assert row.median_abs == pytest.approx(h[s].abs().median().item(), rel=1e-6)
+            t = topk[(topk.layer == layer) & (topk.seq_id == 10 + s)].sort_values("rank")
+            np.testing.assert_allclose(t.abs_value.to_numpy(), h[s].abs().flatten().topk(16).values.numpy(), rtol=1e-6)
+            pos, dim = t.position.to_numpy().copy(), t.dim.to_numpy().copy()
+            np.testing.assert_allclose(t.value.to_numpy(), h[s][pos, dim].numpy(), rtol=1e-6)
+            assert (t.token_id.to_numpy() == ids[s][pos].numpy()).all()
+        ref_dim_max = hidden[layer + 1].abs().amax(dim=(0, 1)).numpy()
+        np.testing.assert_allclose(dim_max[dim_max.layer == layer].sort_values("dim").max_abs.to_numpy(), ref_dim_max, rtol=1e-6)
+    assert set(topk["hook"]) == {hooks.resid_post(i) for i in range(tiny.L)}
+    assert list(layer_stats.columns) == ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs"]
+    assert list(topk.columns) == ["layer", "hook", "seq_id", "rank", "position", "dim", "token_id", "token", "value", "abs_value"]
+    assert list(dim_max.columns) == ["layer", "hook", "dim", "max_abs"]
+    assert (topk.dtypes["value"], topk.dtypes["abs_value"], layer_stats.dtypes["median_abs"]) == (np.float32, np.float32, np.float64)
+    per_layer = stats.per_layer()
+    assert per_layer["top1_over_median"].idxmax() >= LAYER and list(per_layer["layer"]) == list(range(tiny.L))
+
+
+@pytest.mark.parametrize("family", tiny.FAMILIES)
+def test_hooks_leave_logits_bit_identical(family):
+    model = tiny.plant(tiny.build(family), layer=LAYER, dim=DIM)
+    ids = tiny.sequences(2, 24)
+    reducer = Reducer(k=8, backend="torch")
+    with torch.inference_mode():
+        plain = model(ids).logits
+        with hooks.hooked(model, reducer.hooks(model)):
+            reducer.batch([0, 1], ids)
+            hooked = model(ids).logits
+        after = model(ids).logits  # the hooks are gone again
+    assert torch.equal(plain, hooked) and torch.equal(plain, after)
+    assert len(reducer.layer_rows) == 2 * tiny.L
+
+
+def test_tokens_are_named_by_the_tokenizer_and_the_prompt_holds_every_position():
+    from massive.models import byte_tokenizer
+
+    tok = byte_tokenizer()
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    ids = tiny.sequences(2, 16)
+    stats = capture(model, ids, k=4, tok=tok)
+    assert set(stats.topk["token"]) <= {tok.decode([int(i)]) for i in ids.unique()}
+    table = prompt(model, ids[:1], tok)
+    assert len(table) == tiny.L * 16 and list(table.columns) == ["layer", "hook", "position", "token_id", "token", "values"]
+    assert table["values"].iloc[0].shape == (tiny.D,) and table["token"].iloc[1] == tok.decode([int(ids[0, 1])])
+
+
+def test_vit_tokens_are_named_by_the_layout():
+    model = tiny.plant_vit(tiny.build_vit("dinov2_with_registers"), layer=LAYER, dim=DIM, register=2)
+    pixels = tiny.image_processor()(images=tiny.photos(3), return_tensors="pt")["pixel_values"]
+    stats = capture(model, pixels, k=8)
+    assert stats.vision and set(stats.topk["token_id"]) <= set(range(1 + tiny.REGISTERS + 16))
+    found = detect(stats)
+    assert found.dims == [DIM] and set(found.massive["token"]) == {"[REG2]"} and set(found.massive["role"]) == {"register"}
+    assert found.per_layer.set_index("layer").loc[LAYER, "massive_at"] == f"{DIM}: [REG2] (3)"  # layout names unquoted
+    assert prompt(model, pixels[:1])["token"].iloc[0] == "[CLS]"
+
+
+def test_detect_takes_tables_and_says_when_top_k_caps_the_count(caplog):
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    stats = capture(model, tiny.sequences(2, 16), k=1)
+    found = detect({"topk": stats.topk, "layer_stats": stats.layer_stats})
+    assert found.capped and found.k == 1 and "raise top_k" in caplog.text
+    assert "capped" not in found.result  # summary.json keeps its keys
+    assert not detect(capture(tiny.build("llama"), tiny.sequences(2, 16), k=1)).capped
+
+
+def test_none_found_in_memory():
+    found = detect(capture(tiny.build("gpt2"), tiny.sequences(2, 16), k=8), min_abs=100, min_ratio=1000)
+    assert not found.found and found.summary.empty and found.massive.empty and found.dims == [] and found.emerge_layer is None
+    assert found.result == {"found": False, "message": "none found (no |a| > 100 and > 1000x the layer median)"}
+
+
+def test_token_roles():
+    delims = [".", "\n"]
+    assert role(0, "The", delims) == "first"
+    assert role(5, ".", delims) == "delimiter"
+    assert role(5, " .", delims) == "delimiter"
+    assert role(5, "\n\n", delims) == "delimiter"
+    assert role(5, "ĊĊ", delims) == "delimiter"  # GPT-2's byte-level newlines
+    assert role(5, " cat", delims) == "other"
+
+
+# ---------------------------------------------------------------- #12 defect 3: float16 overflow names its block
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_float16_overflow_names_the_first_block_with_inf(family):
+    model = tiny.plant(tiny.build(family), layer=LAYER, dim=DIM, gain=OVERFLOW)
+    ids = tiny.sequences(4, 16)
+    assert capture(model, ids, k=4).layer_stats["top1_abs"].max() > 65_504  # finite in float32
+    with pytest.raises(NonFiniteError) as err:
+        capture(model.half(), ids, k=4, batch_size=2, seq_ids=[5, 6, 7, 8])
+    msg = str(err.value)
+    assert f"block {LAYER}'s output" in msg and hooks.resid_post(LAYER) in msg
+    assert "holds 2 inf" in msg and "NaN" not in msg.split("(dtype")[0]  # the planted entry of the first batch's 2 sequences
+    assert "first in sequence 5" in msg and "float16" in msg and "float32 or bfloat16" in msg
+
+
+def test_check_output_counts_inf_and_nan():
+    h = torch.zeros(3, 2, 4)
+    h[1, 0, 0], h[1, 1, 1], h[2, 0, 0] = float("inf"), float("nan"), float("-inf")
+    check_output(torch.zeros(1, 2, 4), hooks.resid_post(0))
+    with pytest.raises(NonFiniteError, match=r"block 2's output .* holds 2 inf and 1 NaN \(first in sequence 11\)"):
+        check_output(h, hooks.resid_post(2), [10, 11, 12])
+
+
+def test_float16_capture_fails_in_one_line_and_writes_nothing(tmp_path, compose_in):
+    cfg, _, _ = prepare(tmp_path, compose_in, "llama", planted=True, gain=OVERFLOW)
+    args = [f"paths.root={tmp_path}", "wandb.mode=disabled", "model=tiny_random", "model.source=local",
+            f"model.path={tmp_path / 'hf_llama'}", "model.name=tiny_llama", "model.seq_len=32", "capture.top_k=16",
+            "model.dtype=float16"]
+    proc = run_module("capture", *args)
+    assert_one_line_error(proc, f"block {LAYER}'s output", "inf", "float16", "float32 or bfloat16")
+    assert not run_dir(cfg, "capture").exists()
+
+
+# ---------------------------------------------------------------- the rules
 @pytest.mark.parametrize("family", tiny.FAMILIES)
 def test_planted_massive_activation_is_found(tmp_path, compose_in, family):
     cfg, _, _ = prepare(tmp_path, compose_in, family, planted=True)
-    capture.run(cfg)
-    detect.run(cfg)
+    capture_rule.run(cfg)
+    detect_rule.run(cfg)
     summary = read_table(run_dir(cfg, "detect") / "summary.parquet")
     assert summary["dim"].tolist() == [DIM], summary
     row = summary.iloc[0]
@@ -45,68 +199,38 @@ def test_planted_massive_activation_is_found(tmp_path, compose_in, family):
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 def test_model_without_one_reports_none(tmp_path, compose_in, family):
     cfg, _, _ = prepare(tmp_path, compose_in, family, planted=False)
-    capture.run(cfg)
-    detect.run(cfg)
+    capture_rule.run(cfg)
+    detect_rule.run(cfg)
     out = run_dir(cfg, "detect")
     assert read_table(out / "summary.parquet").empty
     assert read_table(out / "massive.parquet").empty
-    import json
-
     result = json.loads((out / "summary.json").read_text())
     assert result["found"] is False and result["message"].startswith("none found")
+    assert set(result) == {"found", "message", "model", "corpus", "n_layers"}
 
 
-@pytest.mark.parametrize("family", tiny.FAMILIES)
-def test_hooks_leave_logits_bit_identical(family):
-    model = tiny.plant(tiny.build(family), layer=LAYER, dim=DIM)
-    ids = tiny.sequences(2, 24)
-    with torch.inference_mode():
-        plain = model(ids).logits
-        stats = capture.Stats(k=8, backend="torch")
-        stats.seq_ids, stats.input_ids = [0, 1], ids
-        with capture.block_hooks(model, stats):
-            hooked = model(ids).logits
-        after = model(ids).logits  # the hooks are gone again
-    assert torch.equal(plain, hooked) and torch.equal(plain, after)
-    assert len(stats.layer_rows) == 2 * tiny.L
+def test_rule_tables_equal_the_library_s(tmp_path, compose_in):
+    from pipeline.model import load_model, load_tokenizer
 
-
-def test_capture_tables_match_a_direct_computation(tmp_path, compose_in):
-    cfg, model, ids = prepare(tmp_path, compose_in, "llama", planted=True)
-    capture.run(cfg)
-    cap = run_dir(cfg, "capture")
-    layer_stats, topk, dim_max = (read_table(cap / f"{t}.parquet") for t in ("layer_stats", "topk", "dim_max"))
-    with torch.inference_mode():
-        hidden = model(ids, output_hidden_states=True).hidden_states  # [embeddings, block 0, ..., final norm]
-    for layer in range(tiny.L - 1):  # the last entry of hidden_states is after the final norm
-        h = hidden[layer + 1].float()
-        for s in range(len(ids)):
-            row = layer_stats[(layer_stats.layer == layer) & (layer_stats.seq_id == s)].iloc[0]
-            assert row.median_abs == pytest.approx(h[s].abs().median().item(), rel=1e-6)
-            t = topk[(topk.layer == layer) & (topk.seq_id == s)].sort_values("rank")
-            ref = h[s].abs().flatten().topk(16).values.numpy()
-            np.testing.assert_allclose(t.abs_value.to_numpy(), ref, rtol=1e-6)
-            pos, dim = t.position.to_numpy(), t.dim.to_numpy()
-            np.testing.assert_allclose(t.value.to_numpy(), h[s][pos, dim].numpy(), rtol=1e-6)
-        ref_dim_max = hidden[layer + 1].abs().amax(dim=(0, 1)).numpy()
-        np.testing.assert_allclose(dim_max[dim_max.layer == layer].sort_values("dim").max_abs.to_numpy(), ref_dim_max, rtol=1e-6)
-    assert set(topk["hook"]) == {f"blocks.{i}.hook_resid_post" for i in range(tiny.L)}
-
-
-def test_token_roles():
-    delims = [".", "\n"]
-    assert detect.role(0, "The", delims) == "first"
-    assert detect.role(5, ".", delims) == "delimiter"
-    assert detect.role(5, " .", delims) == "delimiter"
-    assert detect.role(5, "\n\n", delims) == "delimiter"
-    assert detect.role(5, " cat", delims) == "other"
+    cfg, _, ids = prepare(tmp_path, compose_in, "llama", planted=True)
+    capture_rule.run(cfg)
+    detect_rule.run(cfg)
+    stats = capture(load_model(cfg), ids, k=16, tok=load_tokenizer(cfg), batch_size=2)  # as loaded by the rule
+    found = detect(stats)
+    cap, det = run_dir(cfg, "capture"), run_dir(cfg, "detect")
+    for name, df in [("layer_stats", stats.layer_stats), ("topk", stats.topk), ("dim_max", stats.dim_max)]:
+        pd.testing.assert_frame_equal(read_table(cap / f"{name}.parquet"), df, check_exact=True, obj=name)
+    for name, df in [("massive", found.massive), ("summary", found.summary), ("per_layer", found.per_layer)]:
+        pd.testing.assert_frame_equal(read_table(det / f"{name}.parquet"), df, check_exact=True, obj=name)
+    result = json.loads((det / "summary.json").read_text())
+    assert {k: v for k, v in result.items() if k not in ("model", "corpus", "n_layers")} == found.result
 
 
 def test_provenance_in_every_table(tmp_path, compose_in):
     from pipeline.io import read_provenance
 
     cfg, _, _ = prepare(tmp_path, compose_in, "llama", planted=True)
-    capture.run(cfg)
+    capture_rule.run(cfg)
     meta = read_provenance(run_dir(cfg, "capture") / "topk.parquet")
     assert {"config", "git_commit", "packages", "seed"} <= set(meta)
     assert "tiny_llama" in meta["config"] and '"torch"' in meta["packages"]

@@ -1,6 +1,11 @@
-"""Bad input: one clear error line naming the bad value, exit code 2, and no partial output."""
+"""Bad input: one clear error line naming the bad value, exit code 2, no partial output, and no
+earlier good output removed or changed."""
+
+import hashlib
+import json
 
 import pandas as pd
+import pytest
 
 import tiny
 from conftest import assert_one_line_error, run_module
@@ -8,6 +13,12 @@ from conftest import assert_one_line_error, run_module
 
 def files_under(path):
     return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and ".hydra" not in p.parts)
+
+
+def tree(path):
+    """Every file (with a digest of its bytes) and every folder under `path`."""
+    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(path.rglob("*"))}
 
 
 def test_unknown_model_name(tmp_path):
@@ -26,37 +37,76 @@ def test_bad_value(tmp_path):
     assert_one_line_error(proc, "model.seq_len=-5")
 
 
-def _local_model(tmp_path, weights: bytes | None):
+def _local_model(tmp_path):
+    """A tiny llama saved as a local Hugging Face directory, fetched, with one row of tokens."""
     path = tiny.save(tiny.build("llama"), tmp_path / "hf")
-    st = tmp_path / "hf" / "model.safetensors"
-    if weights is None:
-        st.unlink()
-    else:
-        st.write_bytes(weights)
     root = tmp_path / "run"
     args = ["model=tiny_random", "model.source=local", f"model.path={path}", f"paths.root={root}"]
     assert run_module("fetch_model", *args).returncode == 0
-    from pipeline.io import write_table
     from pipeline.cli import compose
+    from pipeline.io import write_table
 
     cfg = compose([*args])
     write_table(pd.DataFrame({"seq_id": [0], "input_ids": [tiny.sequences(1, 16)[0].tolist()]}),
                 root / "results/tiny_random/wiki_sample/tokens.parquet", cfg)
-    return root, args
+    return root, args, tmp_path / "hf" / "model.safetensors"
 
 
-def test_missing_weights_file(tmp_path):
-    root, args = _local_model(tmp_path, weights=None)
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_weights_damaged_after_fetching_fail_at_load(tmp_path, damage):
+    root, args, weights = _local_model(tmp_path)
+    weights.unlink() if damage == "missing" else weights.write_bytes(b"\x00garbage" * 100)
     proc = run_module("capture", *args)
     assert_one_line_error(proc, "cannot load the weights of 'tiny_random'")
-    assert not (root / "results/tiny_random/wiki_sample/capture/topk.parquet").exists()
+    assert list((root / "results/tiny_random/wiki_sample").glob("capture*")) == []
 
 
-def test_corrupt_weights_file(tmp_path):
-    root, args = _local_model(tmp_path, weights=b"\x00garbage" * 100)
-    proc = run_module("capture", *args)
-    assert_one_line_error(proc, "cannot load the weights of 'tiny_random'")
-    assert list((root / "results/tiny_random/wiki_sample/capture").glob("*.parquet")) == []
+# ---------------------------------------------------------------- #12 defect 7: fetch_model checks the weights
+@pytest.mark.parametrize("damage, needle", [("truncated", "is truncated"), ("garbage", "not a safetensors file"),
+                                            ("missing", "no weights file")])
+def test_damaged_weights_fail_fetch_model_and_keep_other_models(tmp_path, damage, needle):
+    root = tmp_path / "run"
+    assert run_module("fetch_model", "model=tiny_random", f"paths.root={root}").returncode == 0
+    good = tree(root)
+    path = tiny.save(tiny.build("llama"), tmp_path / "hf")
+    weights = tmp_path / "hf" / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    elif damage == "garbage":
+        weights.write_bytes(b"\x00garbage" * 100)
+    else:
+        weights.unlink()
+    proc = run_module("fetch_model", "model=smollm2_135m", "model.source=local", f"model.path={path}", f"paths.root={root}")
+    assert_one_line_error(proc, needle, str(tmp_path / "hf"))
+    assert not (root / "cache/models/smollm2_135m").exists()  # no fetched.json, no empty folder
+    assert tree(root) == good  # the other model's fetched.json is untouched
+
+
+def test_sharded_and_bin_weights_are_checked(tmp_path):
+    import torch
+
+    from massive.errors import MassiveError
+    from massive.models import check_weights
+
+    model = tiny.build("llama")
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="200KB")
+    shards = sorted((tmp_path / "sharded").glob("*.safetensors"))
+    assert len(shards) > 1 and check_weights(tmp_path / "sharded") == shards
+    index = json.loads((tmp_path / "sharded" / "model.safetensors.index.json").read_text())
+    index["weight_map"]["model.extra.weight"] = shards[0].name
+    (tmp_path / "sharded" / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(MassiveError, match=f"{shards[0].name} lacks tensor 'model.extra.weight'"):
+        check_weights(tmp_path / "sharded")
+    shards[-1].unlink()
+    with pytest.raises(MassiveError, match=f"{shards[-1].name} is missing"):
+        check_weights(tmp_path / "sharded")
+    (tmp_path / "bin").mkdir()
+    torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+    data = (tmp_path / "bin" / "pytorch_model.bin").read_bytes()
+    assert check_weights(tmp_path / "bin") == [tmp_path / "bin" / "pytorch_model.bin"]
+    (tmp_path / "bin" / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MassiveError, match="pytorch_model.bin is truncated"):
+        check_weights(tmp_path / "bin")
 
 
 def test_corrupt_gguf_file(tmp_path):
@@ -81,13 +131,59 @@ def test_empty_corpus(tmp_path):
     assert not (tmp_path / "cache/corpora/news_sample.parquet").exists()
 
 
-def test_seq_len_above_the_model_maximum(tmp_path):
+# ---------------------------------------------------------------- #12 defect 5: text that is not UTF-8
+def test_text_that_is_not_utf8_fails_unless_its_encoding_is_named(tmp_path):
     root = tmp_path / "run"
-    args = ["model=tiny_random", f"paths.root={root}"]
-    assert run_module("fetch_model", *args).returncode == 0
-    text = tmp_path / "t.txt"
-    text.write_text("some text. " * 500)
-    assert run_module("fetch_corpus", "data.kind=text_file", f"data.path={text}", *args).returncode == 0
-    proc = run_module("tokenize", "model.seq_len=100000", *args)
-    assert_one_line_error(proc, "seq_len=100000", "maximum positions")
-    assert not (root / "results/tiny_random/wiki_sample/tokens.parquet").exists()
+    good, latin = tmp_path / "good.txt", tmp_path / "latin1.txt"
+    good.write_text("A first document, in plain UTF-8 text.\n\nAnd a second one.\n")
+    latin.write_bytes("Café au lait, crème brûlée.\n\nÀ bientôt.\n".encode("latin-1"))
+    args = ["data=news_sample", "data.kind=text_file", "data.min_chars=1", f"paths.root={root}"]
+    assert run_module("fetch_corpus", *args, f"data.path={good}").returncode == 0
+    before = tree(root)
+    proc = run_module("fetch_corpus", *args, f"data.path={latin}")
+    assert_one_line_error(proc, str(latin), "not valid UTF-8", "offset 3")  # "Caf" then 0xe9
+    assert tree(root) == before
+    assert run_module("fetch_corpus", *args, f"data.path={latin}", "data.encoding=latin-1").returncode == 0
+    from pipeline.io import read_table
+
+    text = read_table(root / "cache/corpora/news_sample.parquet")["text"].tolist()
+    assert text == ["Café au lait, crème brûlée.", "À bientôt."]
+
+
+# ---------------------------------------------------------------- #12 defect 6: checks before loading anything
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    """A tiny model's good fetch, corpus, tokens and capture (with its .hydra record)."""
+    tmp = tmp_path_factory.mktemp("good_run")
+    text = tmp / "t.txt"
+    text.write_text("\n\n".join(f"Document {i}: some text, with a delimiter. And more words." for i in range(200)))
+    root = tmp / "run"
+    args = ["model=tiny_random", "data=news_sample", "data.kind=text_file", f"data.path={text}", f"paths.root={root}",
+            "tokenize.num_sequences=2", "capture.top_k=8"]
+    for stage in ("fetch_model", "fetch_corpus", "tokenize", "capture"):
+        proc = run_module(stage, *args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (root / "results/tiny_random/news_sample/capture/.hydra/config.yaml").is_file()
+    return root, args
+
+
+@pytest.mark.parametrize("stage, override, needles", [
+    ("capture", "capture.top_k=1000000000", ["capture.top_k=1000000000", "4096 entries", "64 tokens x 64 dims"]),
+    ("tokenize", "model.seq_len=100000", ["seq_len=100000", "maximum positions", "(256)"]),
+    ("capture", "tokenize.seq_len=300", ["seq_len=300", "maximum positions"]),
+    ("figures", "figures.layer_3d=4", ["figures.layer_3d=4", "outside 0..3"]),
+    ("attention", "attention.heatmap_layers=[0,9]", ["attention.heatmap_layers", "block 9", "0..3"]),
+    ("ablate", "ablate.layers=[1,7]", ["ablate.layers", "block 7", "0..3"]),
+])
+def test_values_checked_against_the_model_before_loading(good_run, stage, override, needles):
+    root, args = good_run
+    before = tree(root)
+    proc = run_module(stage, *args, override)
+    assert_one_line_error(proc, *needles)
+    assert tree(root) == before  # the good run's outputs and .hydra/config.yaml as they were, no new folder
+
+
+def test_preflight_checks_only_a_fetched_model(compose_in):
+    from pipeline.checks import preflight
+
+    preflight(compose_in("model=tiny_random", "capture.top_k=1000000000"), "capture")  # not fetched: the rule says so

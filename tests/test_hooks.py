@@ -92,3 +92,11 @@ def test_bad_names_fail_with_a_clear_message():
         hooks.resolve(model, "blocks.0.hook_nope")
     with pytest.raises(MassiveError, match="blocks 0..3"):
         hooks.resolve(model, hooks.resid_post(9))
+
+
+def test_final_norm_output():
+    model = tiny.build("llama")
+    ids = tiny.sequences(1, 8)
+    with torch.no_grad(), hooks.cache(model, [hooks.FINAL_NORM]) as store:
+        out = model(ids, output_hidden_states=True)
+    assert torch.equal(store[hooks.FINAL_NORM], out.hidden_states[-1])

@@ -1,4 +1,5 @@
-"""The retraining experiment: GPT variants (pipeline/gpt.py), Bigram-Backcopy, training, comparison."""
+"""The retraining experiment: GPT variants (massive/gpt.py), Bigram-Backcopy (massive/backcopy.py),
+training (massive/training.py, in memory), and the rules train / train_compare."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.backcopy import START, Backcopy, BackcopySpec
-from pipeline.gpt import GPT, GPTConfig, VARIANTS
+from massive import hooks, training
+from massive.backcopy import START, Backcopy, BackcopySpec
+from massive.errors import MassiveError, NonFiniteError
+from massive.gpt import GPT, GPTConfig, VARIANTS
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parent.parent
@@ -60,13 +63,11 @@ def test_softmax_plus_one_equals_attn_bias_with_zero_slot():
 
 
 def test_sink_token_is_prepended_and_dropped_before_the_final_norm():
-    from pipeline.capture import block_hooks
-
     model = tiny("sink_token")
     x = batch()
     seen, normed = [], []
     model.ln_f.register_forward_hook(lambda m, i, o: normed.append(i[0].shape))
-    with block_hooks(model, lambda layer, h: seen.append(h.shape)):
+    with hooks.hooked(model, {hooks.resid_post(layer): lambda h, name: seen.append(h.shape) for layer in range(2)}):
         out = model(x, return_attn=True)
     assert out.logits.shape == (4, 16, 64)
     assert seen == [(4, 17, 32)] * 2  # the residual stream carries the sink at position 0
@@ -79,13 +80,14 @@ def test_sink_token_is_prepended_and_dropped_before_the_final_norm():
 
 
 def test_gated_gate_and_every_variant_fits_the_capture():
-    from pipeline.model import find_parts
+    from massive.arch import find_parts
 
     for variant in VARIANTS:
         model = tiny(variant)
         parts = find_parts(model)
         assert len(parts.blocks) == 2 and parts.final_norm is model.ln_f
         assert all(a is b.attn for a, b in zip(parts.attentions, model.blocks))
+        assert all(m is b.mlp for m, b in zip(parts.mlps, model.blocks))
         assert model.config.model_type == "massive_gpt" and model.config.max_position_embeddings == 16
         assert isinstance(model.blocks[0](torch.zeros(1, 3, 32)), torch.Tensor)
     gated = tiny("gated")
@@ -104,8 +106,10 @@ def test_gated_gate_and_every_variant_fits_the_capture():
 
 
 def test_unknown_variant_in_the_model_config():
-    with pytest.raises(ValueError, match="variant='nope'"):
+    with pytest.raises(MassiveError, match="variant='nope'"):
         GPTConfig(variant="nope")
+    with pytest.raises(MassiveError, match="longer than block_size=16"):
+        tiny("default")(torch.zeros(1, 17, dtype=torch.long))
 
 
 # ---------------------------------------------------------------- Bigram-Backcopy
@@ -124,19 +128,21 @@ def test_backcopy_is_seeded_and_copies_after_triggers():
     assert len(task.triggers) == 3 and torch.allclose(task.bigram.sum(1), torch.ones(64, dtype=torch.float64))
 
 
-# ---------------------------------------------------------------- training
-def compose(tmp_path: Path, *overrides: str):
-    from pipeline.cli import compose as cli_compose
-
-    return cli_compose([*TINY_OVERRIDES, f"paths.root={tmp_path}", *overrides], config_name="train")
+# ---------------------------------------------------------------- training, in memory (massive.training)
+SPEC = dict(batch_size=8, block_size=16, warmup_iters=2, eval_iters=2, log_interval=2)
 
 
-def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
-    from pipeline import train
+def setup(variant: str, seed: int = 1, **spec):
+    spec = training.TrainSpec(**{**SPEC, **spec})
+    model, optimizer = training.build(GPTConfig(**TINY, variant=variant), spec, seed=seed)
+    data = training.BackcopyBatches(BackcopySpec(), seed=seed)
+    probe, _ = data.batch("probe", 0, 4, 16)
+    return model, optimizer, data, spec, probe
 
-    cfg = compose(tmp_path, "train.variant=attn_bias")
-    model, optimizer = train.build(cfg)
-    x, y = train.make_data(cfg).batch("train", 0, 8, 16)
+
+def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch():
+    model, optimizer, data, _, _ = setup("attn_bias")
+    x, y = data.batch("train", 0, 8, 16)
     losses = []
     for _ in range(2):
         loss = model(x, targets=y).loss
@@ -145,6 +151,100 @@ def test_one_optimizer_step_lowers_the_loss_on_a_fixed_batch(tmp_path):
         optimizer.step()
         optimizer.zero_grad()
     assert losses[1] < losses[0]
+
+
+def test_lr_schedule_warms_up_then_holds_or_decays():
+    constant = training.TrainSpec(lr=1.0, min_lr=0.1, warmup_iters=3, max_iters=13, schedule="constant")
+    cosine = training.TrainSpec(lr=1.0, min_lr=0.1, warmup_iters=3, max_iters=13, schedule="cosine")
+    assert [training.lr_at(s, constant) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert training.lr_at(12, constant) == 1.0
+    assert training.lr_at(3, cosine) == 1.0 and training.lr_at(8, cosine) == pytest.approx(0.55)
+    assert training.lr_at(13, cosine) == pytest.approx(0.1) and training.lr_at(99, cosine) == pytest.approx(0.1)
+
+
+def test_emergence_reads_the_residual_stream_and_the_sinks():
+    x = batch()
+    for variant in ("default", "sink_token", "attn_bias"):
+        model = tiny(variant).train()
+        rows = training.emergence(model, x, sink_threshold=0.3)
+        assert model.training  # left as it was
+        assert [r["layer"] for r in rows] == [0, 1]
+        with hooks.cache(model, [hooks.resid_post(1)]) as store:
+            out = model(x, return_attn=True)
+        a = store[hooks.resid_post(1)].abs()
+        assert rows[1]["top1_abs"] == pytest.approx(a.flatten(1).max(1).values.mean().item())
+        assert rows[1]["first_abs"] == pytest.approx(a[:, 0].max(1).values.mean().item())
+        n_slot = model.config.n_slot
+        first = out.attentions[1][:, :, 1:, n_slot].mean(dim=(0, 2))
+        assert rows[1]["first_attn"] == pytest.approx(first.mean().item())
+        assert rows[1]["sink_heads"] == (first > 0.3).float().mean().item()
+        assert (rows[0]["slot_attn"] > 0) == (variant == "attn_bias")
+        assert all(0 <= r["sink1"] <= 1 and r["sink1"] == rows[0]["sink1"] for r in rows)
+        assert rows[0]["top1_over_median"] == pytest.approx(rows[0]["top1_abs"] / rows[0]["median_abs"])
+
+
+def test_train_in_memory_then_resume_from_a_checkpoint_exactly(tmp_path):
+    seen = []
+    model, optimizer, data, spec, probe = setup("sink_token", max_iters=6, eval_interval=3, checkpoint_interval=3)
+    straight = training.train(model, optimizer, data, spec, probe, on_eval=lambda step, rows, all_rows: seen.append(step))
+    assert seen == [0, 3, 6] and len(straight["losses"]) == 6
+    assert sorted({(r["step"], r["layer"]) for r in straight["rows"]}) == [(s, l) for s in (0, 3, 6) for l in (0, 1)]
+    assert straight["rows"][-1]["tokens"] == 6 * 8 * 16
+
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    model, optimizer, data, spec3, probe = setup("sink_token", max_iters=3, eval_interval=3, checkpoint_interval=3)
+    training.train(model, optimizer, data, spec3, probe, checkpoint=ckpt)  # a run that stops at step 3 ...
+    model, optimizer, data, spec, probe = setup("sink_token", max_iters=6, eval_interval=3, checkpoint_interval=3)
+    step, state = training.load_checkpoint(ckpt, model, optimizer)
+    assert step == 3 and len(state["losses"]) == 3
+    resumed = training.train(model, optimizer, data, spec, probe, step=step, state=state)  # ... resumes
+    assert resumed["losses"] == straight["losses"]  # bit for bit
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+    assert strip(resumed["rows"]) == strip(straight["rows"])
+    assert not list(ckpt.parent.glob("*.tmp"))
+
+    other, other_opt, *_ = setup("attn_bias")
+    with pytest.raises(MassiveError, match="different model"):
+        training.load_checkpoint(ckpt, other, other_opt)
+    trained, saved = training.load_trained(ckpt)
+    assert saved["step"] == 3 and trained.config.variant == "sink_token" and not trained.training
+
+
+def test_summarise_one_variant():
+    import pandas as pd
+
+    model, optimizer, data, spec, probe = setup("default", max_iters=2, eval_interval=2)
+    state = training.train(model, optimizer, data, spec, probe)
+    layers = training.emergence(model, probe)
+    row = training.summarise("default", pd.DataFrame(state["rows"]), 2, layers, min_abs=100, min_ratio=1000)
+    assert row["val_loss"] == state["rows"][-1]["val_loss"] and row["step"] == 2
+    assert row["max_top1_over_median"] == max(r["top1_over_median"] for r in layers)
+    assert row["massive"] is False and "layer1_first_over_median" in row
+    assert training.summarise("default", pd.DataFrame(state["rows"]), 2, layers, 0.0, 0.0)["massive"] is True
+
+
+def test_a_non_finite_loss_is_an_error():
+    model, optimizer, data, spec, probe = setup("default", max_iters=2, eval_interval=100)
+    with torch.no_grad():
+        model.wte.weight[0, 0] = float("nan")  # the start token's embedding: every sequence sees it
+    with pytest.raises(NonFiniteError, match="train-split loss estimate at step 0 is nan .*float16"):
+        training.train(model, optimizer, data, spec, probe, dtype="float16")
+    with pytest.raises(NonFiniteError, match="training loss at step 1 is nan"):  # no evaluation at step 1
+        training.train(model, optimizer, data, spec, probe, step=1)
+
+
+def test_the_library_imports_no_hydra_or_wandb():
+    code = ("import sys, massive.training, massive.gpt, massive.backcopy; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'wandb', 'pipeline')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+# ---------------------------------------------------------------- the rules
+def compose(tmp_path: Path, *overrides: str):
+    from pipeline.cli import compose as cli_compose
+
+    return cli_compose([*TINY_OVERRIDES, f"paths.root={tmp_path}", *overrides], config_name="train")
 
 
 def test_resume_from_a_checkpoint_reproduces_the_next_losses_exactly(tmp_path):

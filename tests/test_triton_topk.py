@@ -201,22 +201,15 @@ def test_capture_through_the_kernel_matches_the_torch_path():
     import sys
     from pathlib import Path
 
+    import pandas as pd
+
     sys.path.insert(0, str(Path(__file__).parent))
     import tiny
-    from pipeline import capture
+    from massive.capture import capture
 
     model = tiny.plant(tiny.build("llama"), layer=1, dim=7)
     ids = tiny.sequences(2, 12)
-    results = {}
-    for backend in ("torch", "triton"):
-        stats = capture.Stats(k=8, backend=backend)
-        stats.seq_ids, stats.input_ids = [0, 1], ids
-        with torch.inference_mode(), capture.block_hooks(model, stats):
-            model(ids)
-        results[backend] = stats
-    assert results["torch"].layer_rows == results["triton"].layer_rows
-    for key, chunks in results["torch"].topk_rows.items():
-        for a, b in zip(chunks, results["triton"].topk_rows[key]):
-            assert (a == b).all(), key
-    for layer, dm in results["torch"].dim_max.items():
-        assert torch.equal(dm, results["triton"].dim_max[layer])
+    with torch.inference_mode():
+        results = {backend: capture(model, ids, k=8, backend=backend) for backend in ("torch", "triton")}
+    for table in ("layer_stats", "topk", "dim_max"):
+        pd.testing.assert_frame_equal(getattr(results["torch"], table), getattr(results["triton"], table), check_exact=True)

@@ -1,15 +1,17 @@
 """Vision transformers: tiny random CLIP-vision, DINOv2 with and without registers and ViT-MAE
 models, with planted massive activations, through the same capture, detection and
-interventions as the LLMs."""
+interventions as the LLMs. The library (massive.images, massive.vision) in memory first where it
+can be, then the rules."""
 
 import pytest
 import torch
 
 import tiny
 from conftest import assert_one_line_error, run_module
-from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, figures, images, interventions, tokenize
+from massive import arch, hooks, images, interventions, plots, vision
+from massive.errors import MassiveError
+from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, figures, tokenize
 from pipeline.io import read_table, run_dir
-from pipeline.model import find_parts
 
 LAYER, DIM, REGISTER = 1, 7, 2
 
@@ -66,16 +68,18 @@ def test_capture_and_detection_on_each_vit_family(tmp_path, compose_in, family):
     if registers:
         figures.run(cfg)
         assert all((run_dir(cfg, "figures") / f"{f}.png").stat().st_size > 0 for f in ("layerwise", "prompt_3d", "roles", "token_map"))
-        fig = figures.token_map(prompt, "t", shown=8)  # the first 6 tokens and the 2 largest others
+        fig = plots.token_map(prompt, "t", shown=8)  # the first 6 tokens and the 2 largest others
         assert [t.get_text() for t in fig.axes[0].get_yticklabels()][:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
 
 
 def test_layout_names_and_roles():
-    lay = images.Layout(n_cls=1, n_registers=4, grid=(2, 3))
+    lay = arch.Layout(n_cls=1, n_registers=4, grid=(2, 3))
     assert lay.seq_len == 11
     assert [lay.name(p) for p in (0, 1, 4, 5, 10)] == ["[CLS]", "[REG0]", "[REG3]", "patch 0,0", "patch 1,2"]
     assert lay.positions("register") == [1, 2, 3, 4]
-    assert all(images.role_of_name(lay.name(p)) == lay.role(p) for p in range(lay.seq_len))
+    assert all(arch.role_of_name(lay.name(p)) == lay.role(p) for p in range(lay.seq_len))
+    roles = images.ImageRoles(lay)(torch.zeros(2, 3, 8, 8))
+    assert roles.shape == (2, 11) and [interventions.ROLES[i] for i in roles[1, [0, 1, 5]]] == ["cls", "register", "patch"]
 
 
 @pytest.mark.parametrize("family", tiny.VIT_FAMILIES)
@@ -83,29 +87,24 @@ def test_hooks_leave_vit_outputs_bit_identical(family):
     model = tiny.build_vit(family)
     pixels = tiny.image_processor()(images=tiny.photos(2), return_tensors="pt")["pixel_values"]
     with torch.inference_mode():
-        plain = model(**images.forward_kwargs(model, pixels)).last_hidden_state
-        stats = capture.Stats(8, "torch")
-        stats.seq_ids = [0, 1]
-        with capture.block_hooks(model, stats):
-            hooked = model(**images.forward_kwargs(model, pixels)).last_hidden_state
+        plain = model(**arch.forward_kwargs(model, pixels)).last_hidden_state
+        with hooks.cache(model, hooks.names(model, "blocks.*.hook_resid_post")) as store:
+            hooked = model(**arch.forward_kwargs(model, pixels)).last_hidden_state
     assert torch.equal(plain, hooked)
-    assert stats.input_ids is None and stats.seq_len == images.layout_of(model, pixels).seq_len
+    assert len(store) == tiny.L and store[hooks.resid_post(0)].shape[1] == images.layout_of(model, pixels).seq_len
 
 
 def block_input(model, pixels, index: int, name=None, ctx=None, roles=None):
-    """The input of block `index` (after any intervention's pre-hook)."""
-    seen = []
-    block = find_parts(model).blocks[index]
+    """The input of block `index` (after any intervention's, whose hooks are registered first)."""
     with torch.inference_mode():
         if name is None:
-            handle = block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
-            model(**images.forward_kwargs(model, pixels))
+            with hooks.cache(model, [hooks.resid_pre(index)]) as seen:
+                model(**arch.forward_kwargs(model, pixels))
         else:
-            with interventions.applied(model, name, [], [], 100.0, 1000.0, ctx, roles):
-                handle = block.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))  # after the intervention's
-                model(**images.forward_kwargs(model, pixels))
-        handle.remove()
-    return seen[0]
+            with interventions.applied(model, name, [], [], 100.0, 1000.0, ctx, roles), \
+                    hooks.cache(model, [hooks.resid_pre(index)]) as seen:
+                model(**arch.forward_kwargs(model, pixels))
+    return seen[hooks.resid_pre(index)]
 
 
 def test_fix_register_mean_changes_only_register_positions():
@@ -114,10 +113,10 @@ def test_fix_register_mean_changes_only_register_positions():
     calibration = processor(images=tiny.photos(6, seed=1), return_tensors="pt")["pixel_values"]
     pixels = processor(images=tiny.photos(3, seed=2), return_tensors="pt")["pixel_values"]
     lay = images.layout_of(model, pixels)
-    assert lay == images.Layout(n_cls=1, n_registers=tiny.REGISTERS, grid=(4, 4))
+    assert lay == arch.Layout(n_cls=1, n_registers=tiny.REGISTERS, grid=(4, 4))
     registers = lay.positions("register")
     others = [p for p in range(lay.seq_len) if p not in registers]
-    means = interventions.position_means(model, calibration.split(4), lambda b: model(**images.forward_kwargs(model, b)), registers)
+    means = interventions.position_means(model, calibration.split(4), lambda b: model(**arch.forward_kwargs(model, b)), registers)
     assert sorted(means) == list(range(tiny.L)) and means[0].shape == (tiny.REGISTERS, tiny.D)
     before = block_input(model, pixels, 0)
     # at the first block's input the registers are learned constants: their mean over images is themselves
@@ -183,7 +182,7 @@ def test_ablate_images_top1_with_a_classification_head(tmp_path, compose_in):
 def test_image_folder_rejects_missing_folder_and_non_image_file(tmp_path):
     missing = tmp_path / "nowhere"
     proc = run_module("fetch_corpus", "data=photos", "data.kind=image_folder", f"data.path={missing}", f"paths.root={tmp_path}")
-    assert_one_line_error(proc, "data.path=", "nowhere", "is not a folder")
+    assert_one_line_error(proc, "nowhere", "is not a folder")
     folder = image_folder(tmp_path / "imgs", n=3)
     (folder / "notes.txt").write_text("not an image")
     proc = run_module("fetch_corpus", "data=photos", "data.kind=image_folder", f"data.path={folder}", f"paths.root={tmp_path}")
@@ -201,7 +200,7 @@ def test_text_model_on_images_and_vit_on_text_fail_with_one_line(tmp_path):
 def test_ablate_images_clip_zeroshot_matches_the_clip_model(tmp_path, compose_in):
     from transformers import CLIPConfig, CLIPModel
 
-    from pipeline.fetch_model import _byte_tokenizer
+    from massive.models import byte_tokenizer
 
     torch.manual_seed(0)
     text = {"hidden_size": tiny.D, "intermediate_size": tiny.I, "num_hidden_layers": 2, "num_attention_heads": tiny.H,
@@ -211,7 +210,7 @@ def test_ablate_images_clip_zeroshot_matches_the_clip_model(tmp_path, compose_in
     clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     path = tmp_path / "hf_clip"
     tiny.save_vit(clip, path)
-    tok = _byte_tokenizer()
+    tok = byte_tokenizer()
     tok.pad_token = "</s>"
     tok.save_pretrained(path)
     names = tmp_path / "classes.txt"
@@ -245,7 +244,7 @@ def test_image_folder_labels_and_the_seeded_sample(tmp_path):
     assert picked.equals(images.sample(table, 4, seed=1)) and picked["label"].nunique() > 1
     assert images.sample(table, 20, seed=1).equals(table)
     (folder / "stray.png").write_bytes((folder / "class0" / "img0.png").read_bytes())
-    with pytest.raises(images.PipelineError, match="mixes class folders and files"):
+    with pytest.raises(MassiveError, match="mixes class folders and files"):
         images.image_folder(str(folder))
 
 
@@ -283,5 +282,78 @@ def test_linear_head_from_a_file_is_loaded_into_the_classifier(tmp_path, compose
     assert torch.allclose(out.logits, expected, atol=1e-5)
     bad = compose_in("model=vit_random", "model.source=local", f"model.path={path}", "model.name=tiny_reg_head",
                      "model.auto_class=AutoModelForImageClassification", f"model.head={tmp_path / 'head.pth'}", "data=photos")
-    with pytest.raises(images.PipelineError, match="does not fit the classifier"):
+    with pytest.raises(MassiveError, match="does not fit the classifier"):
         load_model(bad)  # 2 labels by default: the 5-class head does not fit
+
+
+# ---------------------------------------------------------------- massive.vision, in memory
+def test_final_embedding_is_the_normed_cls_token():
+    model = tiny.build_vit("dinov2_with_registers")
+    pixels = tiny.image_processor()(images=tiny.photos(3), return_tensors="pt")["pixel_values"]
+    with torch.inference_mode(), vision.FinalEmbedding(model, cls_position=0) as embed:
+        out = model(pixel_values=pixels).last_hidden_state  # dinov2's last_hidden_state is the final norm's output
+    assert torch.equal(embed.value, out[:, 0]) and embed._hooks is None  # and the hook is gone
+    with torch.inference_mode(), vision.FinalEmbedding(model, cls_position=None) as embed:
+        model(pixel_values=pixels)
+    assert torch.allclose(embed.value, out.mean(1))
+
+
+def test_image_batches_read_each_image_once_in_batches(tmp_path):
+    folder = image_folder(tmp_path / "imgs", n=5, classes=2)
+    table = images.image_folder(folder)
+    batches = images.ImageBatches(tiny.image_processor(), table["path"], images.labels_of(table), batch_size=2)
+    got = list(batches)
+    assert len(batches) == 3 and [len(p) for p, _ in got] == [2, 2, 1]
+    assert torch.equal(torch.cat([y for _, y in got]), torch.tensor(table["label"].to_numpy()))
+    assert torch.equal(torch.cat([p for p, _ in got]), images.preprocess(tiny.image_processor(), table["path"]))
+    assert images.labels_of(images.image_folder(image_folder(tmp_path / "flat", n=2))) is None
+
+
+def planted_means(model, pixels, position: int) -> dict:
+    """The (block, dim, role) means of the planted activation, as massive_means gives them."""
+    with torch.inference_mode(), hooks.cache(model, [hooks.resid_post(LAYER)]) as store:
+        model(pixel_values=pixels)
+    value = float(store[hooks.resid_post(LAYER)][:, position, DIM].mean())
+    return {(LAYER, DIM, "register"): value, (LAYER, DIM, "any"): value}
+
+
+def test_evaluate_interventions_in_memory():
+    model = tiny.plant_vit(tiny.build_vit("dinov2_with_registers"), LAYER, DIM, register=REGISTER)
+    processor = tiny.image_processor()
+    calibration = processor(images=tiny.photos(4, seed=1), return_tensors="pt")["pixel_values"]
+    pixels = processor(images=tiny.photos(5, seed=2), return_tensors="pt")["pixel_values"]
+    names = ["zero", "mean", "none", "random_zero", "fix_register_mean"]
+    table = vision.evaluate_interventions(model, pixels, names, calibration=calibration, layers=[LAYER], dims=[DIM],
+                                          means=planted_means(model, calibration, 1 + REGISTER), batch_size=2)
+    table = table.set_index("intervention")
+    assert list(table.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]  # the baseline first
+    assert table.loc["none", "cls_cosine"] == pytest.approx(1.0) and table.loc["none", "entries_changed"] == 0
+    assert table.loc["zero", "entries_changed"] == 5 and table.loc["random_zero", "entries_changed"] == 5
+    assert table.loc["zero", "cls_cosine"] < table.loc["mean", "cls_cosine"] and table.loc["mean", "cls_cosine"] > 0.999
+    assert table.loc["fix_register_mean", "blocks"] == "all" and table.loc["zero", "blocks"] == str(LAYER)
+    assert table.loc["fix_register_mean", "entries_changed"] == 5 * tiny.REGISTERS * tiny.D * tiny.L
+    assert (table["n_images"] == 5).all() and (table["n_calibration"] == 4).all() and table["top1"].isna().all()
+    # the same numbers from (pixels, labels) batches of another size: every image once, in order
+    again = vision.evaluate_interventions(model, [(b, None) for b in pixels.split(3)], names, calibration=calibration,
+                                          layers=[LAYER], dims=[DIM], means=planted_means(model, calibration, 1 + REGISTER),
+                                          batch_size=2).set_index("intervention")
+    assert again["entries_changed"].equals(table["entries_changed"])
+    assert again["cls_cosine"].to_numpy() == pytest.approx(table["cls_cosine"].to_numpy(), abs=1e-6)
+
+
+def test_evaluate_interventions_without_registers_and_bad_calls(tmp_path):
+    model = tiny.build_vit("dinov2")
+    pixels = tiny.image_processor()(images=tiny.photos(2), return_tensors="pt")["pixel_values"]
+    table = vision.evaluate_interventions(model, pixels, ["none", "fix_register_mean"]).set_index("intervention")
+    assert table.loc["fix_register_mean", "note"] == "no register tokens: nothing to fix"
+    assert table.loc["fix_register_mean", "cls_cosine"] == pytest.approx(1.0) and (table["n_registers"] == 0).all()
+    with pytest.raises(MassiveError, match="must include 'none'"):
+        vision.evaluate_interventions(model, pixels, ["zero"])
+    with pytest.raises(MassiveError, match="unknown intervention 'halve'"):
+        vision.evaluate_interventions(model, pixels, ["none", "halve"])
+    with pytest.raises(MassiveError, match="needs calibration images"):
+        vision.evaluate_interventions(tiny.build_vit("dinov2_with_registers"), pixels, ["none", "fix_register_mean"])
+    with pytest.raises(MassiveError, match="no CLIP text tower"):
+        vision.zeroshot_head(tiny.save_vit(model, tmp_path / "hf"), ["cat"])
+    with pytest.raises(MassiveError, match="is not a file"):
+        vision.read_class_names(tmp_path / "classes.txt")

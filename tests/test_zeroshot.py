@@ -6,6 +6,12 @@ import pandas as pd
 import pytest
 
 import tiny
+from massive import interventions
+from massive.capture import capture as capture_stats
+from massive.detect import detect as detect_massive
+from massive.errors import MassiveError
+from massive.models import byte_tokenizer
+from massive.zeroshot import evaluate
 from pipeline import capture, detect, fetch_model, zeroshot
 from pipeline.io import read_table, run_dir, tokens_file, write_table
 
@@ -28,16 +34,36 @@ metric_list:
 """
 
 
-def test_zeroshot_runs_the_harness_under_each_intervention(tmp_path, compose_in):
+def write_task(tmp_path):
     data = tmp_path / "tasks" / "yesno.jsonl"
     data.parent.mkdir()
     data.write_text("\n".join(json.dumps({"question": f"Is {i} even?", "label": int(i % 2 == 0)}) for i in range(12)))
     (tmp_path / "tasks" / "tiny_yesno.yaml").write_text(TASK.format(data=data))
+    return tmp_path / "tasks"
+
+
+def test_evaluate_in_memory_under_an_intervention(tmp_path):
+    include = write_task(tmp_path)
+    model, tok = tiny.plant(tiny.build("llama"), layer=1, dim=7), byte_tokenizer()
+    found = detect_massive(capture_stats(model, tiny.sequences(4, 32), k=8, tok=tok))
+    base = evaluate(model, tok, ["tiny_yesno"], include=include, batch_size=4, seed=1)
+    assert list(base.columns) == ["task", "metric", "value", "stderr"]
+    assert set(base["task"]) == {"tiny_yesno"} and "acc" in set(base["metric"])
+    with interventions.intervene(model, found, "mean", tokenizer=tok) as ctx:
+        mean = evaluate(model, tok, ["tiny_yesno"], include=include, batch_size=4, seed=1)
+    assert ctx.changed > 0  # the harness's forward passes went through the hooks (BOS first: the planted token)
+    assert 0 <= mean.set_index("metric").loc["acc", "value"] <= 1
+    with pytest.raises(MassiveError, match="unknown zero-shot task 'no_such_task'"):
+        evaluate(model, tok, ["no_such_task"], include=include)
+
+
+def test_zeroshot_runs_the_harness_under_each_intervention(tmp_path, compose_in):
+    include = write_task(tmp_path)
 
     model = tiny.plant(tiny.build("llama"), layer=1, dim=7)
     path = tiny.save(model, tmp_path / "hf")
     cfg = compose_in("model=tiny_random", "model.source=local", f"model.path={path}", "model.seq_len=32",
-                     "capture.top_k=8", "ablate.zeroshot_tasks=[tiny_yesno]", f"ablate.zeroshot_include={tmp_path / 'tasks'}",
+                     "capture.top_k=8", "ablate.zeroshot_tasks=[tiny_yesno]", f"ablate.zeroshot_include={include}",
                      "ablate.interventions=[none,zero,mean]")
     fetch_model.run(cfg)
     ids = tiny.sequences(4, 32)

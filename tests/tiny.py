@@ -18,8 +18,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from pipeline.fetch_model import _byte_tokenizer
-from pipeline.model import find_parts
+from massive.arch import find_parts
+from massive.models import byte_tokenizer
 
 D, I, L, H, VOCAB = 64, 128, 4, 4, 258
 FAMILIES = ["llama", "mistral", "mixtral", "phi", "gpt2"]
@@ -93,7 +93,7 @@ def plant(model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: in
 
 def save(model: nn.Module, path) -> str:
     model.save_pretrained(path)
-    _byte_tokenizer().save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
     return str(path)
 
 

@@ -1,0 +1,275 @@
+"""The same per-layer statistics through this library and through its peers, side by side in one run.
+
+For the same sequences (default: SmolLM2-135M, 16 x 256 tokens of the default corpus, batch 4)
+every mode computes the top-k |a| and the median |a| of every block's output
+(`blocks.L.hook_resid_post`, per sequence, float32):
+  plain             model(ids), nothing captured (the baseline of every ratio)
+  plain (eager)     the same with eager attention (the attention TransformerLens forces): a
+                    reference that separates TransformerLens's own cost from eager attention's
+  massive.capture   this library: hooks that reduce each block's output as it comes
+  nnsight           LanguageModel(model).trace(ids), saving every block's output, then reducing
+  transformer_lens  TransformerBridge.run_with_cache(ids, names_filter=<every hook_resid_post>),
+                    then reducing
+The peers reduce with torch.topk and the library's median (numpy's introselect), so the times
+compare the mechanisms, not two medians. The library's capture also keeps positions, signed
+values, per-dim maxima and the token tables. Each mode gets its own copy of the model: nnsight
+wraps the modules' forward methods and TransformerLens switches the model to eager attention.
+
+Times are medians over `--rounds` rounds, the modes interleaved within each round, after one
+checking pass per mode. Memory is the peak resident set size during the pass above the resident
+size before it (Linux VmHWM, reset through /proc/self/clear_refs), measured as in
+benchmarks/capture_overhead.py: the script re-runs itself with glibc returning every block of
+64 KiB or more to the system at once (MALLOC_MMAP_THRESHOLD_), so that the resident size follows
+live memory. CPU only.
+
+The checking pass compares, batch by batch, each mode's logits with the plain pass's (bit-identical,
+or the max |difference|) and its statistics with the library's (max |difference| of the top-1
+|a|, the median |a| and all top-k |a| over every layer and sequence).
+
+A peer that is not installed or cannot load the model is reported with the reason and skipped.
+The peers are an optional extra: pip install -e .[peers]
+
+  python benchmarks/peers.py                              # needs cache/models/smollm2_135m/hf (snakemake)
+  python benchmarks/peers.py --model DIR --texts corpus.parquet --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from massive import hooks
+from massive.capture import capture, median_abs  # (not massive.capture: see the note in the report)
+from massive.models import load, load_model
+from massive.sequences import sequences
+
+Stats = tuple[np.ndarray, np.ndarray]  # top-k |a| [layers, sequences, k], median |a| [layers, sequences]
+
+
+# ---------------------------------------------------------------- memory (as capture_overhead.py)
+def status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+# ---------------------------------------------------------------- statistics
+def reduce(outputs: list[torch.Tensor], k: int) -> Stats:
+    """The peers' reduction of one batch: every block's output [batch, seq, dim] -> (top-k |a|, median |a|)."""
+    top = [h.detach().float().abs().flatten(1).topk(k, dim=1).values.numpy() for h in outputs]
+    return np.stack(top), np.stack([median_abs(h) for h in outputs])
+
+
+def ours_stats(stats) -> Stats:
+    """The library's Capture as the same arrays."""
+    topk = stats.topk.sort_values(["layer", "seq_id", "rank"])
+    n_layers, n_seq = stats.n_layers, stats.layer_stats["seq_id"].nunique()
+    top = topk["abs_value"].to_numpy(np.float32).reshape(n_layers, n_seq, -1)
+    med = stats.layer_stats.sort_values(["layer", "seq_id"])["median_abs"].to_numpy(np.float32).reshape(n_layers, n_seq)
+    return top, med
+
+
+# ---------------------------------------------------------------- the modes
+# Each mode is `step(batch, seq_ids) -> (logits, stats of the batch)`; `run()` is the timed pass
+# over every batch (it makes the statistics and drops the logits).
+class Mode:
+    def __init__(self, name: str, step: Callable, run: Callable):
+        self.name, self.step, self.run = name, step, run
+
+
+def plain_mode(name: str, model, batches) -> Mode:
+    def step(batch, _seq_ids):
+        return model(batch, use_cache=False).logits, None
+
+    def run():
+        for b in batches:
+            model(b, use_cache=False)
+
+    return Mode(name, step, run)
+
+
+def ours_mode(model, ids, batches, k, bs) -> Mode:
+    def step(batch, seq_ids):
+        kept = {}
+
+        def forward(b):  # the capture's forward pass, keeping the logits to check them
+            kept["logits"] = model(b, use_cache=False).logits
+            return kept["logits"]
+
+        stats = capture(model, batch, k=k, batch_size=bs, seq_ids=seq_ids, forward=forward)
+        return kept["logits"], ours_stats(stats)
+
+    return Mode("massive.capture", step, lambda: capture(model, ids, k=k, batch_size=bs))
+
+
+def nnsight_mode(path, tok, batches, k) -> Mode:
+    from nnsight import LanguageModel
+
+    warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
+    lm = LanguageModel(load_model(path), tokenizer=tok)
+
+    def trace(batch):
+        outs = []  # (a list comprehension inside the trace does not hand its values back)
+        with lm.trace(batch, use_cache=False):
+            for blk in lm.model.layers:
+                outs.append(blk.output.save())
+            out = lm.output.save()
+        return out.logits, outs
+
+    def step(batch, _seq_ids):
+        logits, outs = trace(batch)
+        return logits, reduce(outs, k)
+
+    def run():
+        for b in batches:
+            reduce(trace(b)[1], k)
+
+    return Mode("nnsight", step, run)
+
+
+def transformer_lens_mode(path, tok, batches, k) -> Mode:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_transformers(str(path), hf_model=load_model(path), tokenizer=tok, device="cpu")
+    names = [hooks.resid_post(layer) for layer in range(bridge.cfg.n_layers)]  # the bridge's names are ours
+    keep = set(names)
+
+    def cached(batch):
+        logits, cache = bridge.run_with_cache(batch, names_filter=lambda name: name in keep)
+        return logits, [cache[name] for name in names]
+
+    def step(batch, _seq_ids):
+        logits, outs = cached(batch)
+        return logits, reduce(outs, k)
+
+    def run():
+        for b in batches:
+            reduce(cached(b)[1], k)
+
+    return Mode("transformer_lens", step, run)
+
+
+# ---------------------------------------------------------------- checking and timing
+def check(mode: Mode, batches, bs, plain_logits: list[torch.Tensor], eager_logits: list[torch.Tensor] | None) -> dict:
+    """One pass of `mode`: its logits against the plain pass's, and its statistics (arrays)."""
+    diff = eager = 0.0
+    tops, meds = [], []
+    for i, b in enumerate(batches):
+        logits, stats = mode.step(b, list(range(i * bs, i * bs + len(b))))
+        diff = max(diff, float((logits - plain_logits[i]).abs().max()))
+        if eager_logits is not None:
+            eager = max(eager, float((logits - eager_logits[i]).abs().max()))
+        if stats is not None:
+            tops.append(stats[0]), meds.append(stats[1])
+    stats = (np.concatenate(tops, axis=1), np.concatenate(meds, axis=1)) if tops else None
+    return {"logits": diff, "eager": eager if eager_logits is not None else None, "stats": stats}
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.2f}" if base > 0 else "-"
+
+
+def number(diff) -> str:
+    return "0" if diff == 0 else f"{float(diff):.1e}"
+
+
+def logit_text(diff: float | None) -> str:
+    return "-" if diff is None else "identical" if diff == 0 else f"{diff:.1e}"
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face model directory")
+    parser.add_argument("--texts", default="cache/corpora/wiki_sample.parquet", help="a Parquet file with a `text` column")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--n", type=int, default=16, help="sequences")
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--k", type=int, default=64, help="top-k |a| kept per layer and sequence")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    torch.manual_seed(args.seed)
+    model, tok = load(args.model)
+    docs = pd.read_parquet(args.texts, columns=["text"])["text"].tolist()
+    ids = sequences(tok, docs, seq_len=args.seq_len, n=args.n, seed=args.seed)
+    bs, k = args.batch_size, args.k
+    batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
+
+    modes = [plain_mode("plain", model, batches), plain_mode("plain (eager)", load_model(args.model, attn_implementation="eager"), batches),
+             ours_mode(model, ids, batches, k, bs)]
+    skipped = []
+    for name, make in (("nnsight", nnsight_mode), ("transformer_lens", transformer_lens_mode)):
+        try:
+            modes.append(make(args.model, tok, batches, k))
+        except ImportError as exc:
+            skipped.append(f"{name}: not installed ({exc}; pip install -e .[peers])")
+        except Exception as exc:  # a peer that cannot load the model: say why and go on
+            skipped.append(f"{name}: cannot load {args.model}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+
+    with torch.inference_mode():
+        plain_logits = [model(b, use_cache=False).logits for b in batches]
+        eager_logits = [modes[1].step(b, None)[0] for b in batches]
+        checks = {}
+        for mode in modes:  # the checking pass, which is also each mode's warm-up
+            try:
+                checks[mode.name] = check(mode, batches, bs, plain_logits, eager_logits)
+            except Exception as exc:
+                skipped.append(f"{mode.name}: failed on the sequences: {type(exc).__name__}: {exc}")
+        del plain_logits, eager_logits
+        modes = [m for m in modes if m.name in checks]
+        times = {m.name: [] for m in modes}
+        peaks = {m.name: 0 for m in modes}
+        for _ in range(args.rounds):
+            for mode in modes:
+                before = status_kb("VmRSS")
+                reset_peak()
+                t0 = time.perf_counter()
+                mode.run()
+                times[mode.name].append(time.perf_counter() - t0)
+                peaks[mode.name] = max(peaks[mode.name], status_kb("VmHWM") - before)
+
+    for line in skipped:
+        print("skipped", line)
+    if "massive.capture" not in checks or "plain" not in checks:
+        sys.exit("the library's capture or the plain pass failed: nothing to compare with")
+    ours = checks["massive.capture"]["stats"]
+    base_t, base_m = statistics.median(times["plain"]), peaks["plain"]
+    print(f"model {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
+          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
+    head = (f"{'mode':<17} {'time s':>7} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'logits vs plain':>16} "
+            f"{'vs eager':>10} {'Δ top-1':>9} {'Δ median':>9} {'Δ top-k':>9}")
+    print(head)
+    for mode in modes:
+        c = checks[mode.name]
+        t = statistics.median(times[mode.name])
+        if c["stats"] is None:
+            deltas = ["-"] * 3
+        else:
+            top, med = c["stats"]
+            deltas = [number(np.abs(top[..., 0] - ours[0][..., 0]).max()), number(np.abs(med - ours[1]).max()),
+                      number(np.abs(top - ours[0]).max())]
+        print(f"{mode.name:<17} {t:7.2f} {t / base_t:8.2f} {peaks[mode.name] / 1024:9.1f} {ratio(peaks[mode.name], base_m):>8} "
+              f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}")
+    print("Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,67 @@
+"""Quickstart: find the massive activations of a language model, test what they do, plot them.
+
+Sun, Chen, Kolter, Liu, "Massive Activations in Large Language Models" (COLM 2024), in one
+script of plain function calls: no Hydra, no Snakemake, no files but the model, the texts and
+the figure. Read it top to bottom, or paste it into a notebook cell by cell.
+
+  python examples/quickstart.py                      # the pipeline's cached SmolLM2-135M (run snakemake first)
+  python examples/quickstart.py --model HuggingFaceTB/SmolLM2-135M --texts my_corpus.txt --out fig.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import pandas as pd
+
+import massive
+from massive import plots
+from massive.corpora import text_documents
+
+parser = argparse.ArgumentParser(description="find, test and plot the massive activations of a language model")
+parser.add_argument("--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face directory, hub id or .gguf file")
+parser.add_argument("--texts", default="cache/corpora/wiki_sample.parquet",
+                    help="documents: a Parquet file with a `text` column, or a text file (documents separated by blank lines)")
+parser.add_argument("--out", default="layerwise.png", help="where the figure goes")
+parser.add_argument("--seq-len", type=int, default=256)
+parser.add_argument("--n", type=int, default=16, help="sequences to capture")
+args = parser.parse_args()
+
+# 1. The model and its tokenizer (float32, on the CPU; device="auto" puts it on a GPU).
+model, tok = massive.load(args.model)
+
+# 2. Token sequences, by the paper's protocol: documents sampled with a seed, joined by blank
+#    lines, tokenised once, cut into n consecutive chunks of seq_len tokens.
+if args.texts.endswith(".parquet"):
+    docs = pd.read_parquet(args.texts, columns=["text"])["text"].tolist()
+else:
+    docs = text_documents(args.texts)
+ids = massive.sequences(tok, docs, seq_len=args.seq_len, n=args.n, seed=1)
+print(f"{len(ids)} sequences x {ids.shape[1]} tokens")
+
+# 3. Capture: hooks at every block's output (blocks.L.hook_resid_post) keep the top-64 |a| of
+#    each sequence with their positions, dims and tokens, and the median |a|. Nothing else is
+#    kept, and the logits are those of a plain forward pass.
+stats = massive.capture(model, ids, k=64, tok=tok)
+print(stats.per_layer()[["layer", "median_abs", "top1_abs", "top1_over_median"]].to_string(index=False))
+
+# 4. Detect: an entry is massive when |a| > 100 and > 1000x the median |a| of its layer.
+found = massive.detect(stats, min_abs=100, min_ratio=1000)
+print(found.result["message"])
+print(found.summary[["dim", "role", "tokens", "emerge_layer", "mean_value", "ratio_at_peak"]].to_string(index=False))
+
+# 5. Intervene, and measure what it does to perplexity: set the massive activations to zero, or
+#    to their mean, at the block where they emerge (the paper's Table 2).
+chunks = massive.perplexity_chunks(tok, docs, seq_len=args.seq_len, max_chunks=16)
+print(f"perplexity, {len(chunks)} chunks x {chunks.shape[1]} tokens:")
+print(f"  none  {massive.perplexity(model, chunks).value:10.2f}")
+if found.found:
+    for name in ("zero", "mean"):
+        with massive.intervene(model, found, name, layers="emerge", tokenizer=tok) as ctx:
+            ppl = massive.perplexity(model, chunks)
+        print(f"  {name:<5} {ppl.value:10.2f}   ({ctx.changed} entries changed after block {found.emerge_layer})")
+
+# 6. One figure: top-1/2/3 and median |a| per layer (the paper's Fig. 2).
+fig = plots.layerwise(stats.layer_stats, f"{args.model}: |a| per layer")
+fig.savefig(args.out, dpi=120, bbox_inches="tight")
+print(f"figure: {args.out}")

@@ -1,0 +1,292 @@
+"""Statistics of the residual stream after every block, computed on the fly.
+
+A hook at every block's output (`blocks.L.hook_resid_post`: the residual stream after both
+residual adds, as the paper measures) reduces it at once, per sequence, in float32 whatever the
+model's dtype: the top-k |a| with their positions, dims, tokens and signed values
+(kernels.topk.top_abs_rows), the median |a|, and the max |a| per feature dim. No hidden state
+outlives its hook, so memory does not grow with depth, and the hooks return nothing, so the
+logits are bit-identical to a plain forward pass.
+
+Each block's output is checked for inf and NaN as it comes: the first block (in forward order)
+with a non-finite value stops the capture with a NonFiniteError naming the block, what it found
+and the dtype (float16 overflows above 65,504), before any statistic is made of it.
+
+Inputs are token ids (a LongTensor [n, seq_len]: a language model) or pixel values (a float
+tensor [n, 3, H, W]: a vision transformer, whose tokens are named by its layout, `[CLS]`,
+`[REG0]`.., `patch r,c`, with token_id = the position).
+
+    >>> import massive
+    >>> stats = massive.capture(model, ids, k=64, tok=tok)
+    >>> stats.per_layer()[["layer", "top1_abs", "median_abs"]].head(2)
+    >>> stats.topk.columns.tolist()
+    ['layer', 'hook', 'seq_id', 'rank', 'position', 'dim', 'token_id', 'token', 'value', 'abs_value']
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from kernels.topk import top_abs_rows
+from massive import arch, hooks
+from massive.errors import DTYPE_HINT, MassiveError, NonFiniteError
+
+
+@dataclass
+class Capture:
+    """The capture's tables (schemas in README.md, "Result tables").
+
+    layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs
+    topk         one row per (layer, sequence, rank): layer, hook, seq_id, rank, position, dim,
+                 token_id, token, value (signed), abs_value
+    dim_max      one row per (layer, dim): layer, hook, dim, max_abs (None when not at hand,
+                 e.g. tables read back for detection only)
+    vision       whether the inputs were images (tokens named by the ViT layout)
+    """
+
+    layer_stats: pd.DataFrame
+    topk: pd.DataFrame
+    dim_max: pd.DataFrame | None = None
+    vision: bool = False
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.layer_stats["layer"].max()) + 1
+
+    @property
+    def k(self) -> int:
+        """The top-k entries kept per layer and sequence."""
+        return int(self.topk["rank"].max()) + 1
+
+    def per_layer(self) -> pd.DataFrame:
+        """One row per layer: layer, hook, median_abs and top1_abs (means over the sequences),
+        top1_over_median.
+
+            >>> stats.per_layer().set_index("layer")["top1_over_median"].idxmax()
+            11
+        """
+        agg = self.layer_stats.groupby(["layer", "hook"], as_index=False)[["median_abs", "top1_abs"]].mean()
+        agg["top1_over_median"] = agg["top1_abs"] / agg["median_abs"].clip(lower=1e-12)
+        return agg
+
+
+def check_output(h: torch.Tensor, name: str, seq_ids: Sequence | str | None = None) -> None:
+    """Nothing when block output `h` [batch, ...] is finite; else a NonFiniteError naming the
+    block, how many inf and NaN it holds, the first sequence with one (`seq_ids` number the rows,
+    or a string names the input) and the dtype.
+
+        >>> check_output(torch.tensor([[1.0, float("inf")]]).half(), "blocks.3.hook_resid_post")
+        NonFiniteError: capture: block 3's output (blocks.3.hook_resid_post) holds 1 inf (first in sequence 0): the
+        first block with a non-finite value (dtype float16; run the model in float32 or bfloat16 ...)
+    """
+    finite = torch.isfinite(h)
+    if bool(finite.all()):
+        return
+    n_inf, n_nan = int(torch.isinf(h).sum()), int(torch.isnan(h).sum())
+    found = " and ".join(f"{n} {what}" for n, what in ((n_inf, "inf"), (n_nan, "NaN")) if n)
+    row = int(torch.nonzero(~finite.reshape(len(h), -1).all(dim=1))[0])
+    at = seq_ids if isinstance(seq_ids, str) else f"sequence {seq_ids[row] if seq_ids is not None else row}"
+    dtype = str(h.dtype).replace("torch.", "")
+    raise NonFiniteError(f"capture: block {hooks.layer_of(name)}'s output ({name}) holds {found} (first in {at}): "
+                         f"the first block with a non-finite value (dtype {dtype}; {DTYPE_HINT})")
+
+
+def median_abs(h: torch.Tensor) -> np.ndarray:
+    """The median |a| of each sequence h[i] (the lower middle value, as torch.median), in float32.
+
+    On the CPU numpy's introselect is about 7x faster than torch.median; on a GPU torch is used.
+
+        >>> median_abs(torch.tensor([[[1.0, -3.0], [2.0, 5.0]]]))
+        array([2.], dtype=float32)
+    """
+    a = h.detach().to(torch.float32).abs().reshape(h.shape[0], -1)
+    m = (a.shape[1] - 1) // 2
+    if a.is_cuda:
+        return a.median(dim=1).values.cpu().numpy()
+    return np.partition(a.numpy(), m, axis=1)[:, m]
+
+
+class Reducer:
+    """The capture's hook function: reduces each block output it is given, per sequence, in
+    float32, and keeps only the reductions. Set `batch(seq_ids, token_ids)` before each forward
+    pass (token_ids None: images, the token id is the position).
+
+        >>> reducer = Reducer(k=8)
+        >>> with hooks.hooked(model, reducer.hooks(model)):
+        ...     reducer.batch([0, 1], ids)
+        ...     model(ids)
+        >>> layer_stats, topk, dim_max = reducer.tables(lambda ids: {i: str(i) for i in ids})
+    """
+
+    def __init__(self, k: int, backend: str = "auto"):
+        self.k, self.backend = k, backend
+        self.seq_ids: list[int] = []
+        self.token_ids: torch.Tensor | None = None
+        self.seq_len = 0
+        self.layer_rows: list[dict] = []
+        self.topk_rows: dict[str, list] = defaultdict(list)
+        self.dim_max: dict[int, torch.Tensor] = {}
+
+    def hooks(self, model: nn.Module) -> dict:
+        """{hook name: self} for every block's output."""
+        return {name: self for name in hooks.names(model, "blocks.*.hook_resid_post")}
+
+    def batch(self, seq_ids: Sequence[int], token_ids: torch.Tensor | None = None) -> None:
+        self.seq_ids, self.token_ids = list(seq_ids), token_ids
+
+    def __call__(self, h: torch.Tensor, name: str) -> None:
+        layer = hooks.layer_of(name)
+        n, d = len(self.seq_ids), h.shape[-1]
+        h = h[:n]
+        check_output(h, name, self.seq_ids)
+        if self.k > h[0].numel():
+            raise MassiveError(f"k={self.k} is above the {h[0].numel()} entries of one layer and sequence "
+                               f"({h.shape[1]} tokens x {d} dims)")
+        r = top_abs_rows(h, self.k, backend=self.backend)
+        medians = median_abs(h)
+        top, idx, signed = r.values.cpu().numpy(), r.indices.cpu().numpy(), r.signed.cpu().numpy()
+        pos, dim = idx // d, idx % d
+        k = top.shape[1]
+        for b, seq_id in enumerate(self.seq_ids):
+            self.layer_rows.append({"layer": layer, "hook": name, "seq_id": seq_id, "median_abs": float(medians[b]),
+                                    "top1_abs": top[b, 0], "top2_abs": top[b, min(1, k - 1)], "top3_abs": top[b, min(2, k - 1)]})
+        rows = self.topk_rows
+        rows["layer"].append(np.full(n * k, layer))
+        rows["seq_id"].append(np.repeat(np.asarray(self.seq_ids), k))
+        rows["rank"].append(np.tile(np.arange(k), n))
+        rows["position"].append(pos.ravel())
+        rows["dim"].append(dim.ravel())
+        ids = pos if self.token_ids is None else np.take_along_axis(self.token_ids[:n].cpu().numpy(), pos, axis=1)
+        rows["token_id"].append(ids.ravel())
+        rows["value"].append(signed.ravel())
+        rows["abs_value"].append(top.ravel())
+        self.seq_len = h.shape[1]
+        dm = r.dim_max.amax(dim=0).cpu()
+        self.dim_max[layer] = dm if layer not in self.dim_max else torch.maximum(self.dim_max[layer], dm)
+
+    def tables(self, token_names: Callable[[np.ndarray], dict[int, str]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        """(layer_stats, topk, dim_max), sorted; `token_names(token_ids)` names the tokens."""
+        layer_stats = pd.DataFrame(self.layer_rows).sort_values(["layer", "seq_id"], kind="stable").reset_index(drop=True)
+        topk = pd.DataFrame({key: np.concatenate(v) for key, v in self.topk_rows.items()})
+        topk.insert(topk.columns.get_loc("token_id") + 1, "token", topk["token_id"].map(token_names(topk["token_id"].to_numpy())))
+        topk.insert(1, "hook", topk["layer"].map(hooks.resid_post))
+        topk = topk.sort_values(["layer", "seq_id", "rank"], kind="stable").reset_index(drop=True)
+        dim_max = pd.DataFrame([{"layer": layer, "hook": hooks.resid_post(layer), "dim": d, "max_abs": float(v)}
+                                for layer, m in sorted(self.dim_max.items()) for d, v in enumerate(m.tolist())])
+        return layer_stats, topk, dim_max
+
+
+def decoder(tok) -> Callable[[np.ndarray], dict[int, str]]:
+    """token ids -> {id: text}: each id decoded alone by `tok` (its text as a table shows it), or
+    the id as a string when there is no tokenizer."""
+    if tok is None:
+        return lambda ids: {int(i): str(int(i)) for i in np.unique(ids)}
+    return lambda ids: {int(i): tok.decode([int(i)]) for i in np.unique(ids)}
+
+
+def _device(model: nn.Module, device) -> torch.device:
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def default_forward(model: nn.Module, device=None) -> Callable[[torch.Tensor], object]:
+    """How a batch goes through `model`: token ids as input_ids (no KV cache), pixel values
+    with arch.forward_kwargs (MAE keeps every patch in place)."""
+    device = _device(model, device)
+
+    def forward(batch: torch.Tensor):
+        if batch.is_floating_point():
+            return model(**arch.forward_kwargs(model, batch.to(device)))
+        return model(batch.to(device), use_cache=False)
+
+    return forward
+
+
+def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch_size: int = 4,
+            backend: str = "auto", seq_ids: Sequence[int] | None = None, device=None,
+            forward: Callable[[torch.Tensor], object] | None = None,
+            progress: Callable | None = None) -> Capture:
+    """The per-layer statistics of `inputs`: token ids [n, seq_len] (a language model; `tok`
+    names the tokens, else they are named by their id) or pixel values [n, 3, H, W] (a ViT;
+    tokens named by its layout). `seq_ids` number the sequences (default 0..n-1); `forward(batch)`
+    replaces the default forward pass; `backend` picks the top-k path (auto | torch | triton);
+    `progress` wraps the batch iterator (e.g. tqdm).
+
+        >>> stats = capture(model, ids, k=64, tok=tok)
+        >>> stats.layer_stats.groupby("layer")["top1_abs"].mean().idxmax()
+        11
+        >>> capture(vit, pixels, k=16).topk["token"].iloc[0]
+        '[REG3]'
+    """
+    vision = inputs.is_floating_point()
+    seq_ids = list(range(len(inputs))) if seq_ids is None else list(seq_ids)
+    if len(seq_ids) != len(inputs):
+        raise MassiveError(f"{len(seq_ids)} seq_ids for {len(inputs)} inputs")
+    forward = forward or default_forward(model, device)
+    reducer = Reducer(k, backend)
+    starts = range(0, len(inputs), batch_size)
+    with torch.inference_mode(), hooks.hooked(model, reducer.hooks(model)):
+        for start in (progress(starts) if progress else starts):
+            batch = inputs[start : start + batch_size]
+            reducer.batch(seq_ids[start : start + batch_size], None if vision else batch)
+            forward(batch)
+    if vision:
+        lay = arch.layout(model.config, inputs.shape, reducer.seq_len)
+        names = lambda ids: {p: lay.name(p) for p in range(reducer.seq_len)}  # noqa: E731
+    else:
+        names = decoder(tok)
+    layer_stats, topk, dim_max = reducer.tables(names)
+    return Capture(layer_stats=layer_stats, topk=topk, dim_max=dim_max, vision=vision)
+
+
+def full_stream(model: nn.Module, forward: Callable[[], object]) -> dict[int, np.ndarray]:
+    """{layer: the whole residual stream [positions, dims] after the block, float32} for the first
+    input of the one forward pass `forward()`.
+
+        >>> stream = full_stream(model, lambda: model(ids))
+        >>> stream[11].shape
+        (9, 576)
+    """
+    out: dict[int, np.ndarray] = {}
+
+    def keep(h: torch.Tensor, name: str) -> None:
+        check_output(h[:1], name, "the prompt")
+        out[hooks.layer_of(name)] = h[0].detach().to(torch.float32).cpu().numpy()
+
+    with torch.inference_mode(), hooks.hooked(model, {name: keep for name in hooks.names(model, "blocks.*.hook_resid_post")}):
+        forward()
+    return out
+
+
+def prompt_table(stream: dict[int, np.ndarray], token_ids: Sequence[int], tokens: Sequence[str]) -> pd.DataFrame:
+    """One row per (layer, position) of a full stream: layer, hook, position, token_id, token,
+    values (the whole signed vector): capture/prompt.parquet.
+
+        >>> prompt_table(full_stream(model, lambda: model(ids)), ids[0].tolist(), ["Summer", " is", ...])
+    """
+    return pd.DataFrame([{"layer": layer, "hook": hooks.resid_post(layer), "position": pos, "token_id": token_ids[pos],
+                          "token": tokens[pos], "values": h[pos]} for layer, h in stream.items() for pos in range(h.shape[0])])
+
+
+def prompt(model: nn.Module, inputs: torch.Tensor, tok=None, device=None) -> pd.DataFrame:
+    """The prompt table of one input: token ids [1, n] (the paper's Fig. 1 prompt, named by
+    `tok`) or pixel values [1, 3, H, W] (one image, named by the ViT layout).
+
+        >>> ids = massive.encode_prompt(tok, "Summer is warm. Winter is cold.")
+        >>> prompt(model, ids, tok).query("layer == 11").shape
+        (9, 6)
+    """
+    forward = default_forward(model, device)
+    stream = full_stream(model, lambda: forward(inputs[:1]))
+    n = next(iter(stream.values())).shape[0]
+    if inputs.is_floating_point():
+        lay = arch.layout(model.config, inputs.shape, n)
+        return prompt_table(stream, list(range(n)), [lay.name(p) for p in range(n)])
+    ids = [int(i) for i in inputs[0]]
+    names = decoder(tok)(np.asarray(ids))
+    return prompt_table(stream, ids, [names[i] for i in ids])

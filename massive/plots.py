@@ -1,0 +1,285 @@
+"""Every figure of the project: tables (and tensors) in, a matplotlib `Figure` out.
+
+Nothing here reads or writes a file or touches pyplot's global state: each function builds a
+`Figure` on its own Agg canvas, so it works the same in a script, a worker process or a notebook
+(where a returned figure displays itself). Saving is the caller's job (`fig.savefig(path)`).
+
+    >>> import pandas as pd
+    >>> from massive import plots
+    >>> stats = pd.DataFrame({"layer": [0, 1], "top1_abs": [3.0, 900.0], "top2_abs": [2.0, 80.0],
+    ...                       "top3_abs": [1.5, 40.0], "median_abs": [0.4, 0.5]})
+    >>> fig = plots.layerwise(stats, "tiny on news")
+    >>> fig.savefig("layerwise.png", dpi=150, bbox_inches="tight")  # doctest: +SKIP
+
+Figures of one model and corpus (rule figures): `layerwise`, `prompt_3d`, `roles_table`,
+`token_map`; of a sweep's ablation: `ablation`; of attention: `heatmaps`, `sink_curve`; of the
+retraining comparison: `train_emergence`, `train_layerwise`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def new_figure(figsize: tuple[float, float]) -> Figure:
+    """An empty figure on its own Agg canvas (no pyplot, nothing to close).
+
+        >>> fig = new_figure((4, 3)); ax = fig.subplots()
+    """
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+# ---------------------------------------------------------------- one model on one corpus
+def layerwise(layer_stats: pd.DataFrame, title: str) -> Figure:
+    """Top-1, top-2, top-3 and median |a| per layer, averaged over sequences, log axis (the paper's Fig. 2).
+
+    `layer_stats`: capture's layer_stats table (layer, top1_abs, top2_abs, top3_abs, median_abs, ...).
+
+        >>> fig = layerwise(read_table("results/m/c/capture/layer_stats.parquet"), "m on c")  # doctest: +SKIP
+    """
+    agg = layer_stats.groupby("layer")[["top1_abs", "top2_abs", "top3_abs", "median_abs"]].mean()
+    fig = new_figure((6, 3.6))
+    ax = fig.subplots()
+    for col, label, style in [("top1_abs", "top 1", "o-"), ("top2_abs", "top 2", "s-"), ("top3_abs", "top 3", "^-"), ("median_abs", "median", "x--")]:
+        ax.plot(agg.index, agg[col], style, ms=3, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (blocks.L.hook_resid_post)")
+    ax.set_ylabel("|a|")
+    ax.set_title(title)
+    ax.legend(frameon=False, ncol=4, fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def prompt_3d(prompt: pd.DataFrame, layer: int, title: str) -> Figure:
+    """|a| over token x feature dim at one layer (the paper's Fig. 1), the three largest entries named.
+
+    `prompt`: capture's prompt table (layer, position, token, values: one vector per token).
+
+        >>> fig = prompt_3d(read_table("results/m/c/capture/prompt.parquet"), 15, "m: 'Summer is warm.'")  # doctest: +SKIP
+    """
+    rows = prompt[prompt["layer"] == layer].sort_values("position")
+    values = np.abs(np.stack(rows["values"].to_numpy()))  # [tokens, dims]
+    n_tok, n_dim = values.shape
+    fig = new_figure((7, 4.5))
+    ax = fig.add_subplot(projection="3d")
+    dims = np.arange(n_dim)
+    for t in range(n_tok):
+        ax.plot(dims, np.full(n_dim, t), values[t], lw=0.8)
+    top = np.dstack(np.unravel_index(np.argsort(values.ravel())[::-1][:3], values.shape))[0]
+    for t, d in top:
+        ax.text(d, t, values[t, d], f"dim {d}", fontsize=7)
+    ticks = np.unique(np.r_[np.linspace(0, n_tok - 1, min(n_tok, 8)).round().astype(int), top[:, 0]])
+    labels = rows["token"].tolist()
+    ax.set_yticks(ticks)
+    ax.set_yticklabels([repr(labels[t])[1:-1] for t in ticks], fontsize=7)
+    ax.set_xlabel("feature dim")
+    ax.set_zlabel("|a|")
+    ax.set_title(f"{title}\nblocks.{layer}.hook_resid_post", fontsize=9)
+    ax.view_init(elev=25, azim=-60)
+    return fig
+
+
+ROLE_COLUMNS = ["dim", "role", "tokens", "emerge_layer", "fade_layer", "peak_layer", "mean_value", "ratio_at_peak"]
+
+
+def roles_table(summary: pd.DataFrame, title: str) -> Figure:
+    """The detection summary drawn as a table: dims, token roles, tokens, layers, magnitude.
+
+        >>> fig = roles_table(read_table("results/m/c/detect/summary.parquet"), "massive activations: m on c")  # doctest: +SKIP
+    """
+    cols = ROLE_COLUMNS
+    if summary.empty:
+        cells = [["none found"] + [""] * (len(cols) - 1)]
+    else:
+        s = summary[cols].copy()
+        s["tokens"] = s["tokens"].str.slice(0, 40)
+        s["mean_value"] = s["mean_value"].map(lambda v: f"{v:.1f}")
+        s["ratio_at_peak"] = s["ratio_at_peak"].map(lambda v: f"{v:.0f}x")
+        s["fade_layer"] = s["fade_layer"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
+        cells = s.astype(str).values.tolist()
+    fig = new_figure((10, 0.5 + 0.3 * (len(cells) + 1)))
+    ax = fig.subplots()
+    ax.axis("off")
+    table = ax.table(cellText=cells, colLabels=cols, loc="center", cellLoc="left")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
+    table.auto_set_column_width(list(range(len(cols))))
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def token_map(prompt: pd.DataFrame, title: str, shown: int = 40) -> Figure:
+    """Max |a| over dims for every token (rows) after every block (columns), log color.
+
+    With more than `shown` tokens (a ViT's patches), the first 6 (CLS, registers) and the largest others.
+
+        >>> fig = token_map(read_table("results/m/c/capture/prompt.parquet"), "m: 'Summer is warm.'")  # doctest: +SKIP
+    """
+    grid = prompt.assign(max_abs=[float(np.abs(v).max()) for v in prompt["values"]]).pivot(
+        index="position", columns="layer", values="max_abs")
+    tokens = prompt[prompt["layer"] == prompt["layer"].min()].set_index("position")["token"]
+    n_tok = len(grid)
+    if n_tok > shown:  # a ViT's hundreds of patches: the first tokens (CLS, registers) and the largest others
+        first = np.arange(6)
+        largest = [p for p in np.argsort(grid.max(axis=1).to_numpy())[::-1] if p not in first][: shown - len(first)]
+        keep = np.sort(np.r_[first, largest])
+        grid, title = grid.iloc[keep], f"{title}\nthe first 6 and the {shown - 6} largest of {n_tok} tokens"
+    fig = new_figure((min(12, 3 + 0.25 * grid.shape[1]), 1.5 + 0.18 * len(grid)))
+    ax = fig.subplots()
+    image = ax.imshow(np.log10(grid.to_numpy().clip(min=1e-6)), aspect="auto", interpolation="nearest", cmap="magma")
+    ax.set_yticks(range(len(grid)))
+    ax.set_yticklabels([repr(tokens.loc[p])[1:-1] for p in grid.index], fontsize=6)
+    ax.set_xticks(range(grid.shape[1]))
+    ax.set_xticklabels(grid.columns, fontsize=6)
+    ax.set_xlabel("layer (blocks.L.hook_resid_post)")
+    ax.set_ylabel("token")
+    fig.colorbar(image, ax=ax, label="log10 max |a| over dims")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+# ---------------------------------------------------------------- a sweep's ablation
+def ablation(table: pd.DataFrame) -> Figure:
+    """Perplexity per intervention, one bar group per (model, corpus, layers), log axis.
+
+        >>> t = pd.DataFrame({"model": "m", "corpus": "c", "layers": "emerge",
+        ...                   "intervention": ["none", "zero"], "perplexity": [20.0, 4000.0]})
+        >>> fig = ablation(t)
+    """
+    runs = table.groupby(["model", "corpus", "layers"], sort=True)
+    order = list(dict.fromkeys(table["intervention"]))
+    fig = new_figure((max(5, 1.2 * len(order) * max(1, runs.ngroups) / 2), 3.6))
+    ax = fig.subplots()
+    width = 0.8 / max(1, runs.ngroups)
+    for i, ((model, corpus, layers), g) in enumerate(runs):
+        g = g.set_index("intervention").reindex(order)
+        ax.bar(np.arange(len(order)) + i * width, g["perplexity"], width, label=f"{model} / {corpus} / {layers}")
+    ax.set_xticks(np.arange(len(order)) + width * (runs.ngroups - 1) / 2)
+    ax.set_xticklabels(order)
+    ax.set_yscale("log")
+    ax.set_ylabel("perplexity")
+    ax.legend(frameon=False, fontsize=7)
+    ax.grid(alpha=0.3, axis="y", which="both")
+    return fig
+
+
+# ---------------------------------------------------------------- attention
+def heatmaps(kept: dict, layers: list[int], tokens: list[str], emerge: int | None, title: str) -> Figure:
+    """Head-mean attention logits of one prompt at a few layers (the paper's Fig. 5).
+
+    `kept[layer]["logits"]`: a [batch, heads, queries, keys] tensor, -inf where masked (shown blank).
+
+        >>> logits = torch.randn(1, 2, 3, 3).tril().masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf"))
+        >>> fig = heatmaps({0: {"logits": logits}}, [0], ["a", "b", "c"], None, "m: 'abc'")
+    """
+    fig = new_figure((3.6 * len(layers), 3.4))
+    axes = fig.subplots(1, len(layers), squeeze=False)
+    labels = [repr(t)[1:-1] for t in tokens]
+    for ax, layer in zip(axes[0], layers):
+        lg = kept[layer]["logits"][0].mean(0)  # head mean of the visible logits [queries, keys]
+        lg = torch.where(torch.isfinite(lg), lg, torch.tensor(float("nan"))).numpy()
+        im = ax.imshow(lg, cmap="coolwarm", interpolation="nearest")
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        held = "yes" if emerge is not None and layer > emerge else "no"
+        ax.set_title(f"layer {layer} (massive in input: {held})", fontsize=8)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(f"{title}: attention logits, mean over heads", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def sink_curve(layers: pd.DataFrame, emerge: int | None, concentration: int | None, title: str) -> Figure:
+    """Per-layer attention on the first and the massive tokens (and the Sink_1 share), beside top-1 / median |a|.
+
+    `layers`: the attention rule's layers table (layer, mass_first, mass_massive, sink_1_share[, top1_over_median]).
+
+        >>> t = pd.DataFrame({"layer": [0, 1], "mass_first": [0.2, 0.9], "mass_massive": [0.2, 0.9],
+        ...                   "sink_1_share": [0.0, 1.0], "top1_over_median": [3.0, 2000.0]})
+        >>> fig = sink_curve(t, emerge=0, concentration=1, title="m on c")
+    """
+    fig = new_figure((10, 3.4))
+    a, b = fig.subplots(1, 2)
+    a.plot(layers["layer"], layers["mass_first"], "o-", ms=3, label="on first token")
+    a.plot(layers["layer"], layers["mass_massive"], "s--", ms=3, label="on massive tokens")
+    a.plot(layers["layer"], layers["sink_1_share"], "^:", ms=3, label="Sink_1 share of heads")
+    a.set_ylim(-0.02, 1.02)
+    a.set_xlabel("layer (attention of block L)")
+    a.set_ylabel("mean attention (queries >= 1)")
+    if concentration is not None:
+        a.axvline(concentration, color="grey", ls="--", lw=0.8, label=f"concentration (layer {concentration})")
+    if emerge is not None:
+        a.axvline(emerge + 0.5, color="C3", ls=":", lw=0.8, label=f"massive from block {emerge}'s output")
+    a.legend(frameon=False, fontsize=7)
+    a.grid(alpha=0.3)
+    if "top1_over_median" in layers:
+        b.plot(layers["layer"], layers["top1_over_median"], "o-", ms=3, color="C3")
+        b.set_yscale("log")
+    b.set_xlabel("layer (blocks.L.hook_resid_post)")
+    b.set_ylabel("top-1 |a| / median |a|")
+    if emerge is not None:
+        b.axvline(emerge, color="C3", ls=":", lw=0.8)
+    b.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------- retraining comparison
+def train_emergence(histories: dict[str, pd.DataFrame]) -> Figure:
+    """Against the training step, per variant: top-1/median, first-position/median, Sink_1, slot attention.
+
+    `histories[variant]`: its metrics table (step, top1_over_median, first_over_median, sink1, slot_attn per layer).
+
+        >>> m = pd.DataFrame({"step": [0, 0, 10, 10], "top1_over_median": [2.0, 3.0, 40.0, 90.0],
+        ...                   "first_over_median": [1.0, 1.0, 30.0, 80.0], "sink1": [0.0, 0.0, 0.5, 0.5],
+        ...                   "slot_attn": [0.0, 0.0, 0.0, 0.0]})
+        >>> fig = train_emergence({"softmax": m})
+    """
+    fig = new_figure((19, 4.2))
+    axes = fig.subplots(1, 4)
+    for variant, m in histories.items():
+        per_step = m.groupby("step").agg(top=("top1_over_median", "max"), first=("first_over_median", "max"),
+                                         sink1=("sink1", "first"), slot=("slot_attn", "max"))
+        axes[0].plot(per_step.index, per_step["top"], marker=".", label=variant)
+        axes[1].plot(per_step.index, per_step["first"], marker=".", label=variant)
+        axes[2].plot(per_step.index, per_step["sink1"], marker=".", label=variant)
+        axes[3].plot(per_step.index, per_step["slot"], marker=".", label=variant)
+    axes[0].set(title="largest top-1 |a| / median over layers", xlabel="step", yscale="log")
+    axes[1].set(title="first position: largest |a| / median (max over layers)", xlabel="step", yscale="log")
+    axes[2].set(title="Sink_1 (share of heads: first-token attention > threshold)", xlabel="step", ylim=(-0.05, 1.05))
+    axes[3].set(title="attention on the bias slot (max over layers)", xlabel="step", ylim=(-0.05, 1.05))
+    axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def train_layerwise(finals: dict[str, list[dict]]) -> Figure:
+    """Per variant at the final step: top-1/median and the first position's largest |a| after each block.
+
+    `finals[variant]`: one dict per layer with layer, top1_over_median, first_abs.
+
+        >>> fig = train_layerwise({"softmax": [{"layer": 0, "top1_over_median": 3.0, "first_abs": 1.0},
+        ...                                    {"layer": 1, "top1_over_median": 90.0, "first_abs": 60.0}]})
+    """
+    fig = new_figure((11, 4.2))
+    axes = fig.subplots(1, 2)
+    x = []
+    for variant, layers in finals.items():
+        x = [r["layer"] for r in layers]
+        axes[0].plot(x, [r["top1_over_median"] for r in layers], marker="o", label=variant)
+        axes[1].plot(x, [r["first_abs"] for r in layers], marker="o", label=variant)
+    axes[0].set(title="top-1 |a| / median |a| after each block (final step)", xlabel="layer", yscale="log")
+    axes[1].set(title="first position: largest |a| after each block", xlabel="layer", yscale="log")
+    for ax in axes:
+        ax.set_xticks(x)
+    axes[0].legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,49 @@
+"""Zero-shot accuracy through EleutherAI's lm-evaluation-harness, for a model as it is hooked now.
+
+The paper's second test of "massive activations are fixed biases": accuracy on BoolQ, PIQA,
+WinoGrande, ARC-Easy and ARC-Challenge with the massive activations zeroed or set to their mean.
+`evaluate` wraps the loaded model in the harness's HFLM, so the hooks of an intervention that is
+active (massive.intervene) apply to every forward pass the harness makes. Tasks are the
+harness's (datasets from the Hugging Face hub), or local task YAMLs in a folder (`include`).
+Needs the optional extra: pip install -e '.[zeroshot]'.
+
+    >>> with massive.intervene(model, found, "zero", tokenizer=tok):
+    ...     table = evaluate(model, tok, ["piqa", "arc_easy"], limit=100)
+    >>> list(table.columns)
+    ['task', 'metric', 'value', 'stderr']
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+from torch import nn
+
+from massive.errors import MassiveError
+
+
+def evaluate(model: nn.Module, tok, tasks: list[str], include: str | None = None, limit: int | None = None,
+             batch_size: int = 4, seed: int = 1) -> pd.DataFrame:
+    """One row per (task, metric) from the harness (columns task, metric, value, stderr; stderr
+    NaN where the harness gives none), for `model` as it is hooked now. `include`: a folder of
+    local task YAMLs; `limit`: examples per task (None: all); `seed`: every seed of the harness."""
+    try:
+        from lm_eval import simple_evaluate
+        from lm_eval.models.huggingface import HFLM
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise MassiveError("zero-shot evaluation needs lm-eval (pip install -e '.[zeroshot]')") from None
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
+    manager = TaskManager(include_path=include) if include else TaskManager()
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise MassiveError(f"unknown zero-shot task {unknown[0]!r}")
+    out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit, random_seed=seed,
+                          numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=False)
+    rows = []
+    for task, metrics in out["results"].items():
+        for key, value in metrics.items():
+            name, _, _filter = key.partition(",")
+            if isinstance(value, (int, float)) and not name.endswith("_stderr") and name != "alias":
+                rows.append({"task": task, "metric": name, "value": float(value),
+                             "stderr": float(metrics.get(f"{name}_stderr,{_filter}", float("nan")) or float("nan"))})
+    return pd.DataFrame(rows)

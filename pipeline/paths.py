@@ -1,0 +1,133 @@
+"""Every file the pipeline reads or writes, as a path relative to the working directory.
+
+One function per file or folder, of plain names. The Snakefile (rules/*.smk) calls them with
+wildcards to get its patterns, pipeline/io.py calls them with a composed config's names to get
+the files a rule reads and writes, so the DAG and the modules agree on every name. No Hydra or
+OmegaConf here: this module is plain strings.
+
+    >>> fetched("gpt2")
+    'cache/models/gpt2/fetched.json'
+    >>> fetched("{model}")  # a Snakemake pattern
+    'cache/models/{model}/fetched.json'
+    >>> ablate_file("gpt2", "wikitext2", "2_3", "perplexity.parquet")  # ablate.layers=[2,3]
+    'results/gpt2/wikitext2/ablate/2_3/perplexity.parquet'
+"""
+
+from __future__ import annotations
+
+CACHE = "cache"  # the defaults of paths.cache and paths.results (pipeline/config.py)
+RESULTS = "results"
+LOGS = "logs"
+
+# The outputs of each rule: the Snakefile's output lists and the report read these.
+CAPTURE_TABLES = ("layer_stats", "topk", "dim_max", "prompt")
+DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "summary.json")
+FIGURES = ("layerwise", "prompt_3d", "roles", "token_map")
+ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
+                   "sink_curve.png", "summary.json")
+ABLATION_EXTS = ("parquet", "png", "html")
+TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")
+FETCHED = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
+
+# The path-safe forms of ablate.layers (pipeline.config.layers_slug): emerge, all, or block
+# indices joined by "_" (2_3 for ablate.layers=[2,3]): the {layers} of the ablate folders.
+LAYERS_SLUG = r"emerge|all|[0-9]+(?:_[0-9]+)*"
+
+
+# ---------------------------------------------------------------- the cache (fetch_model, fetch_corpus)
+def model_dir(model: str, cache: str = CACHE) -> str:
+    """The model's folder: Hugging Face format, converted once from GGUF where needed."""
+    return f"{cache}/models/{model}"
+
+
+def fetched(model: str, cache: str = CACHE) -> str:
+    """The marker fetch_model writes last: it names the Hugging Face directory."""
+    return f"{model_dir(model, cache)}/{FETCHED}"
+
+
+def corpus_file(corpus: str, cache: str = CACHE) -> str:
+    return f"{cache}/corpora/{corpus}.parquet"
+
+
+def corpus_run_dir(corpus: str, cache: str = CACHE) -> str:
+    """fetch_corpus's Hydra run directory (the composed config of the fetch)."""
+    return f"{cache}/corpora/.runs/{corpus}"
+
+
+# ---------------------------------------------------------------- per model and corpus
+def pair_dir(model: str, corpus: str, results: str = RESULTS) -> str:
+    return f"{results}/{model}/{corpus}"
+
+
+def tokens_file(model: str, corpus: str, results: str = RESULTS) -> str:
+    return f"{pair_dir(model, corpus, results)}/tokens.parquet"
+
+
+def run_dir(model: str, corpus: str, stage: str, results: str = RESULTS) -> str:
+    """A stage's folder: capture, detect, figures, attention, ablate."""
+    return f"{pair_dir(model, corpus, results)}/{stage}"
+
+
+def capture_table(model: str, corpus: str, table: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'capture', results)}/{table}.parquet"
+
+
+def detect_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'detect', results)}/{name}"
+
+
+def figure(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'figures', results)}/{name}.png"
+
+
+def attention_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'attention', results)}/{name}"
+
+
+def ablate_dir(model: str, corpus: str, layers: str, results: str = RESULTS) -> str:
+    """One ablation's folder; `layers` is the path-safe form (layers_slug): emerge, all, 2_3."""
+    return f"{run_dir(model, corpus, 'ablate', results)}/{layers}"
+
+
+def ablate_file(model: str, corpus: str, layers: str, name: str, results: str = RESULTS) -> str:
+    """perplexity.parquet (ablate), zeroshot.parquet (zeroshot), images.parquet (ablate_images)."""
+    return f"{ablate_dir(model, corpus, layers, results)}/{name}"
+
+
+# ---------------------------------------------------------------- per sweep
+def ablation_file(sweep: str, ext: str, results: str = RESULTS) -> str:
+    return f"{results}/ablation_{sweep}.{ext}"
+
+
+def report_file(sweep: str, results: str = RESULTS) -> str:
+    return f"{results}/report_{sweep}.html"
+
+
+def sweep_run_dir(rule: str, sweep: str, results: str = RESULTS) -> str:
+    """The Hydra run directory of a rule that reads the whole sweep (ablation, report)."""
+    return f"{results}/.runs/{rule}_{sweep}"
+
+
+# ---------------------------------------------------------------- training (rules/train.smk)
+def train_dir(name: str, results: str = RESULTS) -> str:
+    return f"{results}/train/{name}"
+
+
+def train_file(name: str, file: str, results: str = RESULTS) -> str:
+    """A comparison output of train_compare (TRAIN_COMPARE_FILES)."""
+    return f"{train_dir(name, results)}/{file}"
+
+
+def train_run_file(name: str, variant: str, file: str, results: str = RESULTS) -> str:
+    """metrics.parquet and checkpoint.pt of one trained variant."""
+    return f"{train_dir(name, results)}/{variant}/{file}"
+
+
+def train_compare_run_dir(name: str, results: str = RESULTS) -> str:
+    return f"{train_dir(name, results)}/.runs/compare"
+
+
+# ---------------------------------------------------------------- logs
+def log(rule: str, *names: str) -> str:
+    """logs/<rule>/<name>/.../<last>.log"""
+    return f"{LOGS}/{'/'.join((rule, *names))}.log"

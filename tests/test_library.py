@@ -1,0 +1,117 @@
+"""The shape of the project: the library imports no Hydra, OmegaConf or W&B; no module imports
+in a cycle; rule modules are thin and import no other rule module; the public API documents
+itself."""
+
+import ast
+import inspect
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+PACKAGES = ("massive", "pipeline", "kernels")
+RULE_LIMIT = 130  # lines of a rule module ("about 120")
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).glob("*.py")):
+            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+            out[name] = ast.parse(path.read_text(), filename=str(path))
+    return out
+
+
+def imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """The project modules a module imports anywhere in its body (lazy imports included)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name not in PACKAGES:  # a package __init__ is no edge
+                found.add(name)
+    return found
+
+
+def rules() -> list[str]:
+    """The rule modules: the pipeline modules that are an entry point (`cli.main(...)`)."""
+    return [name for name, tree in modules().items() if name.startswith("pipeline.")
+            and "cli.main(" in ast.unparse(tree) and name not in ("pipeline.cli",)]
+
+
+def test_library_imports_no_hydra_omegaconf_or_wandb():
+    code = ("import sys, massive, pkgutil, importlib\n"
+            "for m in pkgutil.iter_modules(massive.__path__):\n"
+            "    importlib.import_module('massive.' + m.name)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'wandb', 'pipeline'))\n"
+            "print(','.join(bad))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", f"the library loaded {proc.stdout.strip()}"
+
+
+def test_no_import_cycle():
+    mods = modules()
+    graph = {name: imports(tree, set(mods)) - {name} for name, tree in mods.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt):] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_rule_modules_are_thin_and_import_no_other_rule():
+    mods = modules()
+    names = rules()
+    assert {"pipeline.capture", "pipeline.detect", "pipeline.ablate", "pipeline.attention", "pipeline.report"} <= set(names)
+    for name in names:
+        others = imports(mods[name], set(mods)) & (set(names) - {name})
+        assert not others, f"rule module {name} imports the rule module(s) {sorted(others)}"
+        lines = len((REPO / (name.replace(".", "/") + ".py")).read_text().splitlines())
+        assert lines <= RULE_LIMIT, f"{name} has {lines} lines (thin rules: about 120)"
+
+
+def test_one_hook_mechanism():
+    """Only massive/hooks.py registers forward hooks (and pipeline-free training code its own model)."""
+    offenders = []
+    for package in PACKAGES:
+        for path in (REPO / package).glob("*.py"):
+            if path.name == "hooks.py":
+                continue
+            text = path.read_text()
+            if "register_forward_hook" in text or "register_forward_pre_hook" in text:
+                offenders.append(str(path.relative_to(REPO)))
+    assert not offenders, offenders
+
+
+def test_public_api_has_docstrings_with_examples():
+    import massive
+
+    for name in massive.__all__:
+        obj = getattr(massive, name)
+        doc = inspect.getdoc(obj) or ""
+        assert doc, f"massive.{name} has no docstring"
+        if inspect.isfunction(obj):
+            assert ">>>" in doc or "Example" in doc, f"massive.{name}'s docstring has no example"

@@ -1,0 +1,241 @@
+"""Figures (massive.plots) and HTML (pipeline.html, its templates, rules ablation and report), in memory
+where possible: small DataFrames in, a Figure or HTML out; the report rendered from fixture outputs."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import io
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from matplotlib.figure import Figure
+
+from conftest import REPO, assert_one_line_error, run_module
+from massive import plots
+from massive.errors import NonFiniteError
+
+GOLDEN = REPO / "tests" / "fixtures" / "golden"
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+SWEEP = {"models": ["tiny_random"], "corpora": ["news_sample"],
+         "ablate": {"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge", "all"]},
+         "attention": {"num_sequences": 4},
+         "vision": {"models": ["vit_random"], "images": ["photos"]},
+         "train": {"configs": ["cpu_backcopy"]}}
+
+
+def png_of(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=40)
+    return buf.getvalue()
+
+
+def ppl_table(layers: str, ppl: dict[str, float], dims: str = "7") -> pd.DataFrame:
+    base = ppl["none"]
+    return pd.DataFrame([{"model": "tiny_random", "corpus": "news_sample", "intervention": k, "layers": layers,
+                          "blocks": "1", "dims": dims, "perplexity": v, "n_tokens": 252, "n_chunks": 4,
+                          "entries_changed": 3, "ratio_to_none": v / base} for k, v in ppl.items()])
+
+
+# ---------------------------------------------------------------- figures
+def test_every_figure_is_a_figure_of_plain_tables():
+    stats = pd.DataFrame({"layer": [0, 0, 1, 1], "top1_abs": [3.0, 4.0, 900.0, 800.0], "top2_abs": [2.0, 2.0, 80.0, 70.0],
+                          "top3_abs": [1.5, 1.0, 40.0, 30.0], "median_abs": [0.4, 0.4, 0.5, 0.5]})
+    prompt = pd.DataFrame([{"layer": lay, "position": t, "token": f"t{t}\n", "values": np.arange(8, dtype="float32") * (t + 1)}
+                           for lay in range(2) for t in range(4)])
+    vit = pd.DataFrame([{"layer": 0, "position": t, "token": f"p{t}", "values": np.full(4, t + 1.0)} for t in range(50)])
+    summary = pd.DataFrame({"dim": [3], "role": ["first"], "tokens": ["<s>"], "emerge_layer": [1], "fade_layer": [np.nan],
+                            "peak_layer": [1], "mean_value": [123.4], "ratio_at_peak": [4000.0]})
+    ablation = pd.concat([ppl_table("emerge", {"none": 20.0, "zero": 4000.0}), ppl_table("all", {"none": 20.0, "zero": 30.0})])
+    layers = pd.DataFrame({"layer": [0, 1], "mass_first": [0.2, 0.9], "mass_massive": [0.2, 0.9],
+                           "sink_1_share": [0.0, 1.0], "top1_over_median": [3.0, 2000.0]})
+    logits = torch.randn(1, 2, 3, 3).masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf"))
+    history = pd.DataFrame({"step": [0, 0, 10, 10], "top1_over_median": [2.0, 3.0, 40.0, 90.0], "first_over_median": [1.0, 1.0, 30.0, 80.0],
+                            "sink1": [0.0, 0.0, 0.5, 0.5], "slot_attn": [0.0, 0.0, 0.1, 0.2]})
+    finals = [{"layer": 0, "top1_over_median": 3.0, "first_abs": 1.0}, {"layer": 1, "top1_over_median": 90.0, "first_abs": 60.0}]
+    figs = [plots.layerwise(stats, "m on c"), plots.prompt_3d(prompt, 1, "m: 'abc'"), plots.roles_table(summary, "m"),
+            plots.roles_table(summary.iloc[:0], "none"), plots.token_map(prompt, "m"), plots.token_map(vit, "vit"),
+            plots.ablation(ablation), plots.heatmaps({0: {"logits": logits}, 1: {"logits": logits}}, [0, 1], list("abc"), 0, "m"),
+            plots.sink_curve(layers, 0, 1, "m"), plots.sink_curve(layers.drop(columns="top1_over_median"), None, None, "m"),
+            plots.train_emergence({"default": history, "gated": history}), plots.train_layerwise({"default": finals})]
+    for fig in figs:
+        assert isinstance(fig, Figure)
+        assert png_of(fig).startswith(b"\x89PNG")
+    assert "the first 6 and the 34 largest of 50 tokens" in figs[5].axes[0].get_title()
+    assert [t.get_text() for t in figs[6].axes[0].get_xticklabels()] == ["none", "zero"]
+
+
+def test_plots_import_no_pyplot_and_no_pipeline():
+    code = ("import sys, massive.plots; bad = [m for m in sys.modules if m == 'matplotlib.pyplot' or "
+            "m.split('.')[0] in ('pipeline', 'hydra', 'omegaconf', 'wandb')]; print(bad); assert not bad")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_save_figure_writes_a_png_atomically(tmp_path):
+    from pipeline.html import save_figure
+
+    out = save_figure(plots.ablation(ppl_table("emerge", {"none": 20.0, "zero": 40.0})), tmp_path / "a" / "fig.png", 50)
+    assert out.read_bytes().startswith(b"\x89PNG")
+    with pytest.raises(ValueError):
+        save_figure(Figure(), tmp_path / "bad.png", dpi=-1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no partial file left behind
+
+
+# ---------------------------------------------------------------- verdicts
+def test_verdicts():
+    from pipeline.ablation import verdicts
+
+    table = pd.concat([ppl_table("emerge", {"none": 20.0, "zero": 4000.0, "mean": 20.1}),
+                       ppl_table("all", {"none": 20.0, "zero": 30.0}),
+                       ppl_table("1_2", {"none": 20.0, "mean": 21.0}),
+                       ppl_table("3", {"none": 20.0, "zero": 20.0}, dims="")], ignore_index=True)
+    got = verdicts(table, factor=2.0).groupby("layers")["verdict"].first().to_dict()
+    assert got == {"emerge": "harmful", "all": "harmless", "1_2": "no zero run", "3": "none found"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_non_finite_perplexity_is_never_a_verdict(bad):
+    from pipeline.ablation import verdicts
+
+    table = ppl_table("emerge", {"none": 20.0, "zero": bad, "mean": 20.1})
+    with pytest.raises(NonFiniteError, match=rf"perplexity of tiny_random on news_sample \(layers emerge, blocks 1, intervention zero\) is {bad}.*float16"):
+        verdicts(table, 2.0, dtypes={"tiny_random": "float16"})
+    table = ppl_table("emerge", {"none": bad, "zero": 20.0}, dims="")  # even where nothing was found
+    with pytest.raises(NonFiniteError, match="intervention none"):
+        verdicts(table, 2.0)
+
+
+def test_ablation_rule_fails_on_a_nan_perplexity_in_one_line(tmp_path):
+    ablate = tmp_path / "results" / "tiny_random" / "news_sample" / "ablate"
+    for layers, zero in [("emerge", 4000.0), ("all", float("nan"))]:
+        (ablate / layers).mkdir(parents=True)
+        table = pa.Table.from_pandas(ppl_table(layers, {"none": 20.0, "zero": zero, "mean": 20.1}), preserve_index=False)
+        config = yaml.safe_dump({"model": {"name": "tiny_random", "dtype": "float16"}})  # as write_table's provenance
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"config": config.encode()}),
+                       ablate / layers / "perplexity.parquet")
+    sweep = tmp_path / "nan.yaml"
+    sweep.write_text(yaml.safe_dump({"models": ["tiny_random"], "corpora": ["news_sample"],
+                                     "ablate": {"interventions": ["none", "zero", "mean"], "layers": ["emerge", "all"]}}))
+    proc = run_module("ablation", f"sweep_name={sweep}", f"paths.root={tmp_path}", "wandb.mode=disabled")
+    assert_one_line_error(proc, "nan", "tiny_random", "news_sample", "layers all, blocks 1", "intervention zero",
+                          "dtype float16", "bfloat16")
+    assert not list((tmp_path / "results").glob("ablation_nan.*"))  # no table, figure or section with a verdict
+
+
+# ---------------------------------------------------------------- HTML
+@pytest.fixture
+def results(tmp_path):
+    """The golden fixture's tables as a results folder, with placeholder PNGs and a training comparison."""
+    res = tmp_path / "results"
+    shutil.copytree(GOLDEN, res)
+    for pair in ("tiny_random/news_sample", "vit_random/photos"):
+        (res / pair / "figures").mkdir()
+        for f in ("layerwise", "prompt_3d", "roles", "token_map"):
+            (res / pair / "figures" / f"{f}.png").write_bytes(PNG)
+    for f in ("heatmaps", "sink_curve"):
+        (res / "tiny_random/news_sample/attention" / f"{f}.png").write_bytes(PNG)
+    train = res / "train" / "cpu_backcopy"
+    train.mkdir(parents=True)
+    pd.DataFrame({"variant": ["default", "attn_bias"], "val_loss": [2.5, 2.4], "max_top1_over_median": [1234.5, 12.25],
+                  "massive": [True, False]}).to_parquet(train / "comparison.parquet")
+    for f in ("emergence", "layerwise"):
+        (train / f"{f}.png").write_bytes(PNG)
+    (res / "ablation_golden.parquet").unlink()
+    (res / "ablation_golden.png").write_bytes(PNG)
+    return res
+
+
+def test_sections_render_the_rules_outputs(results):
+    from pipeline import html
+    from pipeline.ablation import verdicts
+
+    att = html.attention_section(results / "tiny_random/news_sample/attention", "tiny_random", "news_sample")
+    assert "<h3>Attention: tiny_random on news_sample</h3>" in att
+    assert "Massive tokens: first token (none detected); massive activations emerge after block -;" in att
+    assert "mean attention on the first token 0.059." in att
+    assert "<li>massive: rel_std 1.31, cos to mean 0.613</li>" in att
+    assert "<td>massive_mean</td>" in att and "<td>267.6</td>" in att  # perplexity table, 4 significant digits
+    assert att.count("data:image/png;base64,") == 2
+
+    vision = html.vision_section([results / "vit_random/photos/ablate/emerge/images.parquet"])
+    assert "<h2>Vision transformers: interventions</h2>" in vision and "<td>fix_register_mean</td>" in vision
+    assert "DINOv2-reg ViT-S" in vision and "<td>81.9</td>" in vision  # the paper's numbers
+
+    table = verdicts(pd.concat([pd.read_parquet(results / f"tiny_random/news_sample/ablate/{la}/perplexity.parquet")
+                                for la in ("emerge", "all")], ignore_index=True), 2.0)
+    section = html.ablation_section(table)
+    assert section.startswith("<h2>Ablation: massive activations set to zero")
+    assert "<td>none found</td>" in section and "<td>268.18</td>" in section and "<td>8,115.00</td>" in section
+    assert "Zero-shot" not in section
+    zs = pd.DataFrame({"model": "tiny_random", "layers": "emerge", "task": "piqa", "metric": ["acc", "acc", "acc_stderr"],
+                       "intervention": ["none", "zero", "none"], "value": [0.61234, 0.5, 0.01]})
+    assert "<td>0.612</td>" in html.ablation_section(table, [zs]) and "acc_stderr" not in html.ablation_section(table, [zs])
+
+    train = html.training_section(results / "train/cpu_backcopy", "cpu_backcopy")
+    assert "<h2>Retraining: cpu_backcopy</h2>" in train and "<td>1,234.5</td>" in train and "<td>12.2</td>" in train
+
+
+def test_html_escapes_what_it_shows(results):
+    from pipeline import html
+
+    det = results / "tiny_random/news_sample/detect"
+    summary = {**json.loads((det / "summary.json").read_text()), "message": "<script>x</script>"}
+    (det / "summary.json").write_text(json.dumps(summary))
+    pd.DataFrame({"dim": [1], "tokens": ["<b>bold</b>"]}).to_parquet(det / "summary.parquet")
+    s = html.pair_section(results / "tiny_random/news_sample", "tiny_random", "news_sample")
+    page = html.report("x", [s], [], 100, 1000, {"git_commit": "abc", "packages": "{}", "seed": "0"})
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
+
+
+def test_report_renders_every_section(results, compose_in, tmp_path):
+    from pipeline import ablation, html, report
+
+    sweep = tmp_path / "golden.yaml"
+    sweep.write_text(yaml.safe_dump(SWEEP))
+    cfg = compose_in(f"sweep_name={sweep}")
+    table = ablation.verdicts(pd.concat([pd.read_parquet(results / f"tiny_random/news_sample/ablate/{la}/perplexity.parquet")
+                                         for la in ("emerge", "all")], ignore_index=True), 2.0)
+    (results / "ablation_golden.html").write_text(html.ablation_section(table))
+    page = report.render(cfg)
+    heads = ["<h2>Overview</h2>", "<h2>tiny_random on news_sample</h2>", "<h3>Attention: tiny_random on news_sample</h3>",
+             "<h2>vit_random on photos</h2>", "<h2>Vision transformers: interventions</h2>",
+             "<h2>Ablation: massive activations", "<h2>Retraining: cpu_backcopy</h2>", "<h2>Provenance</h2>"]
+    at = [page.index(h) for h in heads]
+    assert at == sorted(at), "sections out of order"
+    assert page.count("<h3>Detected massive activations") == 2
+    assert page.count("data:image/png;base64,") == 2 * 4 + 2 + 1 + 2  # figures, attention, ablation, training
+    assert 'alt="ablation"' in page and "Attention: vit_random" not in page
+
+
+def test_no_rule_module_imports_another():
+    rules = {"ablation", "report", "figures"}
+    every_rule = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {"__init__", "cli", "config", "io", "paths", "sweep",
+                                                                          "tracking", "model", "html", "checks"}
+    for name in rules:
+        tree = ast.parse((REPO / "pipeline" / f"{name}.py").read_text())
+        imported = {a.name.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("pipeline.")}
+        imported |= {n.module.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("pipeline.")}
+        imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "pipeline" for a in n.names}
+        assert not imported & every_rule, (name, imported & every_rule)
+        assert "matplotlib" not in (REPO / "pipeline" / f"{name}.py").read_text()
+        assert "PipelineError" not in (REPO / "pipeline" / f"{name}.py").read_text()
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from pipeline import ablation, html
+
+    for module in (plots, html, ablation):
+        assert doctest.testmod(module).failed == 0, module.__name__
