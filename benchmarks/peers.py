@@ -103,7 +103,7 @@ def plain_mode(name: str, model, batches) -> Mode:
     return Mode(name, step, run)
 
 
-def ours_mode(model, ids, batches, k, bs) -> Mode:
+def ours_mode(model, ids, k, bs) -> Mode:
     def step(batch, seq_ids):
         kept = {}
 
@@ -175,7 +175,8 @@ def check(mode: Mode, batches, bs, plain_logits: list[torch.Tensor], eager_logit
         if eager_logits is not None:
             eager = max(eager, float((logits - eager_logits[i]).abs().max()))
         if stats is not None:
-            tops.append(stats[0]), meds.append(stats[1])
+            tops.append(stats[0])
+            meds.append(stats[1])
     stats = (np.concatenate(tops, axis=1), np.concatenate(meds, axis=1)) if tops else None
     return {"logits": diff, "eager": eager if eager_logits is not None else None, "stats": stats}
 
@@ -213,8 +214,9 @@ def main(argv: list[str]) -> None:
     bs, k = args.batch_size, args.k
     batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
 
-    modes = [plain_mode("plain", model, batches), plain_mode("plain (eager)", load_model(args.model, attn_implementation="eager"), batches),
-             ours_mode(model, ids, batches, k, bs)]
+    eager_model = load_model(args.model, attn_implementation="eager")
+    modes = [plain_mode("plain", model, batches), plain_mode("plain (eager)", eager_model, batches),
+             ours_mode(model, ids, k, bs)]
     skipped = []
     for name, make in (("nnsight", nnsight_mode), ("transformer_lens", transformer_lens_mode)):
         try:
@@ -246,10 +248,8 @@ def main(argv: list[str]) -> None:
                 times[mode.name].append(time.perf_counter() - t0)
                 peaks[mode.name] = max(peaks[mode.name], status_kb("VmHWM") - before)
 
-    for line in skipped:
-        print("skipped", line)
     if "massive.capture" not in checks or "plain" not in checks:
-        sys.exit("the library's capture or the plain pass failed: nothing to compare with")
+        sys.exit("\n".join(["the library's capture or the plain pass failed: nothing to compare with", *skipped]))
     ours = checks["massive.capture"]["stats"]
     base_t, base_m = statistics.median(times["plain"]), peaks["plain"]
     print(f"model {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
@@ -269,6 +269,15 @@ def main(argv: list[str]) -> None:
         print(f"{mode.name:<17} {t:7.2f} {t / base_t:8.2f} {peaks[mode.name] / 1024:9.1f} {ratio(peaks[mode.name], base_m):>8} "
               f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}")
     print("Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)")
+    if "transformer_lens" in checks:  # is its difference TransformerLens's, or eager attention's?
+        with torch.inference_mode():
+            eager = ours_stats(capture(eager_model, ids, k=k, batch_size=bs))
+        top, med = checks["transformer_lens"]["stats"]
+        print(f"transformer_lens against massive.capture on the eager-attention model: Δ top-1 "
+              f"{number(np.abs(top[..., 0] - eager[0][..., 0]).max())}, Δ median {number(np.abs(med - eager[1]).max())}, "
+              f"Δ top-k {number(np.abs(top - eager[0]).max())}")
+    for line in skipped:
+        print("skipped", line)
 
 
 if __name__ == "__main__":

@@ -57,9 +57,8 @@ def _layer_strings(sweep: dict, name: str) -> None:
     for section in ("ablate", "vision"):
         entries = _get(sweep, (section, "layers"))
         for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, str) and entry not in ("emerge", "all"):
-                blocks = [b for b in re.split(r"[_,\s]+", entry) if b]
-                hint = f"[{', '.join(blocks)}]" if all(b.isdigit() for b in blocks) and blocks else "[3, 99]"
+            if isinstance(entry, str) and re.fullmatch(r"[0-9]+(?:[_,\s]+[0-9]+)*", entry.strip()):
+                hint = "[" + ", ".join(re.split(r"[_,\s]+", entry.strip())) + "]"
                 raise MassiveError(f"sweep {name!r}: {section}.layers entry {entry!r}: write block indices as a list, "
                                    f"{hint} (a string is not a list of blocks, and YAML reads an unquoted 3_99 as 399)")
 

@@ -201,3 +201,9 @@ def test_whole_dag_on_a_tiny_model(tmp_path):
     assert prompt[prompt["layer"] == 0]["token"].tolist()[:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
     rerun = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
+
+
+def test_paths_import_no_hydra():
+    code = "import sys, pipeline.paths; print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.strip() == "[]", out
