@@ -48,10 +48,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+import massive
 from massive import hooks
-from massive.capture import capture, median_abs  # (not massive.capture: see the note in the report)
-from massive.models import load, load_model
-from massive.sequences import sequences
+from massive.capture import median_abs
+from massive.models import load_model
 
 Stats = tuple[np.ndarray, np.ndarray]  # top-k |a| [layers, sequences, k], median |a| [layers, sequences]
 
@@ -111,10 +111,10 @@ def ours_mode(model, ids, k, bs) -> Mode:
             kept["logits"] = model(b, use_cache=False).logits
             return kept["logits"]
 
-        stats = capture(model, batch, k=k, batch_size=bs, seq_ids=seq_ids, forward=forward)
+        stats = massive.capture(model, batch, k=k, batch_size=bs, seq_ids=seq_ids, forward=forward)
         return kept["logits"], ours_stats(stats)
 
-    return Mode("massive.capture", step, lambda: capture(model, ids, k=k, batch_size=bs))
+    return Mode("massive.capture", step, lambda: massive.capture(model, ids, k=k, batch_size=bs))
 
 
 def nnsight_mode(path, tok, batches, k) -> Mode:
@@ -208,9 +208,9 @@ def main(argv: list[str]) -> None:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
         os.execve(sys.executable, [sys.executable, *sys.argv], env)
     torch.manual_seed(args.seed)
-    model, tok = load(args.model)
+    model, tok = massive.load(args.model)
     docs = pd.read_parquet(args.texts, columns=["text"])["text"].tolist()
-    ids = sequences(tok, docs, seq_len=args.seq_len, n=args.n, seed=args.seed)
+    ids = massive.sequences(tok, docs, seq_len=args.seq_len, n=args.n, seed=args.seed)
     bs, k = args.batch_size, args.k
     batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
 
@@ -271,7 +271,7 @@ def main(argv: list[str]) -> None:
     print("Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)")
     if "transformer_lens" in checks:  # is its difference TransformerLens's, or eager attention's?
         with torch.inference_mode():
-            eager = ours_stats(capture(eager_model, ids, k=k, batch_size=bs))
+            eager = ours_stats(massive.capture(eager_model, ids, k=k, batch_size=bs))
         top, med = checks["transformer_lens"]["stats"]
         print(f"transformer_lens against massive.capture on the eager-attention model: Δ top-1 "
               f"{number(np.abs(top[..., 0] - eager[0][..., 0]).max())}, Δ median {number(np.abs(med - eager[1]).max())}, "

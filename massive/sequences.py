@@ -68,5 +68,9 @@ def perplexity_chunks(tok, docs: list[str], seq_len: int, max_chunks: int, separ
 
 
 def encode_prompt(tok, prompt: str, add_special_tokens: bool = False) -> torch.Tensor:
-    """LongTensor [1, tokens] of one prompt."""
+    """LongTensor [1, tokens] of one prompt, tokenised as the sequences are.
+
+        >>> encode_prompt(tok, "Summer is warm. Winter is cold.").shape
+        torch.Size([1, 8])
+    """
     return tok(prompt, add_special_tokens=add_special_tokens, return_tensors="pt")["input_ids"]

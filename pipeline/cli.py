@@ -26,7 +26,6 @@ from pipeline.config import check_overrides, check_values, register
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 log = logging.getLogger("pipeline")
-PipelineError = MassiveError  # transitional alias while the rules move to massive.errors (removed at the end)
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "config", with_hydra: bool = False) -> DictConfig:
@@ -45,7 +44,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "config", wit
     return cfg
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The first line of an exception's message, with its cause's first line where it has one."""
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -54,7 +53,7 @@ def _one_line(exc: BaseException) -> str:
     if key:
         first = f"{first} ({key})"
     if exc.__cause__ is not None and str(exc.__cause__).strip():
-        first = f"{first.rstrip('.')}: {_one_line(exc.__cause__)}"
+        first = f"{first.rstrip('.')}: {one_line(exc.__cause__)}"
     return first
 
 
@@ -90,5 +89,5 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
     except (MassiveError, HydraException, OmegaConfBaseException) as exc:
         if os.environ.get("PIPELINE_FULL_ERROR"):
             raise
-        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)

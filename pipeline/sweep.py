@@ -190,14 +190,14 @@ def _compose_one(name: str, what: str, argv: list[str], config_name: str) -> Non
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from pipeline.cli import _one_line, compose
+    from pipeline.cli import one_line, compose
     from pipeline.config import check_overrides
 
     try:
         check_overrides(argv)
         compose(argv, config_name=config_name)
     except (MassiveError, HydraException, OmegaConfBaseException) as exc:
-        raise MassiveError(f"sweep {name!r}: {what}: {_one_line(exc)}") from None
+        raise MassiveError(f"sweep {name!r}: {what}: {one_line(exc)}") from None
 
 
 def export_group(stem: str) -> None:

@@ -2,7 +2,6 @@
 tiny model with a planted massive activation, it finds it, measures perplexity with and without
 the interventions, and saves its figure."""
 
-import os
 import re
 import subprocess
 import sys
@@ -19,10 +18,9 @@ def test_quickstart_finds_the_planted_activation(tmp_path):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n\n".join(f"document {i}: summer is warm, winter is cold, spring is a season." for i in range(40)))
     out = tmp_path / "figure.png"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run([sys.executable, "examples/quickstart.py", "--model", path, "--texts", str(texts),
                            "--out", str(out), "--seq-len", "32", "--n", "4"],
-                          cwd=REPO, capture_output=True, text=True, env=env, timeout=600)
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     stdout = proc.stdout
     assert "4 sequences x 32 tokens" in stdout
