@@ -53,19 +53,10 @@ from massive import hooks
 from massive.capture import median_abs
 from massive.models import load_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from capture_overhead import reset_peak, status_kb  # noqa: E402  (one way to measure pass memory)
+
 Stats = tuple[np.ndarray, np.ndarray]  # top-k |a| [layers, sequences, k], median |a| [layers, sequences]
-
-
-# ---------------------------------------------------------------- memory (as capture_overhead.py)
-def status_kb(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
-def reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 # ---------------------------------------------------------------- statistics

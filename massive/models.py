@@ -16,7 +16,6 @@ smoke tests), `byte_tokenizer`, `check_weights` (every weights file of a directo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,33 +23,19 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from massive.arch import DTYPES
 from massive.errors import MassiveError
+from massive.files import atomic_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-@contextlib.contextmanager
-def _atomic_dir(path: Path) -> Iterator[Path]:
-    """A temporary directory that replaces `path` only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 # ---------------------------------------------------------------- small pieces
@@ -105,7 +90,7 @@ def save(out: Path, *objects) -> Path:
         >>> save(Path("hf"), *random_model(arch, seed=1))
     """
     out = Path(out)
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         for obj in objects:
             obj.save_pretrained(tmp)
     return out

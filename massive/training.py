@@ -38,11 +38,10 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -52,6 +51,7 @@ from massive import hooks
 from massive.arch import DTYPES
 from massive.backcopy import Backcopy, BackcopySpec
 from massive.errors import MassiveError, check_finite
+from massive.files import atomic_path
 from massive.gpt import GPT, GPTConfig
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class OpenWebTextBatches:
         for split, part in (("train", parts["train"]), ("val", parts["test"])):
             part = part.map(encode, remove_columns=["text"], num_proc=self.num_proc, desc=f"tokenise {split}")
             total = int(np.sum(part["len"], dtype=np.uint64))
-            with _atomic(self.dir / f"{split}.bin") as tmp:
+            with atomic_path(self.dir / f"{split}.bin") as tmp:
                 arr = np.memmap(tmp, dtype=np.uint16, mode="w+", shape=(total,))
                 at, shards = 0, 1024
                 for i in range(shards):
@@ -418,22 +418,6 @@ def train(model, optimizer, data, spec: TrainSpec, probe: torch.Tensor, *, raw: 
 
 
 # ---------------------------------------------------------------- checkpoints
-@contextlib.contextmanager
-def _atomic(path: Path) -> Iterator[Path]:
-    """A temporary path next to `path`, renamed into place only if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_checkpoint(path: str | Path, model: GPT, optimizer, step: int, state: dict, train: dict | None = None,
                     seed: int | None = None) -> None:
     """Everything a resumed run needs, written atomically. `step` is the next step to run.
@@ -450,7 +434,7 @@ def save_checkpoint(path: str | Path, model: GPT, optimizer, step: int, state: d
                 "python": random.getstate(), "numpy": np.random.get_state()},
         "train": train, "seed": seed, **state,
     }
-    with _atomic(Path(path)) as tmp:
+    with atomic_path(Path(path)) as tmp:
         torch.save(ckpt, tmp)
 
 

@@ -16,12 +16,12 @@ results/<model>/<corpus>/ablate/<layers>/perplexity.parquet with one row per int
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from massive import arch, interventions
+from massive.errors import MassiveError
 from massive.perplexity import perplexity
 from massive.sequences import perplexity_chunks
 from pipeline import cli, tracking
@@ -32,6 +32,8 @@ from pipeline.model import load_model, load_tokenizer, pick_device
 
 
 def run(cfg: DictConfig) -> None:
+    if "none" not in cfg.ablate.interventions:
+        raise MassiveError("ablate.interventions must include 'none': the baseline every ratio is measured against")
     device = pick_device(cfg.capture.device)
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device)
@@ -52,7 +54,7 @@ def run(cfg: DictConfig) -> None:
                      "n_tokens": ppl.n_tokens, "n_chunks": len(chunks), "entries_changed": ctx.changed})
     table = pd.DataFrame(rows)
     base = table.loc[table["intervention"] == "none", "perplexity"]
-    table["ratio_to_none"] = table["perplexity"] / base.iloc[0] if len(base) else np.nan
+    table["ratio_to_none"] = table["perplexity"] / base.iloc[0]
     write_table(table, run_dir(cfg, "ablate") / slug / "perplexity.parquet", cfg)
     with tracking.stage_run(cfg, name=f"ablate/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in rows:

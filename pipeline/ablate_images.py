@@ -17,7 +17,6 @@ Output: results/<model>/<images>/ablate/<layers>/images.parquet, one row per int
 
 from __future__ import annotations
 
-import json
 
 import torch
 from omegaconf import DictConfig
@@ -28,17 +27,8 @@ from massive.arch import num_layers
 from massive.errors import MassiveError
 from pipeline import cli, tracking
 from pipeline.config import is_images, layers_slug, layers_spec
-from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_table
+from pipeline.io import corpus_file, read_detection, read_table, run_dir, tokens_file, write_table
 from pipeline.model import hf_dir, load_model, pick_device
-
-
-def targets(cfg: DictConfig, n_layers: int) -> tuple[list[int], list[int], iv.Means]:
-    """From the detect rule's tables: the blocks to intervene at, the massive dims, their means."""
-    det = run_dir(cfg, "detect")
-    emerge = json.loads((det / "summary.json").read_text()).get("emerge_layer")
-    dims = sorted(int(d) for d in read_table(det / "summary.parquet")["dim"].unique())
-    layers = iv.parse_layers(layers_spec(cfg.ablate.layers), emerge, n_layers)
-    return layers, dims, iv.massive_means(read_table(det / "massive.parquet"))
 
 
 def run(cfg: DictConfig) -> None:
@@ -50,7 +40,7 @@ def run(cfg: DictConfig) -> None:
     device = pick_device(cfg.capture.device)
     model = load_model(cfg, device)
     processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
-    layers, dims, means = targets(cfg, num_layers(model.config))
+    layers, dims, means = iv.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), num_layers(model.config))
     calibration = images.pixels_of(read_table(tokens_file(cfg)))
     corpus = images.sample(read_table(corpus_file(cfg)), cfg.ablate.max_images, cfg.seed)
     zeroshot = None

@@ -20,7 +20,6 @@ values of cfg.attention, and writes, in results/<model>/<corpus>/attention/:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, fields
 
@@ -35,7 +34,7 @@ from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import AttentionConfig
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_json, write_table
+from pipeline.io import corpus_file, read_detection, read_table, run_dir, tokens_file, write_json, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device
 
 log = logging.getLogger(__name__)
@@ -61,10 +60,9 @@ def run(cfg: DictConfig) -> None:
     s = settings(cfg)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)
-    det = run_dir(cfg, "detect")
-    result = json.loads((det / "summary.json").read_text())
-    massive, dims = read_table(det / "massive.parquet"), sorted(read_table(det / "summary.parquet")["dim"].unique().tolist())
-    emerge = result.get("emerge_layer") if result.get("found") else None
+    found = read_detection(cfg)
+    massive, dims = found.massive, found.dims
+    emerge = found.emerge_layer if found.found else None
     tokens = read_table(tokens_file(cfg)).iloc[: s.num_sequences]
     ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
     stats_path = run_dir(cfg, "capture") / "layer_stats.parquet"

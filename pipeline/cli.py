@@ -59,7 +59,7 @@ def one_line(exc: BaseException) -> str:
 
 def write_run_record(run_dir: Path, cfg: DictConfig, argv: list[str]) -> None:
     """The composed config and the overrides of a successful run, in run_dir/.hydra/ (atomically)."""
-    from pipeline.io import atomic_dir
+    from massive.files import atomic_dir
 
     with atomic_dir(run_dir / ".hydra") as tmp:
         OmegaConf.save(cfg, tmp / "config.yaml")

@@ -15,6 +15,7 @@ import re
 
 from hydra.core.config_store import ConfigStore
 
+from massive.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
 from massive.errors import MassiveError
 
 
@@ -316,14 +317,6 @@ class GPTArch:
     vocab_size: int = 50304
     dropout: float = 0.0
     bias: bool = True
-
-
-@dataclass
-class BackcopyData:
-    vocab_size: int = 64  # including the start token
-    n_triggers: int = 3
-    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
-    task_seed: int = 0
 
 
 @dataclass

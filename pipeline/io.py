@@ -8,20 +8,19 @@ DAG and the modules agree on every file name.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
+
+from massive.errors import MassiveError
+from massive.files import atomic_path
 
 from pipeline import paths
 
@@ -86,39 +85,6 @@ def read_provenance(path: str | Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- atomic writes
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; rename it into place only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-@contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary directory; it replaces `path` only if the block succeeds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
 def write_table(df: pd.DataFrame, path: str | Path, cfg: DictConfig, schema: pa.Schema | None = None) -> Path:
     """Write `df` as Parquet, atomically, with provenance in the schema metadata."""
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
@@ -137,6 +103,9 @@ def write_json(obj: Any, path: str | Path) -> Path:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
+    """A rule's input table; a missing one is one line naming it (run the DAG, or the rule that makes it)."""
+    if not Path(path).is_file():
+        raise MassiveError(f"input {path} is missing: run the rule that makes it first (or the whole DAG: snakemake)")
     return pq.read_table(path).to_pandas()
 
 
@@ -145,6 +114,8 @@ def read_detection(cfg: DictConfig):
     from massive.detect import Detection
 
     det = run_dir(cfg, "detect")
+    if not (det / "summary.json").is_file():
+        raise MassiveError(f"input {det / 'summary.json'} is missing: run the detect rule first (or the whole DAG: snakemake)")
     result = json.loads((det / "summary.json").read_text())
     n_layers = result.pop("n_layers", None)
     result = {k: v for k, v in result.items() if k not in ("model", "corpus")}
