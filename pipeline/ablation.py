@@ -22,12 +22,12 @@ from omegaconf import DictConfig
 
 from massive import plots
 from massive.errors import check_finite
-from pipeline import cli, html, sweep as sweeps, tracking
-from pipeline.io import atomic_path, read_provenance, read_table, root, write_table
+from pipeline import cli, html, paths, sweep as sweeps, tracking
+from pipeline.io import atomic_path, read_provenance, read_table, results_dir, write_table
 
 
 def outputs(cfg: DictConfig) -> dict[str, Path]:
-    return html.ablation_files(root(cfg) / cfg.paths.results, cfg.sweep_name)
+    return html.ablation_files(results_dir(cfg), cfg.sweep_name)
 
 
 def check_finite_rows(table: pd.DataFrame, dtypes: dict[str, str] | None = None) -> None:
@@ -71,7 +71,7 @@ def dtype_of(path: Path) -> str | None:
 def run(cfg: DictConfig) -> None:
     sweep = sweeps.load(cfg.sweep_name)
     spec = sweep.get("ablate") or {}
-    dirs = [root(cfg) / cfg.paths.results / m / c / "ablate" / layers
+    dirs = [Path(paths.ablate_dir(m, c, layers, results_dir(cfg)))
             for m in sweep["models"] for c in sweep["corpora"] for layers in spec.get("layers", ["emerge"])]
     tables = [read_table(d / "perplexity.parquet") for d in dirs]
     dtypes = {t["model"].iloc[0]: dtype_of(d / "perplexity.parquet") for d, t in zip(dirs, tables) if len(t)}

@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 from markupsafe import Markup
 
+from pipeline import paths
 from pipeline.cli import CONF_DIR
 from pipeline.io import atomic_path, read_table
 
@@ -143,9 +144,9 @@ def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = ()) 
                       reference=table(reference("perplexity"), float_format=fmt), zeroshot=zs))
 
 
-def ablation_files(results: Path, sweep_name: str) -> dict[str, Path]:
+def ablation_files(results: str | Path, sweep_name: str) -> dict[str, Path]:
     """The ablation rule's outputs: results/ablation_<sweep>.{parquet,png,html}."""
-    return {ext: Path(results) / f"ablation_{Path(sweep_name).stem}.{ext}" for ext in ("parquet", "png", "html")}
+    return {ext: Path(paths.ablation_file(Path(sweep_name).stem, ext, str(results))) for ext in paths.ABLATION_EXTS}
 
 
 def ablation_block(files: dict[str, Path]) -> Markup:

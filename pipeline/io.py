@@ -33,6 +33,11 @@ def root(cfg: DictConfig) -> Path:
     return Path(cfg.paths.root)
 
 
+def results_dir(cfg: DictConfig) -> str:
+    """The results folder of a composed config (paths.root / paths.results): the `results` of pipeline.paths."""
+    return str(root(cfg) / cfg.paths.results)
+
+
 def model_dir(cfg: DictConfig) -> Path:
     """The model in Hugging Face format (converted once from GGUF where needed)."""
     return root(cfg) / paths.model_dir(cfg.model.name, cfg.paths.cache)

@@ -118,9 +118,13 @@ def train_file(name: str, file: str, results: str = RESULTS) -> str:
     return f"{train_dir(name, results)}/{file}"
 
 
+def train_variant_dir(name: str, variant: str, results: str = RESULTS) -> str:
+    return f"{train_dir(name, results)}/{variant}"
+
+
 def train_run_file(name: str, variant: str, file: str, results: str = RESULTS) -> str:
     """metrics.parquet and checkpoint.pt of one trained variant."""
-    return f"{train_dir(name, results)}/{variant}/{file}"
+    return f"{train_variant_dir(name, variant, results)}/{file}"
 
 
 def train_compare_run_dir(name: str, results: str = RESULTS) -> str:

@@ -15,33 +15,33 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import cli, html, sweep as sweeps, tracking
-from pipeline.io import atomic_path, provenance, root
+from pipeline import cli, html, paths, sweep as sweeps, tracking
+from pipeline.io import atomic_path, provenance, results_dir
 
 
 def report_path(cfg: DictConfig) -> Path:
-    return root(cfg) / cfg.paths.results / f"report_{Path(cfg.sweep_name).stem}.html"
+    return Path(paths.report_file(Path(cfg.sweep_name).stem, results_dir(cfg)))
 
 
-def extra_sections(results: Path, sweep: dict, sweep_name: str) -> list[Markup]:
+def extra_sections(results: str, sweep: dict, sweep_name: str) -> list[Markup]:
     """The sections of the sweep-level rules: ablate_images, ablation, train_compare."""
     blocks = []
     if sweep.get("vision"):
         v = sweep["vision"]
-        blocks.append(html.vision_section([results / m / i / "ablate" / layers / "images.parquet"
+        blocks.append(html.vision_section([Path(paths.ablate_file(m, i, layers, "images.parquet", results))
                                            for m in v["models"] for i in v["images"] for layers in v["layers"]]))
     if sweep.get("ablate"):
         blocks.append(html.ablation_block(html.ablation_files(results, sweep_name)))
     for name in (sweep.get("train") or {}).get("configs", []):
-        blocks.append(html.training_section(results / "train" / name, name))
+        blocks.append(html.training_section(Path(paths.train_dir(name, results)), name))
     return blocks
 
 
 def render(cfg: DictConfig) -> str:
     sweep = sweeps.load(cfg.sweep_name)
-    results = root(cfg) / cfg.paths.results
+    results = results_dir(cfg)
     attention = set(sweep["models"]) if sweep.get("attention") else set()
-    sections = [html.pair_section(results / m / c, m, c, attention=m in attention and c in sweep["corpora"])
+    sections = [html.pair_section(Path(paths.pair_dir(m, c, results)), m, c, attention=m in attention and c in sweep["corpora"])
                 for m, c in sweeps.pairs(sweep)]
     return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name),
                        min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg))

@@ -27,8 +27,8 @@ from massive import training
 from massive.backcopy import BackcopySpec
 from massive.errors import MassiveError
 from massive.gpt import GPTConfig
-from pipeline import cli, tracking
-from pipeline.io import root, write_table
+from pipeline import cli, paths, tracking
+from pipeline.io import results_dir, root, write_table
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def _value(x):
 
 
 def out_dir(cfg: DictConfig) -> Path:
-    return root(cfg) / cfg.paths.results / "train" / cfg.train.name / _value(cfg.train.variant)
+    return Path(paths.train_variant_dir(cfg.train.name, _value(cfg.train.variant), results_dir(cfg)))
 
 
 def make_data(cfg: DictConfig, rank: int = 0):

@@ -19,6 +19,7 @@ The final-step statistics are recomputed from the checkpoint on the probe batch
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -27,9 +28,9 @@ from omegaconf import DictConfig
 from massive import plots, training
 from massive.backcopy import BackcopySpec
 from massive.errors import MassiveError
-from pipeline import cli, tracking
+from pipeline import cli, paths, tracking
 from pipeline.config import Variant
-from pipeline.io import atomic_path, read_table, root, write_table
+from pipeline.io import atomic_path, read_table, results_dir, root, write_table
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def save(fig, path, dpi: int) -> None:
 
 def run(cfg: DictConfig) -> None:
     torch.set_num_threads(cfg.train.num_threads)
-    base = root(cfg) / cfg.paths.results / "train" / cfg.train.name
+    base = Path(paths.train_dir(cfg.train.name, results_dir(cfg)))
     found = [v.value for v in Variant if (base / v.value / "metrics.parquet").exists() and (base / v.value / "checkpoint.pt").exists()]
     if not found:
         raise MassiveError(f"no trained variant under {base} (run pipeline.train first)")
