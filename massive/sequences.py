@@ -59,7 +59,11 @@ def sequences(tok, docs: list[str], seq_len: int, n: int, seed: int, num_documen
 def perplexity_chunks(tok, docs: list[str], seq_len: int, max_chunks: int, separator: str = SEPARATOR,
                       add_special_tokens: bool = False) -> torch.Tensor:
     """LongTensor [chunks, seq_len]: the documents in order, joined, cut into the first
-    `max_chunks` non-overlapping chunks (the paper's perplexity protocol)."""
+    `max_chunks` non-overlapping chunks (the paper's perplexity protocol).
+
+        >>> perplexity_chunks(tok, docs, seq_len=256, max_chunks=16).shape
+        torch.Size([16, 256])
+    """
     ids = encode(tok, separator.join(docs), add_special_tokens)
     n = min(len(ids) // seq_len, max_chunks)
     if n == 0:

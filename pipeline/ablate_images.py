@@ -40,7 +40,8 @@ def run(cfg: DictConfig) -> None:
     device = pick_device(cfg.capture.device)
     model = load_model(cfg, device)
     processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
-    layers, dims, means = iv.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), num_layers(model.config))
+    found = iv.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), num_layers(model.config))
+    layers, dims, means = found.layers, found.dims, found.means
     calibration = images.pixels_of(read_table(tokens_file(cfg)))
     corpus = images.sample(read_table(corpus_file(cfg)), cfg.ablate.max_images, cfg.seed)
     zeroshot = None
