@@ -1,5 +1,6 @@
 # The DAG: fetch_model -> tokenize <- fetch_corpus; tokenize -> capture -> detect -> figures -> report;
-# detect -> ablate -> ablation -> report (LLMs), detect -> ablate_images -> report (vision transformers).
+# detect -> ablate -> ablation -> report, detect -> attention -> report, detect -> origins -> report (LLMs),
+# detect -> ablate_images -> report (vision transformers).
 # Every rule calls one module, pipeline/<rule>.py, with Hydra overrides built from its wildcards.
 # The targets come from a sweep (conf/sweep/<name>.yaml, validated by conf/schemas/sweep.schema.yaml):
 #   snakemake --cores 2                         the default sweep
@@ -26,6 +27,7 @@ include: "rules/data.smk"
 include: "rules/measure.smk"
 include: "rules/ablate.smk"
 include: "rules/attention.smk"
+include: "rules/origins.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
 

@@ -14,7 +14,12 @@ vit, ...) needs no code.
   MLP           a block's child named mlp / feed_forward / block_sparse_moe / ffn (None when the
                 family splits it, as ViT-MAE's intermediate + output)
   down proj.    the MLP's projection from the hidden width back to the residual width: an
-                nn.Linear (weight [d_model, d_mlp]) or GPT-2's Conv1D (weight [d_mlp, d_model])
+                nn.Linear (weight [d_model, d_mlp]) or GPT-2's Conv1D (weight [d_mlp, d_model]);
+                in a mixture of experts (Mixtral) the experts' 3-D parameter `down_proj`
+                [experts, d_model, d_mlp] and the router that picks each token's experts
+                (`down_weights`, `route`, `expert_hidden`)
+  parallel      a block whose attention and MLP read the same normed input (Phi-2, GPT-J): one
+                norm child instead of two
   newline       GPT-2's byte-level BPE writes "\\n" as "Ċ"
   vision layout prefix tokens (CLS, then registers), then one token per patch, row by row
 
@@ -126,6 +131,96 @@ def down_projection(mlp: nn.Module, d_model: int) -> tuple[nn.Module, str]:
         raise MassiveError(f"{type(mlp).__name__} has {len(found)} projections to the residual width {d_model}, expected 1"
                            " (a mixture of experts has one per expert)")
     return found[0]
+
+
+@dataclass
+class DownWeights:
+    """Where an MLP writes back to the residual stream, in the model's own orientation.
+
+    weight: the parameter itself: [d_model, d_mlp] ("out_in", nn.Linear), [d_mlp, d_model]
+    ("in_out", GPT-2's Conv1D), or [experts, d_model, d_mlp] (a mixture of experts, each "out_in");
+    module: the down projection (or the experts container); router: the module that picks each
+    token's experts (None for a dense MLP).
+
+        >>> w = down_weights(find_parts(model).mlps[2], 4096)
+        >>> w.index(dim=3968, channel=7003)   # the weight's own index of W[dim, channel]
+        (3968, 7003)
+    """
+
+    module: nn.Module
+    weight: nn.Parameter
+    orientation: str  # "out_in" | "in_out"
+    router: nn.Module | None = None
+
+    @property
+    def experts(self) -> int:
+        """The number of experts (0: a dense MLP)."""
+        return int(self.weight.shape[0]) if self.router is not None else 0
+
+    def index(self, dim: int, channel, expert: int | None = None) -> tuple:
+        """The index into `weight` of W[dim, channel] (`channel` may be a slice: the whole input channel is
+        index(slice(None), channel))."""
+        own = (dim, channel) if self.orientation == "out_in" else (channel, dim)
+        return ((int(expert),) if self.experts else ()) + own
+
+    def matrix(self, expert: int | None = None) -> torch.Tensor:
+        """The down-projection matrix (of `expert`) as [d_model, d_mlp], a view of the weight."""
+        w = self.weight.detach()
+        if self.experts:
+            return w[int(expert)]
+        return w if self.orientation == "out_in" else w.t()
+
+    def name(self, model: nn.Module) -> str:
+        """The parameter's name in `model` (model.layers.11.mlp.down_proj.weight)."""
+        return next(k for k, p in model.named_parameters() if p is self.weight)
+
+
+def down_weights(mlp: nn.Module | None, d_model: int) -> DownWeights:
+    """The down-projection weight of a dense MLP or a mixture of experts; an MLP of neither kind
+    is a MassiveError naming its module type."""
+    if mlp is None:
+        raise MassiveError("the block has no MLP module of its own (an MLP named mlp / feed_forward / block_sparse_moe / ffn)")
+    for _, mod in mlp.named_modules():
+        p = getattr(mod, "down_proj", None)
+        if isinstance(p, nn.Parameter) and p.dim() == 3 and p.shape[1] == d_model:
+            routers = [m for k, m in mlp.named_children() if k in ("gate", "router")]
+            if len(routers) != 1:
+                raise MassiveError(f"{type(mlp).__name__}: experts found but no router (a child named gate or router)")
+            return DownWeights(module=mod, weight=p, orientation="out_in", router=routers[0])
+    try:
+        module, orientation = down_projection(mlp, d_model)
+    except MassiveError as exc:
+        raise MassiveError(f"no MLP down projection known to massive.arch in {type(mlp).__name__}: {exc}") from None
+    return DownWeights(module=module, weight=module.weight, orientation=orientation)
+
+
+def route(mlp: nn.Module, w: DownWeights, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's experts and their weights, as the router picks them: x [tokens, d_model] ->
+    (weights [tokens, k], experts [tokens, k]). A router that returns (logits, scores, indices)
+    (transformers >= 5), or the logits alone (softmax, top-k of mlp.top_k, renormalised: Mixtral)."""
+    out = w.router(x)
+    if isinstance(out, tuple) and len(out) == 3:
+        return out[1].to(torch.float32), out[2]
+    probs = torch.softmax(out.to(torch.float32), dim=-1)
+    top, idx = torch.topk(probs, int(getattr(mlp, "top_k", 2)), dim=-1)
+    return top / top.sum(-1, keepdim=True), idx
+
+
+def expert_hidden(w: DownWeights, x: torch.Tensor, expert: int) -> torch.Tensor:
+    """The input of expert `expert`'s down projection for x [tokens, d_model] (Mixtral's experts:
+    act(gate) * up from the fused gate_up_proj [experts, 2 * d_mlp, d_model])."""
+    experts = w.module
+    gate_up = getattr(experts, "gate_up_proj", None)
+    if gate_up is None or not hasattr(experts, "act_fn"):
+        raise MassiveError(f"{type(experts).__name__}: experts without a fused gate_up_proj and act_fn are not known to massive.arch")
+    gate, up = torch.nn.functional.linear(x, gate_up[int(expert)]).chunk(2, dim=-1)
+    return experts.act_fn(gate) * up
+
+
+def is_parallel(block: nn.Module) -> bool:
+    """Whether a block's attention and MLP read the same normed input (Phi-2, GPT-J: one norm child)."""
+    norms = [k for k, _ in block.named_children() if "norm" in k.lower() or k.lower().startswith("ln")]
+    return len(norms) == 1
 
 
 # ---------------------------------------------------------------- tokens

@@ -7,6 +7,7 @@ Names follow TransformerLens, and are the same in code, Parquet (`hook` columns)
   blocks.{L}.hook_resid_post  the residual stream after block L (its output, after both
                               residual adds; what the paper measures)
   blocks.{L}.hook_attn_out    the output of block L's attention module (before the residual add)
+  blocks.{L}.hook_mlp_in      the input of block L's MLP module (after its norm)
   blocks.{L}.hook_mlp_out     the output of block L's MLP module (before the residual add)
   blocks.{L}.mlp.hook_post    the input of block L's down projection (the MLP's hidden activations)
   blocks.{L}.attn.hook_pattern  block L's attention probabilities [batch, heads, queries, keys]
@@ -42,7 +43,7 @@ from massive import arch
 from massive.errors import MassiveError
 
 HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
-POINTS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "mlp.hook_post", "attn.hook_pattern")
+POINTS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_in", "hook_mlp_out", "mlp.hook_post", "attn.hook_pattern")
 FINAL_NORM = "ln_final.hook_normalized"
 _NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(re.escape(p) for p in POINTS) + r")$")
 
@@ -58,6 +59,10 @@ def resid_post(layer: int) -> str:
 
 def attn_out(layer: int) -> str:
     return f"blocks.{layer}.hook_attn_out"
+
+
+def mlp_in(layer: int) -> str:
+    return f"blocks.{layer}.hook_mlp_in"
 
 
 def mlp_out(layer: int) -> str:
@@ -128,6 +133,8 @@ def resolve(model: nn.Module, name: str, parts: arch.Parts | None = None) -> Hoo
         raise MassiveError(f"{name}: block {layer} of {type(model).__name__} has no MLP module of its own")
     if point == "hook_mlp_out":
         return HookPoint(name, mlp, "post")
+    if point == "hook_mlp_in":
+        return HookPoint(name, mlp, "pre")
     down, _ = arch.down_projection(mlp, arch.hidden_size(model.config))
     return HookPoint(name, down, "pre")
 

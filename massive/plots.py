@@ -13,7 +13,8 @@ Nothing here reads or writes a file or touches pyplot's global state: each funct
 
 Figures of one model and corpus (rule figures): `layerwise`, `prompt_3d`, `roles_table`,
 `token_map`; of a sweep's ablation: `ablation`; of attention: `heatmaps`, `sink_curve`; of the
-retraining comparison: `train_emergence`, `train_layerwise`.
+retraining comparison: `train_emergence`, `train_layerwise`; of the origins of massive
+activations: `contributions`.
 """
 
 from __future__ import annotations
@@ -167,6 +168,42 @@ def ablation(table: pd.DataFrame) -> Figure:
     ax.set_ylabel("perplexity")
     ax.legend(frameon=False, fontsize=7)
     ax.grid(alpha=0.3, axis="y", which="both")
+    return fig
+
+
+# ---------------------------------------------------------------- origins
+def contributions(table: pd.DataFrame, title: str) -> Figure:
+    """Each block's contribution to each massive activation (dim at its token role): stacked bars
+    of the attention and MLP output (and what they leave unexplained) in that dim, per block;
+    `table`: massive.origins.Origins.contributions (dim, role, block, part, contribution, writes).
+
+        >>> t = pd.DataFrame({"dim": 7, "role": "first", "block": [0, 0, 1, 1], "part": ["attn", "mlp"] * 2,
+        ...                   "contribution": [0.1, 0.2, 1.0, 900.0], "writes": [False, False, False, True]})
+        >>> fig = contributions(t, "m on c")
+    """
+    acts = list(dict.fromkeys(zip(table["dim"], table["role"]))) if len(table) else []
+    fig = new_figure((7, 2.6 * max(1, len(acts))))
+    axes = np.atleast_1d(fig.subplots(max(1, len(acts)), 1, squeeze=False)[:, 0])
+    colors = {"attn": "tab:blue", "mlp": "tab:orange", "other": "tab:gray"}
+    for ax, (dim, role) in zip(axes, acts):
+        g = table[(table["dim"] == dim) & (table["role"] == role)]
+        pivot = g.pivot_table(index="block", columns="part", values="contribution", aggfunc="sum").fillna(0.0)
+        pos, neg = np.zeros(len(pivot)), np.zeros(len(pivot))
+        for part in [p for p in ("attn", "mlp", "other") if p in pivot]:
+            v = pivot[part].to_numpy()
+            base = np.where(v >= 0, pos, neg)
+            ax.bar(pivot.index, v, bottom=base, color=colors[part], label=part, width=0.8)
+            pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
+        for _, w in g[g["writes"].astype(bool)].iterrows():
+            ax.annotate(f"{w['part']} writes it", (w["block"], w["contribution"]), fontsize=7, ha="center", va="bottom")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_ylabel(f"dim {dim} ({role})")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(frameon=False, fontsize=7, ncol=3)
+    if not acts:
+        axes[0].text(0.5, 0.5, "no massive activation", ha="center", va="center", transform=axes[0].transAxes)
+    axes[-1].set_xlabel("block (blocks.L.hook_attn_out, blocks.L.hook_mlp_out)")
+    axes[0].set_title(title)
     return fig
 
 

@@ -14,6 +14,7 @@ preprocessor_config.json; a stage checks only the values it uses:
   ablate,
   zeroshot        seq_len, the blocks of ablate.layers in range
   ablate_images   the blocks of ablate.layers in range
+  origins         seq_len
 
 A model that is not fetched yet is not checked here: the rule reports that itself.
 
@@ -116,6 +117,7 @@ CHECKS: dict[str, list[Callable[[DictConfig, object], None]]] = {
     "ablate": [check_seq_len, check_ablate_layers],
     "zeroshot": [check_seq_len, check_ablate_layers],
     "ablate_images": [check_ablate_layers],
+    "origins": [check_seq_len],
 }
 
 

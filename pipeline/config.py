@@ -166,6 +166,21 @@ class AttentionConfig:
 
 
 @dataclass
+class OriginsConfig:
+    """Rule origins (massive/origins.py): the sublayer and the super weight behind each massive activation."""
+
+    num_sequences: int = 8  # captured sequences (tokens.parquet) traced at the detected massive tokens
+    min_share: float = 0.1  # a later block is listed when a part changes the value by more than this share of it
+    channel_share: float = 0.5  # the down-projection input channels kept make up this share of the MLP's write
+    max_channels: int = 3  # ... and are at most this many (the first is the super weight)
+    rank_band: int = 100  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
+    max_chunks: int = 16  # perplexity chunks of seq_len tokens under each weight intervention
+    batch_size: int = 4
+    interventions: list[str] = field(default_factory=lambda: ["none", "zero_super_weight", "random_weight", "zero_channel",
+                                                              "zero_super_weight_restore", "zero_activation"])
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = WandbMode.offline
     project: str = "massive-activations"
@@ -189,6 +204,7 @@ class Config:
     figures: FiguresConfig = field(default_factory=FiguresConfig)
     ablate: AblateConfig = field(default_factory=AblateConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
+    origins: OriginsConfig = field(default_factory=OriginsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
@@ -216,6 +232,11 @@ _POSITIVE = [
     "ablate.max_chunks",
     "ablate.batch_size",
     "ablate.max_images",
+    "origins.num_sequences",
+    "origins.max_channels",
+    "origins.rank_band",
+    "origins.max_chunks",
+    "origins.batch_size",
 ]
 
 
@@ -277,6 +298,17 @@ def check_values(cfg: Any) -> None:
     unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
     if unknown:
         raise MassiveError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})")
+    from massive.origins import WEIGHT_INTERVENTIONS
+
+    names = list(cfg.origins.interventions)
+    unknown = [name for name in names if name not in WEIGHT_INTERVENTIONS]
+    if unknown:
+        raise MassiveError(f"unknown weight intervention {unknown[0]!r} in origins.interventions (known: {', '.join(WEIGHT_INTERVENTIONS)})")
+    if not names or names[0] != "none":
+        raise MassiveError(f"origins.interventions={names} must start with 'none' (the baseline)")
+    for key in ("origins.min_share", "origins.channel_share"):
+        if not 0 < OmegaConf.select(cfg, key) <= 1:
+            raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:

@@ -6,6 +6,7 @@ one rule and returns its HTML:
 
   pair_section      detect/ and figures/ of one model on one corpus (+ its attention section)
   attention_section attention/summary.json, perplexity.parquet, heatmaps.png, sink_curve.png
+  origins_section   origins/sublayers.parquet, superweights.parquet, perplexity.parquet, contributions.png
   vision_section    every images.parquet of the sweep's vision part, beside the paper's numbers
   ablation_section  the ablation rule's results/ablation_<sweep>.html (its table, the paper's, zero-shot)
   ablation_block    that file and its figure, for the report
@@ -102,7 +103,34 @@ def attention_section(folder: Path, model: str, corpus: str) -> Markup:
                   images=[(f, png(folder / f"{f}.png")) for f in ("heatmaps", "sink_curve")])
 
 
-def pair_section(folder: Path, model: str, corpus: str, attention: bool = False) -> dict:
+SUBLAYER_SHOWN = ["dim", "role", "block", "part", "contribution", "value", "share", "n_tokens", "writes", "parallel"]
+SUPERWEIGHT_SHOWN = ["dim", "role", "block", "expert", "n_tokens", "channel", "input_value", "input_ratio", "param",
+                     "coordinate", "weight", "abs_rank", "share", "primary"]
+ORIGINS_PERPLEXITY = ["intervention", "kind", "edited", "weights_changed", "entries_changed", "massive_abs", "perplexity",
+                      "ratio_to_none"]
+
+
+def origins_section(folder: Path, model: str, corpus: str) -> Markup:
+    """Rule origins: the writing sublayers, the super weights, the perplexities and the figure
+    (folder: results/<model>/<corpus>/origins), "Where they come from"."""
+    sub, sw = read_table(folder / "sublayers.parquet"), read_table(folder / "superweights.parquet")
+    ppl = read_table(folder / "perplexity.parquet")
+    writers = []
+    for _, w in sub[sub["writes"].astype(bool)].iterrows() if len(sub) else []:
+        top = sw[(sw["dim"] == w["dim"]) & (sw["role"] == w["role"]) & sw["primary"].astype(bool)] if len(sw) else sw
+        first = top.sort_values("n_tokens", ascending=False).iloc[0].to_dict() if len(top) else None
+        if first is not None and pd.isna(first["expert"]):
+            first["expert"] = None
+        writers.append({**w.to_dict(), "superweight": first})
+    return render("origins.html.j2", model=model, corpus=corpus, writers=writers,
+                  sublayers=table(sub[SUBLAYER_SHOWN], none_found=True),
+                  superweights=table(sw[SUPERWEIGHT_SHOWN], float_format=lambda v: f"{v:,.4g}" if abs(v) < 10 else number(v),
+                                     none_found=True),
+                  perplexity=table(ppl[ORIGINS_PERPLEXITY], float_format=lambda v: f"{v:,.2f}"),
+                  images=[("contributions", png(folder / "contributions.png"))])
+
+
+def pair_section(folder: Path, model: str, corpus: str, attention: bool = False, origins: bool = False) -> dict:
     """What report.html.j2 shows of one model on one corpus (folder: results/<model>/<corpus>)."""
     det, figs = folder / "detect", folder / "figures"
     return {
@@ -113,6 +141,7 @@ def pair_section(folder: Path, model: str, corpus: str, attention: bool = False)
         "per_layer_html": table(read_table(det / "per_layer.parquet"), none_found=True),
         "figures": [(f, png(figs / f"{f}.png")) for f in FIGURES],
         "attention_html": attention_section(folder / "attention", model, corpus) if attention else Markup(""),
+        "origins_html": origins_section(folder / "origins", model, corpus) if origins else Markup(""),
     }
 
 

@@ -25,6 +25,7 @@ DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "summ
 FIGURES = ("layerwise", "prompt_3d", "roles", "token_map")
 ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
                    "sink_curve.png", "summary.json")
+ORIGINS_FILES = ("sublayers.parquet", "superweights.parquet", "perplexity.parquet", "contributions.png")
 ABLATION_EXTS = ("parquet", "png", "html")
 TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")
 FETCHED = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
@@ -82,6 +83,11 @@ def figure(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
 
 def attention_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
     return f"{run_dir(model, corpus, 'attention', results)}/{name}"
+
+
+def origins_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+    """An output of rule origins (ORIGINS_FILES)."""
+    return f"{run_dir(model, corpus, 'origins', results)}/{name}"
 
 
 def ablate_dir(model: str, corpus: str, layers: str, results: str = RESULTS) -> str:

@@ -26,6 +26,7 @@ PAIRS = sweeps.pairs(SWEEP)  # every (model, corpus) captured: LLMs x corpora, t
 ABLATE = SWEEP.get("ablate") or {}
 ZEROSHOT = ABLATE.get("zeroshot_tasks") or []
 ATTENTION = SWEEP.get("attention")
+ORIGINS = SWEEP.get("origins")
 VISION = SWEEP.get("vision") or {"models": [], "images": [], "layers": [], "interventions": [], "overrides": []}
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 TRAIN_CONFIGS = (SWEEP.get("train") or {}).get("configs") or []
@@ -54,6 +55,11 @@ def attention_overrides():
             for key, value in (ATTENTION or {}).items()]
 
 
+def origins_overrides():
+    return [f"origins.{key}={hydra_list(value) if isinstance(value, list) else value}"
+            for key, value in (ORIGINS or {}).items()]
+
+
 def pair_args(model, corpus, *extra):
     """model=, data=, the rule's own overrides, then the sweep's (listed last, so they win)."""
     return [f"model={model}", f"data={corpus}", *extra, *sweeps.overrides(SWEEP, model, corpus)]
@@ -74,6 +80,7 @@ ARGS = {
     "detect": pair_args,
     "figures": pair_args,
     "attention": lambda model, corpus: pair_args(model, corpus, *attention_overrides()),
+    "origins": lambda model, corpus: pair_args(model, corpus, *origins_overrides()),
     "ablate": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"]),
     "zeroshot": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"],
                                                           f"ablate.zeroshot_tasks={hydra_list(ZEROSHOT)}"),
@@ -101,6 +108,7 @@ def jobs():
     for name in ["ablate"] * bool(ABLATE) + ["zeroshot"] * bool(ZEROSHOT):
         yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in llm_pairs for layers in ABLATE["layers"])
     yield from (("attention", {"model": m, "corpus": c}) for m, c in llm_pairs if ATTENTION)
+    yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if ORIGINS is not None)
     yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in VISION["models"]
                 for i in VISION["images"] for layers in VISION["layers"])
     yield from (("ablation", {}),) * bool(ABLATE)

@@ -1,0 +1,84 @@
+"""Rule origins: where the massive activations come from, and the super weight behind them.
+
+The science is massive.origins (read its docstring); this rule reads the captured tokens (the
+first origins.num_sequences) and the detection, traces every massive activation at the tokens
+where detection found it, and measures perplexity (the first origins.max_chunks chunks, the
+paper's protocol) under each weight intervention of origins.interventions. It writes, in
+results/<model>/<corpus>/origins/:
+
+  sublayers.parquet     per massive activation (dim, role): the writing block's attention, MLP
+                        (and unexplained) contribution, and every later block whose part changes
+                        it by more than origins.min_share of its value (massive.origins.SUBLAYER_COLUMNS)
+  superweights.parquet  the down-projection input channels that write it and their weights
+                        W[dim, channel] in the model's own orientation (value, magnitude rank; the
+                        expert, for a mixture of experts): SUPERWEIGHT_COLUMNS
+  perplexity.parquet    one row per weight intervention: kind, edited coordinates, perplexity, ratio
+  contributions.png     each block's contribution to the massive dim at its token
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig
+
+from massive import origins, plots
+from massive.interventions import TokenRoles
+from massive.sequences import perplexity_chunks
+from pipeline import cli, paths, tracking
+from pipeline.checks import seq_len
+from pipeline.html import save_figure
+from pipeline.io import corpus_file, read_detection, read_table, results_dir, tokens_file, write_table
+from pipeline.model import load_model, load_tokenizer, pick_device
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> None:
+    s = cfg.origins
+    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.capture.device)
+    found = read_detection(cfg)
+    tokens = read_table(tokens_file(cfg)).iloc[: s.num_sequences]
+    ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
+    docs = read_table(corpus_file(cfg))["text"].tolist()
+    tok = load_tokenizer(cfg)
+    model = load_model(cfg, device)
+    chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator,
+                               add_special_tokens=cfg.tokenize.add_special_tokens)
+
+    o = origins.find(model, ids, found, seq_ids=tokens["seq_id"].tolist(), min_share=s.min_share,
+                     channel_share=s.channel_share, max_channels=s.max_channels, batch_size=s.batch_size, device=device)
+    name = f"{cfg.model.name} on {cfg.data.name}"
+    ppl = origins.perplexities(model, o, chunks, list(s.interventions), seed=cfg.seed, rank_band=s.rank_band,
+                               batch_size=s.batch_size, device=device, roles_of=TokenRoles(tok, list(cfg.detect.delimiters)),
+                               where=f"origins {cfg.model.name}/{cfg.data.name}")
+    ppl.insert(0, "corpus", cfg.data.name)
+    ppl.insert(0, "model", cfg.model.name)
+    ppl["n_chunks"] = len(chunks)
+
+    results = results_dir(cfg)
+    out = lambda f: paths.origins_file(cfg.model.name, cfg.data.name, f, results)  # noqa: E731
+    write_table(o.sublayers, out("sublayers.parquet"), cfg)
+    write_table(o.superweights, out("superweights.parquet"), cfg)
+    write_table(ppl, out("perplexity.parquet"), cfg)
+    save_figure(plots.contributions(o.contributions, f"{name}: contribution to the massive dim at its token"),
+                out("contributions.png"), cfg.figures.dpi)
+    for _, r in o.primary.iterrows():
+        log.info("%s: dim %d (%s) written by block %d's MLP%s; super weight %s %s = %.4g (|w| rank %d of %d)", name, r["dim"],
+                 r["role"], r["block"], "" if pd.isna(r["expert"]) else f" (expert {r['expert']})",
+                 r["param"], r["coordinate"], r["weight"], r["abs_rank"], r["n_weights"])
+    log.info("%s: perplexity %s", name, ", ".join(f"{k} {v:.4g}" for k, v in zip(ppl["intervention"], ppl["perplexity"])))
+    with tracking.stage_run(cfg) as wb:
+        wb.summary.update({f"perplexity/{k}": v for k, v in zip(ppl["intervention"], ppl["perplexity"])})
+        wb.summary.update({"n_superweights": len(o.primary), "n_activations": len(o.writers)})
+        sw = o.superweights.assign(expert=o.superweights["expert"].astype("float"))  # W&B tables take no pd.NA
+        wb.log({"sublayers": tracking.table(o.sublayers), "superweights": tracking.table(sw),
+                "perplexity": tracking.table(ppl), "contributions": tracking.image(out("contributions.png"))})
+
+
+if __name__ == "__main__":
+    cli.main("origins", run)
