@@ -16,6 +16,7 @@ import re
 from hydra.core.config_store import ConfigStore
 
 from massive.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
+from massive.detect import DELIMITERS
 from massive.errors import MassiveError
 
 
@@ -131,7 +132,7 @@ class DetectConfig:
     min_abs: float = 100.0  # |a| above this ...
     min_ratio: float = 1000.0  # ... and above this multiple of the layer's median |a|
     # a token is a "delimiter" when its text, stripped of spaces, is one of these (or is a newline)
-    delimiters: list[str] = field(default_factory=lambda: [".", ",", ";", ":", "!", "?", "\n", "\n\n", "<s>", "</s>"])
+    delimiters: list[str] = field(default_factory=lambda: list(DELIMITERS))
 
 
 @dataclass
