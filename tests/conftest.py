@@ -35,3 +35,21 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> s
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def detected_run(cfg, n_seq: int, seq_len: int) -> None:
+    """Fetch the config's (local) model, write n_seq random token sequences and a small corpus
+    whose perplexity chunks each start with token 0 (the byte tokenizer reads "<s>" as id 0), then
+    run the capture and detect rules: the inputs of the rules that read a detection."""
+    import pandas as pd
+
+    import tiny
+    from pipeline import capture, detect, fetch_model
+    from pipeline.io import corpus_file, tokens_file, write_table
+
+    fetch_model.run(cfg)
+    write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": tiny.sequences(n_seq, seq_len).tolist()}), tokens_file(cfg), cfg)
+    docs = ["<s>" + "".join(chr(97 + (i * 7 + j * 3) % 26) for j in range(seq_len - 3)) for i in range(6)]
+    write_table(pd.DataFrame({"text": docs}), corpus_file(cfg), cfg)
+    capture.run(cfg)
+    detect.run(cfg)

@@ -10,12 +10,13 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import tiny
+from conftest import detected_run
 from massive import attention
 from massive.arch import find_parts
 from massive.errors import MassiveError, NonFiniteError
 from pipeline import attention as rule
-from pipeline import capture, detect, fetch_model, html
-from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_table
+from pipeline import html
+from pipeline.io import read_table, run_dir
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 is massive at the first token (token id 0) from block 1's output on
 CONST, CONST_VALUE = 20, 0.1  # wire_sink: a residual dim held at 0.1 for every token
@@ -284,12 +285,7 @@ def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
     cfg = compose_in("model=tiny_random", "model.source=local", f"model.path={path}", "model.name=tiny_sink",
                      f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2", "ablate.max_chunks=4",
                      "ablate.batch_size=2", "++attention.num_sequences=3", "figures.dpi=40")
-    fetch_model.run(cfg)
-    write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": tiny.sequences(n_seq, seq_len).tolist()}), tokens_file(cfg), cfg)
-    docs = ["<s>" + "".join(chr(97 + (i * 7 + j * 3) % 26) for j in range(seq_len - 3)) for i in range(6)]
-    write_table(pd.DataFrame({"text": docs}), corpus_file(cfg), cfg)
-    capture.run(cfg)
-    detect.run(cfg)
+    detected_run(cfg, n_seq, seq_len)
     return cfg
 
 

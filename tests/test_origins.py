@@ -10,16 +10,14 @@ import torch
 from torch import nn
 
 import tiny
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, detected_run, run_module
 from massive import arch, hooks, origins
 from massive.capture import capture
 from massive.detect import detect
 from massive.errors import MassiveError
 from massive.interventions import massive_mask
-from pipeline import capture as capture_rule
-from pipeline import detect as detect_rule
-from pipeline import fetch_model, html
-from pipeline.io import corpus_file, read_table, run_dir, tokens_file, write_table
+from pipeline import html
+from pipeline.io import read_table, run_dir
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token (id 0) from block 1's output on; hidden unit 0
 EXPERT = 2  # the one Mixtral expert that keeps the planted weight, and that the router sends token 0 to
@@ -174,12 +172,7 @@ def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
                  f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2", "figures.dpi=40",
                  "origins.num_sequences=3", "origins.max_chunks=3", "origins.batch_size=2"]
     cfg = compose_in(*overrides)
-    fetch_model.run(cfg)
-    write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": tiny.sequences(n_seq, seq_len).tolist()}), tokens_file(cfg), cfg)
-    docs = ["<s>" + "".join(chr(97 + (i * 7 + j * 3) % 26) for j in range(seq_len - 3)) for i in range(6)]
-    write_table(pd.DataFrame({"text": docs}), corpus_file(cfg), cfg)
-    capture_rule.run(cfg)
-    detect_rule.run(cfg)
+    detected_run(cfg, n_seq, seq_len)
     return cfg, [f"paths.root={tmp_path}", "wandb.mode=disabled", *overrides]
 
 
