@@ -1,5 +1,6 @@
 # The DAG: fetch_model -> tokenize <- fetch_corpus; tokenize -> capture -> detect -> figures -> report;
-# detect -> ablate -> ablation -> report, detect -> attention -> report, detect -> origins -> report (LLMs),
+# detect -> ablate -> ablation -> report, detect -> attention -> report, detect -> origins -> report,
+# detect -> inference -> report (LLMs),
 # detect -> ablate_images -> report (vision transformers).
 # Every rule calls one module, pipeline/<rule>.py, with Hydra overrides built from its wildcards.
 # The targets come from a sweep (conf/sweep/<name>.yaml, validated by conf/schemas/sweep.schema.yaml):
@@ -28,6 +29,7 @@ include: "rules/measure.smk"
 include: "rules/ablate.smk"
 include: "rules/attention.smk"
 include: "rules/origins.smk"
+include: "rules/inference.smk"
 include: "rules/train.smk"
 include: "rules/report.smk"
 

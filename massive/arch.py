@@ -217,6 +217,24 @@ def expert_hidden(w: DownWeights, x: torch.Tensor, expert: int) -> torch.Tensor:
     return experts.act_fn(gate) * up
 
 
+def linears(block: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """Every linear layer inside `block`: (path in the block, module, weight orientation), in module
+    order: nn.Linear ("out_in": weight [out, in]) and GPT-2's Conv1D ("in_out": weight [in, out]).
+    Fused expert weights (Mixtral's 3-D experts.gate_up_proj / down_proj) are parameters, not
+    linear modules, and are not listed.
+
+        >>> [p for p, _, _ in linears(find_parts(model).blocks[0])][:3]
+        ['self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj']
+    """
+    out = []
+    for name, mod in block.named_modules():
+        if isinstance(mod, nn.Linear):
+            out.append((name, mod, "out_in"))
+        elif type(mod).__name__ == "Conv1D" and getattr(mod, "weight", None) is not None and mod.weight.dim() == 2:
+            out.append((name, mod, "in_out"))
+    return out
+
+
 def is_parallel(block: nn.Module) -> bool:
     """Whether a block's attention and MLP read the same normed input (Phi-2, GPT-J: one norm child)."""
     norms = [k for k, _ in block.named_children() if "norm" in k.lower() or k.lower().startswith("ln")]

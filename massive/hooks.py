@@ -6,12 +6,16 @@ Names follow TransformerLens, and are the same in code, Parquet (`hook` columns)
   blocks.{L}.hook_resid_pre   the residual stream entering block L (the block's input)
   blocks.{L}.hook_resid_post  the residual stream after block L (its output, after both
                               residual adds; what the paper measures)
+  blocks.{L}.hook_attn_in     the input of block L's attention module (after its norm)
   blocks.{L}.hook_attn_out    the output of block L's attention module (before the residual add)
   blocks.{L}.hook_mlp_in      the input of block L's MLP module (after its norm)
   blocks.{L}.hook_mlp_out     the output of block L's MLP module (before the residual add)
   blocks.{L}.mlp.hook_post    the input of block L's down projection (the MLP's hidden activations)
   blocks.{L}.attn.hook_pattern  block L's attention probabilities [batch, heads, queries, keys]
                               (the model must run eager attention, which returns them)
+  blocks.{L}.{path}.hook_in   the input of the linear layer at `path` inside block L (every
+                              nn.Linear and GPT-2 Conv1D of the block, massive.arch.linears:
+                              blocks.3.self_attn.q_proj.hook_in, blocks.3.mlp.down_proj.hook_in)
   ln_final.hook_normalized    the output of the final norm (after the last block; a ViT's final
                               CLS embedding is its position 0)
 
@@ -43,9 +47,11 @@ from massive import arch
 from massive.errors import MassiveError
 
 HookFn = Callable[[torch.Tensor, str], "torch.Tensor | None"]
-POINTS = ("hook_resid_pre", "hook_resid_post", "hook_attn_out", "hook_mlp_in", "hook_mlp_out", "mlp.hook_post", "attn.hook_pattern")
+POINTS = ("hook_resid_pre", "hook_resid_post", "hook_attn_in", "hook_attn_out", "hook_mlp_in", "hook_mlp_out", "mlp.hook_post", "attn.hook_pattern")
 FINAL_NORM = "ln_final.hook_normalized"
 _NAME = re.compile(r"^blocks\.(\d+)\.(" + "|".join(re.escape(p) for p in POINTS) + r")$")
+LINEAR_IN = "hook_in"
+_LINEAR = re.compile(r"^blocks\.(\d+)\.([A-Za-z0-9_.]+)\.hook_in$")
 
 
 def resid_pre(layer: int) -> str:
@@ -55,6 +61,16 @@ def resid_pre(layer: int) -> str:
 def resid_post(layer: int) -> str:
     """The hook name of the residual stream after block `layer`."""
     return f"blocks.{layer}.hook_resid_post"
+
+
+def attn_in(layer: int) -> str:
+    return f"blocks.{layer}.hook_attn_in"
+
+
+def linear_in(layer: int, path: str) -> str:
+    """The hook name of the input of the linear layer at `path` inside block `layer`:
+    linear_in(3, "mlp.down_proj") == "blocks.3.mlp.down_proj.hook_in"."""
+    return f"blocks.{layer}.{path}.{LINEAR_IN}"
 
 
 def attn_out(layer: int) -> str:
@@ -79,7 +95,7 @@ def pattern(layer: int) -> str:
 
 def layer_of(name: str) -> int:
     """The block index in a hook name: layer_of("blocks.7.hook_resid_post") == 7."""
-    m = _NAME.match(name)
+    m = _NAME.match(name) or _LINEAR.match(name)
     if m is None:
         raise MassiveError(f"{name!r} is not a block hook name (blocks.L.<{'|'.join(POINTS)}>)")
     return int(m.group(1))
@@ -92,7 +108,10 @@ def names(model: nn.Module, pattern: str = "*") -> list[str]:
         ['blocks.0.hook_resid_post', 'blocks.1.hook_resid_post']
     """
     n = arch.num_layers(model.config)
-    every = ["hook_tokens"] + [f"blocks.{layer}.{p}" for layer in range(n) for p in POINTS] + [FINAL_NORM]
+    every = ["hook_tokens"] + [f"blocks.{layer}.{p}" for layer in range(n) for p in POINTS]
+    blocks = arch.find_parts(model).blocks
+    every += [linear_in(layer, path) for layer in range(n) for path, _, _ in arch.linears(blocks[layer])]
+    every += [FINAL_NORM]
     return [name for name in every if fnmatch.fnmatchcase(name, pattern)]
 
 
@@ -120,10 +139,19 @@ def resolve(model: nn.Module, name: str, parts: arch.Parts | None = None) -> Hoo
     if not 0 <= layer < len(parts.blocks):
         raise MassiveError(f"{name}: the model has blocks 0..{len(parts.blocks) - 1}")
     point = name.split(".", 2)[2]
+    linear = _LINEAR.match(name)
+    if linear is not None and not _NAME.match(name):
+        path = linear.group(2)
+        found = {p: mod for p, mod, _ in arch.linears(parts.blocks[layer])}
+        if path not in found:
+            raise MassiveError(f"{name}: block {layer} has no linear layer {path!r} (its linear layers: {', '.join(found)})")
+        return HookPoint(name, found[path], "pre")
     if point == "hook_resid_pre":
         return HookPoint(name, parts.blocks[layer], "pre")
     if point == "hook_resid_post":
         return HookPoint(name, parts.blocks[layer], "post")
+    if point == "hook_attn_in":
+        return HookPoint(name, parts.attentions[layer], "pre")
     if point == "hook_attn_out":
         return HookPoint(name, parts.attentions[layer], "post")
     if point == "attn.hook_pattern":

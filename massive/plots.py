@@ -14,7 +14,7 @@ Nothing here reads or writes a file or touches pyplot's global state: each funct
 Figures of one model and corpus (rule figures): `layerwise`, `prompt_3d`, `roles_table`,
 `token_map`; of a sweep's ablation: `ablation`; of attention: `heatmaps`, `sink_curve`; of the
 retraining comparison: `train_emergence`, `train_layerwise`; of the origins of massive
-activations: `contributions`.
+activations: `contributions`; of what they cost at inference: `headroom`, `quantization`.
 """
 
 from __future__ import annotations
@@ -204,6 +204,91 @@ def contributions(table: pd.DataFrame, title: str) -> Figure:
         axes[0].text(0.5, 0.5, "no massive activation", ha="center", va="center", transform=axes[0].transAxes)
     axes[-1].set_xlabel("block (blocks.L.hook_attn_out, blocks.L.hook_mlp_out)")
     axes[0].set_title(title)
+    return fig
+
+
+# ---------------------------------------------------------------- inference
+FORMAT_COLORS = {"float16": "tab:red", "bfloat16": "tab:purple"}
+
+
+def headroom(table: pd.DataFrame, title: str) -> Figure:
+    """Max |a| per block against the largest finite value of each format (left, log axis; the
+    largest |a| measured by the run in that format beside it, a cross at its first block with inf or
+    NaN), and each format's spacing at that magnitude (right). `table`: massive.precision.headroom.
+
+        >>> t = pd.DataFrame({"layer": [0, 1] * 2, "format": ["float16"] * 2 + ["bfloat16"] * 2,
+        ...                   "max_abs": [10.0, 24000.0] * 2, "limit": [65504.0] * 2 + [3.39e38] * 2,
+        ...                   "spacing": [0.0078, 16.0, 0.0625, 128.0], "measured_max_abs": [10.0, 24000.0, 10.0, 24064.0],
+        ...                   "first_nonfinite": [False] * 4})
+        >>> fig = headroom(t, "m on c")
+    """
+    fig = new_figure((11, 3.8))
+    left, right = fig.subplots(1, 2)
+    ref = table.drop_duplicates("layer").sort_values("layer")
+    left.plot(ref["layer"], ref["max_abs"], "o-", ms=3, color="k", label="max |a| (reference run)")
+    for fmt, g in table.groupby("format", sort=False):
+        g = g.sort_values("layer")
+        color = FORMAT_COLORS.get(fmt, "tab:gray")
+        left.axhline(float(g["limit"].iloc[0]), color=color, ls="--", lw=1, label=f"{fmt} limit {float(g['limit'].iloc[0]):.4g}")
+        measured = pd.to_numeric(g["measured_max_abs"], errors="coerce")
+        if measured.notna().any():
+            left.plot(g["layer"], measured, "x:", ms=3, color=color, lw=0.8, label=f"max finite |a|, run in {fmt}")
+        first = g[g["first_nonfinite"].fillna(False).astype(bool)]
+        for _, r in first.iterrows():
+            left.plot([r["layer"]], [r["max_abs"]], "X", ms=10, color=color, label=f"first inf/NaN in {fmt}: block {int(r['layer'])}")
+        right.plot(g["layer"], g["spacing"], "o-", ms=3, color=color, label=f"{fmt} spacing at max |a|")
+    left.set_yscale("log")
+    left.set_xlabel("block (blocks.L.hook_resid_post)")
+    left.set_ylabel("|a|")
+    left.set_title(title, fontsize=9)
+    left.legend(frameon=False, fontsize=6)
+    left.grid(alpha=0.3, which="both")
+    right.set_yscale("log")
+    right.set_xlabel("block")
+    right.set_ylabel("gap to the next value of the format")
+    right.set_title("rounding step at the largest |a|", fontsize=9)
+    right.legend(frameon=False, fontsize=7)
+    right.grid(alpha=0.3, which="both")
+    return fig
+
+
+def quantization(table: pd.DataFrame, title: str) -> Figure:
+    """Perplexity per quantization configuration (one row per scheme, bars per `massive` arm: as
+    is, mean), log axis; a scheme whose loss was not finite is marked "inf/NaN". `table`:
+    massive.quantize.perplexities (scheme, massive, perplexity), with the rule's dtype rows.
+
+        >>> t = pd.DataFrame({"scheme": ["float", "a8_per_tensor", "float16"], "massive": "as is",
+        ...                   "perplexity": [20.0, 45.0, None]})
+        >>> fig = quantization(t, "m on c")
+    """
+    schemes = list(dict.fromkeys(table["scheme"]))
+    arms = list(dict.fromkeys(table["massive"]))
+    fig = new_figure((7, 0.35 * len(schemes) * max(1, len(arms)) + 1.2))
+    ax = fig.subplots()
+    height = 0.8 / max(1, len(arms))
+    finite = pd.to_numeric(table["perplexity"], errors="coerce")
+    top = float(finite.max()) if finite.notna().any() else 1.0
+    for j, arm in enumerate(arms):
+        g = table[table["massive"] == arm].set_index("scheme")
+        y = np.array([i + j * height for i in range(len(schemes))])
+        vals = [pd.to_numeric(g["perplexity"].get(s), errors="coerce") if s in g.index else np.nan for s in schemes]
+        ax.barh(y, [v if pd.notna(v) else 0 for v in vals], height=height, label=f"massive {arm}")
+        for yy, s, v in zip(y, schemes, vals):
+            if s in g.index and pd.isna(v):
+                ax.text(1.0, yy, " inf/NaN", va="center", fontsize=7, color="tab:red")
+            elif pd.notna(v):
+                ax.text(v, yy, f" {v:,.4g}", va="center", fontsize=6)
+    base = table[(table["scheme"] == "float") & (table["massive"] == arms[0])]["perplexity"] if arms else []
+    if len(base):
+        ax.axvline(float(base.iloc[0]), color="k", lw=0.8, ls="--", label="float")
+    ax.set_yticks([i + height * (len(arms) - 1) / 2 for i in range(len(schemes))], schemes, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlim(1.0, top * 5)
+    ax.set_xlabel("perplexity (log)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=7)
+    ax.grid(alpha=0.3, axis="x", which="both")
     return fig
 
 

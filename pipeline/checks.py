@@ -15,6 +15,7 @@ preprocessor_config.json; a stage checks only the values it uses:
   zeroshot        seq_len, the blocks of ablate.layers in range
   ablate_images   the blocks of ablate.layers in range
   origins         seq_len
+  inference       seq_len
 
 A model that is not fetched yet is not checked here: the rule reports that itself.
 
@@ -118,6 +119,7 @@ CHECKS: dict[str, list[Callable[[DictConfig, object], None]]] = {
     "zeroshot": [check_seq_len, check_ablate_layers],
     "ablate_images": [check_ablate_layers],
     "origins": [check_seq_len],
+    "inference": [check_seq_len],
 }
 
 

@@ -19,6 +19,10 @@ from massive.backcopy import BackcopySpec as BackcopyData  # the task's paramete
 from massive.detect import DELIMITERS
 from massive.errors import MassiveError
 
+INFERENCE_SCHEMES = ("a8_per_tensor", "a8_per_token", "a8_per_tensor_keep_massive", "a4_per_tensor", "a4_per_token",
+                     "a4_per_tensor_keep_massive", "w8_per_channel", "w8_per_channel_keep_super", "w4_per_channel",
+                     "w4_per_channel_keep_super")  # every scheme of massive.quantize.SCHEMES, the rule's default
+
 
 class Dtype(str, Enum):
     float32 = "float32"
@@ -182,6 +186,22 @@ class OriginsConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """Rule inference (massive/precision.py, quantize.py, window.py): what massive activations cost at inference."""
+
+    dtype: Dtype = Dtype.float32  # the reference run (and the quantization and window runs): the model in this dtype
+    formats: list[Dtype] = field(default_factory=lambda: [Dtype.float16, Dtype.bfloat16])  # headroom: each also run
+    max_chunks: int = 16  # perplexity chunks of seq_len tokens (every run of the rule)
+    batch_size: int = 4
+    num_sequences: int = 8  # captured sequences traced for the super weights (massive.origins.find)
+    schemes: list[str] = field(default_factory=lambda: list(INFERENCE_SCHEMES))  # massive/quantize.py SCHEMES
+    with_mean: bool = True  # every scheme also with the massive activations set to their mean at the emergence block
+    windows: list[int] = field(default_factory=lambda: [64])  # W: each query sees the last W tokens
+    sinks: list[int] = field(default_factory=lambda: [1, 4])  # S: ... and the first S tokens
+    sink_interventions: list[str] = field(default_factory=lambda: ["mean", "zero"])  # on the sinks' massive activations
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = WandbMode.offline
     project: str = "massive-activations"
@@ -206,6 +226,7 @@ class Config:
     ablate: AblateConfig = field(default_factory=AblateConfig)
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     origins: OriginsConfig = field(default_factory=OriginsConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
@@ -238,6 +259,9 @@ _POSITIVE = [
     "origins.rank_band",
     "origins.max_chunks",
     "origins.batch_size",
+    "inference.max_chunks",
+    "inference.batch_size",
+    "inference.num_sequences",
 ]
 
 
@@ -310,10 +334,31 @@ def check_values(cfg: Any) -> None:
     for key in ("origins.min_share", "origins.channel_share"):
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
+    check_inference(cfg.inference)
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:
         raise MassiveError(f"model {m.name!r}: source={m.source.value} needs model.{needed}")
+
+
+def check_inference(inf: Any) -> None:
+    """Rule inference's values: known quantization schemes, windows W >= 1, sinks S >= 1."""
+    from massive.quantize import SCHEMES
+    from massive.window import SINK_INTERVENTIONS
+
+    unknown = [name for name in inf.schemes if name not in SCHEMES]
+    if unknown:
+        raise MassiveError(f"unknown quantization scheme {unknown[0]!r} in inference.schemes (known: {', '.join(SCHEMES)})")
+    for w in inf.windows:
+        if w < 1:
+            raise MassiveError(f"inference.windows: W={w} must be at least 1 (each query sees the last W tokens)")
+    for s in inf.sinks:
+        if s < 1:
+            raise MassiveError(f"inference.sinks: S={s} must be at least 1 (the window alone, S=0, is always measured)")
+    unknown = [name for name in inf.sink_interventions if name not in SINK_INTERVENTIONS]
+    if unknown:
+        raise MassiveError(f"unknown sink intervention {unknown[0]!r} in inference.sink_interventions "
+                           f"(known: {', '.join(SINK_INTERVENTIONS)})")
 
 
 # ---- training (pipeline/train.py)

@@ -7,6 +7,7 @@ one rule and returns its HTML:
   pair_section      detect/ and figures/ of one model on one corpus (+ its attention section)
   attention_section attention/summary.json, perplexity.parquet, heatmaps.png, sink_curve.png
   origins_section   origins/sublayers.parquet, superweights.parquet, perplexity.parquet, contributions.png
+  inference_section inference/summary.json, headroom, quantization and window .parquet, both figures
   vision_section    every images.parquet of the sweep's vision part, beside the paper's numbers
   ablation_section  the ablation rule's results/ablation_<sweep>.html (its table, the paper's, zero-shot)
   ablation_block    that file and its figure, for the report
@@ -130,7 +131,29 @@ def origins_section(folder: Path, model: str, corpus: str) -> Markup:
                   images=[("contributions", png(folder / "contributions.png"))])
 
 
-def pair_section(folder: Path, model: str, corpus: str, attention: bool = False, origins: bool = False) -> dict:
+QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", "ratio_to_float", "rel_error", "kept", "note"]
+WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", "ratio_to_full", "entries_changed"]
+
+
+def inference_section(folder: Path, model: str, corpus: str) -> Markup:
+    """Rule inference: headroom, quantization and window tables and both figures
+    (folder: results/<model>/<corpus>/inference), "What they cost at inference"."""
+    res = json.loads((folder / "summary.json").read_text())
+    h = read_table(folder / "headroom.parquet")
+    per_block = h.pivot_table(index=["layer", "max_abs", "dim"], columns="format", aggfunc="first",
+                              values=["headroom", "spacing", "overflow", "measured_max_abs", "measured_inf", "measured_nan"])
+    per_block.columns = [f"{fmt} {col}" for col, fmt in per_block.columns]
+    per_block = per_block[sorted(per_block.columns, key=lambda c: (c.split()[0] != "float16", c))].reset_index()
+    q = read_table(folder / "quantization.parquet")
+    return render("inference.html.j2", model=model, corpus=corpus, res=res,
+                  headroom=table(per_block, float_format=lambda v: f"{v:,.4g}"),
+                  quantization=table(q[QUANT_SHOWN], float_format=lambda v: f"{v:,.4g}"),
+                  window=table(read_table(folder / "window.parquet")[WINDOW_SHOWN], float_format=lambda v: f"{v:,.4g}"),
+                  images=[(f, png(folder / f"{f}.png")) for f in ("headroom", "quantization")])
+
+
+def pair_section(folder: Path, model: str, corpus: str, attention: bool = False, origins: bool = False,
+                 inference: bool = False) -> dict:
     """What report.html.j2 shows of one model on one corpus (folder: results/<model>/<corpus>)."""
     det, figs = folder / "detect", folder / "figures"
     return {
@@ -142,6 +165,7 @@ def pair_section(folder: Path, model: str, corpus: str, attention: bool = False,
         "figures": [(f, png(figs / f"{f}.png")) for f in FIGURES],
         "attention_html": attention_section(folder / "attention", model, corpus) if attention else Markup(""),
         "origins_html": origins_section(folder / "origins", model, corpus) if origins else Markup(""),
+        "inference_html": inference_section(folder / "inference", model, corpus) if inference else Markup(""),
     }
 
 

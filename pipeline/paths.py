@@ -26,6 +26,8 @@ FIGURES = ("layerwise", "prompt_3d", "roles", "token_map")
 ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
                    "sink_curve.png", "summary.json")
 ORIGINS_FILES = ("sublayers.parquet", "superweights.parquet", "perplexity.parquet", "contributions.png")
+INFERENCE_FILES = ("headroom.parquet", "quantization.parquet", "window.parquet", "summary.json", "headroom.png",
+                   "quantization.png")
 ABLATION_EXTS = ("parquet", "png", "html")
 TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")
 FETCHED = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
@@ -88,6 +90,11 @@ def attention_file(model: str, corpus: str, name: str, results: str = RESULTS) -
 def origins_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
     """An output of rule origins (ORIGINS_FILES)."""
     return f"{run_dir(model, corpus, 'origins', results)}/{name}"
+
+
+def inference_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+    """An output of rule inference (INFERENCE_FILES)."""
+    return f"{run_dir(model, corpus, 'inference', results)}/{name}"
 
 
 def ablate_dir(model: str, corpus: str, layers: str, results: str = RESULTS) -> str:

@@ -3,7 +3,7 @@
 For every model x corpus of the sweep (and vision model x image data): the verdict, the
 detection table, the per-layer statistics (with where the massive activations are: dims and
 tokens, e.g. which registers) and the figures (embedded as PNG), with the attention section and
-"Where they come from" (rule origins) where the sweep has them; then the sweep-level sections: vision interventions, ablation, retraining.
+"Where they come from" (rule origins) and "What they cost at inference" (rule inference) where the sweep has them; then the sweep-level sections: vision interventions, ablation, retraining.
 Every piece of HTML comes from the templates in pipeline/templates/ (pipeline/html.py).
 Output: results/report_<sweep>.html.
 """
@@ -42,8 +42,9 @@ def render(cfg: DictConfig) -> str:
     results = results_dir(cfg)
     attention = set(sweep["models"]) if sweep.get("attention") else set()
     origins = set(sweep["models"]) if sweep.get("origins") is not None else set()
+    inference = set(sweeps.inference_pairs(sweep))
     sections = [html.pair_section(Path(paths.pair_dir(m, c, results)), m, c, attention=m in attention and c in sweep["corpora"],
-                                  origins=m in origins and c in sweep["corpora"])
+                                  origins=m in origins and c in sweep["corpora"], inference=(m, c) in inference)
                 for m, c in sweeps.pairs(sweep)]
     return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name),
                        min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg))

@@ -29,7 +29,8 @@ VISION_INTERVENTIONS = ["none", "zero", "mean", "random_zero", "fix_register_mea
 # the lists in which an entry named twice is a mistake (a model captured twice, a row twice)
 UNIQUE = [("models",), ("corpora",), ("vision", "models"), ("vision", "images"), ("ablate", "layers"),
           ("vision", "layers"), ("ablate", "interventions"), ("vision", "interventions"), ("ablate", "zeroshot_tasks"),
-          ("train", "configs"), ("train", "variants")]
+          ("train", "configs"), ("train", "variants"), ("inference", "corpora"), ("inference", "schemes"),
+          ("inference", "windows"), ("inference", "sinks"), ("inference", "formats")]
 
 
 class _Loader(yaml.SafeLoader):
@@ -107,6 +108,10 @@ def load(name: str) -> dict:
         for item in where[key.split(".")[-1]]:
             if not (CONF_DIR / group / f"{item}.yaml").is_file():
                 raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
+    stray = [c for c in (sweep.get("inference") or {}).get("corpora", []) if c not in sweep["corpora"]]
+    if stray:
+        raise MassiveError(f"sweep {name!r}: inference.corpora entry {stray[0]!r} is not one of the sweep's corpora "
+                           f"({', '.join(sweep['corpora'])})")
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
     return sweep
@@ -117,6 +122,15 @@ def pairs(sweep: dict) -> list[tuple[str, str]]:
     vision = sweep.get("vision") or {"models": [], "images": []}
     return ([(m, c) for m in sweep["models"] for c in sweep["corpora"]]
             + [(m, i) for m in vision["models"] for i in vision["images"]])
+
+
+def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
+    """The (model, corpus) pairs of rule inference: the LLMs x the `inference` section's corpora
+    (all the sweep's by default; none without the section)."""
+    section = sweep.get("inference")
+    if section is None:
+        return []
+    return [(m, c) for m in sweep["models"] for c in section.get("corpora") or sweep["corpora"]]
 
 
 def overrides(sweep: dict, model: str | None = None, corpus: str | None = None) -> list[str]:

@@ -27,6 +27,8 @@ ABLATE = SWEEP.get("ablate") or {}
 ZEROSHOT = ABLATE.get("zeroshot_tasks") or []
 ATTENTION = SWEEP.get("attention")
 ORIGINS = SWEEP.get("origins")
+INFERENCE = SWEEP.get("inference")
+INFERENCE_PAIRS = sweeps.inference_pairs(SWEEP)  # the LLMs x the section's corpora (all by default)
 VISION = SWEEP.get("vision") or {"models": [], "images": [], "layers": [], "interventions": [], "overrides": []}
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 TRAIN_CONFIGS = (SWEEP.get("train") or {}).get("configs") or []
@@ -60,6 +62,11 @@ def origins_overrides():
             for key, value in (ORIGINS or {}).items()]
 
 
+def inference_overrides():
+    return [f"inference.{key}={hydra_list(value) if isinstance(value, list) else value}"
+            for key, value in (INFERENCE or {}).items() if key != "corpora"]
+
+
 def pair_args(model, corpus, *extra):
     """model=, data=, the rule's own overrides, then the sweep's (listed last, so they win)."""
     return [f"model={model}", f"data={corpus}", *extra, *sweeps.overrides(SWEEP, model, corpus)]
@@ -81,6 +88,7 @@ ARGS = {
     "figures": pair_args,
     "attention": lambda model, corpus: pair_args(model, corpus, *attention_overrides()),
     "origins": lambda model, corpus: pair_args(model, corpus, *origins_overrides()),
+    "inference": lambda model, corpus: pair_args(model, corpus, *inference_overrides()),
     "ablate": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"]),
     "zeroshot": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"],
                                                           f"ablate.zeroshot_tasks={hydra_list(ZEROSHOT)}"),
@@ -109,6 +117,7 @@ def jobs():
         yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in llm_pairs for layers in ABLATE["layers"])
     yield from (("attention", {"model": m, "corpus": c}) for m, c in llm_pairs if ATTENTION)
     yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if ORIGINS is not None)
+    yield from (("inference", {"model": m, "corpus": c}) for m, c in INFERENCE_PAIRS)
     yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in VISION["models"]
                 for i in VISION["images"] for layers in VISION["layers"])
     yield from (("ablation", {}),) * bool(ABLATE)

@@ -5,6 +5,7 @@ rule report:
         rules.ablation.output,
         each_pair(rules.attention.output, [(m, c) for m in MODELS for c in CORPORA]) if ATTENTION else [],
         each_pair(rules.origins.output, [(m, c) for m in MODELS for c in CORPORA]) if ORIGINS is not None else [],
+        each_pair(rules.inference.output, INFERENCE_PAIRS) if INFERENCE_PAIRS else [],
         expand(rules.train_compare.output, train=TRAIN_CONFIGS),
         expand(rules.ablate_images.output, model=VISION["models"], corpus=VISION["images"], layers=VISION["layers"]),
         each_pair(rules.figures.output),
