@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from massive import arch, hooks
+from massive import arch, hooks, origins
 from massive.errors import MassiveError, NonFiniteError
 from massive.interventions import emerge_layer, intervene, massive_mask
 from massive.perplexity import perplexity
@@ -217,6 +217,19 @@ def superweight_keep(primary: pd.DataFrame) -> Keep:
     for _, r in primary.iterrows():
         out.setdefault(str(r["param"]), []).append(tuple(int(i) for i in json.loads(r["coordinate"])))
     return out
+
+
+def superweights(model: nn.Module, ids: torch.Tensor, found: Any, seq_ids: Sequence[int] | None = None,
+                 batch_size: int = 4, device=None) -> Keep:
+    """The super weights behind the massive activations of `found`, traced on `ids` (the captured
+    sequences) by massive.origins.find, as a Keep; none found (or no massive activation): {}.
+
+        >>> superweights(model, ids, found)
+        {'model.layers.11.mlp.down_proj.weight': [(507, 1229), (247, 1229)]}
+    """
+    if not len(found.summary):
+        return {}
+    return superweight_keep(origins.find(model, ids, found, seq_ids=seq_ids, batch_size=batch_size, device=device).primary)
 
 
 def quantised_weight(w: torch.Tensor, bits: int, orientation: str, keep: Sequence[tuple[int, ...]] = ()) -> torch.Tensor:

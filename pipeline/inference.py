@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, open_dict
 
-from massive import origins, plots, precision, quantize, window
+from massive import plots, precision, quantize, window
 from massive.errors import NonFiniteError
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
@@ -40,10 +40,6 @@ from pipeline.io import corpus_file, read_detection, read_table, results_dir, to
 from pipeline.model import load_model, load_tokenizer, pick_device
 
 log = logging.getLogger(__name__)
-
-
-def value(x) -> str:
-    return x.value if hasattr(x, "value") else str(x)
 
 
 def dtype_rows(runs: dict, base: float) -> list[dict]:
@@ -62,30 +58,28 @@ def run(cfg: DictConfig) -> None:
     ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
     docs = read_table(corpus_file(cfg))["text"].tolist()
     tok = load_tokenizer(cfg)
-    ref_cfg = cfg.copy()
-    with open_dict(ref_cfg):
-        ref_cfg.model.dtype = value(s.dtype)
+    with open_dict(ref_cfg := cfg.copy()):
+        ref_cfg.model.dtype = s.dtype.value
     model = load_model(ref_cfg, device)
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator,
                                add_special_tokens=cfg.tokenize.add_special_tokens)
     name, where = f"{cfg.model.name} on {cfg.data.name}", f"inference {cfg.model.name}/{cfg.data.name}"
     roles = TokenRoles(tok, list(cfg.detect.delimiters))
     bs = s.batch_size
-
     ref = precision.measure(model, chunks, bs, device, where=where)
     if ref.perplexity is None:  # the reference itself must be finite
         raise NonFiniteError(f"{where}: the reference run ({ref.dtype}): {ref.note}")
-    formats = [value(f) for f in s.formats]
+    formats = [f.value for f in s.formats]
     runs = {fmt: precision.measure(precision.cast(model, fmt), chunks, bs, device, where=where) for fmt in formats}
     headroom = precision.headroom(ref, runs, formats)
+
     for fmt, r in runs.items():
         log.info("%s in %s: first block with inf/NaN %s; perplexity %s %s", name, fmt, r.first_nonfinite,
                  f"{r.perplexity:.4g}" if r.perplexity is not None else "not finite", r.note)
 
     keep = {}
-    if any(quantize.scheme(n).target == "weight" and quantize.scheme(n).keep for n in s.schemes) and found.found:
-        o = origins.find(model, ids, found, seq_ids=tokens["seq_id"].tolist(), batch_size=bs, device=device)
-        keep = quantize.superweight_keep(o.primary)
+    if any(quantize.scheme(n).target == "weight" and quantize.scheme(n).keep for n in s.schemes):
+        keep = quantize.superweights(model, ids, found, tokens["seq_id"].tolist(), batch_size=bs, device=device)
         log.info("%s: super weight(s) kept in float: %s", name, keep)
     quant = quantize.perplexities(model, chunks, list(s.schemes), found, roles_of=roles, keep=keep, with_mean=s.with_mean,
                                   batch_size=bs, device=device, baseline=ref.perplexity, where=where)
@@ -116,14 +110,14 @@ def run(cfg: DictConfig) -> None:
                 out("headroom.png"), cfg.figures.dpi)
     save_figure(plots.quantization(quant, f"{name}: perplexity per quantization configuration"),
                 out("quantization.png"), cfg.figures.dpi)
-    log.info("%s: perplexity %s", name, ", ".join(f"{k} ({m}) {v:.4g}" if v is not None else f"{k} ({m}) not finite"
-                                                 for k, m, v in zip(quant["scheme"], quant["massive"], quant["perplexity"])))
+    log.info("%s: perplexity %s", name, ", ".join(f"{k} ({m}) {v:.4g}" for k, m, v in zip(quant["scheme"], quant["massive"],
+                                                                                          quant["perplexity"].fillna(float("nan")))))
     with tracking.stage_run(cfg) as wb:
         wb.summary.update({f"perplexity/{k}/{m}": v for k, m, v in zip(quant["scheme"], quant["massive"], quant["perplexity"])})
         wb.summary.update({f"headroom/{fmt}/{k}": v for fmt, h in summary["headroom"].items() for k, v in h.items()})
         wb.summary.update({f"window/{v}/W{w}/S{k}": p for v, w, k, p in
                            zip(win["variant"], win["window"], win["sinks"], win["perplexity"])})
-        wb.summary["window_skipped"] = skipped or ""
+        wb.summary.update(window_skipped=skipped or "", superweights_kept=str(keep))
         wb.log({"headroom": tracking.table(headroom.astype(object).where(headroom.notna(), None)),
                 "quantization": tracking.table(quant.astype(object).where(quant.notna(), None)),
                 "window": tracking.table(win.astype(object).where(win.notna(), None)),

@@ -43,7 +43,7 @@ def test_default_sweep_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     assert counts == {"all": 1, "fetch_model": 2, "fetch_corpus": 3, "tokenize": 3, "capture": 3, "detect": 3,
-                      "figures": 3, "ablate": 2, "ablation": 1, "attention": 2, "origins": 2, "train": 2, "train_compare": 1,
+                      "figures": 3, "ablate": 2, "ablation": 1, "attention": 2, "origins": 2, "inference": 1, "train": 2, "train_compare": 1,
                       "ablate_images": 1, "report": 1}, counts
 
 

@@ -121,7 +121,8 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     counts = job_counts(proc.stdout)
     llm, vit = 6 * 4, 10  # LLMs x corpora, ViTs x ImageNet
     per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": llm,
-                "zeroshot": llm, "attention": llm, "origins": llm, "ablate_images": vit}
+                "zeroshot": llm, "attention": llm, "origins": llm, "inference": llm,
+                "ablate_images": vit}
     assert counts == {"fetch_model": 16, "fetch_corpus": 5, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
     jobs = planned_jobs(proc.stdout)
     assert len(jobs) == sum(counts.values())
@@ -137,7 +138,7 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     for j in jobs:
         r = j["resources"]
         assert r["slurm_account"] == "my_account", j
-        if j["rule"] in ("capture", "ablate", "zeroshot", "attention", "origins", "ablate_images"):
+        if j["rule"] in ("capture", "ablate", "zeroshot", "attention", "origins", "inference", "ablate_images"):
             assert r["slurm_partition"] == "gpu" and r["gres"].startswith("gpu:"), j
         elif j["rule"] in CPU_RULES:
             assert r["slurm_partition"] == "cpu" and "gres" not in r, j
