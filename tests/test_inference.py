@@ -224,8 +224,8 @@ def test_window_perplexities_and_the_sink_interventions():
 
 
 # ---------------------------------------------------------------- the rule
-def prepare(tmp_path, compose_in, seq_len=32):
-    path = tiny.save(planted("llama", 1e5), tmp_path / "hf_llama")
+def prepare(tmp_path, compose_in, seq_len=32, model=None):
+    path = tiny.save(planted("llama", 1e5) if model is None else model, tmp_path / "hf_llama")
     overrides = ["model=tiny_random", "model.source=local", f"model.path={path}", "model.name=tiny_inf",
                  f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2", "figures.dpi=40",
                  "inference.max_chunks=2", "inference.batch_size=2", "inference.num_sequences=2", "inference.windows=[8]",
@@ -256,6 +256,17 @@ def test_rule_end_to_end(tmp_path, compose_in):
         assert (out / f).stat().st_size > 1000
     section = html.inference_section(out, cfg.model.name, cfg.data.name)
     assert "What they cost at inference" in section and section.count("<img") == 2 and "first inf/NaN at block 1" in section
+
+
+def test_rule_on_a_model_without_massive_activations(tmp_path, compose_in):
+    cfg, args = prepare(tmp_path, compose_in, model=tiny.build("gpt2"))
+    proc = run_module("inference", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_dir(cfg, "inference")
+    q, w = read_table(out / "quantization.parquet"), read_table(out / "window.parquet")
+    assert set(q["massive"]) == {"as is"} and (q["kept"].fillna(0) == 0).all()  # nothing detected: nothing to keep or set
+    assert q["perplexity"].notna().all() and (w["entries_changed"] == 0).all() and len(w) == 8
+    assert json.loads((out / "summary.json").read_text())["superweights_kept"] == {}
 
 
 @pytest.mark.parametrize("bad, needle", [("inference.windows=[0]", "W=0"),
