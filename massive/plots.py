@@ -226,10 +226,15 @@ def headroom(table: pd.DataFrame, title: str) -> Figure:
     left, right = fig.subplots(1, 2)
     ref = table.drop_duplicates("layer").sort_values("layer")
     left.plot(ref["layer"], ref["max_abs"], "o-", ms=3, color="k", label="max |a| (reference run)")
+    top = 30 * max(float(ref["max_abs"].max()), min(float(v) for v in table["limit"]))  # a limit far above: named, not drawn
     for fmt, g in table.groupby("format", sort=False):
         g = g.sort_values("layer")
         color = FORMAT_COLORS.get(fmt, "tab:gray")
-        left.axhline(float(g["limit"].iloc[0]), color=color, ls="--", lw=1, label=f"{fmt} limit {float(g['limit'].iloc[0]):.4g}")
+        lim = float(g["limit"].iloc[0])
+        if lim <= top:
+            left.axhline(lim, color=color, ls="--", lw=1, label=f"{fmt} limit {lim:,.6g}")
+        else:
+            left.plot([], [], ls="--", color=color, label=f"{fmt} limit {lim:.3g} (far above: {lim / float(ref['max_abs'].max()):.2g}x)")
         measured = pd.to_numeric(g["measured_max_abs"], errors="coerce")
         if measured.notna().any():
             left.plot(g["layer"], measured, "x:", ms=3, color=color, lw=0.8, label=f"max finite |a|, run in {fmt}")
@@ -238,6 +243,7 @@ def headroom(table: pd.DataFrame, title: str) -> Figure:
             left.plot([r["layer"]], [r["max_abs"]], "X", ms=10, color=color, label=f"first inf/NaN in {fmt}: block {int(r['layer'])}")
         right.plot(g["layer"], g["spacing"], "o-", ms=3, color=color, label=f"{fmt} spacing at max |a|")
     left.set_yscale("log")
+    left.set_ylim(top=top)
     left.set_xlabel("block (blocks.L.hook_resid_post)")
     left.set_ylabel("|a|")
     left.set_title(title, fontsize=9)

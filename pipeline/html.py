@@ -140,15 +140,17 @@ def inference_section(folder: Path, model: str, corpus: str) -> Markup:
     (folder: results/<model>/<corpus>/inference), "What they cost at inference"."""
     res = json.loads((folder / "summary.json").read_text())
     h = read_table(folder / "headroom.parquet")
-    per_block = h.pivot_table(index=["layer", "max_abs", "dim"], columns="format", aggfunc="first",
-                              values=["headroom", "spacing", "overflow", "measured_max_abs", "measured_inf", "measured_nan"])
+    shown, formats = ["headroom", "spacing", "overflow", "measured_max_abs", "measured_inf", "measured_nan"], list(dict.fromkeys(h["format"]))
+    per_block = h.pivot_table(index=["layer", "max_abs", "dim"], columns="format", aggfunc="first", values=shown)
+    per_block = per_block[[(col, fmt) for fmt in formats for col in shown]]
     per_block.columns = [f"{fmt} {col}" for col, fmt in per_block.columns]
-    per_block = per_block[sorted(per_block.columns, key=lambda c: (c.split()[0] != "float16", c))].reset_index()
-    q = read_table(folder / "quantization.parquet")
-    return render("inference.html.j2", model=model, corpus=corpus, res=res,
+    per_block = per_block.reset_index()
+    q, w = read_table(folder / "quantization.parquet"), read_table(folder / "window.parquet")
+    w["window"] = w["window"].astype(object).where(w["window"].notna(), None)
+    return render("inference.html.j2", model=model, corpus=corpus, res=res, with_mean="mean" in set(q["massive"]),
                   headroom=table(per_block, float_format=lambda v: f"{v:,.4g}"),
                   quantization=table(q[QUANT_SHOWN], float_format=lambda v: f"{v:,.4g}"),
-                  window=table(read_table(folder / "window.parquet")[WINDOW_SHOWN], float_format=lambda v: f"{v:,.4g}"),
+                  window=table(w[WINDOW_SHOWN], float_format=lambda v: f"{v:,.4g}"),
                   images=[(f, png(folder / f"{f}.png")) for f in ("headroom", "quantization")])
 
 
