@@ -146,7 +146,7 @@ def inference_section(folder: Path, model: str, corpus: str) -> Markup:
     per_block.columns = [f"{fmt} {col}" for col, fmt in per_block.columns]
     per_block = per_block.reset_index()
     q, w = read_table(folder / "quantization.parquet"), read_table(folder / "window.parquet")
-    w["window"] = w["window"].astype(object).where(w["window"].notna(), None)
+    w["window"] = w["window"].astype(object).where(w["window"].notna(), "-")
     return render("inference.html.j2", model=model, corpus=corpus, res=res, with_mean="mean" in set(q["massive"]),
                   headroom=table(per_block, float_format=lambda v: f"{v:,.4g}"),
                   quantization=table(q[QUANT_SHOWN], float_format=lambda v: f"{v:,.4g}"),

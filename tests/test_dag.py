@@ -184,6 +184,7 @@ def test_bad_sweep_is_rejected(tmp_path, sweep, message):
 def test_whole_dag_on_a_tiny_model(tmp_path):
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"],
                         overrides=["tokenize.num_sequences=4", "capture.top_k=8"],
+                        inference={"max_chunks": 1, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
                         vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
     proc = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -193,6 +194,8 @@ def test_whole_dag_on_a_tiny_model(tmp_path):
     for f in ["capture/topk.parquet", "detect/summary.json", "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:
         assert (results / "tiny_random/news_sample" / f).stat().st_size > 0
     assert json.loads((results / "tiny_random/news_sample/detect/summary.json").read_text())["found"] is False
+    assert "What they cost at inference: tiny_random on news_sample" in report
+    assert len(pd.read_parquet(results / "tiny_random/news_sample/inference/window.parquet")) == 1 + 1 + 3
     assert "vit_random on photos" in report and "Vision transformers: interventions" in report
     vit = pd.read_parquet(results / "vit_random/photos/ablate/emerge/images.parquet").set_index("intervention")
     assert list(vit.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]
