@@ -117,7 +117,7 @@ def run(cfg: DictConfig) -> None:
         wb.summary.update({f"headroom/{fmt}/{k}": v for fmt, h in summary["headroom"].items() for k, v in h.items()})
         wb.summary.update({f"window/{v}/W{w}/S{k}": p for v, w, k, p in
                            zip(win["variant"], win["window"], win["sinks"], win["perplexity"])})
-        wb.summary.update(window_skipped=skipped or "", superweights_kept=str(keep))
+        wb.summary.update({"window_skipped": skipped or "", "superweights_kept": str(keep)})
         wb.log({"headroom": tracking.table(headroom.astype(object).where(headroom.notna(), None)),
                 "quantization": tracking.table(quant.astype(object).where(quant.notna(), None)),
                 "window": tracking.table(win.astype(object).where(win.notna(), None)),
