@@ -115,7 +115,7 @@ def run(cfg: DictConfig) -> None:
     with tracking.stage_run(cfg) as wb:
         wb.summary.update({f"perplexity/{k}/{m}": v for k, m, v in zip(quant["scheme"], quant["massive"], quant["perplexity"])})
         wb.summary.update({f"headroom/{fmt}/{k}": v for fmt, h in summary["headroom"].items() for k, v in h.items()})
-        wb.summary.update({f"window/{v}/W{w}/S{k}": p for v, w, k, p in
+        wb.summary.update({f"window/{v}/" + ("full" if pd.isna(w) else f"W{w}/S{k}"): p for v, w, k, p in
                            zip(win["variant"], win["window"], win["sinks"], win["perplexity"])})
         wb.summary.update({"window_skipped": skipped or "", "superweights_kept": str(keep)})
         wb.log({"headroom": tracking.table(headroom.astype(object).where(headroom.notna(), None)),
