@@ -37,20 +37,21 @@ def layerwise(runs: dict[tuple[str, str], pd.DataFrame], stats: tuple[str, ...] 
         8
     """
     fig = go.Figure()
-    colors = iter(_palette(len(runs)))
-    for (model, corpus), table in runs.items():
+    palette = _palette(max(len(runs), len(stats)))
+    for i, ((model, corpus), table) in enumerate(runs.items()):
         agg = table.groupby("layer")[list(stats)].mean()
-        color = next(colors)
-        for col in stats:
+        for j, col in enumerate(stats):
             name, dash = STATS[col]
+            color = palette[j] if len(runs) == 1 else palette[i]  # one run: a color per statistic
             fig.add_trace(go.Scatter(
                 x=agg.index, y=agg[col], mode="lines+markers", name=f"{corpus}: {name}", legendgroup=model,
                 legendgrouptitle_text=model, line={"color": color, "dash": dash}, marker={"size": 5},
                 hovertemplate=f"{model} on {corpus}<br>layer %{{x}}<br>{name} |a| %{{y:,.4g}}<extra></extra>"))
     fig.update_layout(title=title or None, font=FONT, height=420, margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": 50},
                       legend={"groupclick": "togglegroup"}, hovermode="closest", template="plotly_white")
-    fig.update_xaxes(title_text="layer (blocks.L.hook_resid_post)", dtick=1 if _n_layers(runs) <= 32 else None)
-    fig.update_yaxes(title_text="|a| (mean over sequences)", type="log")
+    n = _n_layers(runs)
+    fig.update_xaxes(title_text="layer (blocks.L.hook_resid_post)", dtick=1 if n <= 32 else None, range=[-0.5, n - 0.5])
+    fig.update_yaxes(title_text="|a| (mean over sequences)", type="log", dtick=1, tickformat=",~g")  # a tick per decade
     return fig
 
 
