@@ -21,7 +21,7 @@ The page is one file that works offline: PNGs are embedded as base64, and plotly
 plotly package) is embedded once for the interactive figures (massive.interactive).
 
     >>> from pipeline import html
-    >>> html.table(pd.DataFrame({"layer": [0], "top1_abs": [1234.5]}))[:25]
+    >>> html.table(pd.DataFrame({"layer": [0], "top1_abs": [1234.5]}))[:24]
     Markup('<div class="table-wrap">')
 
 Also here, for every rule that writes a figure: `save_figure(fig, path, dpi)`, atomically.
