@@ -1,8 +1,8 @@
 """The interactive figures of the report (Plotly): tables in, a `plotly.graph_objects.Figure` out.
 
 The same data as the static PNGs of massive.plots, for exploring in a browser: hover names the
-model, corpus, layer, token and value; clicking a legend entry hides a line, clicking a model's
-legend title hides all of its lines. Nothing here writes a file or needs a network: the report
+model, corpus, layer, token and value; clicking a legend entry hides its line, or all the lines of
+its model where the figure shows several models. Nothing here writes a file or needs a network: the report
 embeds plotly.js once (pipeline.html).
 
     >>> stats = pd.DataFrame({"layer": [0, 1], "top1_abs": [3.0, 900.0], "median_abs": [0.4, 0.5]})
@@ -27,7 +27,8 @@ FONT = {"family": "system-ui, sans-serif", "size": 12}
 def layerwise(runs: dict[tuple[str, str], pd.DataFrame], stats: tuple[str, ...] = ("top1_abs", "median_abs"),
               title: str = "") -> go.Figure:
     """|a| statistics per layer (mean over sequences, log axis), one line per run and statistic,
-    grouped in the legend by model (its title toggles the model's lines).
+    grouped in the legend by model: with several models, clicking an entry hides or shows all the
+    lines of its model (double-click: only that model); with one, each line.
 
     `runs[(model, corpus)]`: capture's layer_stats table (layer, top1_abs, top2_abs, top3_abs, median_abs).
 
@@ -47,8 +48,8 @@ def layerwise(runs: dict[tuple[str, str], pd.DataFrame], stats: tuple[str, ...] 
                 x=agg.index, y=agg[col], mode="lines+markers", name=f"{corpus}: {name}", legendgroup=model,
                 legendgrouptitle_text=model, line={"color": color, "dash": dash}, marker={"size": 5},
                 hovertemplate=f"{model} on {corpus}<br>layer %{{x}}<br>{name} |a| %{{y:,.4g}}<extra></extra>"))
-    fig.update_layout(title=title or None, font=FONT, height=420, margin={"l": 60, "r": 20, "t": 40 if title else 10, "b": 50},
-                      legend={"groupclick": "togglegroup"}, hovermode="closest", template="plotly_white")
+    fig.update_layout(title=title or None, font=FONT, height=420, margin={"l": 60, "r": 20, "t": 40, "b": 50},
+                      legend={"groupclick": "togglegroup" if len({m for m, _ in runs}) > 1 else "toggleitem"}, hovermode="closest", template="plotly_white")
     n = _n_layers(runs)
     fig.update_xaxes(title_text="layer (blocks.L.hook_resid_post)", dtick=1 if n <= 32 else None, range=[-0.5, n - 0.5])
     fig.update_yaxes(title_text="|a| (mean over sequences)", type="log", dtick=1, tickformat=",~g")  # a tick per decade
@@ -77,7 +78,7 @@ def token_map(prompt: pd.DataFrame, title: str = "", shown: int = 40) -> go.Figu
         hovertemplate="token %{y}<br>layer %{x}<br>max |a| %{customdata[0]:,.4g} (dim %{customdata[1]})<extra></extra>"))
     title = " ".join(x for x in (title, f"({note})" if note else "") if x)
     fig.update_layout(title=title or None, font=FONT, height=max(260, 90 + 16 * len(grid)),
-                      margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 50}, template="plotly_white")
+                      margin={"l": 10, "r": 10, "t": 40, "b": 50}, template="plotly_white")
     fig.update_xaxes(title_text="layer (blocks.L.hook_resid_post)", dtick=1 if grid.shape[1] <= 32 else None)
     fig.update_yaxes(autorange="reversed", automargin=True, tickfont={"size": 10})
     return fig

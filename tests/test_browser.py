@@ -76,6 +76,26 @@ STATE = """() => {
 }"""
 
 
+def explore(page) -> tuple[str, list]:
+    """Hover the first token of the first token map (its label); click the sweep curves' first legend
+    entry (the visibility of every line after it), and again."""
+    drag = page.locator(".plotly-graph-div[id$='-token_map'] .nsewdrag").first
+    drag.scroll_into_view_if_needed()
+    box = drag.bounding_box()
+    for dx in (0, 2):
+        page.mouse.move(box["x"] + box["width"] / 2 + dx, box["y"] + 3)  # the first token's row
+    page.wait_for_timeout(300)
+    hover = page.evaluate("() => document.querySelector(\".plotly-graph-div[id$='-token_map'] .hoverlayer\").textContent")
+    page.locator("#fig-sweep-layerwise .legend .traces .legendtoggle").first.click(force=True)
+    page.wait_for_timeout(1000)  # plotly waits out a double click first
+    toggled = page.evaluate("() => document.getElementById('fig-sweep-layerwise').data.map(t => [t.legendgroup, t.visible ?? true])")
+    page.locator("#fig-sweep-layerwise .legend .traces .legendtoggle").first.click(force=True)  # and back
+    page.wait_for_timeout(1000)
+    page.mouse.move(0, 0)
+    return hover, toggled
+
+
+@pytest.mark.slow
 def test_report_in_a_browser(report):
     from playwright.sync_api import sync_playwright
 
@@ -91,6 +111,7 @@ def test_report_in_a_browser(report):
         page.goto(report.as_uri(), wait_until="load")
         page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')].every(d => d._fullLayout)")
         loaded = time.perf_counter() - start
+        hover, toggled = explore(page)
         page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
 
         images, plots = {}, {}
@@ -121,6 +142,9 @@ def test_report_in_a_browser(report):
         n_pairs = len(SWEEP["corpora"]) + 1
         browser.close()
 
+    assert "token 0: " in hover and "layer " in hover and "max |a| " in hover and "(dim " in hover, hover
+    # the first model's lines (top 1 and median on each corpus) hide together, the others stay
+    assert all((v == "legendonly") == (group == toggled[0][0]) for group, v in toggled) and toggled[-1][1] is True, toggled
     assert not errors, errors
     assert not requests, f"the page asked the network for {requests[:3]}"
     if not os.environ.get("MASSIVE_REPORT"):  # the tiny sweep: 2 models, 3 (model, corpus) tabs

@@ -82,7 +82,8 @@ def test_interactive_figures_hold_the_tables_values():
     assert [(t.legendgroup, t.name) for t in fig.data] == [("m1", "c1: top 1"), ("m1", "c1: median"), ("m1", "c2: top 1"),
                                                            ("m1", "c2: median"), ("m2", "c1: top 1"), ("m2", "c1: median")]
     assert list(fig.data[0].y) == [3.5, 850.0]  # the mean over sequences, per layer
-    assert fig.layout.legend.groupclick == "togglegroup" and fig.layout.yaxis.type == "log"
+    assert fig.layout.legend.groupclick == "togglegroup" and fig.layout.yaxis.type == "log"  # a click toggles a model
+    assert interactive.layerwise({("m1", "c1"): stats}).layout.legend.groupclick == "toggleitem"  # one model: a line
     assert "layer %{x}" in fig.data[0].hovertemplate and "m1 on c1" in fig.data[0].hovertemplate
     # a prompt of 4 tokens; token 2 is largest in dim 5 after layer 1
     prompt = pd.DataFrame([{"layer": lay, "position": t, "token": f"t{t}", "values": np.eye(8)[5 if t == 2 else 0] * (t + 1) * (lay + 1)}
