@@ -1,8 +1,8 @@
 """The report's HTML, every piece of it from the Jinja templates in pipeline/templates/ (not a rule).
 
-One Jinja environment with autoescape on; tables come from `DataFrame.to_html` (which escapes
-the cells) and go into the templates marked safe. Each section function reads the outputs of
-one rule and returns its HTML:
+One Jinja environment with autoescape on; every table comes from `table` (_table.html.j2: the cells
+escaped, headings and formats from pipeline/columns.py) and goes into the templates marked safe.
+Each section function reads the outputs of one rule and returns its HTML:
 
   table             any DataFrame, headings and number formats from pipeline/columns.py
   summary           the sweep's summary table: one row per (model, corpus)
