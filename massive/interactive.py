@@ -47,7 +47,7 @@ def layerwise(runs: dict[tuple[str, str], pd.DataFrame], stats: tuple[str, ...] 
             fig.add_trace(go.Scatter(
                 x=agg.index, y=agg[col], mode="lines+markers", name=f"{corpus}: {name}", legendgroup=model,
                 legendgrouptitle_text=model, line={"color": color, "dash": dash}, marker={"size": 5},
-                hovertemplate=f"{model} on {corpus}<br>layer %{{x}}<br>{name} |a| %{{y:,.4g}}<extra></extra>"))
+                hovertemplate=f"{model} on {corpus}<br>layer %{{x}}<br>{name} |a| %{{y:,.4~r}}<extra></extra>"))
     fig.update_layout(title=title or None, font=FONT, height=420, margin={"l": 60, "r": 20, "t": 40, "b": 50},
                       legend={"groupclick": "togglegroup" if len({m for m, _ in runs}) > 1 else "toggleitem"}, hovermode="closest", template="plotly_white")
     n = _n_layers(runs)
@@ -75,7 +75,7 @@ def token_map(prompt: pd.DataFrame, title: str = "", shown: int = 40) -> go.Figu
     fig = go.Figure(go.Heatmap(
         z=np.log10(values.clip(min=1e-6)), x=list(grid.columns), y=labels, customdata=custom, colorscale="Magma",
         colorbar={"title": {"text": "log10<br>max |a|"}},
-        hovertemplate="token %{y}<br>layer %{x}<br>max |a| %{customdata[0]:,.4g} (dim %{customdata[1]})<extra></extra>"))
+        hovertemplate="token %{y}<br>layer %{x}<br>max |a| %{customdata[0]:,.4~r} (dim %{customdata[1]})<extra></extra>"))
     title = " ".join(x for x in (title, f"({note})" if note else "") if x)
     fig.update_layout(title=title or None, font=FONT, height=max(260, 90 + 16 * len(grid)),
                       margin={"l": 10, "r": 10, "t": 40, "b": 50}, template="plotly_white")

@@ -70,7 +70,7 @@ COLUMNS: dict[str, Column] = {
     "emerge_layer": C("emerges after block", "index"), "fade_layer": C("gone from block", "index"),
     "peak_layer": C("peak block", "index"), "n_layers_present": C("blocks present", "int"),
     "n_sequences": C("sequences", "int"), "mean_value": C("mean value at peak", "abs"),
-    "std_value": C("std of a across sequences", "abs"), "median_abs_at_peak": C("median |a| at peak", "abs"),
+    "std_value": C("std across sequences", "abs"), "median_abs_at_peak": C("median |a| at peak", "abs"),
     "ratio_at_peak": C("× median at peak", "ratio"), "median_abs": C("median |a|", "abs"), "top1_abs": C("top-1 |a|", "abs"),
     "top1_over_median": C("top-1 / median |a| (×)", "ratio"), "massive_per_sequence": C("massive entries per sequence", "ratio"),
     "massive_at": C("massive at: dim: token (sequences)"), "largest_mean_value": C("largest mean |a|", "abs"),
