@@ -194,22 +194,25 @@ def pair_section(folder: Path, model: str, corpus: str, attention: bool = False,
 # ---------------------------------------------------------------- the sweep's summary
 def interval_columns(df: pd.DataFrame) -> tuple[str, str] | None:
     """The columns of an interval of the perplexity ratio in an ablation table, if it has one:
-    a pair `<x>_low`/`<x>_high` (or _lo/_hi, _lower/_upper) whose `<x>` names a ratio or a ci."""
+    a pair `<x>_low`/`<x>_high` (or _lo/_hi, _lower/_upper) whose `<x>` names a ratio or a ci, or
+    plain low/high (lower/upper)."""
     pairs = [(c, c[: -len(lo)] + hi) for lo, hi in (("_low", "_high"), ("_lo", "_hi"), ("_lower", "_upper"))
              for c in df.columns if c.endswith(lo) and c[: -len(lo)] + hi in df.columns]
     pairs = [p for p in pairs if "ratio" in p[0] or "ci" in p[0]]
+    pairs += [(lo, hi) for lo, hi in (("low", "high"), ("lower", "upper")) if lo in df.columns and hi in df.columns]
     return sorted(pairs, key=lambda p: "ratio" not in p[0])[0] if pairs else None
 
 
 def ablation_verdicts(ablation: pd.DataFrame | None, model: str, corpus: str) -> str | None:
-    """'emerge: harmful (zero ×30,800 [lo, hi])' for each `layers` the ablation ran, or None."""
+    """'emerge: harmful (zero ×30,800 [lo, hi])' for each `layers` the ablation ran (the verdict of
+    its zero run, where the table has one per row), or None."""
     if ablation is None or "verdict" not in ablation:
         return None
     rows = ablation[(ablation["model"] == model) & (ablation["corpus"] == corpus)]
     ci, out = interval_columns(ablation), []
     for layers, g in rows.groupby("layers", sort=False):
-        text = f"{layers}: {g['verdict'].iloc[0]}"
         zero = g[g["intervention"] == "zero"]
+        text = f"{layers}: {(zero if len(zero) else g)['verdict'].iloc[0]}"
         if len(zero) and "ratio_to_none" in zero:
             z = zero.iloc[0]
             band = f" [{columns.sig3(z[ci[0]])}, {columns.sig3(z[ci[1]])}]" if ci and pd.notna(z[ci[0]]) else ""

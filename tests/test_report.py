@@ -306,6 +306,7 @@ def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path)
                                   "emerge: inconclusive (zero ×1.05 [0.98, 1.12])", 0.552]
     assert t["ablation"].isna().tolist() == [False, True, True, True]
     assert html.interval_columns(abl.drop(columns="ratio_to_none_high")) is None
+    assert html.interval_columns(abl.rename(columns={"ratio_to_none_low": "ci_low", "ratio_to_none_high": "ci_high"})) == ("ci_low", "ci_high")
     rows = summary_rows(f'<section id="summary">{html.summary_table(sections, abl)}</section>')
     assert len(rows) == 4 and rows[0][5:8] == ["11", "24,523.3", "13,500"]
 
