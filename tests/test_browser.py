@@ -123,6 +123,12 @@ def test_report_in_a_browser(report):
             assert state["overflow"] <= 0, f"horizontal overflow of {state['overflow']} px with tab {tabs.nth(i).inner_text()}"
             images.update({im["n"]: im for im in state["images"]})
             plots.update({pl["id"]: pl for pl in state["plots"]})
+        page.locator('[role="tab"]').first.click()
+        page.locator(".panel .figs img").first.click()  # a click enlarges a figure, Escape closes it
+        enlarged = page.evaluate("() => [document.getElementById('lightbox').classList.contains('open'), "
+                                 "document.querySelector('#lightbox img').naturalWidth]")
+        page.keyboard.press("Escape")
+        assert enlarged[0] and enlarged[1] > 0 and not page.locator("#lightbox.open").count(), enlarged
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = ARTIFACTS / f"report_{WIDTH}px.png"
         page.locator('[role="tab"]').first.click()
