@@ -108,7 +108,9 @@ def label(name: str) -> str:
 def cell(name: str, v, default=magnitude) -> str:
     """One cell: '-' for a missing value, yes/no for a bool, a float through its column's format
     (or `default`), anything else as text."""
-    if v is None or (not isinstance(v, (str, list, tuple)) and pd.isna(v)):
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return ", ".join(map(str, v))
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
         return "-"
     if isinstance(v, (bool, np.bool_)):
         return "yes" if v else "no"
@@ -119,6 +121,4 @@ def cell(name: str, v, default=magnitude) -> str:
         if isinstance(v, (int, np.integer)):
             return f"{int(v):,}"
         return default(float(v)) if default else str(v)
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
     return str(v)

@@ -110,6 +110,7 @@ def test_columns_label_and_format_every_cell():
                      ("fade_layer", "gone from block"), ("writes", "writes it"), ("tokens", "tokens"), ("unlisted", "unlisted")]
     cells = re.findall(r"<td>([^<]*)</td>", page)
     assert cells == ["2533", "13,500", "4,080", "1,026,792.87", "-", "yes", "&lt;s&gt;", "0.123"]
+    assert columns.cell("positions", np.array([0, 3])) == "0, 3" and columns.cell("dims", [247, 507]) == "247, 507"
     assert page.startswith('<div class="table-wrap">')  # every table scrolls in its own box
     assert str(html.table(t.iloc[:0], none_found=True)) == "<p><em>none found</em></p>"
 
