@@ -111,7 +111,6 @@ def test_report_in_a_browser(report):
         page.goto(report.as_uri(), wait_until="load")
         page.wait_for_function("() => [...document.querySelectorAll('.plotly-graph-div')].every(d => d._fullLayout)")
         loaded = time.perf_counter() - start
-        hover, toggled = explore(page)
         page.evaluate("() => document.querySelectorAll('details').forEach(d => d.open = true)")
 
         images, plots = {}, {}
@@ -133,6 +132,7 @@ def test_report_in_a_browser(report):
         shot = ARTIFACTS / f"report_{WIDTH}px.png"
         page.locator('[role="tab"]').first.click()
         page.screenshot(path=str(shot), full_page=True)
+        hover, toggled = explore(page)  # after the screenshot: plotly shows a hint after a legend click
 
         # every model section and every corpus tab is reachable from the contents
         models = page.eval_on_selector_all("section.model", "els => els.map(e => e.id)")
