@@ -11,10 +11,11 @@ Nothing here reads or writes a file or touches pyplot's global state: each funct
     >>> fig = plots.layerwise(stats, "tiny on news")
     >>> fig.savefig("layerwise.png", dpi=150, bbox_inches="tight")  # doctest: +SKIP
 
-Figures of one model and corpus (rule figures): `layerwise`, `prompt_3d`, `roles_table`,
-`token_map`; of a sweep's ablation: `ablation`; of attention: `heatmaps`, `sink_curve`; of the
+Figures of one model and corpus (rule figures): `layerwise`, `prompt_3d`, `token_map` (its
+data: `token_grid`); of a sweep's ablation: `ablation`; of attention: `heatmaps`, `sink_curve`; of the
 retraining comparison: `train_emergence`, `train_layerwise`; of the origins of massive
-activations: `contributions`; of what they cost at inference: `headroom`, `quantization`.
+activations: `contributions`; of what they cost at inference: `headroom`, `quantization`. The report's
+interactive versions (Plotly) are in massive.interactive.
 """
 
 from __future__ import annotations
@@ -87,33 +88,28 @@ def prompt_3d(prompt: pd.DataFrame, layer: int, title: str) -> Figure:
     return fig
 
 
-ROLE_COLUMNS = ["dim", "role", "tokens", "emerge_layer", "fade_layer", "peak_layer", "mean_value", "ratio_at_peak"]
+def token_grid(prompt: pd.DataFrame, shown: int = 40) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series, str]:
+    """The token map's data: max |a| over dims and the dim where it is, per token (rows, by
+    position) and layer (columns); the tokens; and a note of which tokens are shown. With more
+    than `shown` tokens (a ViT's patches), the first 6 (CLS, registers) and the largest others.
 
-
-def roles_table(summary: pd.DataFrame, title: str) -> Figure:
-    """The detection summary drawn as a table: dims, token roles, tokens, layers, magnitude.
-
-        >>> fig = roles_table(read_table("results/m/c/detect/summary.parquet"), "massive activations: m on c")  # doctest: +SKIP
+        >>> p = pd.DataFrame([{"layer": 0, "position": t, "token": f"t{t}", "values": np.array([t, -2.0 * t])} for t in range(3)])
+        >>> grid, argmax, tokens, note = token_grid(p)
+        >>> grid[0].tolist(), argmax[0].tolist(), note
+        ([0.0, 2.0, 4.0], [0, 1, 1], '')
     """
-    cols = ROLE_COLUMNS
-    if summary.empty:
-        cells = [["none found"] + [""] * (len(cols) - 1)]
-    else:
-        s = summary[cols].copy()
-        s["tokens"] = s["tokens"].str.slice(0, 40)
-        s["mean_value"] = s["mean_value"].map(lambda v: f"{v:.1f}")
-        s["ratio_at_peak"] = s["ratio_at_peak"].map(lambda v: f"{v:.0f}x")
-        s["fade_layer"] = s["fade_layer"].map(lambda v: "-" if pd.isna(v) else str(int(v)))
-        cells = s.astype(str).values.tolist()
-    fig = new_figure((10, 0.5 + 0.3 * (len(cells) + 1)))
-    ax = fig.subplots()
-    ax.axis("off")
-    table = ax.table(cellText=cells, colLabels=cols, loc="center", cellLoc="left")
-    table.auto_set_font_size(False)
-    table.set_fontsize(8)
-    table.auto_set_column_width(list(range(len(cols))))
-    ax.set_title(title, fontsize=9)
-    return fig
+    a = np.abs(np.stack(prompt["values"].to_numpy()))
+    flat = prompt.assign(max_abs=a.max(axis=1), argmax=a.argmax(axis=1))
+    grid = flat.pivot(index="position", columns="layer", values="max_abs")
+    argmax = flat.pivot(index="position", columns="layer", values="argmax")
+    tokens = prompt[prompt["layer"] == prompt["layer"].min()].set_index("position")["token"]
+    note, n_tok = "", len(grid)
+    if n_tok > shown:  # a ViT's hundreds of patches: the first tokens (CLS, registers) and the largest others
+        first = np.arange(6)
+        largest = [p for p in np.argsort(grid.max(axis=1).to_numpy())[::-1] if p not in first][: shown - len(first)]
+        keep = np.sort(np.r_[first, largest])
+        grid, argmax, note = grid.iloc[keep], argmax.iloc[keep], f"the first 6 and the {shown - 6} largest of {n_tok} tokens"
+    return grid, argmax, tokens.loc[grid.index], note
 
 
 def token_map(prompt: pd.DataFrame, title: str, shown: int = 40) -> Figure:
@@ -123,20 +119,13 @@ def token_map(prompt: pd.DataFrame, title: str, shown: int = 40) -> Figure:
 
         >>> fig = token_map(read_table("results/m/c/capture/prompt.parquet"), "m: 'Summer is warm.'")  # doctest: +SKIP
     """
-    grid = prompt.assign(max_abs=[float(np.abs(v).max()) for v in prompt["values"]]).pivot(
-        index="position", columns="layer", values="max_abs")
-    tokens = prompt[prompt["layer"] == prompt["layer"].min()].set_index("position")["token"]
-    n_tok = len(grid)
-    if n_tok > shown:  # a ViT's hundreds of patches: the first tokens (CLS, registers) and the largest others
-        first = np.arange(6)
-        largest = [p for p in np.argsort(grid.max(axis=1).to_numpy())[::-1] if p not in first][: shown - len(first)]
-        keep = np.sort(np.r_[first, largest])
-        grid, title = grid.iloc[keep], f"{title}\nthe first 6 and the {shown - 6} largest of {n_tok} tokens"
+    grid, _, tokens, note = token_grid(prompt, shown)
+    title = f"{title}\n{note}" if note else title
     fig = new_figure((min(12, 3 + 0.25 * grid.shape[1]), 1.5 + 0.18 * len(grid)))
     ax = fig.subplots()
     image = ax.imshow(np.log10(grid.to_numpy().clip(min=1e-6)), aspect="auto", interpolation="nearest", cmap="magma")
     ax.set_yticks(range(len(grid)))
-    ax.set_yticklabels([repr(tokens.loc[p])[1:-1] for p in grid.index], fontsize=6)
+    ax.set_yticklabels([repr(t)[1:-1] for t in tokens], fontsize=6)
     ax.set_xticks(range(grid.shape[1]))
     ax.set_xticklabels(grid.columns, fontsize=6)
     ax.set_xlabel("layer (blocks.L.hook_resid_post)")

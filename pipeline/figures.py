@@ -5,7 +5,6 @@
   prompt_3d.png  |a| over token x feature dim at one layer for capture.prompt (Fig. 1), or for
                  the first image (vision transformers); the layer is figures.layer_3d, or the
                  middle block
-  roles.png      the detection summary as a table: dims, token roles, tokens, layers, magnitude
   token_map.png  max |a| over dims for every token (rows) after every block (columns), log
                  color, for the same prompt or image: which tokens carry the massive activations
                  from which block on (for a ViT: the CLS token, the registers, and the patches
@@ -33,16 +32,14 @@ def middle_layer(cfg: DictConfig, n_layers: int) -> int:
 
 
 def run(cfg: DictConfig) -> None:
-    cap, det, out = run_dir(cfg, "capture"), run_dir(cfg, "detect"), run_dir(cfg, "figures")
+    cap, out = run_dir(cfg, "capture"), run_dir(cfg, "figures")
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")
-    summary = read_table(det / "summary.parquet")
     name = f"{cfg.model.name} on {cfg.data.name}"
     shown = f"{cfg.model.name}: " + ("the first image" if is_images(cfg.data) else repr(cfg.capture.prompt))
     figs = {
         "layerwise": plots.layerwise(layer_stats, name),
         "prompt_3d": plots.prompt_3d(prompt, middle_layer(cfg, int(layer_stats["layer"].max()) + 1), shown),
-        "roles": plots.roles_table(summary, f"massive activations: {name}"),
         "token_map": plots.token_map(prompt, shown),
     }
     for key, fig in figs.items():

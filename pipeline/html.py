@@ -1,10 +1,13 @@
 """The report's HTML, every piece of it from the Jinja templates in pipeline/templates/ (not a rule).
 
-One Jinja environment with autoescape on; tables come from `DataFrame.to_html` (which escapes
-the cells) and go into the templates marked safe. Each section function reads the outputs of
-one rule and returns its HTML:
+One Jinja environment with autoescape on; every table comes from `table` (_table.html.j2: the cells
+escaped, headings and formats from pipeline/columns.py) and goes into the templates marked safe.
+Each section function reads the outputs of one rule and returns its HTML:
 
-  pair_section      detect/ and figures/ of one model on one corpus (+ its attention section)
+  table             any DataFrame, headings and number formats from pipeline/columns.py
+  summary           the sweep's summary table: one row per (model, corpus)
+  pair_section      detect/, capture/ and figures/ of one model on one corpus (+ its attention
+                    and origins sections), with the interactive layerwise curves and token map
   attention_section attention/summary.json, perplexity.parquet, heatmaps.png, sink_curve.png
   origins_section   origins/sublayers.parquet, superweights.parquet, perplexity.parquet, contributions.png
   inference_section inference/summary.json, headroom, quantization and window .parquet, both figures
@@ -12,11 +15,15 @@ one rule and returns its HTML:
   ablation_section  the ablation rule's results/ablation_<sweep>.html (its table, the paper's, zero-shot)
   ablation_block    that file and its figure, for the report
   training_section  results/train/<name>/comparison.parquet, emergence.png, layerwise.png
-  report            the whole page (report.html.j2)
+  report            the whole page (report.html.j2): contents, summary, one section per model
+                    with a tab per corpus, then the sweep-level sections
+
+The page is one file that works offline: PNGs are embedded as base64, and plotly.js (from the
+plotly package) is embedded once for the interactive figures (massive.interactive).
 
     >>> from pipeline import html
-    >>> html.table(pd.DataFrame({"layer": [0], "top1_abs": [1234.5]}))[:6]
-    Markup('<table')
+    >>> html.table(pd.DataFrame({"layer": [0], "top1_abs": [1234.5]}))[:24]
+    Markup('<div class="table-wrap">')
 
 Also here, for every rule that writes a figure: `save_figure(fig, path, dpi)`, atomically.
 """
@@ -25,19 +32,25 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import jinja2
 import pandas as pd
+import plotly.io
+import plotly.offline
 import yaml
 from markupsafe import Markup
 
-from pipeline import paths
+from massive import interactive
+from pipeline import columns, paths
 from pipeline.cli import CONF_DIR
 from pipeline.io import atomic_path, read_table
 
 TEMPLATES = Path(__file__).parent / "templates"
-FIGURES = ["layerwise", "prompt_3d", "roles", "token_map"]  # rule figures' PNGs, in the report's order
+FIGURES = ["prompt_3d"]  # rule figures' PNGs shown as they are; the others are drawn interactively too
+STATIC = ["layerwise", "token_map"]  # PNGs of the interactive figures: in a collapsed block, for papers
+INTERACTIVE = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 VISION_COLUMNS = ["model", "corpus", "intervention", "layers", "blocks", "dims", "n_images", "cls_cosine", "cls_cosine_min",
                   "cls_rel_change", "top1", "zeroshot_top1", "entries_changed", "note"]
 
@@ -53,9 +66,7 @@ def save_figure(fig, path: str | Path, dpi: int, tight: bool = True) -> Path:
 
 
 # ---------------------------------------------------------------- the environment and its filters
-def number(v: float) -> str:
-    """The report's number format: 1,234.5 from 10 up, three significant digits below."""
-    return f"{v:,.1f}" if abs(v) >= 10 else f"{v:.3g}"
+number = columns.magnitude  # the default format of a float column that pipeline/columns.py does not list
 
 
 def value(v) -> str:
@@ -63,8 +74,13 @@ def value(v) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def slug(*names: str) -> str:
+    """An HTML id from names: 'm-smollm2_135m-wiki_sample'."""
+    return "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", str(n)) for n in names)
+
+
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
-ENV.filters.update(value=value, fmt=format)
+ENV.filters.update(value=value, fmt=format, slug=slug)
 
 
 def render(template: str, **context) -> Markup:
@@ -73,15 +89,32 @@ def render(template: str, **context) -> Markup:
 
 
 def table(df: pd.DataFrame, float_format=number, none_found: bool = False) -> Markup:
-    """A DataFrame as an HTML table (cells escaped), '-' for missing values; 'none found' when empty if asked."""
+    """A DataFrame as an HTML table in its own scrolling box: headings and number formats from
+    pipeline/columns.py (the column's name on hover), `float_format` for the float columns it does not
+    list, '-' for missing values; cells escaped (a Markup cell, e.g. a link, is kept); 'none found'
+    when empty if asked."""
     if none_found and df.empty:
         return Markup("<p><em>none found</em></p>")
-    return Markup(df.to_html(index=False, border=0, float_format=float_format, na_rep="-"))
+    heads = [(str(c), columns.label(c)) for c in df.columns]
+    rows = [[v if isinstance(v, Markup) else columns.cell(str(c), v, float_format) for c, v in zip(df.columns, row)]
+            for row in df.itertuples(index=False, name=None)]
+    return render("_table.html.j2", heads=heads, rows=rows)
 
 
 def png(path: Path) -> str:
     """A PNG file as base64, to embed in the page."""
     return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def plotly_js() -> Markup:
+    """plotly.js, from the plotly package, to embed once in the page (no network needed)."""
+    return Markup(plotly.offline.get_plotlyjs())
+
+
+def figure(fig, div_id: str) -> Markup:
+    """An interactive (Plotly) figure as a <div> and the script that draws it (plotly.js not included)."""
+    return Markup(plotly.io.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=INTERACTIVE,
+                                    default_width="100%", default_height=f"{fig.layout.height or 420}px"))
 
 
 def reference(key: str) -> pd.DataFrame:
@@ -100,7 +133,7 @@ def attention_section(folder: Path, model: str, corpus: str) -> Markup:
     ppl = read_table(folder / "perplexity.parquet")[["variant", "perplexity", "ratio_to_none"]]
     return render("attention.html.j2", model=model, corpus=corpus, res=res,
                   decomposition=res.get("decomposition_median_massive_in_input") or res.get("decomposition_median") or {},
-                  perplexity=table(ppl, float_format=lambda v: f"{v:.4g}"),
+                  perplexity=table(ppl),
                   images=[(f, png(folder / f"{f}.png")) for f in ("heatmaps", "sink_curve")])
 
 
@@ -156,19 +189,97 @@ def inference_section(folder: Path, model: str, corpus: str) -> Markup:
 
 def pair_section(folder: Path, model: str, corpus: str, attention: bool = False, origins: bool = False,
                  inference: bool = False) -> dict:
-    """What report.html.j2 shows of one model on one corpus (folder: results/<model>/<corpus>)."""
-    det, figs = folder / "detect", folder / "figures"
+    """What report.html.j2 shows of one model on one corpus (folder: results/<model>/<corpus>);
+    `layer_stats` and `attention` (its summary.json, or None) feed the sweep's summary and curves."""
+    det, figs, cap = folder / "detect", folder / "figures", folder / "capture"
+    layer_stats = read_table(cap / "layer_stats.parquet")
+    prompt = read_table(cap / "prompt.parquet")
     return {
         "model": model,
         "corpus": corpus,
+        "id": slug("p", model, corpus),
         "result": json.loads((det / "summary.json").read_text()),
         "summary_html": table(read_table(det / "summary.parquet"), none_found=True),
         "per_layer_html": table(read_table(det / "per_layer.parquet"), none_found=True),
+        "interactive": [
+            ("layerwise", figure(interactive.layerwise({(model, corpus): layer_stats}, stats=tuple(interactive.STATS),
+                                                       title=f"Layerwise |a|: {model} on {corpus}"),
+                                 slug("fig", model, corpus, "layerwise"))),
+            ("token_map", figure(interactive.token_map(prompt, f"Token by layer: max |a| over dims, {model}"),
+                                 slug("fig", model, corpus, "token_map")))],
         "figures": [(f, png(figs / f"{f}.png")) for f in FIGURES],
+        "static": [(f, png(figs / f"{f}.png")) for f in STATIC],
+        "layer_stats": layer_stats,
+        "attention": json.loads((folder / "attention" / "summary.json").read_text()) if attention else None,
         "attention_html": attention_section(folder / "attention", model, corpus) if attention else Markup(""),
         "origins_html": origins_section(folder / "origins", model, corpus) if origins else Markup(""),
         "inference_html": inference_section(folder / "inference", model, corpus) if inference else Markup(""),
     }
+
+
+# ---------------------------------------------------------------- the sweep's summary
+def interval_columns(df: pd.DataFrame) -> tuple[str, str] | None:
+    """The columns of an interval of the perplexity ratio in an ablation table, if it has one:
+    a pair `<x>_low`/`<x>_high` (or _lo/_hi, _lower/_upper) whose `<x>` names a ratio or a ci, or
+    plain low/high (lower/upper)."""
+    pairs = [(c, c[: -len(lo)] + hi) for lo, hi in (("_low", "_high"), ("_lo", "_hi"), ("_lower", "_upper"))
+             for c in df.columns if c.endswith(lo) and c[: -len(lo)] + hi in df.columns]
+    pairs = [p for p in pairs if "ratio" in p[0] or "ci" in p[0]]
+    pairs += [(lo, hi) for lo, hi in (("low", "high"), ("lower", "upper")) if lo in df.columns and hi in df.columns]
+    return sorted(pairs, key=lambda p: "ratio" not in p[0])[0] if pairs else None
+
+
+def ablation_verdicts(ablation: pd.DataFrame | None, model: str, corpus: str) -> str | None:
+    """'emerge: harmful (zero ×30,800 [lo, hi])' for each `layers` the ablation ran (the verdict of
+    its zero run, where the table has one per row), or None."""
+    if ablation is None or "verdict" not in ablation:
+        return None
+    rows = ablation[(ablation["model"] == model) & (ablation["corpus"] == corpus)]
+    ci, out = interval_columns(ablation), []
+    for layers, g in rows.groupby("layers", sort=False):
+        zero = g[g["intervention"] == "zero"]
+        text = f"{layers}: {(zero if len(zero) else g)['verdict'].iloc[0]}"
+        if len(zero) and "ratio_to_none" in zero:
+            z = zero.iloc[0]
+            band = f" [{columns.sig3(z[ci[0]])}, {columns.sig3(z[ci[1]])}]" if ci and pd.notna(z[ci[0]]) else ""
+            text += f" (zero ×{columns.sig3(z['ratio_to_none'])}{band})"
+        out.append(text)
+    return "; ".join(out) or None
+
+
+def summary(sections: list[dict], ablation: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The sweep at a glance, one row per (model, corpus) section: found or not, dims, token roles,
+    the emerge block, the largest mean |a| and its ratio to the median, the ablation verdict (with the
+    perplexity ratio of `zero` and its interval where the ablation table has one) and the Sink_1 share.
+
+        >>> s = {"model": "m", "corpus": "c", "attention": None,
+        ...      "result": {"found": False, "dims": [], "roles": [], "emerge_layer": None}}
+        >>> summary([s]).iloc[0][["model", "found", "dims"]].tolist()
+        ['m', 'none found', '']
+    """
+    rows = []
+    for s in sections:
+        r = s["result"]
+        found = bool(r["found"])
+        rows.append({
+            "model": s["model"], "corpus": s["corpus"], "found": "yes" if found else "none found",
+            "dims": ", ".join(map(str, r["dims"])) if found else "", "roles": ", ".join(r["roles"]) if found else "",
+            "emerge_layer": r["emerge_layer"] if found else None,
+            "largest_mean_value": abs(r["largest_mean_value"]) if found else None,
+            "largest_ratio": r["largest_ratio"] if found else None,
+            "ablation": ablation_verdicts(ablation, s["model"], s["corpus"]),
+            "sink_1_share": (s.get("attention") or {}).get("sink_1_share"),
+        })
+    return pd.DataFrame(rows, columns=["model", "corpus", "found", "dims", "roles", "emerge_layer", "largest_mean_value",
+                                       "largest_ratio", "ablation", "sink_1_share"])
+
+
+def summary_table(sections: list[dict], ablation: pd.DataFrame | None = None) -> Markup:
+    """The summary as HTML, each model and corpus a link to its tab."""
+    t = summary(sections, ablation)
+    for col in ("model", "corpus"):
+        t[col] = pd.Series([Markup('<a href="#{}">{}</a>').format(s["id"], s[col]) for s in sections], dtype=object)
+    return table(t)
 
 
 def vision_section(paths: list[Path]) -> Markup:
@@ -215,8 +326,22 @@ def training_section(folder: Path, name: str) -> Markup:
                   images=[(f, png(folder / f"{f}.png")) for f in ("emergence", "layerwise")])
 
 
+def heading(block: Markup, default: str) -> Markup:
+    """The text of a section's first <h2> (for the contents), or `default`."""
+    m = re.search(r"<h2[^>]*>(.*?)</h2>", str(block), re.S)
+    return Markup(re.sub(r"<[^>]+>", "", m.group(1)).strip()) if m else Markup.escape(default)
+
+
 def report(sweep: str, sections: list[dict], extra_sections: list[Markup], min_abs: float, min_ratio: float,
-           provenance: dict) -> str:
-    """The whole self-contained page: an overview, each model on each corpus, then the sweep-level sections."""
-    return ENV.get_template("report.html.j2").render(sweep=sweep, sections=sections, extra_sections=extra_sections,
-                                                     min_abs=min_abs, min_ratio=min_ratio, provenance=provenance)
+           provenance: dict, ablation: pd.DataFrame | None = None) -> str:
+    """The whole self-contained page: contents, the sweep's summary and layerwise curves, one section
+    per model (a tab per corpus), then the sweep-level sections (`extra_sections`, each titled by its <h2>)."""
+    models: dict[str, list[dict]] = {}
+    for s in sections:
+        models.setdefault(s["model"], []).append(s)
+    curves = interactive.layerwise({(s["model"], s["corpus"]): s["layer_stats"] for s in sections if "layer_stats" in s})
+    extras = [{"id": slug("s", i), "title": heading(b, f"section {i + 1}"), "html": b} for i, b in enumerate(extra_sections)]
+    return ENV.get_template("report.html.j2").render(
+        sweep=sweep, sections=sections, models=models, extra_sections=extra_sections, extras=extras,
+        summary=summary_table(sections, ablation), curves=figure(curves, "fig-sweep-layerwise") if curves.data else None,
+        plotly_js=plotly_js(), min_abs=min_abs, min_ratio=min_ratio, provenance=provenance)

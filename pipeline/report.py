@@ -1,9 +1,12 @@
 """Rule report: one self-contained HTML page for a sweep.
 
-For every model x corpus of the sweep (and vision model x image data): the verdict, the
+A contents list and the sweep's summary (one row per model and corpus: found, dims, roles, emerge
+block, largest ratio, ablation verdict, Sink_1 share) with the layerwise curves of every model; then
+one section per model, a tab per corpus (and vision model x image data): the verdict, the
 detection table, the per-layer statistics (with where the massive activations are: dims and
-tokens, e.g. which registers) and the figures (embedded as PNG), with the attention section and
-"Where they come from" (rule origins) and "What they cost at inference" (rule inference) where the sweep has them; then the sweep-level sections: vision interventions, ablation, retraining.
+tokens, e.g. which registers), the interactive layerwise curves and token map and the figures
+(embedded as PNG), with the attention section and "Where they come from" (rule origins) where the
+sweep has them, and "What they cost at inference" (rule inference); then the sweep-level sections: vision interventions, ablation, retraining.
 Every piece of HTML comes from the templates in pipeline/templates/ (pipeline/html.py).
 Output: results/report_<sweep>.html.
 """
@@ -16,7 +19,7 @@ from markupsafe import Markup
 from omegaconf import DictConfig
 
 from pipeline import cli, html, paths, sweep as sweeps, tracking
-from pipeline.io import atomic_path, provenance, results_dir
+from pipeline.io import atomic_path, provenance, read_table, results_dir
 
 
 def report_path(cfg: DictConfig) -> Path:
@@ -46,8 +49,9 @@ def render(cfg: DictConfig) -> str:
     sections = [html.pair_section(Path(paths.pair_dir(m, c, results)), m, c, attention=m in attention and c in sweep["corpora"],
                                   origins=m in origins and c in sweep["corpora"], inference=(m, c) in inference)
                 for m, c in sweeps.pairs(sweep)]
+    ablation = read_table(html.ablation_files(results, cfg.sweep_name)["parquet"]) if sweep.get("ablate") else None
     return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name),
-                       min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg))
+                       min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg), ablation=ablation)
 
 
 def run(cfg: DictConfig) -> None:

@@ -45,7 +45,6 @@ rule figures:
     input:
         rules.capture.output.layer_stats,
         rules.capture.output.prompt,
-        paths.detect_file("{model}", "{corpus}", "summary.parquet"),
     output:
         [paths.figure("{model}", "{corpus}", name) for name in paths.FIGURES],
     log:

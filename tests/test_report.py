@@ -7,6 +7,7 @@ import ast
 import base64
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -53,8 +54,6 @@ def test_every_figure_is_a_figure_of_plain_tables():
     prompt = pd.DataFrame([{"layer": lay, "position": t, "token": f"t{t}\n", "values": np.arange(8, dtype="float32") * (t + 1)}
                            for lay in range(2) for t in range(4)])
     vit = pd.DataFrame([{"layer": 0, "position": t, "token": f"p{t}", "values": np.full(4, t + 1.0)} for t in range(50)])
-    summary = pd.DataFrame({"dim": [3], "role": ["first"], "tokens": ["<s>"], "emerge_layer": [1], "fade_layer": [np.nan],
-                            "peak_layer": [1], "mean_value": [123.4], "ratio_at_peak": [4000.0]})
     ablation = pd.concat([ppl_table("emerge", {"none": 20.0, "zero": 4000.0}), ppl_table("all", {"none": 20.0, "zero": 30.0})])
     layers = pd.DataFrame({"layer": [0, 1], "mass_first": [0.2, 0.9], "mass_massive": [0.2, 0.9],
                            "sink_1_share": [0.0, 1.0], "top1_over_median": [3.0, 2000.0]})
@@ -62,16 +61,58 @@ def test_every_figure_is_a_figure_of_plain_tables():
     history = pd.DataFrame({"step": [0, 0, 10, 10], "top1_over_median": [2.0, 3.0, 40.0, 90.0], "first_over_median": [1.0, 1.0, 30.0, 80.0],
                             "sink1": [0.0, 0.0, 0.5, 0.5], "slot_attn": [0.0, 0.0, 0.1, 0.2]})
     finals = [{"layer": 0, "top1_over_median": 3.0, "first_abs": 1.0}, {"layer": 1, "top1_over_median": 90.0, "first_abs": 60.0}]
-    figs = [plots.layerwise(stats, "m on c"), plots.prompt_3d(prompt, 1, "m: 'abc'"), plots.roles_table(summary, "m"),
-            plots.roles_table(summary.iloc[:0], "none"), plots.token_map(prompt, "m"), plots.token_map(vit, "vit"),
+    figs = [plots.layerwise(stats, "m on c"), plots.prompt_3d(prompt, 1, "m: 'abc'"), plots.token_map(prompt, "m"),
+            plots.token_map(vit, "vit"),
             plots.ablation(ablation), plots.heatmaps({0: {"logits": logits}, 1: {"logits": logits}}, [0, 1], list("abc"), 0, "m"),
             plots.sink_curve(layers, 0, 1, "m"), plots.sink_curve(layers.drop(columns="top1_over_median"), None, None, "m"),
             plots.train_emergence({"default": history, "gated": history}), plots.train_layerwise({"default": finals})]
     for fig in figs:
         assert isinstance(fig, Figure)
         assert png_of(fig).startswith(b"\x89PNG")
-    assert "the first 6 and the 34 largest of 50 tokens" in figs[5].axes[0].get_title()
-    assert [t.get_text() for t in figs[6].axes[0].get_xticklabels()] == ["none", "zero"]
+    assert "the first 6 and the 34 largest of 50 tokens" in figs[3].axes[0].get_title()
+    assert [t.get_text() for t in figs[4].axes[0].get_xticklabels()] == ["none", "zero"]
+
+
+def test_interactive_figures_hold_the_tables_values():
+    from massive import interactive
+
+    stats = pd.DataFrame({"layer": [0, 0, 1, 1], "top1_abs": [3.0, 4.0, 900.0, 800.0], "top2_abs": [2.0, 2.0, 80.0, 70.0],
+                          "top3_abs": [1.5, 1.0, 40.0, 30.0], "median_abs": [0.4, 0.4, 0.5, 0.5]})
+    fig = interactive.layerwise({("m1", "c1"): stats, ("m1", "c2"): stats * 2, ("m2", "c1"): stats})
+    assert [(t.legendgroup, t.name) for t in fig.data] == [("m1", "c1: top 1"), ("m1", "c1: median"), ("m1", "c2: top 1"),
+                                                           ("m1", "c2: median"), ("m2", "c1: top 1"), ("m2", "c1: median")]
+    assert list(fig.data[0].y) == [3.5, 850.0]  # the mean over sequences, per layer
+    assert fig.layout.legend.groupclick == "togglegroup" and fig.layout.yaxis.type == "log"  # a click toggles a model
+    assert interactive.layerwise({("m1", "c1"): stats}).layout.legend.groupclick == "toggleitem"  # one model: a line
+    assert "layer %{x}" in fig.data[0].hovertemplate and "m1 on c1" in fig.data[0].hovertemplate
+    # a prompt of 4 tokens; token 2 is largest in dim 5 after layer 1
+    prompt = pd.DataFrame([{"layer": lay, "position": t, "token": f"t{t}", "values": np.eye(8)[5 if t == 2 else 0] * (t + 1) * (lay + 1)}
+                           for lay in range(2) for t in range(4)])
+    heat = interactive.token_map(prompt).data[0]
+    assert list(heat.y) == ["0: t0", "1: t1", "2: t2", "3: t3"] and list(heat.x) == [0, 1]
+    assert heat.customdata[2, 1].tolist() == [6.0, 5.0] and np.isclose(heat.z[2, 1], np.log10(6.0))
+    assert "token %{y}" in heat.hovertemplate and "dim %{customdata[1]}" in heat.hovertemplate
+    vit = pd.DataFrame([{"layer": 0, "position": t, "token": f"p{t}", "values": np.full(4, t + 1.0)} for t in range(50)])
+    vit_map = interactive.token_map(vit, "vit")
+    assert len(vit_map.data[0].y) == 40 and "the first 6 and the 34 largest of 50 tokens" in vit_map.layout.title.text
+
+
+def test_columns_label_and_format_every_cell():
+    from pipeline import columns, html
+
+    assert columns.sig3(13499.03) == "13,500" and columns.sig3(1.02485) == "1.02" and columns.sig3(0.000123456) == "0.000123"
+    assert columns.sig3(999.7) == "1,000" and columns.sig3(-30814.07) == "-30,800" and columns.sig3(0.0) == "0"
+    t = pd.DataFrame({"dim": [2533], "ratio_at_peak": [13499.03], "n_tokens": [4080], "perplexity": [1026792.87],
+                      "fade_layer": [np.nan], "writes": [True], "tokens": ["<s>"], "unlisted": [0.123456]})
+    page = str(html.table(t))
+    heads = re.findall(r'<th title="([^"]+)">([^<]+)</th>', page)
+    assert heads == [("dim", "dim"), ("ratio_at_peak", "× median at peak"), ("n_tokens", "tokens"), ("perplexity", "perplexity"),
+                     ("fade_layer", "gone from block"), ("writes", "writes it"), ("tokens", "tokens"), ("unlisted", "unlisted")]
+    cells = re.findall(r"<td>([^<]*)</td>", page)
+    assert cells == ["2533", "13,500", "4,080", "1,026,792.87", "-", "yes", "&lt;s&gt;", "0.123"]
+    assert columns.cell("positions", np.array([0, 3])) == "0, 3" and columns.cell("dims", [247, 507]) == "247, 507"
+    assert page.startswith('<div class="table-wrap">')  # every table scrolls in its own box
+    assert str(html.table(t.iloc[:0], none_found=True)) == "<p><em>none found</em></p>"
 
 
 def test_plots_import_no_pyplot_and_no_pipeline():
@@ -140,7 +181,7 @@ def results(tmp_path):
     shutil.copytree(GOLDEN, res)
     for pair in ("tiny_random/news_sample", "vit_random/photos"):
         (res / pair / "figures").mkdir()
-        for f in ("layerwise", "prompt_3d", "roles", "token_map"):
+        for f in ("layerwise", "prompt_3d", "token_map"):
             (res / pair / "figures" / f"{f}.png").write_bytes(PNG)
     for f in ("heatmaps", "sink_curve"):
         (res / "tiny_random/news_sample/attention" / f"{f}.png").write_bytes(PNG)
@@ -150,7 +191,6 @@ def results(tmp_path):
                   "massive": [True, False]}).to_parquet(train / "comparison.parquet")
     for f in ("emergence", "layerwise"):
         (train / f"{f}.png").write_bytes(PNG)
-    (res / "ablation_golden.parquet").unlink()
     (res / "ablation_golden.png").write_bytes(PNG)
     return res
 
@@ -164,7 +204,7 @@ def test_sections_render_the_rules_outputs(results):
     assert "Massive tokens: first token (none detected); massive activations emerge after block -;" in att
     assert "mean attention on the first token 0.059." in att
     assert "<li>massive: rel_std 1.31, cos to mean 0.613</li>" in att
-    assert "<td>massive_mean</td>" in att and "<td>267.6</td>" in att  # perplexity table, 4 significant digits
+    assert "<td>massive_mean</td>" in att and "<td>267.56</td>" in att  # perplexity table, 2 decimals
     assert att.count("data:image/png;base64,") == 2
 
     vision = html.vision_section([results / "vit_random/photos/ablate/emerge/images.parquet"])
@@ -182,7 +222,7 @@ def test_sections_render_the_rules_outputs(results):
     assert "<td>0.612</td>" in html.ablation_section(table, [zs]) and "acc_stderr" not in html.ablation_section(table, [zs])
 
     train = html.training_section(results / "train/cpu_backcopy", "cpu_backcopy")
-    assert "<h2>Retraining: cpu_backcopy</h2>" in train and "<td>1,234.5</td>" in train and "<td>12.2</td>" in train
+    assert "<h2>Retraining: cpu_backcopy</h2>" in train and "<td>1,230</td>" in train and "<td>12.2</td>" in train  # ratios: 3 significant digits
 
 
 def test_html_escapes_what_it_shows(results):
@@ -194,7 +234,7 @@ def test_html_escapes_what_it_shows(results):
     pd.DataFrame({"dim": [1], "tokens": ["<b>bold</b>"]}).to_parquet(det / "summary.parquet")
     s = html.pair_section(results / "tiny_random/news_sample", "tiny_random", "news_sample")
     page = html.report("x", [s], [], 100, 1000, {"git_commit": "abc", "packages": "{}", "seed": "0"})
-    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<script>x</script>" not in page and "&lt;script&gt;x" in page
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
 
 
@@ -208,14 +248,68 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
                                          for la in ("emerge", "all")], ignore_index=True), 2.0)
     (results / "ablation_golden.html").write_text(html.ablation_section(table))
     page = report.render(cfg)
-    heads = ["<h2>Overview</h2>", "<h2>tiny_random on news_sample</h2>", "<h3>Attention: tiny_random on news_sample</h3>",
-             "<h2>vit_random on photos</h2>", "<h2>Vision transformers: interventions</h2>",
-             "<h2>Ablation: massive activations", "<h2>Retraining: cpu_backcopy</h2>", "<h2>Provenance</h2>"]
+    heads = ['<nav class="contents"', "<h2>Summary of the sweep</h2>", "<h2>Layerwise |a|, every model</h2>",
+             "<h2>tiny_random</h2>", '<h3 class="pair">tiny_random on news_sample</h3>',
+             "<h3>Attention: tiny_random on news_sample</h3>", "<h2>vit_random</h2>", '<h3 class="pair">vit_random on photos</h3>',
+             "<h2>Vision transformers: interventions</h2>", "<h2>Ablation: massive activations", "<h2>Retraining: cpu_backcopy</h2>",
+             "<h2>Provenance</h2>"]
     at = [page.index(h) for h in heads]
     assert at == sorted(at), "sections out of order"
     assert page.count("<h3>Detected massive activations") == 2
-    assert page.count("data:image/png;base64,") == 2 * 4 + 2 + 1 + 2  # figures, attention, ablation, training
+    shown = page.count("data:image/png;base64,") - html.plotly_js().count("data:image/png;base64,")
+    assert shown == 2 * 3 + 2 + 1 + 2  # figures (prompt_3d + 2 static), attention, ablation, training
     assert 'alt="ablation"' in page and "Attention: vit_random" not in page
+    # one file that works offline: plotly.js once, inline; nothing loaded from elsewhere
+    assert page.count("* plotly.js v") == 1 and "<script src" not in page and "<link" not in page
+    assert page.count('class="plotly-graph-div"') == 2 * 2 + 1  # per pair: layerwise, token map; the sweep's curves
+    # the contents link every model section, every corpus tab and every sweep-level section
+    contents = page[page.index('<nav class="contents"'):page.index("</nav>")]
+    for target in ["summary", "layerwise", "m-tiny_random", "p-tiny_random-news_sample", "m-vit_random", "p-vit_random-photos",
+                   "s-0", "s-1", "s-2", "provenance"]:
+        assert f'href="#{target}"' in contents and f'id="{target}"' in page, target
+    assert '<a href="#s-1">Ablation: massive activations set to zero, to their mean, and a random control</a>' in contents
+    assert page.count('<button role="tab"') == 2 and page.count('role="tabpanel"') == 2
+
+
+def summary_rows(page: str) -> list[list[str]]:
+    """The summary table of a report page: its body's rows, cells as text."""
+    block = page[page.index('<section id="summary">'):]
+    block = block[:block.index("</section>")]
+    body = block[block.index("<tbody>"):block.index("</tbody>")]
+    return [[re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)]
+
+
+def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path):
+    from pipeline import html, report, sweep as sweeps
+
+    sweep = tmp_path / "golden.yaml"
+    sweep.write_text(yaml.safe_dump(SWEEP))
+    (results / "ablation_golden.html").write_text("<h2>Ablation</h2>")
+    rows = summary_rows(report.render(compose_in(f"sweep_name={sweep}")))
+    assert [(r[0], r[1]) for r in rows] == sweeps.pairs(SWEEP) == [("tiny_random", "news_sample"), ("vit_random", "photos")]
+    sink = json.loads((results / "tiny_random/news_sample/attention/summary.json").read_text())["sink_1_share"]
+    assert rows[0][2:] == ["none found", "", "", "-", "-", "-", "emerge: none found (zero ×1); all: none found (zero ×1)",
+                           html.columns.sig3(sink)]
+    assert rows[1][2:] == ["none found", "", "", "-", "-", "-", "-", "-"]  # no text ablation, no attention for a ViT
+
+    # a sweep of 2 models x 2 corpora: 4 rows; found, dims, ratio; an ablation table with an interval
+    found = {"found": True, "dims": [507, 247], "roles": ["first"], "emerge_layer": 11, "largest_mean_value": -24523.3,
+             "largest_ratio": 13499.0}
+    sections = [{"model": m, "corpus": c, "id": html.slug("p", m, c), "attention": {"sink_1_share": 0.552} if m == "a" else None,
+                 "result": found if c == "x" else {"found": False, "dims": [], "roles": [], "emerge_layer": None}}
+                for m in ("a", "b") for c in ("x", "y")]
+    abl = pd.DataFrame({"model": "a", "corpus": "x", "layers": "emerge", "intervention": ["none", "zero"], "verdict": "inconclusive",
+                        "ratio_to_none": [1.0, 1.0512], "ratio_to_none_low": [1.0, 0.98], "ratio_to_none_high": [1.0, 1.1234]})
+    t = html.summary(sections, abl)
+    assert [(r.model, r.corpus) for r in t.itertuples()] == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
+    assert t.iloc[0].tolist() == ["a", "x", "yes", "507, 247", "first", 11, 24523.3, 13499.0,
+                                  "emerge: inconclusive (zero ×1.05 [0.98, 1.12])", 0.552]
+    assert t["ablation"].isna().tolist() == [False, True, True, True]
+    assert html.interval_columns(abl.drop(columns="ratio_to_none_high")) is None
+    assert html.interval_columns(abl.rename(columns={"ratio_to_none_low": "ci_low", "ratio_to_none_high": "ci_high"})) == ("ci_low", "ci_high")
+    rows = summary_rows(f'<section id="summary">{html.summary_table(sections, abl)}</section>')
+    assert len(rows) == 4 and rows[0][5:8] == ["11", "24,523.3", "13,500"]
 
 
 def test_no_rule_module_imports_another():

@@ -266,7 +266,7 @@ def test_tiny_dag_runs_as_slurm_jobs(tmp_path, local_slurm):
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report
     for f in ["tokens.parquet", "capture/topk.parquet", "capture/layer_stats.parquet", "detect/summary.json",
-              "figures/layerwise.png", "figures/prompt_3d.png", "figures/roles.png"]:
+              "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:
         assert (results / "tiny_random/news_sample" / f).stat().st_size > 0, f
     # (mtime only: the outputs are all there and in order, whatever edits the Snakefile got meanwhile)
     rerun = snakemake("-n", *args, "--rerun-triggers", "mtime", cwd=tmp_path, env=env, timeout=120)

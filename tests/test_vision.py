@@ -67,7 +67,7 @@ def test_capture_and_detection_on_each_vit_family(tmp_path, compose_in, family):
     assert prompt["token"].iloc[-1] == "patch 3,3"
     if registers:
         figures.run(cfg)
-        assert all((run_dir(cfg, "figures") / f"{f}.png").stat().st_size > 0 for f in ("layerwise", "prompt_3d", "roles", "token_map"))
+        assert all((run_dir(cfg, "figures") / f"{f}.png").stat().st_size > 0 for f in ("layerwise", "prompt_3d", "token_map"))
         fig = plots.token_map(prompt, "t", shown=8)  # the first 6 tokens and the 2 largest others
         assert [t.get_text() for t in fig.axes[0].get_yticklabels()][:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
 
