@@ -76,12 +76,17 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance(cfg: DictConfig) -> dict[str, str]:
-    return {
+    """The config, commit, packages and seed; and `protocol` (bos | no_bos) once the run resolved it
+    (pipeline.model.protocol: every rule that makes or reads token sequences)."""
+    out = {
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         "git_commit": git_commit(),
         "packages": json.dumps(package_versions(), sort_keys=True),
         "seed": str(cfg.seed),
     }
+    if cfg.get("protocol") is not None:
+        out["protocol"] = str(cfg.protocol.protocol)
+    return out
 
 
 def read_provenance(path: str | Path) -> dict[str, str]:

@@ -3,7 +3,9 @@
 rule report:
     input:
         rules.ablation.output,
-        each_pair(rules.attention.output, [(m, c) for m in MODELS for c in CORPORA]) if ATTENTION else [],
+        each_pair(rules.attention.output, LLM_PAIRS) if ATTENTION else [],
+        # the protocol runs' perplexity (their ablation is not part of the sweep's ablation table)
+        [paths.ablate_file(m, c, layers, "perplexity.parquet") for m, c in PROTOCOL_PAIRS for layers in ABLATE.get("layers", [])],
         each_pair(rules.origins.output, [(m, c) for m in MODELS for c in CORPORA]) if ORIGINS is not None else [],
         expand(rules.train_compare.output, train=TRAIN_CONFIGS),
         expand(rules.ablate_images.output, model=VISION["models"], corpus=VISION["images"], layers=VISION["layers"]),
