@@ -10,7 +10,8 @@ list of block indices (e.g. `ablate.layers=[2,3]`; "2_3" in paths and tables).
 Perplexity follows the paper (massive.sequences.perplexity_chunks, massive.perplexity): the
 corpus's documents in order joined by tokenize.separator, tokenised, cut into non-overlapping
 seq_len chunks (the first ablate.max_chunks), PPL = exp(mean cross-entropy over every predicted
-token). A non-finite loss (float16 overflow) is a one-line error and writes nothing. Output:
+token; each chunk begins as model.bos says, made by the same function as tokenize's sequences).
+A non-finite loss (float16 overflow) is a one-line error and writes nothing. Output:
 results/<model>/<corpus>/ablate/<layers>/perplexity.parquet with one row per intervention.
 """
 
@@ -28,7 +29,7 @@ from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import corpus_file, read_detection, read_table, run_dir, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -40,7 +41,7 @@ def run(cfg: DictConfig) -> None:
     found = interventions.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), arch.num_layers(model.config))
     docs = read_table(corpus_file(cfg))["text"].tolist()
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
-                               add_special_tokens=cfg.tokenize.add_special_tokens)
+                               protocol=protocol(cfg, tok))
     slug, blocks = layers_slug(cfg.ablate.layers), ",".join(map(str, found.layers))
 
     rows = []

@@ -6,8 +6,8 @@ with the capture's hooks and writes results/<model>/<corpus>/capture/ (schemas i
   layer_stats.parquet  one row per (layer, sequence): median |a|, top-1/2/3 |a|
   topk.parquet         one row per (layer, sequence, rank): the top-k entries
   dim_max.parquet      one row per (layer, dim): max |a| over all tokens and sequences
-  prompt.parquet       one row per (layer, position) of capture.prompt (a ViT: the first image):
-                       the full signed vector
+  prompt.parquet       one row per (layer, position) of capture.prompt, beginning as the sequences
+                       do (model.bos), or a ViT's first image: the full signed vector
 A block output with inf or NaN (float16 overflow) stops the rule with one line naming the block
 and the dtype; nothing is written.
 """
@@ -27,7 +27,7 @@ from massive.sequences import encode_prompt
 from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import read_table, run_dir, tokens_file, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -45,7 +45,7 @@ def run(cfg: DictConfig) -> None:
     stats = capture(model, inputs, k=cfg.capture.top_k, tok=tok, batch_size=cfg.capture.batch_size,
                     backend=getattr(cfg.capture.backend, "value", cfg.capture.backend),
                     seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress)
-    first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt)
+    first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt, protocol=protocol(cfg, tok))
     table = prompt(model, first, tok, device=device)
 
     out = run_dir(cfg, "capture")

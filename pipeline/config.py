@@ -132,7 +132,7 @@ class CaptureConfig:
     batch_size: int = 4
     backend: TopkBackend = TopkBackend.auto
     device: str = "auto"  # auto: cuda when available
-    prompt: str = "Summer is warm. Winter is cold."  # the paper's Fig. 1 prompt (no BOS)
+    prompt: str = "Summer is warm. Winter is cold."  # the paper's Fig. 1 prompt (it begins as model.bos says)
 
 
 @dataclass

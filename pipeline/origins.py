@@ -32,7 +32,7 @@ from pipeline import cli, paths, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
 from pipeline.io import corpus_file, read_detection, read_table, results_dir, tokens_file, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def run(cfg: DictConfig) -> None:
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device)
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator,
-                               add_special_tokens=cfg.tokenize.add_special_tokens)
+                               protocol=protocol(cfg, tok))
 
     o = origins.find(model, ids, found, seq_ids=tokens["seq_id"].tolist(), min_share=s.min_share,
                      channel_share=s.channel_share, max_channels=s.max_channels, batch_size=s.batch_size, device=device)
