@@ -40,17 +40,19 @@ def run(cfg: DictConfig) -> None:
     model = load_model(cfg, device)
     found = interventions.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), arch.num_layers(model.config))
     docs = read_table(corpus_file(cfg))["text"].tolist()
+    proto = protocol(cfg, tok)
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
-                               protocol=protocol(cfg, tok))
+                               protocol=proto)
+    roles = interventions.TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos)
     slug, blocks = layers_slug(cfg.ablate.layers), ",".join(map(str, found.layers))
 
     rows = []
     for name in tqdm(cfg.ablate.interventions, desc=f"ablate {cfg.model.name}/{cfg.data.name}", unit=" intervention"):
         with interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed, min_abs=cfg.detect.min_abs,
-                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters) as ctx:
+                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters, roles_of=roles) as ctx:
             ppl = perplexity(model, chunks, cfg.ablate.batch_size, device,
                              where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {name!r} at blocks {blocks or '(none)'}")
-        rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "intervention": name, "layers": slug,
+        rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
                      "blocks": blocks, "dims": ",".join(map(str, found.dims)), "perplexity": ppl.value,
                      "n_tokens": ppl.n_tokens, "n_chunks": len(chunks), "entries_changed": ctx.changed})
     table = pd.DataFrame(rows)

@@ -129,6 +129,8 @@ def read_detection(cfg: DictConfig):
     result = json.loads((det / "summary.json").read_text())
     n_layers = result.pop("n_layers", None)
     result = {k: v for k, v in result.items() if k not in ("model", "corpus")}
+    extra = {"outliers": read_table(det / "outliers.parquet")} if (det / "outliers.parquet").is_file() else {}
     return Detection(massive=read_table(det / "massive.parquet"), summary=read_table(det / "summary.parquet"),
                      per_layer=read_table(det / "per_layer.parquet"), result=result, n_layers=n_layers,
-                     k=cfg.capture.top_k, thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio})
+                     k=cfg.capture.top_k, capped=bool(result.get("saturated")),
+                     thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio}, **extra)

@@ -29,7 +29,7 @@ LOGS = "logs"
 
 # The outputs of each rule: the Snakefile's output lists and the report read these.
 CAPTURE_TABLES = ("layer_stats", "topk", "dim_max", "prompt")
-DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "summary.json")
+DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "outliers.parquet", "summary.json")
 FIGURES = ("layerwise", "prompt_3d", "roles", "token_map")
 ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
                    "sink_curve.png", "summary.json")
