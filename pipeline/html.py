@@ -251,6 +251,8 @@ def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_rati
     layers = (sweep.get("ablate") or {}).get("layers", ["emerge"])
     rows = [_run_row(results, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
     shown = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], columns=PROTOCOL_COLUMNS)
+    for col in ("perplexity", "zeroed", "largest x median", "Sink_1 share", "mass on first token"):
+        shown[col] = pd.to_numeric(shown[col], errors="coerce")  # None -> NaN: shown as '-'
     warnings = [{"run": r["run"], "corpus": r["corpus"], "text": r["_warning"]} for r in rows if r["_warning"]]
     contrasts = []
     p = sweep.get("protocols") or {"names": [], "corpora": []}
@@ -273,8 +275,10 @@ def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_rati
             details.append({"run": r["run"], "corpus": r["corpus"], "n": len(o),
                             "table": table(o[OUTLIER_SHOWN].sort_values("max_token_share", ascending=False).head(50),
                                            float_format=lambda v: f"{v:.3g}")})
+    summary = pd.DataFrame(summary)
+    summary["largest token share"] = pd.to_numeric(summary["largest token share"], errors="coerce")
     return render("protocols.html.j2", warnings=warnings, table=table(shown), contrasts=contrasts,
-                  outliers=table(pd.DataFrame(summary), float_format=lambda v: f"{v:.3g}"), outlier_tables=details,
+                  outliers=table(summary, float_format=lambda v: f"{v:.3g}"), outlier_tables=details,
                   min_abs=min_abs, min_ratio=min_ratio, outlier_abs=d.get("outlier_abs", 6.0),
                   token_share=d.get("outlier_token_share", 0.06), layer_share=d.get("outlier_layer_share", 0.25),
                   max_share=d.get("massive_max_share", 0.5))
