@@ -6,7 +6,7 @@ model's dtype: the top-k |a| with their positions, dims, tokens and signed value
 (kernels.topk.top_abs_rows), the median |a|, the max |a| per feature dim, and exact counts in the
 same pass: per (layer, sequence) the entries above min_abs, above min_ratio x the median and above
 both (massive: so detection knows when the top-k is saturated), per (layer, dim) the positions
-above outlier_abs (outlier features, Dettmers et al. 2022) and above both massive thresholds. No hidden state
+above outlier_abs and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive thresholds. No hidden state
 outlives its hook, so memory does not grow with depth, and the hooks return nothing, so the
 logits are bit-identical to a plain forward pass.
 
@@ -51,10 +51,10 @@ class Capture:
     topk         one row per (layer, sequence, rank): layer, hook, seq_id, rank, position, dim,
                  token_id, token, value (signed), abs_value
     dim_max      one row per (layer, dim): layer, hook, dim, max_abs, n_outlier (positions with
-                 |a| > outlier_abs), n_massive (positions above both massive thresholds),
+                 |a| > outlier_abs and > outlier_ratio x median_abs), n_massive (positions above both massive thresholds),
                  n_positions (None when not at hand, e.g. tables read back for detection only)
     vision       whether the inputs were images (tokens named by the ViT layout)
-    thresholds   the min_abs, min_ratio and outlier_abs the counts were made with
+    thresholds   the min_abs, min_ratio, outlier_abs and outlier_ratio the counts were made with
     """
 
     layer_stats: pd.DataFrame
@@ -133,9 +133,10 @@ class Reducer:
     """
 
     def __init__(self, k: int, backend: str = "auto", min_abs: float = 100.0, min_ratio: float = 1000.0,
-                 outlier_abs: float = 6.0):
+                 outlier_abs: float = 6.0, outlier_ratio: float = 9.0):
         self.k, self.backend = k, backend
         self.min_abs, self.min_ratio, self.outlier_abs = float(min_abs), float(min_ratio), float(outlier_abs)
+        self.outlier_ratio = float(outlier_ratio)
         self.dim_counts: dict[int, torch.Tensor] = {}  # layer -> [2, D]: positions above outlier_abs, massive
         self.positions: dict[int, int] = {}
         self.seq_ids: list[int] = []
@@ -162,11 +163,13 @@ class Reducer:
                                f"({h.shape[1]} tokens x {d} dims)")
         medians = median_abs(h)
         # the count thresholds per sequence, in float32 (as |a| is compared): min_abs, min_ratio x
-        # median, both (massive); per dim: outlier_abs, massive
-        ratio_thr = torch.from_numpy(np.asarray(medians, dtype=np.float32)) * np.float32(self.min_ratio)
+        # median, both (massive); per dim: outlier_abs and outlier_ratio x median (outlier), massive
+        med = torch.from_numpy(np.asarray(medians, dtype=np.float32))
+        ratio_thr = med * np.float32(self.min_ratio)
         massive_thr = torch.clamp(ratio_thr, min=np.float32(self.min_abs))
+        outlier_thr = torch.clamp(med * np.float32(self.outlier_ratio), min=np.float32(self.outlier_abs))
         count_above = torch.stack([torch.full_like(ratio_thr, self.min_abs), ratio_thr, massive_thr], dim=1).to(h.device)
-        dim_above = torch.stack([torch.full_like(ratio_thr, self.outlier_abs), massive_thr], dim=1).to(h.device)
+        dim_above = torch.stack([outlier_thr, massive_thr], dim=1).to(h.device)
         r = top_abs_rows(h, self.k, backend=self.backend, count_above=count_above, dim_count_above=dim_above)
         counts = r.counts.cpu().numpy()
         top, idx, signed = r.values.cpu().numpy(), r.indices.cpu().numpy(), r.signed.cpu().numpy()
@@ -209,7 +212,8 @@ class Reducer:
 
     @property
     def thresholds(self) -> dict:
-        return {"min_abs": self.min_abs, "min_ratio": self.min_ratio, "outlier_abs": self.outlier_abs}
+        return {"min_abs": self.min_abs, "min_ratio": self.min_ratio, "outlier_abs": self.outlier_abs,
+                "outlier_ratio": self.outlier_ratio}
 
 
 def decoder(tok) -> Callable[[np.ndarray], dict[int, str]]:
@@ -241,13 +245,14 @@ def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch
             backend: str = "auto", seq_ids: Sequence[int] | None = None, device=None,
             forward: Callable[[torch.Tensor], object] | None = None,
             progress: Callable | None = None, min_abs: float = 100.0, min_ratio: float = 1000.0,
-            outlier_abs: float = 6.0) -> Capture:
+            outlier_abs: float = 6.0, outlier_ratio: float = 9.0) -> Capture:
     """The per-layer statistics of `inputs`: token ids [n, seq_len] (a language model; `tok`
     names the tokens, else they are named by their id) or pixel values [n, 3, H, W] (a ViT;
     tokens named by its layout). `seq_ids` number the sequences (default 0..n-1); `forward(batch)`
     replaces the default forward pass; `backend` picks the top-k path (auto | torch | triton);
     `progress` wraps the batch iterator (e.g. tqdm). `min_abs`, `min_ratio` (detection's massive
-    thresholds) and `outlier_abs` (the outlier-feature magnitude) set what the exact counts count.
+    thresholds), `outlier_abs` and `outlier_ratio` (the outlier-feature magnitude: above both it and
+    outlier_ratio x the median) set what the exact counts count.
 
         >>> stats = capture(model, ids, k=64, tok=tok)
         >>> stats.layer_stats.groupby("layer")["top1_abs"].mean().idxmax()
@@ -260,7 +265,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch
     if len(seq_ids) != len(inputs):
         raise MassiveError(f"{len(seq_ids)} seq_ids for {len(inputs)} inputs")
     forward = forward or default_forward(model, device)
-    reducer = Reducer(k, backend, min_abs=min_abs, min_ratio=min_ratio, outlier_abs=outlier_abs)
+    reducer = Reducer(k, backend, min_abs=min_abs, min_ratio=min_ratio, outlier_abs=outlier_abs, outlier_ratio=outlier_ratio)
     starts = range(0, len(inputs), batch_size)
     with torch.inference_mode(), hooks.hooked(model, reducer.hooks(model)):
         for start in (progress(starts) if progress else starts):

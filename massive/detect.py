@@ -11,7 +11,8 @@ more than `massive_max_share` of the tokens is an outlier feature instead, repor
 share of tokens, not as "massive at delimiter/other tokens". Outlier features in the sense of
 Dettmers et al. 2022 (LLM.int8()): dims with |a| > outlier_abs (6) at >= outlier_token_share (6%)
 of the positions in >= outlier_layer_share (25%) of the layers, from the capture's per-(layer,
-dim) counts (`outliers`; the dims they share with the massive activations: result["shared_dims"]).
+dim) counts (on the raw residual stream, whose scale grows with depth, |a| must also be above
+the capture's outlier_ratio x the median: Dettmers' 6 is in units of a normalised hidden state) (`outliers`; the dims they share with the massive activations: result["shared_dims"]).
 
 Each massive activation is identified by its feature dim and its token role: `bos` (the BOS
 token that begins every sequence, when the run's protocol has one), `first` (the first text
@@ -229,9 +230,9 @@ def _spans(layers: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
-def outlier_features(dim_max: pd.DataFrame | None, n_layers: int, outlier_abs: float = 6.0, token_share: float = 0.06,
-                     layer_share: float = 0.25, max_share: float = 0.5, massive_dims: Sequence[int] = ()) -> pd.DataFrame:
-    """One row per outlier feature dim (OUTLIER_COLUMNS): |a| > outlier_abs at >= token_share of
+def outlier_features(dim_max: pd.DataFrame | None, n_layers: int, token_share: float = 0.06, layer_share: float = 0.25, max_share: float = 0.5, massive_dims: Sequence[int] = ()) -> pd.DataFrame:
+    """One row per outlier feature dim (OUTLIER_COLUMNS): |a| above the capture's outlier magnitude
+    (dim_max.n_outlier: > outlier_abs and > outlier_ratio x the median) at >= token_share of
     the positions in >= layer_share of the layers (Dettmers et al. 2022: criterion llm_int8), or
     massive at more than max_share of the tokens in some layer (dense_massive). token_share is
     the mean share of positions over its layers, max_token_share the largest; also_massive: the
@@ -348,12 +349,12 @@ def _tables(stats) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, boo
 
 def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters: Sequence[str] = DELIMITERS,
            vision: bool | None = None, bos: bool = False, massive_max_share: float = 0.5, outlier_abs: float | None = None,
-           outlier_token_share: float = 0.06, outlier_layer_share: float = 0.25) -> Detection:
+           outlier_token_share: float = 0.06, outlier_layer_share: float = 0.25, outlier_ratio: float | None = None) -> Detection:
     """Detection on a capture: a massive.capture.Capture, or any object or mapping with its
     `topk` and `layer_stats` tables (and `dim_max`, `thresholds`; e.g. read back from Parquet).
     `vision` (None: the capture's own flag) names the roles by the ViT layout; `bos`: every
     sequence begins with the BOS token (role "bos"). The capture's counts must have been made
-    with the same min_abs and min_ratio (and outlier_abs, None: the capture's); else MassiveError.
+    with the same min_abs and min_ratio (and outlier_abs, outlier_ratio; None: the capture's); else MassiveError.
 
         >>> found = detect(stats, min_abs=100, min_ratio=1000)
         >>> found.found, found.dims, found.emerge_layer
@@ -364,8 +365,9 @@ def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters:
     topk, layer_stats, dim_max, own_vision, counted = _tables(stats)
     vision = bool(own_vision) if vision is None else vision
     wanted = {"min_abs": float(min_abs), "min_ratio": float(min_ratio)}
-    if outlier_abs is not None:
-        wanted["outlier_abs"] = float(outlier_abs)
+    for key, value in (("outlier_abs", outlier_abs), ("outlier_ratio", outlier_ratio)):
+        if value is not None:
+            wanted[key] = float(value)
     for key, value in wanted.items():
         if counted and key in counted and float(counted[key]) != value:
             raise MassiveError(f"detect.{key}={value:g}, but the capture counted with {key}={float(counted[key]):g}: "
@@ -387,8 +389,7 @@ def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters:
         log.warning("saturated: some (layer, sequence) has more massive entries than the capture's top-k (%d) holds: "
                     "raise capture.top_k to see them all", k)
     summary = summarise(massive, n_layers, sat["layer"].unique() if len(sat) else ())
-    outliers = outlier_features(dim_max, n_layers, outlier_abs if outlier_abs is not None else float((counted or {}).get("outlier_abs", 6.0)),
-                                outlier_token_share, outlier_layer_share, massive_max_share, summary["dim"].unique())
+    outliers = outlier_features(dim_max, n_layers, outlier_token_share, outlier_layer_share, massive_max_share, summary["dim"].unique())
     return Detection(massive=massive, summary=summary,
                      per_layer=per_layer(layer_stats, massive, vision=vision, k=k, dense_pairs=dense_pairs),
                      result=verdict(summary, min_abs, min_ratio, outliers, sat), n_layers=n_layers, k=k, capped=capped,

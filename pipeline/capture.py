@@ -48,7 +48,8 @@ def run(cfg: DictConfig) -> None:
     stats = capture(model, inputs, k=cfg.capture.top_k, tok=tok, batch_size=cfg.capture.batch_size,
                     backend=getattr(cfg.capture.backend, "value", cfg.capture.backend),
                     seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress, min_abs=cfg.detect.min_abs,
-                    min_ratio=cfg.detect.min_ratio, outlier_abs=cfg.detect.outlier_abs)
+                    min_ratio=cfg.detect.min_ratio, outlier_abs=cfg.detect.outlier_abs,
+                    outlier_ratio=cfg.detect.outlier_ratio)
     first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt, protocol=protocol(cfg, tok))
     table = prompt(model, first, tok, device=device)
 

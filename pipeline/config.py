@@ -145,8 +145,12 @@ class DetectConfig:
     # outlier feature, not a massive activation (massive activations sit at a few tokens)
     massive_max_share: float = 0.5
     # outlier features (Dettmers et al. 2022, LLM.int8()): |a| above outlier_abs at >= outlier_token_share
-    # of the positions, in >= outlier_layer_share of the layers
+    # of the positions, in >= outlier_layer_share of the layers. Dettmers' 6 is in units of a normalised
+    # hidden state (the input of a linear layer: std ~1, median |a| ~0.67); on the raw residual stream,
+    # whose scale grows with depth, |a| must also be above outlier_ratio x the median (9: the same 6
+    # standard deviations; 0: Dettmers' absolute criterion alone)
     outlier_abs: float = 6.0
+    outlier_ratio: float = 9.0
     outlier_token_share: float = 0.06
     outlier_layer_share: float = 0.25
 
@@ -309,7 +313,7 @@ def check_values(cfg: Any) -> None:
     for key in ("detect.massive_max_share", "detect.outlier_token_share", "detect.outlier_layer_share"):
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
-    for key in ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs"):
+    for key in ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio"):
         if OmegaConf.select(cfg, key) < 0:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
     layers_spec(cfg.ablate.layers)

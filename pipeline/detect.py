@@ -43,7 +43,7 @@ def counted_with(path) -> dict:
     """The thresholds the capture counted with (its composed config's detect section)."""
     config = read_provenance(path).get("config")
     d = (yaml.safe_load(config) or {}).get("detect", {}) if config else {}
-    return {key: d[key] for key in ("min_abs", "min_ratio", "outlier_abs") if key in d}
+    return {key: d[key] for key in ("min_abs", "min_ratio", "outlier_abs", "outlier_ratio") if key in d}
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,8 @@ def run(cfg: DictConfig) -> None:
     d = cfg.detect
     proto = None if vision else protocol(cfg)
     found = detect(stats, min_abs=d.min_abs, min_ratio=d.min_ratio, delimiters=list(d.delimiters), bos=bool(proto and proto.bos),
-                   massive_max_share=d.massive_max_share, outlier_abs=d.outlier_abs, outlier_token_share=d.outlier_token_share,
-                   outlier_layer_share=d.outlier_layer_share)
+                   massive_max_share=d.massive_max_share, outlier_abs=d.outlier_abs, outlier_ratio=d.outlier_ratio,
+                   outlier_token_share=d.outlier_token_share, outlier_layer_share=d.outlier_layer_share)
     out = run_dir(cfg, "detect")
     write_table(found.massive, out / "massive.parquet", cfg)
     write_table(found.summary, out / "summary.parquet", cfg)

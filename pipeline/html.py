@@ -246,7 +246,8 @@ def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_rati
     from pipeline import sweep as sweeps
 
     results = Path(results)
-    d = {k: getattr(detect, k) for k in ("outlier_abs", "outlier_token_share", "outlier_layer_share", "massive_max_share")
+    d = {k: getattr(detect, k) for k in ("outlier_abs", "outlier_ratio", "outlier_token_share", "outlier_layer_share",
+                                         "massive_max_share")
          if detect is not None and hasattr(detect, k)}
     layers = (sweep.get("ablate") or {}).get("layers", ["emerge"])
     rows = [_run_row(results, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
@@ -279,6 +280,6 @@ def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_rati
     summary["largest token share"] = pd.to_numeric(summary["largest token share"], errors="coerce")
     return render("protocols.html.j2", warnings=warnings, table=table(shown), contrasts=contrasts,
                   outliers=table(summary, float_format=lambda v: f"{v:.3g}"), outlier_tables=details,
-                  min_abs=min_abs, min_ratio=min_ratio, outlier_abs=d.get("outlier_abs", 6.0),
+                  min_abs=min_abs, min_ratio=min_ratio, outlier_abs=d.get("outlier_abs", 6.0), outlier_ratio=d.get("outlier_ratio", 9.0),
                   token_share=d.get("outlier_token_share", 0.06), layer_share=d.get("outlier_layer_share", 0.25),
                   max_share=d.get("massive_max_share", 0.5))
