@@ -201,7 +201,7 @@ def report(sweep: str, sections: list[dict], extra_sections: list[Markup], min_a
 
 
 # ---------------------------------------------------------------- protocols, outlier features
-PROTOCOL_COLUMNS = ["model", "run", "corpus", "protocol", "model.bos", "tokenizer adds BOS", "perplexity", "zeroed",
+PROTOCOL_COLUMNS = ["model", "run", "corpus", "protocol", "model.bos", "tokenizer adds BOS", "chunks", "perplexity", "zeroed",
                     "massive dims", "roles", "largest x median", "saturated", "Sink_1 share", "mass on first token"]
 OUTLIER_SHOWN = ["dim", "criterion", "n_layers", "layer_share", "first_layer", "last_layer", "token_share", "max_token_share",
                  "massive_token_share", "dense_layers", "max_abs", "also_massive"]
@@ -221,14 +221,15 @@ def _run_row(results: Path, run: str, corpus: str, layers: list[str]) -> dict:
     for lay in layers:
         f = folder / "ablate" / lay / "perplexity.parquet"
         if f.is_file():
-            t = read_table(f).set_index("intervention")["perplexity"]
-            ppl = {k: float(v) for k, v in t.items()}
+            t = read_table(f).set_index("intervention")
+            ppl = {k: float(v) for k, v in t["perplexity"].items()}
+            ppl["chunks"] = int(t["n_chunks"].iloc[0])
             break
     sat = det.get("saturated")
     return {"model": base_model(run), "run": run, "corpus": corpus, "protocol": det.get("protocol") or "-",
             "model.bos": det.get("requested") or "-",
             "tokenizer adds BOS": "-" if det.get("protocol") is None else ("yes" if det.get("tokenizer_adds_bos") else "no"),
-            "perplexity": ppl.get("none"), "zeroed": ppl.get("zero"),
+            "chunks": ppl.get("chunks"), "perplexity": ppl.get("none"), "zeroed": ppl.get("zero"),
             "massive dims": ", ".join(map(str, det.get("dims", []))) or ("none found" if det else "-"),
             "roles": ", ".join(det.get("roles", [])), "largest x median": det.get("largest_ratio"),
             "saturated": f"saturated: up to {sat['max_count']:,} pass (top-k {sat['k']})" if sat else "",
@@ -252,7 +253,7 @@ def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_rati
     layers = (sweep.get("ablate") or {}).get("layers", ["emerge"])
     rows = [_run_row(results, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
     shown = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], columns=PROTOCOL_COLUMNS)
-    for col in ("perplexity", "zeroed", "largest x median", "Sink_1 share", "mass on first token"):
+    for col in ("chunks", "perplexity", "zeroed", "largest x median", "Sink_1 share", "mass on first token"):
         shown[col] = pd.to_numeric(shown[col], errors="coerce")  # None -> NaN: shown as '-'
     warnings = [{"run": r["run"], "corpus": r["corpus"], "text": r["_warning"]} for r in rows if r["_warning"]]
     contrasts = []
