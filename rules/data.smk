@@ -29,8 +29,12 @@ rule protocol_model:
     wildcard_constraints:
         base="[A-Za-z0-9_.-]+",
         protocol="bos|no_bos",
+    log:
+        paths.log("protocol_model", "{base}@{protocol}"),
+    conda:
+        "../environment.yml"
     shell:
-        "cp {input} {output}"
+        "cp {input} {output} 2>&1 | tee {log}"
 
 
 rule fetch_corpus:
