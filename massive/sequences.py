@@ -127,7 +127,7 @@ def make(tok, text: str, seq_len: int | None, count: int, protocol: Protocol = N
     makes the sequences of every measure.
 
         >>> make(byte_tokenizer(), "abcdef", seq_len=4, count=2, protocol=resolve(byte_tokenizer(), "always"))
-        tensor([[ 0, 99, 100, 101], [ 0, 102, 103, 104]])
+        tensor([[ 0, 66, 67, 68], [ 0, 69, 70, 71]])
     """
     ids = encode(tok, text)
     head = [protocol.bos_token_id] if protocol.bos else []

@@ -209,13 +209,15 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
     (results / "ablation_golden.html").write_text(html.ablation_section(table))
     page = report.render(cfg)
     heads = ["<h2>Overview</h2>", "<h2>tiny_random on news_sample</h2>", "<h3>Attention: tiny_random on news_sample</h3>",
-             "<h2>vit_random on photos</h2>", "<h2>Vision transformers: interventions</h2>",
+             "<h2>vit_random on photos</h2>", '<h2 id="protocols">Sequence protocols</h2>',
+             '<h2 id="outliers">Massive activations vs outlier features</h2>', "<h2>Vision transformers: interventions</h2>",
              "<h2>Ablation: massive activations", "<h2>Retraining: cpu_backcopy</h2>", "<h2>Provenance</h2>"]
     at = [page.index(h) for h in heads]
     assert at == sorted(at), "sections out of order"
     assert page.count("<h3>Detected massive activations") == 2
     assert page.count("data:image/png;base64,") == 2 * 4 + 2 + 1 + 2  # figures, attention, ablation, training
     assert 'alt="ablation"' in page and "Attention: vit_random" not in page
+    assert 'protocol no_bos (model.bos=auto)' in page and "<td>tiny_random</td>" in page.split('id="protocols"')[1]
 
 
 def test_no_rule_module_imports_another():
