@@ -160,7 +160,7 @@ def test_one_element(shape):
 def test_nan_raises(dtype):
     g = rng(8)
     x = randn((5, 9), g, dtype)
-    x.view(-1)[int(torch.randint(x.numel(), (1,), generator=g))] = float("nan")
+    x.view(-1)[int(torch.randint(1, x.numel(), (1,), generator=g))] = float("nan")  # not at [0, 0], set to inf below
     x[0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN"):
         top_abs_triton(x, 3, block_r=2, block_d=4, num_programs=2, chunk=4)
