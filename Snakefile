@@ -13,7 +13,7 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    model="[A-Za-z0-9_.-]+",
+    model="[A-Za-z0-9_.-]+(?:@(?:bos|no_bos))?",  # a model, or a run of it in a protocol: gpt2@bos
     corpus="[A-Za-z0-9_.-]+",
     layers=paths.LAYERS_SLUG,
     train="[A-Za-z0-9_.-]+",
@@ -21,7 +21,7 @@ wildcard_constraints:
 
 
 # run where snakemake runs, never as cluster jobs: they need the internet, or are trivial
-localrules: all, fetch_model, fetch_corpus, report
+localrules: all, fetch_model, protocol_model, fetch_corpus, report
 
 
 include: "rules/data.smk"

@@ -162,6 +162,9 @@ def run_gpu(args) -> int:
     return 1 if failures else 0
 
 
+COUNTS = {"NC": 3, "CB": 4, "NDC": 2}  # the capture's exact counts: 3 thresholds, 2 per dim (massive/capture.py)
+
+
 def run_compile_only(args) -> int:
     """Compile `_top_abs_pass` as a launch on a contiguous x of each shape would, without a GPU."""
     import re
@@ -194,13 +197,15 @@ def run_compile_only(args) -> int:
                 programs = tune.get("num_programs") or 2 * 132  # as on an H100 / H200
                 meta, _ = _config(x, k, n, tune.get("block_r"), tune.get("block_d"), programs,
                                   chunk)
+                meta = {**meta, **COUNTS}
                 sig = {"x_ptr": f"*{tname}", "dim_max_ptr": "*fp32", "token_max_ptr": "*fp32",
                        "part_key_ptr": "*i64", "part_signed_ptr": "*fp32", "stage_ptr": "*i64",
+                       "cnt_thr_ptr": "*fp32", "part_cnt_ptr": "*i64", "dcnt_thr_ptr": "*fp32", "dcnt_ptr": "*i32",
                        "N": "i32", "D": "i32", "first_row": "i32", "R1": "i32", "s0": "i32",
                        "s1": "i32", "sd": "constexpr", **{m: "constexpr" for m in meta}}
                 names = list(sig)
                 aligned = ["x_ptr", "dim_max_ptr", "token_max_ptr", "part_key_ptr",
-                           "part_signed_ptr", "stage_ptr", "s0"]
+                           "part_signed_ptr", "stage_ptr", "cnt_thr_ptr", "part_cnt_ptr", "dcnt_thr_ptr", "dcnt_ptr", "s0"]
                 aligned += [name for name, v in (("N", n), ("D", d), ("R1", n), ("s1", d))
                             if v % 16 == 0]
                 attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in aligned}

@@ -4,17 +4,32 @@ kernels/triton_topk.py: Triton)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
 
 @dataclass
 class TopAbs:
+    """values, signed, indices [k]; dim_max [D]; token_max [N]; and the exact counts:
+    counts [C] int64 (entries with |a| > count_above[c]) and dim_counts [C', D] int64 (per feature
+    dim, entries with |a| > dim_count_above[c]); empty when no threshold was given."""
+
     values: torch.Tensor
     signed: torch.Tensor
     indices: torch.Tensor
     dim_max: torch.Tensor
     token_max: torch.Tensor
+    counts: torch.Tensor | None = None
+    dim_counts: torch.Tensor | None = None
+
+
+def thresholds(values: Sequence[float] | torch.Tensor | None, device) -> torch.Tensor:
+    """Count thresholds as a float32 tensor (the precision |a| is compared in); NaN is an error."""
+    t = torch.as_tensor([] if values is None else values, dtype=torch.float32, device=device)
+    if bool(torch.isnan(t).any()):
+        raise ValueError("a count threshold is NaN")
+    return t
 
 
 def check_args(x: torch.Tensor, k: int) -> None:

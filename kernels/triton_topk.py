@@ -22,6 +22,9 @@ takes the row blocks p, p + P, p + 2P, ... (BLOCK_R rows each) and walks each on
   * token max: the tile's row max, NaN-propagating (a NaN anywhere shows up in token_max, which
     is how the wrapper detects it), folded into a running max per row,
   * dim max: the tile's column max, merged with `tl.atomic_max` (fine on fp32 because |a| >= 0),
+  * the exact counts (optional, NC and NDC thresholds): per threshold, the tile's entries with
+    |a| above it, summed in the program's registers (written once at the end, summed over the
+    programs in torch), and per dim with `tl.atomic_add` of the tile's column counts,
   * the filter: if the tile's max |a| is below the program's threshold, nothing in the tile can
     be in the program's top-k and the tile is done. That is the common case once the threshold
     has settled, so the kernel costs about what reading x costs.
@@ -56,7 +59,7 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.result import TopAbs, check_args
+from kernels.result import TopAbs, check_args, thresholds
 
 try:  # Triton's interpreter wraps kernels in this class when TRITON_INTERPRET=1 at decoration
     from triton.runtime.interpreter import InterpretedFunction as _InterpretedFunction
@@ -185,6 +188,10 @@ def _top_abs_pass(
     part_key_ptr,     # [P, BUF] int64 out: each program's top-BUF keys, descending (-1 = empty)
     part_signed_ptr,  # [P, BUF] fp32 out: the signed values at those keys
     stage_ptr,        # [P, CAP] int64 scratch: each program's staged candidate keys
+    cnt_thr_ptr,      # [NC] fp32: count the entries with |a| above each
+    part_cnt_ptr,     # [P, CB] int64 out: each program's counts
+    dcnt_thr_ptr,     # [NDC] fp32: count, per dim, the entries with |a| above each
+    dcnt_ptr,         # [NDC, D] int32, zero-initialised, shared by all launches (atomic add)
     N, D,             # rows in this launch, feature dim
     first_row,        # the launch covers rows [first_row, first_row + N) of x
     R1, s0, s1, sd,   # layout: row r is at (r // R1) * s0 + (r % R1) * s1, feature c at c * sd
@@ -193,6 +200,9 @@ def _top_abs_pass(
     CH: tl.constexpr,    # staged keys merged at a time (power of two >= BUF)
     CAP: tl.constexpr,   # staging capacity: CH + BLOCK_R * BLOCK_D
     NDEL: tl.constexpr,  # segments of the first tile for the starting threshold
+    NC: tl.constexpr,    # count thresholds (0: no counts)
+    CB: tl.constexpr,    # NC rounded up to a power of two (>= 1)
+    NDC: tl.constexpr,   # per-dim count thresholds (0: none)
 ):
     pid = tl.program_id(0)
     n_prog = tl.num_programs(0)
@@ -204,6 +214,8 @@ def _top_abs_pass(
     thr = _first_threshold(x_ptr, pid * BLOCK_R, first_row, N, D, R1, s0, s1, sd,
                            BLOCK_R, BLOCK_D, BUF, NDEL)
     count = tl.full([], 0, tl.int32)     # keys in the staging area
+    c_ar = tl.arange(0, CB)
+    counts = tl.zeros([CB], tl.int64)    # this program's entries above each count threshold
 
     # Loops over runtime bounds are `while` loops: the interpreter of Triton 3.6 cannot run
     # `range(<runtime value>)` with numpy >= 2.4 (triton-lang/triton#9171, fixed in 3.7). The
@@ -228,6 +240,14 @@ def _top_abs_pass(
             tok = _max_keep_nan(tok, tl.reduce(a, 1, _max_keep_nan))  # NaN shows up here
             col_max = tl.max(a, axis=0)
             tl.atomic_max(dim_max_ptr + cols, col_max, mask=col_ok, sem="relaxed")
+
+            # the exact counts: every element, every time (unrolled over the few thresholds)
+            for j in tl.static_range(NC):
+                above = (ok & (a > tl.load(cnt_thr_ptr + j))).to(tl.int32)
+                counts += tl.where(c_ar == j, tl.sum(tl.sum(above, axis=1), axis=0).to(tl.int64), 0)
+            for j in tl.static_range(NDC):
+                above = (ok & (a > tl.load(dcnt_thr_ptr + j))).to(tl.int32)
+                tl.atomic_add(dcnt_ptr + j * D + cols, tl.sum(above, axis=0), mask=col_ok, sem="relaxed")
 
             # the top-k filter: most tiles stop here
             min_v = _min_value(thr)
@@ -263,6 +283,7 @@ def _top_abs_pass(
     out = pid * BUF + tl.arange(0, BUF)
     tl.store(part_key_ptr + out, best)
     tl.store(part_signed_ptr + out, signed)
+    tl.store(part_cnt_ptr + pid * CB + c_ar, counts)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,9 +350,12 @@ def _config(x: torch.Tensor, k: int, n_rows: int, block_r, block_d, num_programs
 def top_abs_pass(x: torch.Tensor, k: int, *, block_r: int | None = None, block_d: int | None = None,
                  num_programs: int | None = None, chunk: int | None = None, num_warps: int = 8,
                  maxnreg: int | None = 128,
-                 max_launch_numel: int = MAX_LAUNCH_NUMEL):
+                 max_launch_numel: int = MAX_LAUNCH_NUMEL, count_above=None, dim_count_above=None,
+                 stats: dict | None = None):
     """Run the pass kernel. Returns (dim_max, token_max, partials) with partials a list of
-    (first flat index, number of elements, keys [P * BUF], signed [P * BUF]), one per launch."""
+    (first flat index, number of elements, keys [P * BUF], signed [P * BUF]), one per launch.
+    With `stats` (a dict) it also fills stats["counts"] [C] and stats["dim_counts"] [C', D]
+    (int64) for the thresholds `count_above` and `dim_count_above`."""
     check_args(x, k)
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"top_abs_triton supports float32, float16 and bfloat16, got {x.dtype}; "
@@ -348,6 +372,14 @@ def top_abs_pass(x: torch.Tensor, k: int, *, block_r: int | None = None, block_d
     n = x.numel() // d
     dim_max = torch.zeros(d, dtype=torch.float32, device=x.device)
     token_max = torch.empty(n, dtype=torch.float32, device=x.device)
+    cnt_thr, dcnt_thr = thresholds(count_above, x.device).reshape(-1), thresholds(dim_count_above, x.device).reshape(-1)
+    nc, ndc = cnt_thr.numel(), dcnt_thr.numel()
+    cb = _next_pow2(max(nc, 1))
+    dcnt = torch.zeros(max(ndc, 1), d, dtype=torch.int32, device=x.device)
+    counts = torch.zeros(nc, dtype=torch.int64, device=x.device)
+    # one real (never read) element where there is no threshold: a pointer argument needs a tensor
+    cnt_arg = cnt_thr if nc else torch.zeros(1, dtype=torch.float32, device=x.device)
+    dcnt_arg = dcnt_thr if ndc else torch.zeros(1, dtype=torch.float32, device=x.device)
     rows_per_launch = max(1, max_launch_numel // d)
     # at most 128 registers a thread: two programs of 8 warps per SM keep enough loads in flight;
     # what spills is on the rare hot path (see kernels/README.md)
@@ -362,10 +394,14 @@ def top_abs_pass(x: torch.Tensor, k: int, *, block_r: int | None = None, block_d
         part_key = torch.empty(n_prog * buf, dtype=torch.int64, device=x.device)
         part_signed = torch.empty(n_prog * buf, dtype=torch.float32, device=x.device)
         stage = torch.empty(n_prog * meta["CAP"], dtype=torch.int64, device=x.device)
+        part_cnt = torch.empty(n_prog * cb, dtype=torch.int64, device=x.device)
         _top_abs_pass[(n_prog,)](
-            x, dim_max, token_max[row0:], part_key, part_signed, stage,
-            n_rows, d, row0, R1, s0, s1, sd, num_warps=num_warps, **meta, **limits)
+            x, dim_max, token_max[row0:], part_key, part_signed, stage, cnt_arg, part_cnt, dcnt_arg, dcnt,
+            n_rows, d, row0, R1, s0, s1, sd, num_warps=num_warps, NC=nc, CB=cb, NDC=ndc, **meta, **limits)
         partials.append((row0 * d, n_rows * d, part_key, part_signed))
+        counts += part_cnt.view(n_prog, cb)[:, :nc].sum(0)
+    if stats is not None:
+        stats["counts"], stats["dim_counts"] = counts, dcnt[:ndc].to(torch.int64)
     return dim_max, token_max, partials
 
 
@@ -389,16 +425,19 @@ def merge_partials(k: int, partials) -> tuple[torch.Tensor, torch.Tensor, torch.
     return vals[order], signed[order], idx[order]
 
 
-def top_abs_triton(x: torch.Tensor, k: int, **tuning) -> TopAbs:
+def top_abs_triton(x: torch.Tensor, k: int, count_above=None, dim_count_above=None, **tuning) -> TopAbs:
     """`top_abs` with the Triton kernel: see the module docstring. `tuning` (block_r, block_d,
-    num_programs, chunk, num_warps, maxnreg) overrides the launch configuration, e.g. for tests."""
-    dim_max, token_max, partials = top_abs_pass(x, k, **tuning)
+    num_programs, chunk, num_warps, maxnreg) overrides the launch configuration, e.g. for tests.
+    `count_above` / `dim_count_above`: the exact counts (kernels.result.TopAbs)."""
+    stats: dict = {}
+    dim_max, token_max, partials = top_abs_pass(x, k, count_above=count_above, dim_count_above=dim_count_above,
+                                                stats=stats, **tuning)
     if bool(torch.isnan(token_max).any()):
         raise ValueError("top_abs input contains NaN: top-k of |a| is undefined; "
                          "clean the hidden state or check the model for overflow")
     values, signed, indices = merge_partials(k, partials)
     return TopAbs(values=values, signed=signed, indices=indices, dim_max=dim_max,
-                  token_max=token_max)
+                  token_max=token_max, counts=stats["counts"], dim_counts=stats["dim_counts"])
 
 
 __all__ = ["top_abs_triton", "top_abs_pass", "merge_partials", "row_layout", "interpreted"]

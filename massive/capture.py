@@ -3,7 +3,10 @@
 A hook at every block's output (`blocks.L.hook_resid_post`: the residual stream after both
 residual adds, as the paper measures) reduces it at once, per sequence, in float32 whatever the
 model's dtype: the top-k |a| with their positions, dims, tokens and signed values
-(kernels.topk.top_abs_rows), the median |a|, and the max |a| per feature dim. No hidden state
+(kernels.topk.top_abs_rows), the median |a|, the max |a| per feature dim, and exact counts in the
+same pass: per (layer, sequence) the entries above min_abs, above min_ratio x the median and above
+both (massive: so detection knows when the top-k is saturated), per (layer, dim) the positions
+above outlier_abs and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive thresholds. No hidden state
 outlives its hook, so memory does not grow with depth, and the hooks return nothing, so the
 logits are bit-identical to a plain forward pass.
 
@@ -42,18 +45,23 @@ from massive.errors import DTYPE_HINT, MassiveError, NonFiniteError
 class Capture:
     """The capture's tables (schemas in README.md, "Result tables").
 
-    layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs
+    layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs,
+                 n_above_abs, n_above_ratio, n_massive (exact counts: |a| > min_abs, |a| >
+                 min_ratio x median_abs, both)
     topk         one row per (layer, sequence, rank): layer, hook, seq_id, rank, position, dim,
                  token_id, token, value (signed), abs_value
-    dim_max      one row per (layer, dim): layer, hook, dim, max_abs (None when not at hand,
-                 e.g. tables read back for detection only)
+    dim_max      one row per (layer, dim): layer, hook, dim, max_abs, n_outlier (positions with
+                 |a| > outlier_abs and > outlier_ratio x median_abs), n_massive (positions above both massive thresholds),
+                 n_positions (None when not at hand, e.g. tables read back for detection only)
     vision       whether the inputs were images (tokens named by the ViT layout)
+    thresholds   the min_abs, min_ratio, outlier_abs and outlier_ratio the counts were made with
     """
 
     layer_stats: pd.DataFrame
     topk: pd.DataFrame
     dim_max: pd.DataFrame | None = None
     vision: bool = False
+    thresholds: dict | None = None
 
     @property
     def n_layers(self) -> int:
@@ -117,15 +125,20 @@ class Reducer:
     float32, and keeps only the reductions. Set `batch(seq_ids, token_ids)` before each forward
     pass (token_ids None: images, the token id is the position).
 
-        >>> reducer = Reducer(k=8)
+        >>> reducer = Reducer(k=8, min_abs=100, min_ratio=1000, outlier_abs=6)
         >>> with hooks.hooked(model, reducer.hooks(model)):
         ...     reducer.batch([0, 1], ids)
         ...     model(ids)
         >>> layer_stats, topk, dim_max = reducer.tables(lambda ids: {i: str(i) for i in ids})
     """
 
-    def __init__(self, k: int, backend: str = "auto"):
+    def __init__(self, k: int, backend: str = "auto", min_abs: float = 100.0, min_ratio: float = 1000.0,
+                 outlier_abs: float = 6.0, outlier_ratio: float = 9.0):
         self.k, self.backend = k, backend
+        self.min_abs, self.min_ratio, self.outlier_abs = float(min_abs), float(min_ratio), float(outlier_abs)
+        self.outlier_ratio = float(outlier_ratio)
+        self.dim_counts: dict[int, torch.Tensor] = {}  # layer -> [2, D]: positions above outlier_abs, massive
+        self.positions: dict[int, int] = {}
         self.seq_ids: list[int] = []
         self.token_ids: torch.Tensor | None = None
         self.seq_len = 0
@@ -148,14 +161,25 @@ class Reducer:
         if self.k > h[0].numel():
             raise MassiveError(f"k={self.k} is above the {h[0].numel()} entries of one layer and sequence "
                                f"({h.shape[1]} tokens x {d} dims)")
-        r = top_abs_rows(h, self.k, backend=self.backend)
         medians = median_abs(h)
+        # the count thresholds per sequence, in float32 (as |a| is compared): min_abs, min_ratio x
+        # median, both (massive); per dim: outlier_abs and outlier_ratio x median (outlier), massive
+        med = torch.from_numpy(np.asarray(medians, dtype=np.float32))
+        ratio_thr = med * np.float32(self.min_ratio)
+        massive_thr = torch.clamp(ratio_thr, min=np.float32(self.min_abs))
+        outlier_thr = torch.clamp(med * np.float32(self.outlier_ratio), min=np.float32(self.outlier_abs))
+        count_above = torch.stack([torch.full_like(ratio_thr, self.min_abs), ratio_thr, massive_thr], dim=1).to(h.device)
+        dim_above = torch.stack([outlier_thr, massive_thr], dim=1).to(h.device)
+        r = top_abs_rows(h, self.k, backend=self.backend, count_above=count_above, dim_count_above=dim_above)
+        counts = r.counts.cpu().numpy()
         top, idx, signed = r.values.cpu().numpy(), r.indices.cpu().numpy(), r.signed.cpu().numpy()
         pos, dim = idx // d, idx % d
         k = top.shape[1]
         for b, seq_id in enumerate(self.seq_ids):
             self.layer_rows.append({"layer": layer, "hook": name, "seq_id": seq_id, "median_abs": float(medians[b]),
-                                    "top1_abs": top[b, 0], "top2_abs": top[b, min(1, k - 1)], "top3_abs": top[b, min(2, k - 1)]})
+                                    "top1_abs": top[b, 0], "top2_abs": top[b, min(1, k - 1)], "top3_abs": top[b, min(2, k - 1)],
+                                    "n_above_abs": int(counts[b, 0]), "n_above_ratio": int(counts[b, 1]),
+                                    "n_massive": int(counts[b, 2])})
         rows = self.topk_rows
         rows["layer"].append(np.full(n * k, layer))
         rows["seq_id"].append(np.repeat(np.asarray(self.seq_ids), k))
@@ -169,6 +193,9 @@ class Reducer:
         self.seq_len = h.shape[1]
         dm = r.dim_max.amax(dim=0).cpu()
         self.dim_max[layer] = dm if layer not in self.dim_max else torch.maximum(self.dim_max[layer], dm)
+        dc = r.dim_counts.sum(dim=0).cpu()
+        self.dim_counts[layer] = dc if layer not in self.dim_counts else self.dim_counts[layer] + dc
+        self.positions[layer] = self.positions.get(layer, 0) + n * h[0].numel() // d
 
     def tables(self, token_names: Callable[[np.ndarray], dict[int, str]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """(layer_stats, topk, dim_max), sorted; `token_names(token_ids)` names the tokens."""
@@ -177,9 +204,16 @@ class Reducer:
         topk.insert(topk.columns.get_loc("token_id") + 1, "token", topk["token_id"].map(token_names(topk["token_id"].to_numpy())))
         topk.insert(1, "hook", topk["layer"].map(hooks.resid_post))
         topk = topk.sort_values(["layer", "seq_id", "rank"], kind="stable").reset_index(drop=True)
-        dim_max = pd.DataFrame([{"layer": layer, "hook": hooks.resid_post(layer), "dim": d, "max_abs": float(v)}
+        dim_max = pd.DataFrame([{"layer": layer, "hook": hooks.resid_post(layer), "dim": d, "max_abs": float(v),
+                                 "n_outlier": int(self.dim_counts[layer][0, d]), "n_massive": int(self.dim_counts[layer][1, d]),
+                                 "n_positions": self.positions[layer]}
                                 for layer, m in sorted(self.dim_max.items()) for d, v in enumerate(m.tolist())])
         return layer_stats, topk, dim_max
+
+    @property
+    def thresholds(self) -> dict:
+        return {"min_abs": self.min_abs, "min_ratio": self.min_ratio, "outlier_abs": self.outlier_abs,
+                "outlier_ratio": self.outlier_ratio}
 
 
 def decoder(tok) -> Callable[[np.ndarray], dict[int, str]]:
@@ -210,12 +244,15 @@ def default_forward(model: nn.Module, device=None) -> Callable[[torch.Tensor], o
 def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch_size: int = 4,
             backend: str = "auto", seq_ids: Sequence[int] | None = None, device=None,
             forward: Callable[[torch.Tensor], object] | None = None,
-            progress: Callable | None = None) -> Capture:
+            progress: Callable | None = None, min_abs: float = 100.0, min_ratio: float = 1000.0,
+            outlier_abs: float = 6.0, outlier_ratio: float = 9.0) -> Capture:
     """The per-layer statistics of `inputs`: token ids [n, seq_len] (a language model; `tok`
     names the tokens, else they are named by their id) or pixel values [n, 3, H, W] (a ViT;
     tokens named by its layout). `seq_ids` number the sequences (default 0..n-1); `forward(batch)`
     replaces the default forward pass; `backend` picks the top-k path (auto | torch | triton);
-    `progress` wraps the batch iterator (e.g. tqdm).
+    `progress` wraps the batch iterator (e.g. tqdm). `min_abs`, `min_ratio` (detection's massive
+    thresholds), `outlier_abs` and `outlier_ratio` (the outlier-feature magnitude: above both it and
+    outlier_ratio x the median) set what the exact counts count.
 
         >>> stats = capture(model, ids, k=64, tok=tok)
         >>> stats.layer_stats.groupby("layer")["top1_abs"].mean().idxmax()
@@ -228,7 +265,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch
     if len(seq_ids) != len(inputs):
         raise MassiveError(f"{len(seq_ids)} seq_ids for {len(inputs)} inputs")
     forward = forward or default_forward(model, device)
-    reducer = Reducer(k, backend)
+    reducer = Reducer(k, backend, min_abs=min_abs, min_ratio=min_ratio, outlier_abs=outlier_abs, outlier_ratio=outlier_ratio)
     starts = range(0, len(inputs), batch_size)
     with torch.inference_mode(), hooks.hooked(model, reducer.hooks(model)):
         for start in (progress(starts) if progress else starts):
@@ -241,7 +278,7 @@ def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch
     else:
         names = decoder(tok)
     layer_stats, topk, dim_max = reducer.tables(names)
-    return Capture(layer_stats=layer_stats, topk=topk, dim_max=dim_max, vision=vision)
+    return Capture(layer_stats=layer_stats, topk=topk, dim_max=dim_max, vision=vision, thresholds=reducer.thresholds)
 
 
 def full_stream(model: nn.Module, forward: Callable[[], object]) -> dict[int, np.ndarray]:

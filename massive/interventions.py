@@ -48,7 +48,7 @@ from massive import arch, hooks
 from massive.detect import DELIMITERS, role
 from massive.errors import MassiveError
 
-ROLES = ("first", "delimiter", "other", "cls", "register", "patch")  # text roles, then vision roles
+ROLES = ("first", "delimiter", "other", "cls", "register", "patch", "bos")  # text roles, vision roles, then the BOS
 INTERVENTIONS: dict[str, Callable] = {}
 BEFORE_BLOCKS: set[str] = set()  # applied at the input of every block, with a [batch, seq] mask of positions
 Means = dict[tuple[int, int, str], float]  # (block, dim, role) -> mean signed value; role "any": over all roles
@@ -235,15 +235,18 @@ def targets(found: Any, layers: Any, n_layers: int) -> Targets:
 
 # ---------------------------------------------------------------- token roles
 class TokenRoles:
-    """input_ids [batch, seq] -> role index (into ROLES: first, delimiter, other) per position,
-    decoding each id once; the roles of detection (massive.detect.role).
+    """input_ids [batch, seq] -> role index (into ROLES: bos, first, delimiter, other) per
+    position, decoding each id once; the roles of detection (massive.detect.role). `bos`: every
+    sequence begins with the BOS (the run's protocol, as detection was told), or None: a
+    sequence that begins with the tokenizer's BOS token id does (inputs made elsewhere, e.g. by
+    an evaluation harness); role bos there and first after it.
 
         >>> TokenRoles(tok, [".", "\\n"])(ids).shape == ids.shape
         True
     """
 
-    def __init__(self, tok, delimiters: Iterable[str] = DELIMITERS):
-        self.tok, self.delimiters, self.texts = tok, list(delimiters), {}
+    def __init__(self, tok, delimiters: Iterable[str] = DELIMITERS, bos: bool | None = None):
+        self.tok, self.delimiters, self.texts, self.bos = tok, list(delimiters), {}, bos
 
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         rows = []
@@ -251,7 +254,9 @@ class TokenRoles:
             for i in row:
                 if i not in self.texts:
                     self.texts[i] = self.tok.decode([i])
-            rows.append([ROLES.index(role(t, self.texts[i], self.delimiters)) for t, i in enumerate(row)])
+            bos = self.bos if self.bos is not None else (
+                bool(row) and getattr(self.tok, "bos_token_id", None) is not None and row[0] == self.tok.bos_token_id)
+            rows.append([ROLES.index(role(t, self.texts[i], self.delimiters, bos)) for t, i in enumerate(row)])
         return torch.tensor(rows, dtype=torch.long)
 
 

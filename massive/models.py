@@ -65,14 +65,15 @@ def model_class(name: str | None = None):
     return cls
 
 
-def byte_tokenizer():
+def byte_tokenizer(add_bos: bool = False):
     """A small byte-level BPE tokenizer trained on nothing: 256 byte tokens plus BOS (0) / EOS (1).
+    With `add_bos`, it adds the BOS by default (`tok(text)`), as LLaMA's tokenizer does.
 
         >>> tok = byte_tokenizer()
-        >>> tok("hi")["input_ids"]
-        [73, 74]
+        >>> tok("hi")["input_ids"], byte_tokenizer(add_bos=True)("hi")["input_ids"]
+        ([73, 74], [0, 73, 74])
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -80,6 +81,8 @@ def byte_tokenizer():
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    if add_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A $B", special_tokens=[("<s>", 0)])
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>")
 
 

@@ -5,7 +5,9 @@ WinoGrande, ARC-Easy and ARC-Challenge with the massive activations zeroed or se
 `evaluate` wraps the loaded model in the harness's HFLM, so the hooks of an intervention that is
 active (massive.intervene) apply to every forward pass the harness makes. Tasks are the
 harness's (datasets from the Hugging Face hub), or local task YAMLs in a folder (`include`).
-Needs the optional extra: pip install -e '.[zeroshot]'.
+Needs the optional extra: pip install -e '.[zeroshot]'. `bos` (the run's Protocol.bos) sets
+whether every input begins with the BOS, through the harness's own `add_bos_token` (and the
+tokenizer's, so a tokenizer that adds none by default gets it); None keeps the tokenizer's default.
 
     >>> with massive.intervene(model, found, "zero", tokenizer=tok):
     ...     table = evaluate(model, tok, ["piqa", "arc_easy"], limit=100)
@@ -15,6 +17,8 @@ Needs the optional extra: pip install -e '.[zeroshot]'.
 
 from __future__ import annotations
 
+import copy
+
 import pandas as pd
 from torch import nn
 
@@ -22,17 +26,20 @@ from massive.errors import MassiveError
 
 
 def evaluate(model: nn.Module, tok, tasks: list[str], include: str | None = None, limit: int | None = None,
-             batch_size: int = 4, seed: int = 1) -> pd.DataFrame:
+             batch_size: int = 4, seed: int = 1, bos: bool | None = None) -> pd.DataFrame:
     """One row per (task, metric) from the harness (columns task, metric, value, stderr; stderr
     NaN where the harness gives none), for `model` as it is hooked now. `include`: a folder of
-    local task YAMLs; `limit`: examples per task (None: all); `seed`: every seed of the harness."""
+    local task YAMLs; `limit`: examples per task (None: all); `seed`: every seed of the harness;
+    `bos`: every input begins with the BOS (True), never (False), as the tokenizer does (None)."""
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager
     except ImportError:
         raise MassiveError("zero-shot evaluation needs lm-eval (pip install -e '.[zeroshot]')") from None
-    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
+    if bos is not None:
+        tok = with_bos(tok, bos)
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, add_bos_token=bos)
     manager = TaskManager(include_path=include) if include else TaskManager()
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
@@ -47,3 +54,20 @@ def evaluate(model: nn.Module, tok, tasks: list[str], include: str | None = None
                 rows.append({"task": task, "metric": name, "value": float(value),
                              "stderr": float(metrics.get(f"{name}_stderr,{_filter}", float("nan")) or float("nan"))})
     return pd.DataFrame(rows)
+
+
+def with_bos(tok, bos: bool):
+    """A copy of `tok` that adds its BOS by default (bos=True) or never (False): what the harness
+    tokenises with (transformers' `add_bos_token`).
+
+        >>> with_bos(byte_tokenizer(), True)("hi")["input_ids"]
+        [0, 73, 74]
+    """
+    if bos and getattr(tok, "bos_token_id", None) is None:
+        raise MassiveError("zero-shot with a BOS, but the tokenizer has no BOS token (model.bos=never or auto)")
+    tok = copy.deepcopy(tok)
+    tok.add_bos_token = bos
+    if bos and tok("a")["input_ids"][:1] != [tok.bos_token_id]:
+        raise MassiveError(f"the tokenizer ({type(tok).__name__}) does not prepend its BOS when asked (add_bos_token): "
+                           "zero-shot cannot follow model.bos=always")
+    return tok

@@ -10,7 +10,8 @@ list of block indices (e.g. `ablate.layers=[2,3]`; "2_3" in paths and tables).
 Perplexity follows the paper (massive.sequences.perplexity_chunks, massive.perplexity): the
 corpus's documents in order joined by tokenize.separator, tokenised, cut into non-overlapping
 seq_len chunks (the first ablate.max_chunks), PPL = exp(mean cross-entropy over every predicted
-token). A non-finite loss (float16 overflow) is a one-line error and writes nothing. Output:
+token; each chunk begins as model.bos says, made by the same function as tokenize's sequences).
+A non-finite loss (float16 overflow) is a one-line error and writes nothing. Output:
 results/<model>/<corpus>/ablate/<layers>/perplexity.parquet with one row per intervention.
 """
 
@@ -28,7 +29,7 @@ from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import corpus_file, read_detection, read_table, run_dir, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -39,17 +40,19 @@ def run(cfg: DictConfig) -> None:
     model = load_model(cfg, device)
     found = interventions.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), arch.num_layers(model.config))
     docs = read_table(corpus_file(cfg))["text"].tolist()
+    proto = protocol(cfg, tok)
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
-                               add_special_tokens=cfg.tokenize.add_special_tokens)
+                               protocol=proto)
+    roles = interventions.TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos)
     slug, blocks = layers_slug(cfg.ablate.layers), ",".join(map(str, found.layers))
 
     rows = []
     for name in tqdm(cfg.ablate.interventions, desc=f"ablate {cfg.model.name}/{cfg.data.name}", unit=" intervention"):
         with interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed, min_abs=cfg.detect.min_abs,
-                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters) as ctx:
+                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters, roles_of=roles) as ctx:
             ppl = perplexity(model, chunks, cfg.ablate.batch_size, device,
                              where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {name!r} at blocks {blocks or '(none)'}")
-        rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "intervention": name, "layers": slug,
+        rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
                      "blocks": blocks, "dims": ",".join(map(str, found.dims)), "perplexity": ppl.value,
                      "n_tokens": ppl.n_tokens, "n_chunks": len(chunks), "entries_changed": ctx.changed})
     table = pd.DataFrame(rows)

@@ -35,7 +35,7 @@ from pipeline.checks import seq_len
 from pipeline.config import AttentionConfig
 from pipeline.html import save_figure
 from pipeline.io import corpus_file, read_detection, read_table, run_dir, tokens_file, write_json, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,8 @@ def run(cfg: DictConfig) -> None:
                             sample_queries=s.sample_queries, seed=cfg.seed, batch_size=cfg.capture.batch_size,
                             device=device, desc=f"attention {cfg.model.name}/{cfg.data.name}")
 
-    prompt_ids = encode_prompt(tok, cfg.capture.prompt)
+    proto = protocol(cfg, tok)
+    prompt_ids = encode_prompt(tok, cfg.capture.prompt, protocol=proto)
     kept = attention.prompt_logits(model, prompt_ids, device)
     hm_layers = attention.heatmap_layers(emerge, res.recorder.n_layers, s.heatmap_layers)
     figs = {"heatmaps": plots.heatmaps(kept, hm_layers, [tok.decode([int(i)]) for i in prompt_ids[0]], emerge,
@@ -86,7 +87,7 @@ def run(cfg: DictConfig) -> None:
 
     docs = read_table(corpus_file(cfg))["text"].tolist()
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
-                               add_special_tokens=cfg.tokenize.add_special_tokens)
+                               protocol=proto)
     ppl_table = attention.intervention_perplexities(model, chunks, res, dims, cfg.detect.min_abs, cfg.detect.min_ratio,
                                                     s.intervene_layers, cfg.ablate.batch_size, device)
 
@@ -97,7 +98,7 @@ def run(cfg: DictConfig) -> None:
     for key, fig in figs.items():
         save_figure(fig, out / f"{key}.png", cfg.figures.dpi)
     ppl = attention.perplexity_summary(ppl_table)
-    summary = {"model": cfg.model.name, "corpus": cfg.data.name, "settings": asdict(s),
+    summary = {"model": cfg.model.name, "corpus": cfg.data.name, **proto.record(), "settings": asdict(s),
                "massive_tokens": "detected" if len(massive) else "first token (none detected)",
                **res.summary, "heatmap_layers": hm_layers, **ppl}
     write_json(summary, out / "summary.json")

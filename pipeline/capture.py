@@ -3,11 +3,14 @@
 Reads the tokenize rule's tokens.parquet (token ids, or a ViT's pixel values), runs the model
 with the capture's hooks and writes results/<model>/<corpus>/capture/ (schemas in README.md,
 "Result tables"):
-  layer_stats.parquet  one row per (layer, sequence): median |a|, top-1/2/3 |a|
+  layer_stats.parquet  one row per (layer, sequence): median |a|, top-1/2/3 |a|, and the exact
+                       number of entries above detect.min_abs, above detect.min_ratio x the
+                       median, and above both (massive)
   topk.parquet         one row per (layer, sequence, rank): the top-k entries
-  dim_max.parquet      one row per (layer, dim): max |a| over all tokens and sequences
-  prompt.parquet       one row per (layer, position) of capture.prompt (a ViT: the first image):
-                       the full signed vector
+  dim_max.parquet      one row per (layer, dim): max |a| over all tokens and sequences, the
+                       positions with |a| > detect.outlier_abs and those above both massive thresholds
+  prompt.parquet       one row per (layer, position) of capture.prompt, beginning as the sequences
+                       do (model.bos), or a ViT's first image: the full signed vector
 A block output with inf or NaN (float16 overflow) stops the rule with one line naming the block
 and the dtype; nothing is written.
 """
@@ -27,7 +30,7 @@ from massive.sequences import encode_prompt
 from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import read_table, run_dir, tokens_file, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -44,8 +47,10 @@ def run(cfg: DictConfig) -> None:
     progress = partial(tqdm, desc=f"capture {cfg.model.name}/{cfg.data.name}", unit=" batch")
     stats = capture(model, inputs, k=cfg.capture.top_k, tok=tok, batch_size=cfg.capture.batch_size,
                     backend=getattr(cfg.capture.backend, "value", cfg.capture.backend),
-                    seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress)
-    first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt)
+                    seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress, min_abs=cfg.detect.min_abs,
+                    min_ratio=cfg.detect.min_ratio, outlier_abs=cfg.detect.outlier_abs,
+                    outlier_ratio=cfg.detect.outlier_ratio)
+    first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt, protocol=protocol(cfg, tok))
     table = prompt(model, first, tok, device=device)
 
     out = run_dir(cfg, "capture")

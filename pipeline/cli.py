@@ -57,6 +57,23 @@ def one_line(exc: BaseException) -> str:
     return first
 
 
+NO_SEQUENCES = ("fetch_model", "fetch_corpus", "ablation", "report")  # rules of no single model's token sequences
+
+
+def resolve_protocol(cfg: DictConfig, stage: str) -> None:
+    """Resolve the run's sequence protocol (model.bos with the tokenizer) before the rule runs, so
+    every table it writes records it, and `model.bos=always` without a BOS token fails first.
+    Skipped for images, for the rules of no single model's sequences, and while the model is not
+    fetched (the rule says so itself)."""
+    from pipeline.config import is_images
+    from pipeline.io import model_dir
+    from pipeline.model import MARKER, protocol
+
+    if stage in NO_SEQUENCES or is_images(cfg.data) or not (model_dir(cfg) / MARKER).is_file():
+        return
+    protocol(cfg)
+
+
 def write_run_record(run_dir: Path, cfg: DictConfig, argv: list[str]) -> None:
     """The composed config and the overrides of a successful run, in run_dir/.hydra/ (atomically)."""
     from massive.files import atomic_dir
@@ -84,6 +101,7 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
             from pipeline.checks import preflight
 
             preflight(cfg, stage)
+            resolve_protocol(cfg, stage)
         run(cfg)
         write_run_record(run_dir, cfg, argv)
     except (MassiveError, HydraException, OmegaConfBaseException) as exc:

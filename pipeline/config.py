@@ -62,6 +62,12 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
+class BosMode(str, Enum):  # how every sequence begins (massive.sequences.resolve)
+    auto = "auto"  # as the model's tokenizer does by default: a BOS when tok(text) adds one
+    always = "always"  # the tokenizer's BOS, then seq_len - 1 text tokens
+    never = "never"  # text tokens only: the paper's protocol
+
+
 class TopkBackend(str, Enum):
     auto = "auto"  # Triton kernel on CUDA tensors when Triton is importable, else torch
     torch = "torch"
@@ -79,6 +85,9 @@ class ModelConfig:
     revision: Optional[str] = None
     dtype: Dtype = Dtype.float32
     seq_len: int = 256  # tokens per sequence (the paper: 4096 LLaMA/Mistral, 2048 MPT/OPT, 1024 GPT-2)
+    # how every sequence begins (capture, perplexity, attention, prompt figures, zero-shot): auto (as the
+    # tokenizer does by default), always (its BOS + seq_len - 1 text tokens), never (the paper's protocol)
+    bos: BosMode = BosMode.auto
     device_map: Optional[str] = None  # e.g. "auto" to shard a large model across GPUs
     family: str = "???"  # the architecture (model_type), documentation only: found from the weights
     trust_remote_code: bool = False
@@ -117,8 +126,7 @@ class TokenizeConfig:
     # sequences (text) or images; the paper: 10 for layerwise statistics, 100 for means
     num_sequences: int = 16
     num_documents: int = 500  # documents sampled (seeded) and joined by blank lines
-    separator: str = "\n\n"
-    add_special_tokens: bool = False
+    separator: str = "\n\n"  # (whether sequences begin with a BOS: model.bos)
     seq_len: Optional[int] = None  # null: the model config's seq_len
 
 
@@ -128,7 +136,7 @@ class CaptureConfig:
     batch_size: int = 4
     backend: TopkBackend = TopkBackend.auto
     device: str = "auto"  # auto: cuda when available
-    prompt: str = "Summer is warm. Winter is cold."  # the paper's Fig. 1 prompt (no BOS)
+    prompt: str = "Summer is warm. Winter is cold."  # the paper's Fig. 1 prompt (it begins as model.bos says)
 
 
 @dataclass
@@ -137,6 +145,18 @@ class DetectConfig:
     min_ratio: float = 1000.0  # ... and above this multiple of the layer's median |a|
     # a token is a "delimiter" when its text, stripped of spaces, is one of these (or is a newline)
     delimiters: list[str] = field(default_factory=lambda: list(DELIMITERS))
+    # a (layer, dim) whose entries pass both thresholds at more than this share of the tokens is a dense
+    # outlier feature, not a massive activation (massive activations sit at a few tokens)
+    massive_max_share: float = 0.5
+    # outlier features (Dettmers et al. 2022, LLM.int8()): |a| above outlier_abs at >= outlier_token_share
+    # of the positions, in >= outlier_layer_share of the layers. Dettmers' 6 is in units of a normalised
+    # hidden state (the input of a linear layer: std ~1, median |a| ~0.67); on the raw residual stream,
+    # whose scale grows with depth, |a| must also be above outlier_ratio x the median (9: the same 6
+    # standard deviations; 0: Dettmers' absolute criterion alone)
+    outlier_abs: float = 6.0
+    outlier_ratio: float = 9.0
+    outlier_token_share: float = 0.06
+    outlier_layer_share: float = 0.25
 
 
 @dataclass
@@ -314,7 +334,10 @@ def check_values(cfg: Any) -> None:
             raise MassiveError(f"{key}={value} must be positive")
     if cfg.tokenize.seq_len is not None and cfg.tokenize.seq_len <= 0:
         raise MassiveError(f"tokenize.seq_len={cfg.tokenize.seq_len} must be positive")
-    for key in ("detect.min_abs", "detect.min_ratio"):
+    for key in ("detect.massive_max_share", "detect.outlier_token_share", "detect.outlier_layer_share"):
+        if not 0 < OmegaConf.select(cfg, key) <= 1:
+            raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
+    for key in ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio"):
         if OmegaConf.select(cfg, key) < 0:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
     layers_spec(cfg.ablate.layers)

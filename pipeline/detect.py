@@ -1,7 +1,10 @@
 """Rule detect: which activations are massive, where, at which tokens, from which layer on
-(massive.detect, with detect.min_abs, detect.min_ratio and detect.delimiters).
+(massive.detect, with detect.min_abs, detect.min_ratio and detect.delimiters), and which dims
+are outlier features instead (detect.outlier_abs, outlier_token_share, outlier_layer_share,
+massive_max_share). Token roles follow the run's protocol (model.bos): a BOS that begins every
+sequence is role `bos`, the first text token `first`.
 
-Reads the capture's topk and layer_stats and writes results/<model>/<corpus>/detect/:
+Reads the capture's topk, layer_stats and dim_max and writes results/<model>/<corpus>/detect/:
   massive.parquet    every massive entry (layer, sequence, position, dim, token, role, value, ratio)
   summary.parquet    one row per (dim, role): tokens, emerge_layer (first layer where found),
                      fade_layer (first layer after the last where found; null when it lasts to
@@ -9,12 +12,15 @@ Reads the capture's topk and layer_stats and writes results/<model>/<corpus>/det
                      then where it is largest), and there: the number of sequences, the mean
                      and std of the signed value across them, and the median |a|
   per_layer.parquet  one row per layer: mean median |a|, mean top-1 |a|, their ratio, the
-                     number of massive entries per sequence, and where they are (massive_at:
+                     exact number of massive entries per sequence, and where they are (massive_at:
                      "dim: token (sequences), ..." per dim, e.g. "507: '<s>' (16)" or
-                     "12: [REG3] (10), [REG1] (2)")
-  summary.json       found (bool), a one-line verdict, and the numbers the report quotes
+                     "12: [REG3] (10), [REG1] (2)"), the dims massive at most tokens there
+                     (outlier_dims) and "saturated: ..." when more pass than the top-k holds
+  outliers.parquet   one row per outlier feature dim (massive.detect.OUTLIER_COLUMNS)
+  summary.json       found (bool), a one-line verdict, the numbers the report quotes, the
+                     outlier and shared dims, the saturation, and the protocol that ran
 A model without massive activations gets empty tables and "none found". When a (layer,
-sequence) has capture.top_k massive entries, a warning says to raise top_k.
+sequence) has more massive entries than capture.top_k, the tables say "saturated" with the count.
 """
 
 from __future__ import annotations
@@ -23,26 +29,44 @@ import logging
 
 from omegaconf import DictConfig
 
+import yaml
+
 from massive.capture import Capture
 from massive.detect import detect
 from pipeline import cli, tracking
 from pipeline.config import is_images
-from pipeline.io import read_table, run_dir, write_json, write_table
+from pipeline.io import read_provenance, read_table, run_dir, write_json, write_table
+from pipeline.model import protocol
+
+
+def counted_with(path) -> dict:
+    """The thresholds the capture counted with (its composed config's detect section)."""
+    config = read_provenance(path).get("config")
+    d = (yaml.safe_load(config) or {}).get("detect", {}) if config else {}
+    return {key: d[key] for key in ("min_abs", "min_ratio", "outlier_abs", "outlier_ratio") if key in d}
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
     cap = run_dir(cfg, "capture")
+    vision = is_images(cfg.data)
+    dim_max = cap / "dim_max.parquet"
     stats = Capture(layer_stats=read_table(cap / "layer_stats.parquet"), topk=read_table(cap / "topk.parquet"),
-                    vision=is_images(cfg.data))
-    found = detect(stats, min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, delimiters=list(cfg.detect.delimiters))
+                    dim_max=read_table(dim_max) if dim_max.is_file() else None, vision=vision,
+                    thresholds=counted_with(cap / "layer_stats.parquet"))
+    d = cfg.detect
+    proto = None if vision else protocol(cfg)
+    found = detect(stats, min_abs=d.min_abs, min_ratio=d.min_ratio, delimiters=list(d.delimiters), bos=bool(proto and proto.bos),
+                   massive_max_share=d.massive_max_share, outlier_abs=d.outlier_abs, outlier_ratio=d.outlier_ratio,
+                   outlier_token_share=d.outlier_token_share, outlier_layer_share=d.outlier_layer_share)
     out = run_dir(cfg, "detect")
     write_table(found.massive, out / "massive.parquet", cfg)
     write_table(found.summary, out / "summary.parquet", cfg)
     write_table(found.per_layer, out / "per_layer.parquet", cfg)
-    write_json({**found.result, "model": cfg.model.name, "corpus": cfg.data.name, "n_layers": found.n_layers},
-               out / "summary.json")
+    write_table(found.outliers, out / "outliers.parquet", cfg)
+    write_json({**found.result, "model": cfg.model.name, "corpus": cfg.data.name, "n_layers": found.n_layers, "k": found.k,
+                **(proto.record() if proto else {"protocol": None})}, out / "summary.json")
     log.info("%s on %s: %s", cfg.model.name, cfg.data.name, found.result["message"])
     with tracking.stage_run(cfg) as wb:
         wb.summary.update({k: v for k, v in found.result.items() if not isinstance(v, list)})

@@ -2,7 +2,8 @@
 
   layerwise.png  top-1, top-2, top-3 and median |a| per layer, averaged over sequences, log
                  axis (the paper's Fig. 2)
-  prompt_3d.png  |a| over token x feature dim at one layer for capture.prompt (Fig. 1), or for
+  prompt_3d.png  |a| over token x feature dim at one layer for capture.prompt (Fig. 1; beginning as
+                 the sequences do, with a BOS where model.bos has one), or for
                  the first image (vision transformers); the layer is figures.layer_3d, or the
                  middle block
   token_map.png  max |a| over dims for every token (rows) after every block (columns), log
@@ -21,6 +22,7 @@ from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.html import save_figure
 from pipeline.io import read_table, run_dir
+from pipeline.model import protocol
 
 
 def middle_layer(cfg: DictConfig, n_layers: int) -> int:
@@ -36,7 +38,8 @@ def run(cfg: DictConfig) -> None:
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")
     name = f"{cfg.model.name} on {cfg.data.name}"
-    shown = f"{cfg.model.name}: " + ("the first image" if is_images(cfg.data) else repr(cfg.capture.prompt))
+    shown = f"{cfg.model.name}: " + ("the first image" if is_images(cfg.data) else repr(cfg.capture.prompt)
+                                     + (" after the BOS" if protocol(cfg).bos else ""))
     figs = {
         "layerwise": plots.layerwise(layer_stats, name),
         "prompt_3d": plots.prompt_3d(prompt, middle_layer(cfg, int(layer_stats["layer"].max()) + 1), shown),

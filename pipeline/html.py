@@ -20,6 +20,8 @@ Each section function reads the outputs of one rule and returns its HTML:
 
 The page is one file that works offline: PNGs are embedded as base64, and plotly.js (from the
 plotly package) is embedded once for the interactive figures (massive.interactive).
+  protocols_section every run's sequence protocol, the contrast between protocols per model, and
+                    massive activations vs outlier features (detect/, attention/, ablate/ of each run)
 
     >>> from pipeline import html
     >>> html.table(pd.DataFrame({"layer": [0], "top1_abs": [1234.5]}))[:24]
@@ -194,11 +196,13 @@ def pair_section(folder: Path, model: str, corpus: str, attention: bool = False,
     det, figs, cap = folder / "detect", folder / "figures", folder / "capture"
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")
+    result = json.loads((det / "summary.json").read_text())
     return {
         "model": model,
         "corpus": corpus,
         "id": slug("p", model, corpus),
-        "result": json.loads((det / "summary.json").read_text()),
+        "result": result,
+        "protocol": {k: result.get(k) for k in ("protocol", "requested", "bos_token", "warning")} if result.get("protocol") else None,
         "summary_html": table(read_table(det / "summary.parquet"), none_found=True),
         "per_layer_html": table(read_table(det / "per_layer.parquet"), none_found=True),
         "interactive": [
@@ -345,3 +349,90 @@ def report(sweep: str, sections: list[dict], extra_sections: list[Markup], min_a
         sweep=sweep, sections=sections, models=models, extra_sections=extra_sections, extras=extras,
         summary=summary_table(sections, ablation), curves=figure(curves, "fig-sweep-layerwise") if curves.data else None,
         plotly_js=plotly_js(), min_abs=min_abs, min_ratio=min_ratio, provenance=provenance)
+
+
+# ---------------------------------------------------------------- protocols, outlier features
+PROTOCOL_COLUMNS = ["model", "run", "corpus", "protocol", "model.bos", "tokenizer adds BOS", "chunks", "perplexity", "zeroed",
+                    "massive dims", "roles", "largest x median", "saturated", "Sink_1 share", "mass on first token"]
+OUTLIER_SHOWN = ["dim", "criterion", "n_layers", "layer_share", "first_layer", "last_layer", "token_share", "max_token_share",
+                 "massive_token_share", "dense_layers", "max_abs", "also_massive"]
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _run_row(results: Path, run: str, corpus: str, layers: list[str]) -> dict:
+    from pipeline.paths import base_model, pair_dir
+
+    folder = Path(pair_dir(run, corpus, str(results)))
+    det = _json(folder / "detect" / "summary.json") or {}
+    att = _json(folder / "attention" / "summary.json") or {}
+    ppl = {}
+    for lay in layers:
+        f = folder / "ablate" / lay / "perplexity.parquet"
+        if f.is_file():
+            t = read_table(f).set_index("intervention")
+            ppl = {k: float(v) for k, v in t["perplexity"].items()}
+            ppl["chunks"] = int(t["n_chunks"].iloc[0])
+            break
+    sat = det.get("saturated")
+    return {"model": base_model(run), "run": run, "corpus": corpus, "protocol": det.get("protocol") or "-",
+            "model.bos": det.get("requested") or "-",
+            "tokenizer adds BOS": "-" if det.get("protocol") is None else ("yes" if det.get("tokenizer_adds_bos") else "no"),
+            "chunks": ppl.get("chunks"), "perplexity": ppl.get("none"), "zeroed": ppl.get("zero"),
+            "massive dims": ", ".join(map(str, det.get("dims", []))) or ("none found" if det else "-"),
+            "roles": ", ".join(det.get("roles", [])), "largest x median": det.get("largest_ratio"),
+            "saturated": f"saturated: up to {sat['max_count']:,} pass (top-k {sat['k']})" if sat else "",
+            "Sink_1 share": att.get("sink_1_share"), "mass on first token": att.get("mass_first_mean"),
+            "_warning": det.get("warning"), "_outlier_dims": det.get("outlier_dims", []), "_shared": det.get("shared_dims", [])}
+
+
+def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_ratio: float,
+                      detect: dict | None = None) -> tuple[Markup, Markup]:
+    """The report's two sections on how every run's sequences began and on outlier features: one row
+    per (model or run, corpus) of the sweep's language models (protocol, model.bos, whether the
+    tokenizer adds a BOS, perplexity, massive dims and roles, saturation, Sink_1 share), a
+    visible warning where the tokenizer adds a BOS but the run had none, the contrast of each
+    model's protocols on the protocols' corpora, and per run its outlier feature dims beside its
+    massive ones (`detect`: the config's detect section, for the thresholds named)."""
+    from pipeline import sweep as sweeps
+
+    results = Path(results)
+    d = {k: getattr(detect, k) for k in ("outlier_abs", "outlier_ratio", "outlier_token_share", "outlier_layer_share",
+                                         "massive_max_share")
+         if detect is not None and hasattr(detect, k)}
+    layers = (sweep.get("ablate") or {}).get("layers", ["emerge"])
+    rows = [_run_row(results, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
+    shown = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], columns=PROTOCOL_COLUMNS)
+    for col in ("chunks", "perplexity", "zeroed", "largest x median", "Sink_1 share", "mass on first token"):
+        shown[col] = pd.to_numeric(shown[col], errors="coerce")  # None -> NaN: shown as '-'
+    warnings = [{"run": r["run"], "corpus": r["corpus"], "text": r["_warning"]} for r in rows if r["_warning"]]
+    contrasts = []
+    p = sweep.get("protocols") or {"names": [], "corpora": []}
+    for m in sweep["models"]:
+        for c in p.get("corpora", []):
+            runs = [m] + [run for run, cc in sweeps.protocol_pairs(sweep) if cc == c and run.split("@")[0] == m]
+            if len(runs) > 1:
+                contrasts.append({"model": m, "corpus": c, "runs": runs,
+                                  "table": table(shown[shown["run"].isin(runs) & (shown["corpus"] == c)].drop(columns=["model", "corpus"]))})
+    summary, details = [], []
+    for r in rows:
+        f = results / r["run"] / r["corpus"] / "detect" / "outliers.parquet"
+        o = read_table(f) if f.is_file() else pd.DataFrame(columns=OUTLIER_SHOWN)
+        summary.append({"run": r["run"], "corpus": r["corpus"], "protocol": r["protocol"], "massive dims": r["massive dims"],
+                        "roles": r["roles"], "outlier feature dims": len(o),
+                        "dense (massive at most tokens)": ", ".join(str(x) for x in o.loc[o["dense_layers"] != "", "dim"]) if len(o) else "",
+                        "largest token share": float(o["max_token_share"].max()) if len(o) else None,
+                        "shared dims": ", ".join(map(str, r["_shared"]))})
+        if len(o):
+            details.append({"run": r["run"], "corpus": r["corpus"], "n": len(o),
+                            "table": table(o[OUTLIER_SHOWN].sort_values("max_token_share", ascending=False).head(50),
+                                           float_format=lambda v: f"{v:.3g}")})
+    summary = pd.DataFrame(summary)
+    summary["largest token share"] = pd.to_numeric(summary["largest token share"], errors="coerce")
+    return (render("protocols.html.j2", warnings=warnings, table=table(shown), contrasts=contrasts),
+            render("outliers.html.j2", outliers=table(summary, float_format=lambda v: f"{v:.3g}"), outlier_tables=details,
+                  min_abs=min_abs, min_ratio=min_ratio, outlier_abs=d.get("outlier_abs", 6.0), outlier_ratio=d.get("outlier_ratio", 9.0),
+                  token_share=d.get("outlier_token_share", 0.06), layer_share=d.get("outlier_layer_share", 0.25),
+                  max_share=d.get("massive_max_share", 0.5)))

@@ -37,7 +37,7 @@ from pipeline import cli, paths, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
 from pipeline.io import corpus_file, read_detection, read_table, results_dir, tokens_file, write_json, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +61,10 @@ def run(cfg: DictConfig) -> None:
     with open_dict(ref_cfg := cfg.copy()):
         ref_cfg.model.dtype = s.dtype.value
     model = load_model(ref_cfg, device)
-    chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator,
-                               add_special_tokens=cfg.tokenize.add_special_tokens)
+    proto = protocol(cfg, tok)
+    chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator, protocol=proto)
     name, where = f"{cfg.model.name} on {cfg.data.name}", f"inference {cfg.model.name}/{cfg.data.name}"
-    roles = TokenRoles(tok, list(cfg.detect.delimiters))
+    roles = TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos)
     bs = s.batch_size
     ref = precision.measure(model, chunks, bs, device, where=where)
     if ref.perplexity is None:  # the reference itself must be finite

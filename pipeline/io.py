@@ -76,12 +76,17 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance(cfg: DictConfig) -> dict[str, str]:
-    return {
+    """The config, commit, packages and seed; and `protocol` (bos | no_bos) once the run resolved it
+    (pipeline.model.protocol: every rule that makes or reads token sequences)."""
+    out = {
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         "git_commit": git_commit(),
         "packages": json.dumps(package_versions(), sort_keys=True),
         "seed": str(cfg.seed),
     }
+    if cfg.get("protocol") is not None:
+        out["protocol"] = str(cfg.protocol.protocol)
+    return out
 
 
 def read_provenance(path: str | Path) -> dict[str, str]:
@@ -124,6 +129,8 @@ def read_detection(cfg: DictConfig):
     result = json.loads((det / "summary.json").read_text())
     n_layers = result.pop("n_layers", None)
     result = {k: v for k, v in result.items() if k not in ("model", "corpus")}
+    extra = {"outliers": read_table(det / "outliers.parquet")} if (det / "outliers.parquet").is_file() else {}
     return Detection(massive=read_table(det / "massive.parquet"), summary=read_table(det / "summary.parquet"),
                      per_layer=read_table(det / "per_layer.parquet"), result=result, n_layers=n_layers,
-                     k=cfg.capture.top_k, thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio})
+                     k=cfg.capture.top_k, capped=bool(result.get("saturated")),
+                     thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio}, **extra)

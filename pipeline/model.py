@@ -1,8 +1,9 @@
 """The config -> library adapter for loading: the model fetch_model recorded, loaded with the
 options of the composed config (model.dtype, model.auto_class, model.config_overrides, ...).
 
-    >>> from pipeline.model import load_model, load_tokenizer
+    >>> from pipeline.model import load_model, load_tokenizer, protocol
     >>> model, tok = load_model(cfg, device), load_tokenizer(cfg)
+    >>> protocol(cfg, tok).name      # model.bos resolved with the tokenizer: "bos" or "no_bos"
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from massive import models
 from massive.errors import MassiveError
+from massive.sequences import Protocol, resolve
 
 MARKER = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 pick_device = models.pick_device
@@ -42,6 +44,19 @@ def hf_dir(cfg: DictConfig) -> Path:
 def load_tokenizer(cfg: DictConfig):
     """The fetched model's tokenizer."""
     return models.load_tokenizer(hf_dir(cfg), cfg.model.trust_remote_code, name=cfg.model.name)
+
+
+def protocol(cfg: DictConfig, tok=None) -> Protocol:
+    """How every sequence of this run begins: model.bos resolved with the model's tokenizer
+    (massive.sequences.resolve; `tok` saves loading it). Resolved once per run and kept in
+    cfg.protocol, so every table the run writes records it (pipeline.io.provenance).
+    model.bos=always for a tokenizer without a BOS token is a one-line error."""
+    if cfg.get("protocol") is not None:
+        return Protocol(**{k: v for k, v in OmegaConf.to_container(cfg.protocol).items() if k in Protocol.__dataclass_fields__})
+    p = resolve(load_tokenizer(cfg) if tok is None else tok, _value(cfg.model.bos), name=repr(cfg.model.name))
+    with open_dict(cfg):
+        cfg.protocol = p.record()
+    return p
 
 
 def load_model(cfg: DictConfig, device: torch.device | None = None, attn_implementation: str | None = None):

@@ -32,7 +32,7 @@ from pipeline import cli, paths, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
 from pipeline.io import corpus_file, read_detection, read_table, results_dir, tokens_file, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,15 @@ def run(cfg: DictConfig) -> None:
     docs = read_table(corpus_file(cfg))["text"].tolist()
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device)
+    proto = protocol(cfg, tok)
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator,
-                               add_special_tokens=cfg.tokenize.add_special_tokens)
+                               protocol=proto)
 
     o = origins.find(model, ids, found, seq_ids=tokens["seq_id"].tolist(), min_share=s.min_share,
                      channel_share=s.channel_share, max_channels=s.max_channels, batch_size=s.batch_size, device=device)
     name = f"{cfg.model.name} on {cfg.data.name}"
     ppl = origins.perplexities(model, o, chunks, list(s.interventions), seed=cfg.seed, rank_band=s.rank_band,
-                               batch_size=s.batch_size, device=device, roles_of=TokenRoles(tok, list(cfg.detect.delimiters)),
+                               batch_size=s.batch_size, device=device, roles_of=TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos),
                                where=f"origins {cfg.model.name}/{cfg.data.name}")
     ppl.insert(0, "corpus", cfg.data.name)
     ppl.insert(0, "model", cfg.model.name)

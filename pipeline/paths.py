@@ -11,6 +11,14 @@ OmegaConf here: this module is plain strings.
     'cache/models/{model}/fetched.json'
     >>> ablate_file("gpt2", "wikitext2", "2_3", "perplexity.parquet")  # ablate.layers=[2,3]
     'results/gpt2/wikitext2/ablate/2_3/perplexity.parquet'
+
+A model measured in another sequence protocol than its own is a *run* of it, named
+`<model>@<protocol>` (run_name): `gpt2@bos` is gpt2 with a BOS at the start of every sequence.
+Runs take the place of model names in every results path (results/gpt2@bos/wikitext2/...) and
+share the model's cache folder (model_dir); their fetched marker is an alias of the model's.
+
+    >>> run_name("gpt2", "bos"), base_model("gpt2@bos"), protocol_of("gpt2@bos"), protocol_of("gpt2")
+    ('gpt2@bos', 'gpt2', 'bos', None)
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ LOGS = "logs"
 
 # The outputs of each rule: the Snakefile's output lists and the report read these.
 CAPTURE_TABLES = ("layer_stats", "topk", "dim_max", "prompt")
-DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "summary.json")
+DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "outliers.parquet", "summary.json")
 FIGURES = ("layerwise", "prompt_3d", "token_map")
 ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
                    "sink_curve.png", "summary.json")
@@ -37,15 +45,37 @@ FETCHED = "fetched.json"  # written by fetch_model: where the Hugging Face direc
 LAYERS_SLUG = r"emerge|all|[0-9]+(?:_[0-9]+)*"
 
 
+# ---------------------------------------------------------------- runs: a model in a sequence protocol
+PROTOCOL_SEP = "@"
+PROTOCOL_NAMES = ("bos", "no_bos")  # massive.sequences.PROTOCOLS: bos -> model.bos=always, no_bos -> never
+
+
+def run_name(model: str, protocol: str | None = None) -> str:
+    """The name of `model` measured in `protocol` (None: its own, the model's name)."""
+    return model if protocol is None else f"{model}{PROTOCOL_SEP}{protocol}"
+
+
+def base_model(run: str) -> str:
+    """The model of a run name (gpt2@bos -> gpt2; a model name is its own run)."""
+    return run.split(PROTOCOL_SEP, 1)[0]
+
+
+def protocol_of(run: str) -> str | None:
+    """The protocol a run name asks for (gpt2@bos -> bos), None for the model's own."""
+    return run.split(PROTOCOL_SEP, 1)[1] if PROTOCOL_SEP in run else None
+
+
 # ---------------------------------------------------------------- the cache (fetch_model, fetch_corpus)
 def model_dir(model: str, cache: str = CACHE) -> str:
-    """The model's folder: Hugging Face format, converted once from GGUF where needed."""
-    return f"{cache}/models/{model}"
+    """The model's folder: Hugging Face format, converted once from GGUF where needed (a run
+    such as gpt2@bos shares its model's)."""
+    return f"{cache}/models/{base_model(model)}"
 
 
 def fetched(model: str, cache: str = CACHE) -> str:
-    """The marker fetch_model writes last: it names the Hugging Face directory."""
-    return f"{model_dir(model, cache)}/{FETCHED}"
+    """The marker fetch_model writes last: it names the Hugging Face directory. A run's
+    (cache/models/gpt2@bos/fetched.json) is a copy of its model's, made by rule protocol_model."""
+    return f"{cache}/models/{model}/{FETCHED}"
 
 
 def corpus_file(corpus: str, cache: str = CACHE) -> str:

@@ -26,9 +26,15 @@ def report_path(cfg: DictConfig) -> Path:
     return Path(paths.report_file(Path(cfg.sweep_name).stem, results_dir(cfg)))
 
 
-def extra_sections(results: str, sweep: dict, sweep_name: str) -> list[Markup]:
-    """The sections of the sweep-level rules: ablate_images, ablation, train_compare."""
+def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None) -> list[Markup]:
+    """The sections of the sweep-level rules: protocols and outlier features, ablate_images,
+    ablation, train_compare (`detect`: the config's detect section, its thresholds)."""
+    from pipeline.config import DetectConfig
+
+    detect = detect if detect is not None else DetectConfig()
     blocks = []
+    if sweep["models"]:  # how every run's sequences began, the protocols' contrast, outlier features
+        blocks.extend(html.protocols_section(results, sweep, detect.min_abs, detect.min_ratio, detect))
     if sweep.get("vision"):
         v = sweep["vision"]
         blocks.append(html.vision_section([Path(paths.ablate_file(m, i, layers, "images.parquet", results))
@@ -43,14 +49,14 @@ def extra_sections(results: str, sweep: dict, sweep_name: str) -> list[Markup]:
 def render(cfg: DictConfig) -> str:
     sweep = sweeps.load(cfg.sweep_name)
     results = results_dir(cfg)
-    attention = set(sweep["models"]) if sweep.get("attention") else set()
+    attention = set(sweeps.llm_pairs(sweep)) if sweep.get("attention") else set()  # with the protocol runs
     origins = set(sweep["models"]) if sweep.get("origins") is not None else set()
     inference = set(sweeps.inference_pairs(sweep))
-    sections = [html.pair_section(Path(paths.pair_dir(m, c, results)), m, c, attention=m in attention and c in sweep["corpora"],
+    sections = [html.pair_section(Path(paths.pair_dir(m, c, results)), m, c, attention=(m, c) in attention,
                                   origins=m in origins and c in sweep["corpora"], inference=(m, c) in inference)
                 for m, c in sweeps.pairs(sweep)]
     ablation = read_table(html.ablation_files(results, cfg.sweep_name)["parquet"]) if sweep.get("ablate") else None
-    return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name),
+    return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name, cfg.detect),
                        min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg), ablation=ablation)
 
 

@@ -5,7 +5,9 @@ vision transformers x image data (the `vision` section).
 conf/schemas/sweep.schema.yaml, checks that every model and corpus names a config file and
 that no list names an entry twice, turns the `layers` entries into their path-safe form
 (emerge, all, 3, 3_99) and fills in defaults. The Snakefile and the report both call it, so they
-agree on the targets. `check_configs` composes the config of every job of the sweep: the
+agree on the targets. A sweep may also measure its models in other sequence protocols
+(`protocols`: bos, no_bos): each becomes a run `<model>@<protocol>` (pipeline/paths.py) on the
+section's corpora, with its overrides (`protocol_pairs`, `run_args`). `check_configs` composes the config of every job of the sweep: the
 Snakefile calls it while it builds the DAG, so a typo fails `snakemake -n` before any job runs.
 """
 
@@ -114,14 +116,69 @@ def load(name: str) -> dict:
                            f"({', '.join(sweep['corpora'])})")
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
+    sweep["protocols"] = _protocols(sweep, name)
     return sweep
 
 
+def _protocols(sweep: dict, name: str) -> dict:
+    """The protocols section in its full form: names, corpora (default: the sweep's), overrides."""
+    spec = sweep.get("protocols") or {"names": []}
+    spec = {"names": list(spec)} if isinstance(spec, list) else dict(spec)
+    spec.setdefault("corpora", list(sweep["corpora"]))
+    spec.setdefault("overrides", [])
+    for key in ("names", "corpora"):
+        seen = set()
+        for item in spec[key]:
+            if item in seen:
+                raise MassiveError(f"sweep {name!r}: protocols.{key} lists {item!r} twice")
+            seen.add(item)
+    extra = [c for c in spec["corpora"] if c not in sweep["corpora"]]
+    if extra:
+        raise MassiveError(f"sweep {name!r}: protocols.corpora entry {extra[0]!r} is not one of the sweep's corpora")
+    return spec
+
+
+def own_protocol(model: str) -> str | None:
+    """The protocol a model's YAML fixes (model.bos: always -> bos, never -> no_bos); None for
+    auto (it depends on the tokenizer, known once the model is fetched)."""
+    bos = (yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()) or {}).get("bos", "auto")
+    return {"always": "bos", "never": "no_bos"}.get(bos)
+
+
+def protocol_pairs(sweep: dict) -> list[tuple[str, str]]:
+    """Every (run, corpus) of the sweep's protocols: <model>@<protocol> on protocols.corpora, for
+    each protocol other than the one the model's YAML fixes (that one is the model's own run)."""
+    from pipeline.paths import run_name
+
+    p = sweep.get("protocols") or {"names": [], "corpora": []}
+    return [(run_name(m, name), c) for m in sweep["models"] for name in p["names"] if name != own_protocol(m)
+            for c in p["corpora"]]
+
+
+def llm_pairs(sweep: dict) -> list[tuple[str, str]]:
+    """Every (model or run, corpus) of the language models: models x corpora, then the protocol runs."""
+    return [(m, c) for m in sweep["models"] for c in sweep["corpora"]] + protocol_pairs(sweep)
+
+
+def run_args(run: str) -> list[str]:
+    """The Hydra overrides that select a model or a run: model=gpt2, or for gpt2@bos
+    model=gpt2 model.name=gpt2@bos model.bos=always (its own results folder, the protocol's model.bos)."""
+    from massive.sequences import PROTOCOLS
+    from pipeline.paths import base_model, protocol_of
+
+    proto = protocol_of(run)
+    if proto is None:
+        return [f"model={run}"]
+    if proto not in PROTOCOLS:
+        raise MassiveError(f"unknown protocol {proto!r} in run {run!r} (known: {', '.join(PROTOCOLS)})")
+    return [f"model={base_model(run)}", f"model.name={run}", f"model.bos={PROTOCOLS[proto]}"]
+
+
 def pairs(sweep: dict) -> list[tuple[str, str]]:
-    """Every (model, corpus) the sweep captures: models x corpora, then vision models x images."""
+    """Every (model, corpus) the sweep captures: models x corpora, the protocol runs (protocol_pairs),
+    then vision models x images."""
     vision = sweep.get("vision") or {"models": [], "images": []}
-    return ([(m, c) for m in sweep["models"] for c in sweep["corpora"]]
-            + [(m, i) for m in vision["models"] for i in vision["images"]])
+    return llm_pairs(sweep) + [(m, i) for m in vision["models"] for i in vision["images"]]
 
 
 def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
@@ -134,9 +191,13 @@ def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
 
 
 def overrides(sweep: dict, model: str | None = None, corpus: str | None = None) -> list[str]:
-    """The Hydra overrides of every rule of this sweep (plus a model's own, plus the vision
-    section's for a vision model on image data)."""
-    out = list(sweep["overrides"]) + list(sweep["model_overrides"].get(model, []) if model else [])
+    """The Hydra overrides of every rule of this sweep (plus a model's own, plus the protocols
+    section's for a run such as gpt2@bos, plus the vision section's for a vision model on image data)."""
+    from pipeline.paths import base_model, protocol_of
+
+    out = list(sweep["overrides"]) + list(sweep["model_overrides"].get(base_model(model), []) if model else [])
+    if model and protocol_of(model) is not None:
+        out += list((sweep.get("protocols") or {}).get("overrides", [])) + list(sweep["model_overrides"].get(model, []))
     vision = sweep.get("vision")
     if vision and model in vision["models"] and (corpus is None or corpus in vision["images"]):
         out += list(vision["overrides"])

@@ -2,9 +2,9 @@
 (massive.sequences.sequences, the paper's protocol).
 
 Sample tokenize.num_documents documents with the config's seed, join them with
-tokenize.separator (blank lines), tokenise (special tokens: tokenize.add_special_tokens), cut
-the token stream into consecutive chunks of seq_len (tokenize.seq_len, or the model's) and keep
-the first tokenize.num_sequences. Output: results/<model>/<corpus>/tokens.parquet with columns
+tokenize.separator (blank lines), tokenise, cut the token stream into consecutive chunks of
+seq_len (tokenize.seq_len, or the model's), each beginning as model.bos says (with a BOS: the BOS
+then seq_len - 1 text tokens; pipeline.model.protocol), and keep the first tokenize.num_sequences. Output: results/<model>/<corpus>/tokens.parquet with columns
 seq_id and input_ids. seq_len is checked against the model's maximum positions before anything
 is loaded (pipeline/checks.py).
 
@@ -27,7 +27,7 @@ from pipeline import cli
 from pipeline.checks import seq_len
 from pipeline.config import is_images
 from pipeline.io import corpus_file, read_table, tokens_file, write_table
-from pipeline.model import hf_dir, load_tokenizer
+from pipeline.model import hf_dir, load_tokenizer, protocol
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ def run(cfg: DictConfig) -> None:
     docs = read_table(corpus_file(cfg))["text"].tolist()
     if not docs:
         raise MassiveError(f"corpus {cfg.data.name!r} is empty")
+    tok = load_tokenizer(cfg)
     try:
-        ids = sequences(load_tokenizer(cfg), docs, seq_len=n, n=t.num_sequences, seed=cfg.seed, num_documents=t.num_documents,
-                        separator=t.separator, add_special_tokens=t.add_special_tokens)
+        ids = sequences(tok, docs, seq_len=n, n=t.num_sequences, seed=cfg.seed, num_documents=t.num_documents,
+                        separator=t.separator, protocol=protocol(cfg, tok))
     except MassiveError as exc:
         raise MassiveError(f"corpus {cfg.data.name!r}: {exc}") from None
     if len(ids) < t.num_sequences:

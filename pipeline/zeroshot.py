@@ -7,6 +7,7 @@ an HFLM wrapping the loaded model) runs every task under every intervention of
 ablate.interventions, with the same hooks as the ablate rule (massive.interventions.intervene).
 Tasks come from ablate.zeroshot_tasks; their datasets come from the Hugging Face hub (cluster
 runs), or from local task YAMLs in ablate.zeroshot_include (a folder).
+Every input begins as model.bos says (the harness's add_bos_token).
 Output: results/<model>/<corpus>/ablate/<layers>/zeroshot.parquet, one row per (intervention,
 task, metric).
 """
@@ -23,7 +24,7 @@ from massive.zeroshot import evaluate
 from pipeline import cli, tracking
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import read_detection, run_dir, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device
+from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -41,7 +42,7 @@ def run(cfg: DictConfig) -> None:
                                                              min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio,
                                                              delimiters=cfg.detect.delimiters):
             df = evaluate(model, tok, tasks, cfg.ablate.zeroshot_include, cfg.ablate.zeroshot_limit,
-                          cfg.ablate.batch_size, cfg.seed)
+                          cfg.ablate.batch_size, cfg.seed, bos=protocol(cfg, tok).bos)
         df.insert(0, "intervention", name)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)

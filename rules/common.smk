@@ -22,7 +22,11 @@ sweeps.export_group(SWEEP_STEM)
 
 # The targets, as lists of names (the rules' patterns are expanded over them).
 MODELS, CORPORA = SWEEP["models"], SWEEP["corpora"]
-PAIRS = sweeps.pairs(SWEEP)  # every (model, corpus) captured: LLMs x corpora, then ViTs x image data
+PAIRS = sweeps.pairs(SWEEP)  # every (model, corpus) captured: LLMs x corpora, protocol runs, then ViTs x image data
+# the sweep's models in other sequence protocols: (run, corpus), run = <model>@<protocol> (pipeline/paths.py);
+# they get tokenize, capture, detect, figures (PAIRS), ablate and attention (LLM_PAIRS), and the report's contrast
+PROTOCOL_PAIRS = sweeps.protocol_pairs(SWEEP)
+LLM_PAIRS = [(m, c) for m in MODELS for c in CORPORA] + PROTOCOL_PAIRS
 ABLATE = SWEEP.get("ablate") or {}
 ZEROSHOT = ABLATE.get("zeroshot_tasks") or []
 ATTENTION = SWEEP.get("attention")
@@ -68,8 +72,9 @@ def inference_overrides():
 
 
 def pair_args(model, corpus, *extra):
-    """model=, data=, the rule's own overrides, then the sweep's (listed last, so they win)."""
-    return [f"model={model}", f"data={corpus}", *extra, *sweeps.overrides(SWEEP, model, corpus)]
+    """model= (a run <model>@<protocol>: its model, name and model.bos), data=, the rule's own
+    overrides, then the sweep's (listed last, so they win)."""
+    return [*sweeps.run_args(model), f"data={corpus}", *extra, *sweeps.overrides(SWEEP, model, corpus)]
 
 
 def ablate_args(model, corpus, layers, interventions, *extra):
@@ -109,13 +114,14 @@ def args(rule):
 def jobs():
     """(rule, wildcards) of every job of the sweep that composes a config."""
     llm_pairs = [(m, c) for m in MODELS for c in CORPORA]
-    yield from (("fetch_model", {"model": m}) for m in dict.fromkeys(m for m, _ in PAIRS))
+    yield from (("fetch_model", {"model": m}) for m in dict.fromkeys(paths.base_model(m) for m, _ in PAIRS))
     yield from (("fetch_corpus", {"corpus": c}) for c in dict.fromkeys(c for _, c in PAIRS))
     for name in ("tokenize", "capture", "detect", "figures"):
         yield from ((name, {"model": m, "corpus": c}) for m, c in PAIRS)
     for name in ["ablate"] * bool(ABLATE) + ["zeroshot"] * bool(ZEROSHOT):
-        yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in llm_pairs for layers in ABLATE["layers"])
-    yield from (("attention", {"model": m, "corpus": c}) for m, c in llm_pairs if ATTENTION)
+        pairs = LLM_PAIRS if name == "ablate" else llm_pairs
+        yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in pairs for layers in ABLATE["layers"])
+    yield from (("attention", {"model": m, "corpus": c}) for m, c in LLM_PAIRS if ATTENTION)
     yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if ORIGINS is not None)
     yield from (("inference", {"model": m, "corpus": c}) for m, c in INFERENCE_PAIRS)
     yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in VISION["models"]

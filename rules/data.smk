@@ -3,6 +3,8 @@
 rule fetch_model:
     output:
         marker=paths.fetched("{model}"),
+    wildcard_constraints:
+        model="[A-Za-z0-9_.-]+",  # a model (its runs in other protocols: protocol_model)
     log:
         paths.log("fetch_model", "{model}"),
     conda:
@@ -16,6 +18,23 @@ rule fetch_model:
         run=lambda w: paths.model_dir(w.model),
     shell:
         "{params.py} -m pipeline.fetch_model {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+
+
+# A run of a model in another sequence protocol (gpt2@bos) uses the model's fetch: its marker is a copy.
+rule protocol_model:
+    input:
+        paths.fetched("{base}"),
+    output:
+        marker=paths.fetched("{base}@{protocol}"),
+    wildcard_constraints:
+        base="[A-Za-z0-9_.-]+",
+        protocol="bos|no_bos",
+    log:
+        paths.log("protocol_model", "{base}@{protocol}"),
+    conda:
+        "../environment.yml"
+    shell:
+        "cp {input} {output} 2>&1 | tee {log}"
 
 
 rule fetch_corpus:

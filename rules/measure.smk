@@ -25,6 +25,7 @@ rule detect:
     input:
         rules.capture.output.layer_stats,
         rules.capture.output.topk,
+        rules.capture.output.dim_max,
     output:
         [paths.detect_file("{model}", "{corpus}", name) for name in paths.DETECT_FILES],
     log:

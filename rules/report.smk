@@ -3,7 +3,9 @@
 rule report:
     input:
         rules.ablation.output,
-        each_pair(rules.attention.output, [(m, c) for m in MODELS for c in CORPORA]) if ATTENTION else [],
+        each_pair(rules.attention.output, LLM_PAIRS) if ATTENTION else [],
+        # the protocol runs' perplexity (their ablation is not part of the sweep's ablation table)
+        [paths.ablate_file(m, c, layers, "perplexity.parquet") for m, c in PROTOCOL_PAIRS for layers in ABLATE.get("layers", [])],
         each_pair(rules.origins.output, [(m, c) for m in MODELS for c in CORPORA]) if ORIGINS is not None else [],
         each_pair(rules.inference.output, INFERENCE_PAIRS) if INFERENCE_PAIRS else [],
         expand(rules.train_compare.output, train=TRAIN_CONFIGS),

@@ -71,12 +71,22 @@ def test_library_tables_match_a_direct_computation():
             pos, dim = t.position.to_numpy().copy(), t.dim.to_numpy().copy()
             np.testing.assert_allclose(t.value.to_numpy(), h[s][pos, dim].numpy(), rtol=1e-6)
             assert (t.token_id.to_numpy() == ids[s][pos].numpy()).all()
+            a, thr = h[s].abs(), max(100.0, 1000.0 * row.median_abs)  # the exact counts, by brute force
+            assert (row.n_above_abs, row.n_above_ratio, row.n_massive) == (
+                int((a > 100).sum()), int((a > np.float32(1000.0) * np.float32(row.median_abs)).sum()), int((a > thr).sum()))
         ref_dim_max = hidden[layer + 1].abs().amax(dim=(0, 1)).numpy()
-        np.testing.assert_allclose(dim_max[dim_max.layer == layer].sort_values("dim").max_abs.to_numpy(), ref_dim_max, rtol=1e-6)
+        dm = dim_max[dim_max.layer == layer].sort_values("dim")
+        np.testing.assert_allclose(dm.max_abs.to_numpy(), ref_dim_max, rtol=1e-6)
+        med = torch.tensor(layer_stats[layer_stats.layer == layer].sort_values("seq_id").median_abs.to_numpy(), dtype=torch.float32)
+        out_thr = torch.clamp(med * np.float32(9.0), min=6.0)[:, None, None]  # > 6 and > 9 x the median, per sequence
+        assert (dm.n_outlier.to_numpy() == (hidden[layer + 1].abs() > out_thr).sum(dim=(0, 1)).numpy()).all()
+        assert (dm.n_positions == len(ids) * ids.shape[1]).all()
+    assert layer_stats.loc[layer_stats.layer >= LAYER, "n_massive"].min() >= 1  # the planted one
     assert set(topk["hook"]) == {hooks.resid_post(i) for i in range(tiny.L)}
-    assert list(layer_stats.columns) == ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs"]
+    assert list(layer_stats.columns) == ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs",
+                                         "n_above_abs", "n_above_ratio", "n_massive"]
     assert list(topk.columns) == ["layer", "hook", "seq_id", "rank", "position", "dim", "token_id", "token", "value", "abs_value"]
-    assert list(dim_max.columns) == ["layer", "hook", "dim", "max_abs"]
+    assert list(dim_max.columns) == ["layer", "hook", "dim", "max_abs", "n_outlier", "n_massive", "n_positions"]
     assert (topk.dtypes["value"], topk.dtypes["abs_value"], layer_stats.dtypes["median_abs"]) == (np.float32, np.float32, np.float64)
     per_layer = stats.per_layer()
     assert per_layer["top1_over_median"].idxmax() >= LAYER and list(per_layer["layer"]) == list(range(tiny.L))
@@ -124,16 +134,75 @@ def test_vit_tokens_are_named_by_the_layout():
 def test_detect_takes_tables_and_says_when_top_k_caps_the_count(caplog):
     model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
     stats = capture(model, tiny.sequences(2, 16), k=1)
-    found = detect({"topk": stats.topk, "layer_stats": stats.layer_stats})
-    assert found.capped and found.k == 1 and "raise top_k" in caplog.text
+    found = detect({"topk": stats.topk, "layer_stats": stats.layer_stats[["layer", "hook", "seq_id", "median_abs", "top1_abs"]]})
+    assert found.capped and found.k == 1 and "raise capture.top_k" in caplog.text  # no counts: k found may hide more
     assert "capped" not in found.result  # summary.json keeps its keys
+    assert not detect(stats).capped  # the exact count: one massive entry per sequence, the top-1 holds it
     assert not detect(capture(tiny.build("llama"), tiny.sequences(2, 16), k=1)).capped
+
+
+def test_more_massive_entries_than_top_k_are_saturated_with_the_exact_count():
+    ids = tiny.sequences(3, 24)
+    ids[:, 5:11] = 0  # the planted token at 7 positions of every sequence: 7 massive entries, top-4 keeps 4
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    found = detect(capture(model, ids, k=4))
+    assert found.capped and set(found.saturation["n_massive"]) == {7} and set(found.saturation["layer"]) == set(range(LAYER, tiny.L))
+    note = found.per_layer.set_index("layer").loc[LAYER, "saturated"]
+    assert note.startswith("saturated: up to 7 entries pass") and "top-k keeps 4" in note and "(3 of 3 sequences)" in note
+    assert found.per_layer.set_index("layer").loc[LAYER, "massive_per_sequence"] == 7.0  # exact, not the 4 kept
+    assert found.per_layer.set_index("layer").loc[0, "saturated"] == ""
+    assert found.result["saturated"] == {"n_pairs": 9, "max_count": 7, "k": 4, "layers": [1, 2, 3]}
+    assert "saturated: up to 7 entries" in found.result["message"] and found.summary["saturated"].all()
+
+
+def test_planted_outlier_feature_is_an_outlier_feature_not_massive():
+    # dim 20 is 200 at every token (the planted massive one, at the first token, must beat it: gain 20000)
+    model = tiny.plant_everywhere(tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM, gain=2e4), dim=20, value=200.0)
+    found = detect(capture(model, tiny.sequences(4, 32), k=16))
+    assert found.dims == [DIM] and set(found.massive["dim"]) == {DIM}  # 20 is never called massive ...
+    o = found.outliers.set_index("dim")
+    assert 20 in o.index and o.loc[20, "criterion"] == "llm_int8 + dense_massive"  # ... but an outlier feature
+    assert o.loc[20, "token_share"] == 1.0 and o.loc[20, "layer_share"] == 1.0 and o.loc[20, "massive_token_share"] == 1.0
+    assert o.loc[20, "dense_layers"] == "0-3" and not o.loc[20, "also_massive"]
+    assert "20 (100% of tokens)" in found.per_layer.set_index("layer").loc[0, "outlier_dims"]
+    assert "20:" not in " ".join(found.per_layer["massive_at"])
+    assert 20 in found.result["outlier_dims"] and "dim 20 (100% of tokens, blocks 0-3)" in found.result["message"]
+    assert DIM not in found.result["outlier_dims"] and found.result["shared_dims"] == []
+    # dim 20 passes both massive thresholds at all 32 tokens (33 entries with the planted one): more than the
+    # top-16 holds, and the tables say so with the count
+    assert found.capped and found.saturation.groupby("layer")["n_massive"].max().to_dict() == {0: 32, 1: 33, 2: 33, 3: 33}
+
+
+def test_outlier_thresholds_are_dettmers_s():
+    from massive.detect import outlier_features
+
+    dm = pd.DataFrame({"layer": [0, 1, 2, 3] * 2, "dim": [5] * 4 + [9] * 4, "max_abs": 10.0,
+                       "n_outlier": [7, 7, 0, 0, 5, 5, 5, 5], "n_massive": 0, "n_positions": 100})
+    o = outlier_features(dm, n_layers=4)  # (n_outlier: the capture's counts above the outlier magnitude) dim 5: > 6 at 7% of the positions in 2 of 4 layers; dim 9: at 5%
+    assert o["dim"].tolist() == [5] and o.iloc[0]["criterion"] == "llm_int8" and o.iloc[0]["layer_share"] == 0.5
+    assert outlier_features(dm, n_layers=4, layer_share=0.75).empty and outlier_features(dm, 4, token_share=0.08).empty
+
+
+def test_planted_massive_activation_at_the_bos_gets_role_bos():
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)  # at token 0: the byte tokenizer's BOS
+    found = detect(capture(model, tiny.sequences(4, 32), k=16), bos=True)
+    assert found.summary["role"].tolist() == ["bos"] and found.result["roles"] == ["bos"]
+    assert detect(capture(model, tiny.sequences(4, 32), k=16)).summary["role"].tolist() == ["first"]
+
+
+def test_detect_refuses_counts_made_with_other_thresholds():
+    from massive.errors import MassiveError
+
+    stats = capture(tiny.build("llama"), tiny.sequences(2, 16), k=4, min_abs=50)
+    with pytest.raises(MassiveError, match="detect.min_abs=100, but the capture counted with min_abs=50"):
+        detect(stats, min_abs=100)
 
 
 def test_none_found_in_memory():
     found = detect(capture(tiny.build("gpt2"), tiny.sequences(2, 16), k=8), min_abs=100, min_ratio=1000)
     assert not found.found and found.summary.empty and found.massive.empty and found.dims == [] and found.emerge_layer is None
-    assert found.result == {"found": False, "message": "none found (no |a| > 100 and > 1000x the layer median)"}
+    assert found.result == {"found": False, "message": "none found (no |a| > 100 and > 1000x the layer median)",
+                            "outlier_dims": [], "shared_dims": [], "saturated": None}
 
 
 def test_token_roles():
@@ -206,7 +275,9 @@ def test_model_without_one_reports_none(tmp_path, compose_in, family):
     assert read_table(out / "massive.parquet").empty
     result = json.loads((out / "summary.json").read_text())
     assert result["found"] is False and result["message"].startswith("none found")
-    assert set(result) == {"found", "message", "model", "corpus", "n_layers"}
+    assert set(result) == {"found", "message", "model", "corpus", "n_layers", "k", "outlier_dims", "shared_dims", "saturated",
+                           "protocol", "bos", "requested", "tokenizer_adds_bos", "bos_token_id", "bos_token", "warning"}
+    assert (result["protocol"], result["requested"], result["saturated"]) == ("no_bos", "auto", None)
 
 
 def test_rule_tables_equal_the_library_s(tmp_path, compose_in):
@@ -220,10 +291,11 @@ def test_rule_tables_equal_the_library_s(tmp_path, compose_in):
     cap, det = run_dir(cfg, "capture"), run_dir(cfg, "detect")
     for name, df in [("layer_stats", stats.layer_stats), ("topk", stats.topk), ("dim_max", stats.dim_max)]:
         pd.testing.assert_frame_equal(read_table(cap / f"{name}.parquet"), df, check_exact=True, obj=name)
-    for name, df in [("massive", found.massive), ("summary", found.summary), ("per_layer", found.per_layer)]:
-        pd.testing.assert_frame_equal(read_table(det / f"{name}.parquet"), df, check_exact=True, obj=name)
+    for name, df in [("massive", found.massive), ("summary", found.summary), ("per_layer", found.per_layer),
+                     ("outliers", found.outliers)]:
+        pd.testing.assert_frame_equal(read_table(det / f"{name}.parquet"), df, check_exact=True, obj=name, check_dtype=name != "outliers")
     result = json.loads((det / "summary.json").read_text())
-    assert {k: v for k, v in result.items() if k not in ("model", "corpus", "n_layers")} == found.result
+    assert {k: v for k, v in result.items() if k in found.result} == found.result
 
 
 def test_provenance_in_every_table(tmp_path, compose_in):

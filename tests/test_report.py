@@ -251,7 +251,8 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
     heads = ['<nav class="contents"', "<h2>Summary of the sweep</h2>", "<h2>Layerwise |a|, every model</h2>",
              "<h2>tiny_random</h2>", '<h3 class="pair">tiny_random on news_sample</h3>',
              "<h3>Attention: tiny_random on news_sample</h3>", "<h2>vit_random</h2>", '<h3 class="pair">vit_random on photos</h3>',
-             "<h2>Vision transformers: interventions</h2>", "<h2>Ablation: massive activations", "<h2>Retraining: cpu_backcopy</h2>",
+             "<h2 id=\"protocols\">Sequence protocols</h2>",
+             '<h2 id="outliers">Massive activations vs outlier features</h2>', "<h2>Vision transformers: interventions</h2>", "<h2>Ablation: massive activations", "<h2>Retraining: cpu_backcopy</h2>",
              "<h2>Provenance</h2>"]
     at = [page.index(h) for h in heads]
     assert at == sorted(at), "sections out of order"
@@ -265,10 +266,11 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
     # the contents link every model section, every corpus tab and every sweep-level section
     contents = page[page.index('<nav class="contents"'):page.index("</nav>")]
     for target in ["summary", "layerwise", "m-tiny_random", "p-tiny_random-news_sample", "m-vit_random", "p-vit_random-photos",
-                   "s-0", "s-1", "s-2", "provenance"]:
+                   "s-0", "s-1", "s-2", "s-3", "s-4", "provenance"]:
         assert f'href="#{target}"' in contents and f'id="{target}"' in page, target
-    assert '<a href="#s-1">Ablation: massive activations set to zero, to their mean, and a random control</a>' in contents
+    assert '<a href="#s-3">Ablation: massive activations set to zero, to their mean, and a random control</a>' in contents
     assert page.count('<button role="tab"') == 2 and page.count('role="tabpanel"') == 2
+    assert 'protocol no_bos (model.bos=auto)' in page and "<td>tiny_random</td>" in page.split('id="protocols"')[1]
 
 
 def summary_rows(page: str) -> list[list[str]]:

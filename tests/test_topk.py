@@ -52,3 +52,32 @@ def test_nan_raises():
         top_abs_torch(x, 2)
     with pytest.raises(ValueError, match="NaN"):
         top_abs_rows(x[None], 2, backend="torch")
+
+
+def brute_counts(x: torch.Tensor, above, dim_above):
+    a = x.float().abs()
+    return (torch.tensor([int((a > t).sum()) for t in above]),
+            torch.stack([(a.reshape(-1, x.shape[-1]) > t).sum(0) for t in dim_above]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_exact_counts_match_brute_force_with_more_planted_entries_than_k(dtype):
+    g = torch.Generator().manual_seed(SEED)
+    x = torch.randn(4, 20, 16, generator=g)
+    for r in range(4):  # 30 + 5r planted entries per row, far more than the top-8
+        x[r].view(-1)[torch.randperm(320, generator=g)[: 30 + 5 * r]] = 500.0 * (1 + torch.rand(30 + 5 * r, generator=g))
+    x = x.to(dtype)
+    above = torch.tensor([[100.0, 2.0, 600.0]] * 4) * torch.tensor([[1.0], [1.0], [0.5], [2.0]])  # one set per row
+    dim_above = torch.tensor([[6.0, 400.0]] * 4)
+    rows = top_abs_rows(x, 8, backend="torch", count_above=above, dim_count_above=dim_above)
+    assert rows.counts.dtype == torch.int64 and rows.counts.shape == (4, 3) and rows.dim_counts.shape == (4, 2, 16)
+    for r in range(4):
+        counts, dims = brute_counts(x[r], above[r].tolist(), dim_above[r].tolist())
+        assert torch.equal(rows.counts[r], counts) and torch.equal(rows.dim_counts[r], dims), f"seed {SEED}"
+        assert rows.counts[r, 0] >= 30 > 8  # more pass than the top-k holds: the count says so
+        one = top_abs(x[r], 8, backend="torch", count_above=above[r], dim_count_above=dim_above[r])
+        assert torch.equal(one.counts, counts) and torch.equal(one.dim_counts, dims)
+    none = top_abs(x[0], 8)
+    assert none.counts.shape == (0,) and none.dim_counts.shape == (0, 16)
+    with pytest.raises(ValueError, match="NaN"):
+        top_abs(x[0], 8, count_above=[float("nan")])

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 pytest.importorskip("triton", reason="triton is not installed (pip install -e .[test]): "
                     "the Triton top-k kernel cannot be tested")
 
-from kernels.topk import top_abs, top_abs_torch  # noqa: E402
+from kernels.topk import top_abs, top_abs_rows, top_abs_torch  # noqa: E402
 from kernels.triton_topk import interpreted, row_layout, top_abs_triton  # noqa: E402
 
 if interpreted():
@@ -160,7 +160,7 @@ def test_one_element(shape):
 def test_nan_raises(dtype):
     g = rng(8)
     x = randn((5, 9), g, dtype)
-    x.view(-1)[int(torch.randint(x.numel(), (1,), generator=g))] = float("nan")
+    x.view(-1)[int(torch.randint(1, x.numel(), (1,), generator=g))] = float("nan")  # not at [0, 0], set to inf below
     x[0, 0] = float("inf")
     with pytest.raises(ValueError, match="NaN"):
         top_abs_triton(x, 3, block_r=2, block_d=4, num_programs=2, chunk=4)
@@ -178,6 +178,31 @@ def test_several_launches():
     x[2, 0, :] = -7.0
     for k in (8, 30):  # 30: more than one launch's 24 elements
         check(x, k, block_r=2, block_d=4, num_programs=2, chunk=32, max_launch_numel=24)
+
+
+def test_exact_counts_match_brute_force_with_more_planted_entries_than_k():
+    """The kernel's counting reduction: entries above each threshold, in total and per dim, exactly
+    as a brute-force count and the torch path, on random data with far more planted entries than k,
+    over several programs, tiles and launches."""
+    g = rng(12)
+    for launch in (None, 40):
+        x = randn((3, 7, 10), g)
+        hot = torch.randperm(x.numel(), generator=g)[:50]
+        x.view(-1)[hot] = (300.0 * (1 + torch.rand(50, generator=g))).to(DEVICE) * torch.sign(torch.randn(50, generator=g)).to(DEVICE)
+        above, dim_above = [100.0, 0.5, 450.0], [6.0, 400.0]
+        extra = {} if launch is None else {"max_launch_numel": launch}
+        got = top_abs_triton(x, 4, count_above=above, dim_count_above=dim_above, **small_tuning(g, 4), **extra)
+        a = x.abs().float()
+        want = torch.tensor([int((a > t).sum()) for t in above])
+        want_dims = torch.stack([(a.reshape(-1, 10) > t).sum(0) for t in dim_above])
+        assert torch.equal(got.counts.cpu(), want) and torch.equal(got.dim_counts.cpu(), want_dims), f"seed={SEED} launch={launch}"
+        assert got.counts[0] == 50 > 4  # 50 pass, the top-4 keeps 4
+        ref = top_abs_torch(x, 4, above, dim_above)
+        assert torch.equal(ref.counts, got.counts) and torch.equal(ref.dim_counts, got.dim_counts)
+        for name in FIELDS:
+            assert torch.equal(getattr(ref, name), getattr(got, name)), f"{name} seed={SEED}"
+    rows = top_abs_rows(x, 4, backend="triton", count_above=torch.tensor([[100.0], [400.0], [0.0]]))
+    assert rows.counts.shape == (3, 1) and rows.counts[2, 0] == int((x[2] != 0).sum())
 
 
 def test_dispatch():

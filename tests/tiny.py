@@ -91,10 +91,19 @@ def plant(model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: in
     return model
 
 
-def save(model: nn.Module, path) -> str:
+def save(model: nn.Module, path, add_bos: bool = False) -> str:
+    """The model and a byte tokenizer (`add_bos`: one that adds its BOS, id 0, by default)."""
     model.save_pretrained(path)
-    byte_tokenizer().save_pretrained(path)
+    byte_tokenizer(add_bos=add_bos).save_pretrained(path)
     return str(path)
+
+
+@torch.no_grad()
+def plant_everywhere(model: nn.Module, dim: int, value: float = 5000.0) -> nn.Module:
+    """An outlier feature: dim `dim` of every token's embedding set to `value`, so the residual
+    stream carries it, large at every token, after every block."""
+    model.get_input_embeddings().weight[:, dim] = value
+    return model
 
 
 def sequences(n: int, seq_len: int, seed: int = 0, first: int = 0) -> torch.Tensor:
