@@ -13,7 +13,7 @@ dataclasses and DataFrames out. No Hydra, no W&B, no files (except where loading
         ppl = massive.perplexity(model, chunks)
 
 Submodules: errors, arch, hooks, sequences, models, wheels, corpora, capture, detect, interventions,
-perplexity, origins, attention, images, vision, zeroshot, gpt, backcopy, training, plots.
+perplexity, ablation (bootstrap intervals, verdicts), regrowth, origins, attention, images, vision, zeroshot, gpt, backcopy, training, plots.
 """
 
 from __future__ import annotations
