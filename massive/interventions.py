@@ -5,7 +5,10 @@ massive.hooks: at `blocks.{L}.hook_resid_post` (the output of block L) for the b
 applied at, or, for the ones marked `before_blocks`, at `blocks.{L}.hook_resid_pre` (the input of
 every block). The targets at a block are found on the tensor itself, with the detection's rule
 restricted to the dims detection found: the entries of those dims with |a| > min_abs and
-> min_ratio x the median |a| of the sequence at that block (`massive_mask`). Each intervention
+> min_ratio x the median |a| of the sequence at that block (`massive_mask`). At the later blocks
+of a multi-block intervention (from_emerge, a list) the entries targeted at its first block are
+targeted again too, whatever their size there: the intervention is sustained on them (zeroed
+once, an activation that a later block writes again below the rule is zeroed again). Each intervention
 is a named function `fn(h, mask, ctx) -> None` that edits `h` [batch, seq, dim] in place at the
 entries it targets; registering a new one is one decorated function (`@intervention("name")`).
 
@@ -370,6 +373,8 @@ def applied(model: nn.Module, name: str, layers: Sequence[int], dims: Sequence[i
             mask = massive_mask(h, dims, min_abs, min_ratio)
             if ctx.layer == first:
                 ctx.targeted = mask
+            elif ctx.targeted is not None and ctx.targeted.shape == mask.shape:
+                mask = mask | ctx.targeted  # sustained: the first block's targets too, massive again or not
             fn(h, mask, ctx)  # in place: the block's output is changed
 
         fns += [(hooks.resid_post(layer), after) for layer in layers]
