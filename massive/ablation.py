@@ -114,7 +114,9 @@ def where(layers: str, blocks: str) -> str:
         ('at block 11 (emerge)', 'at every block from 11 on (from_emerge)', 'at blocks 2,3')
     """
     bs = [b for b in str(blocks).split(",") if b]
-    if layers == "from_emerge" and bs:
+    if not bs:
+        return f"(layers {layers}: no block)"
+    if layers == "from_emerge":
         return f"at every block from {bs[0]} on (from_emerge)"
     if len(bs) == 1:
         return f"at block {bs[0]}" + (f" ({layers})" if not layers[0].isdigit() else "")

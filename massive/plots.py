@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
@@ -207,6 +208,7 @@ def regrowth(table: pd.DataFrame, title: str) -> Figure:
                     ax.plot(r["block"], r["top1_abs"], "-", color="0.6", lw=0.8, label="top-1 |a| (none)")
                     ax.plot(r["block"], r["median_abs"], "--", color="0.6", lw=0.8, label="median |a| (none)")
         ax.set_yscale("symlog", linthresh=max(floor, 1e-3))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("block (blocks.L.hook_resid_post)")
         ax.set_title(f"{title} on {corpus}", fontsize=9)
         ax.grid(alpha=0.3, which="both")
