@@ -98,7 +98,8 @@ def verdict(lo: float, hi: float, harmful_factor: float, harmless_factor: float)
 class Reading:
     """What one model on one corpus says: zeroing at each layers value swept (layers, blocks,
     where: in words, verdict, ratio, ratio_lo, ratio_hi, n_chunks, regrowth: massive.regrowth.Regrowth
-    or None), and the layers value where zeroing hurts most (None unless several were swept)."""
+    or None), and the layers value where zeroing hurts most (None unless several were swept; its
+    `distinct`: whether its interval lies above every other one's)."""
 
     model: str
     corpus: str
@@ -148,6 +149,8 @@ def readings(table, regrowth, threshold: float = 0.5) -> list[Reading]:
                           "ratio_hi": float(row["ratio_hi"]), "n_chunks": int(row["n_chunks"]),
                           "regrowth": comes_back(rg, "zero", threshold)})
         found = [z for z in zeros if z["verdict"] != "none found"]
-        worst = max(found, key=lambda z: z["ratio"]) if len(found) > 1 else None
+        worst = dict(max(found, key=lambda z: z["ratio"])) if len(found) > 1 else None
+        if worst is not None:  # is it worse than every other beyond their intervals?
+            worst["distinct"] = all(z["ratio_hi"] < worst["ratio_lo"] for z in found if z["layers"] != worst["layers"])
         out.append(Reading(model, corpus, str(g["dims"].iloc[0]), zeros, worst))
     return out
