@@ -13,8 +13,8 @@ dataclasses and DataFrames out. No Hydra, no W&B, no files (except where loading
         ppl = massive.perplexity(model, chunks)
 
 Submodules: errors, arch, hooks, sequences, models, wheels, corpora, capture, detect, interventions,
-perplexity, origins, precision, quantize, window, attention, images, vision, zeroshot, gpt, backcopy, training, plots,
-interactive.
+perplexity, ablation (bootstrap intervals, verdicts), regrowth, origins, precision, quantize, window, attention,
+images, vision, zeroshot, gpt, backcopy, training, plots, interactive.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ massive.hooks: at `blocks.{L}.hook_resid_post` (the output of block L) for the b
 applied at, or, for the ones marked `before_blocks`, at `blocks.{L}.hook_resid_pre` (the input of
 every block). The targets at a block are found on the tensor itself, with the detection's rule
 restricted to the dims detection found: the entries of those dims with |a| > min_abs and
-> min_ratio x the median |a| of the sequence at that block (`massive_mask`). Each intervention
+> min_ratio x the median |a| of the sequence at that block (`massive_mask`). At the later blocks
+of a multi-block intervention (from_emerge, a list) the entries targeted at its first block are
+targeted again too, whatever their size there: the intervention is sustained on them (zeroed
+once, an activation that a later block writes again below the rule is zeroed again). Each intervention
 is a named function `fn(h, mask, ctx) -> None` that edits `h` [batch, seq, dim] in place at the
 entries it targets; registering a new one is one decorated function (`@intervention("name")`).
 
@@ -16,6 +19,13 @@ entries it targets; registering a new one is one decorated function (`@intervent
                the capture never saw in that dim takes the (block, dim) mean over all roles
   random_zero  the control: as many entries as there are massive ones, drawn (seeded) among the
                ordinary entries of the same sequence, set to 0
+  top_zero     the control matched in magnitude: as many entries as there are massive ones, the
+               largest non-massive ones of the same sequence (the k-th largest massive entry
+               matched with the k-th largest of the others), set to 0; no entry that passes the
+               detection's rule in any dim is touched
+  same_token_zero
+               the control matched in position: at each token holding massive entries, as many
+               ordinary dims of that token, drawn (seeded), set to 0
   fix_register_mean
                (vision transformers with registers; before every block) every register token's
                whole vector replaced by its mean at that block's input over calibration images
@@ -52,6 +62,8 @@ ROLES = ("first", "delimiter", "other", "cls", "register", "patch", "bos")  # te
 INTERVENTIONS: dict[str, Callable] = {}
 BEFORE_BLOCKS: set[str] = set()  # applied at the input of every block, with a [batch, seq] mask of positions
 Means = dict[tuple[int, int, str], float]  # (block, dim, role) -> mean signed value; role "any": over all roles
+LAYER_KEYWORDS = ("emerge", "from_emerge", "all")  # the words of a layers spec (parse_layers); else block indices
+LAYER_WORDS = "'emerge', 'from_emerge', 'all'"
 
 
 def intervention(name: str, before_blocks: bool = False):
@@ -85,7 +97,10 @@ class Context:
     layer: the block being edited (set by `applied` before every call); roles: [batch, seq] index
     into ROLES of the current forward pass; means: from `massive_means`; generator: the seeded
     draws of random_zero; changed: entries changed so far, over every forward pass in the block;
-    register_means: block -> [registers, dim] at its input, from `position_means`."""
+    register_means: block -> [registers, dim] at its input, from `position_means`; min_abs,
+    min_ratio: the detection's rule (set by `applied`); targeted: the
+    massive entries of the first block the intervention acts at, in the current forward pass,
+    found before the edit ([batch, seq, dim] bool; what massive.regrowth follows downstream)."""
 
     layer: int = -1
     roles: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
@@ -93,6 +108,9 @@ class Context:
     generator: torch.Generator | None = None
     changed: int = 0
     register_means: dict[int, torch.Tensor] = field(default_factory=dict)
+    targeted: torch.Tensor | None = None
+    min_abs: float = 100.0  # the detection's rule (set by `applied`): what top_zero must not touch
+    min_ratio: float = 1000.0
 
 
 # ---------------------------------------------------------------- the interventions
@@ -126,6 +144,33 @@ def random_zero(h: torch.Tensor, mask: torch.Tensor, ctx: Context) -> None:
         ordinary = (~mask[b]).flatten().nonzero().flatten()
         pick = ordinary[torch.randperm(ordinary.numel(), generator=ctx.generator)[:n]]
         h[b].view(-1)[pick] = 0
+        ctx.changed += n
+
+
+@intervention("top_zero")
+def top_zero(h: torch.Tensor, mask: torch.Tensor, ctx: Context) -> None:
+    counts = mask.flatten(1).sum(1).tolist()
+    if not any(counts):
+        return
+    rule = massive_mask(h, range(h.shape[-1]), ctx.min_abs, ctx.min_ratio)  # massive by the detection's rule, in any dim
+    a = h.detach().to(torch.float32).abs().masked_fill(mask | rule, -1.0)
+    for b, n in enumerate(counts):
+        if n:
+            pick = a[b].flatten().topk(n).indices
+            if bool((a[b].flatten()[pick] < 0).any()):
+                raise MassiveError(f"top_zero: block {ctx.layer} has fewer than {n} non-massive entries to zero")
+            h[b].view(-1)[pick] = 0
+            ctx.changed += n
+
+
+@intervention("same_token_zero")
+def same_token_zero(h: torch.Tensor, mask: torch.Tensor, ctx: Context) -> None:
+    for b, t in mask.any(-1).nonzero().tolist():
+        n = int(mask[b, t].sum())
+        ordinary = (~mask[b, t]).nonzero().flatten()
+        if ordinary.numel() < n:
+            raise MassiveError(f"same_token_zero: block {ctx.layer}, position {t} has fewer than {n} ordinary dims")
+        h[b, t, ordinary[torch.randperm(ordinary.numel(), generator=ctx.generator)[:n]]] = 0
         ctx.changed += n
 
 
@@ -176,17 +221,22 @@ def massive_means(massive: pd.DataFrame) -> Means:
 
 def parse_layers(spec: Any, emerge: int | None, n_layers: int) -> list[int]:
     """The blocks named by a layers spec: "emerge" (the block where detection saw the massive
-    activations appear; none when it found none), "all", or a list of block indices.
+    activations appear; none when it found none), "from_emerge" (that block and every later one:
+    the intervention sustained), "all", or a list of block indices.
 
-        >>> parse_layers("emerge", 2, 30), parse_layers("all", 2, 3), parse_layers([4, 5], 2, 30)
-        ([2], [0, 1, 2], [4, 5])
+        >>> parse_layers("emerge", 2, 30), parse_layers("from_emerge", 2, 5), parse_layers("all", 2, 3)
+        ([2], [2, 3, 4], [0, 1, 2])
+        >>> parse_layers([4, 5], 2, 30)
+        [4, 5]
     """
     if isinstance(spec, str):
         if spec == "emerge":
             return [] if emerge is None else [int(emerge)]
+        if spec == "from_emerge":
+            return [] if emerge is None else list(range(int(emerge), n_layers))
         if spec == "all":
             return list(range(n_layers))
-        raise MassiveError(f"ablate layers spec {spec!r} is not 'emerge', 'all' or a list of block indices (e.g. [2, 3])")
+        raise MassiveError(f"ablate layers spec {spec!r} is not {LAYER_WORDS} or a list of block indices (e.g. [2, 3])")
     if isinstance(spec, int) and not isinstance(spec, bool):
         spec = [spec]
     try:
@@ -195,7 +245,7 @@ def parse_layers(spec: Any, emerge: int | None, n_layers: int) -> list[int]:
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise MassiveError(f"ablate layers spec {spec!r} is not 'emerge', 'all' or a list of block indices (e.g. [2, 3])")
+        raise MassiveError(f"ablate layers spec {spec!r} is not {LAYER_WORDS} or a list of block indices (e.g. [2, 3])")
     bad = [x for x in layers if not 0 <= x < n_layers]
     if bad:
         raise MassiveError(f"ablate layer {bad[0]} is out of range: the model has blocks 0..{n_layers - 1}")
@@ -304,6 +354,7 @@ def applied(model: nn.Module, name: str, layers: Sequence[int], dims: Sequence[i
         ...     model(ids)
     """
     fn = lookup(name)
+    ctx.min_abs, ctx.min_ratio = min_abs, min_ratio
     fns: list[tuple[str, hooks.HookFn]] = []
     if roles_of is not None:
         def set_roles(x: torch.Tensor, _hook: str) -> None:
@@ -320,9 +371,16 @@ def applied(model: nn.Module, name: str, layers: Sequence[int], dims: Sequence[i
 
         fns += [(hook, before) for hook in hooks.names(model, "blocks.*.hook_resid_pre")]
     else:
+        first = min(layers, default=None)
+
         def after(h: torch.Tensor, hook: str) -> None:
             ctx.layer = hooks.layer_of(hook)
-            fn(h, massive_mask(h, dims, min_abs, min_ratio), ctx)  # in place: the block's output is changed
+            mask = massive_mask(h, dims, min_abs, min_ratio)
+            if ctx.layer == first:
+                ctx.targeted = mask
+            elif ctx.targeted is not None and ctx.targeted.shape == mask.shape:
+                mask = mask | ctx.targeted  # sustained: the first block's targets too, massive again or not
+            fn(h, mask, ctx)  # in place: the block's output is changed
 
         fns += [(hooks.resid_post(layer), after) for layer in layers]
     with hooks.hooked(model, fns):
@@ -336,7 +394,7 @@ def intervene(model: nn.Module, found: Any, name: str, layers: Any = "emerge", t
               register_means: dict[int, torch.Tensor] | None = None) -> Iterator[Context]:
     """Intervention `name` on `model` for the duration of the block, at the massive activations
     of `found` (a massive.detect result, or `Targets`, then `layers` is unused) at the blocks of
-    `layers` ("emerge", "all" or a list of block indices). Yields the Context (ctx.changed).
+    `layers` ("emerge", "from_emerge", "all" or a list of block indices). Yields the Context (ctx.changed).
 
     tokenizer (or roles_of): the token roles `mean` needs (TokenRoles(tokenizer, delimiters));
     seed: random_zero's draws; min_abs, min_ratio, delimiters: the detection's rule (None: those

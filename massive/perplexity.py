@@ -11,12 +11,17 @@ a hint; it never becomes a number.
     >>> ppl = perplexity(model, chunks, batch_size=4)
     >>> ppl.value, ppl.n_tokens
     (21.3, 4080)
+
+`chunk_nll` gives the mean cross-entropy of each chunk instead (float64), the unit a paired
+bootstrap over chunks resamples (massive.ablation); exp of their mean is the perplexity.
 """
 
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
@@ -67,3 +72,29 @@ def perplexity(model: nn.Module, chunks: torch.Tensor, batch_size: int = 4, devi
     except OverflowError:  # a finite but huge mean loss
         value = math.inf
     return Perplexity(check_finite(value, f"{where}: the perplexity", dtype), count)
+
+
+@torch.inference_mode()
+def chunk_nll(model: nn.Module, chunks: torch.Tensor, batch_size: int = 4, device: torch.device | str | None = None,
+              where: str = "perplexity") -> np.ndarray:
+    """The mean cross-entropy of each of `chunks` (LongTensor [n, seq_len]) under causal LM
+    `model`: float64 [n]. The chunks have one length, so exp(mean) is their perplexity. A
+    non-finite loss is a NonFiniteError that starts with `where`, as for `perplexity`.
+
+        >>> nll = chunk_nll(model, chunks, batch_size=4)
+        >>> nll.shape, float(np.exp(nll.mean()))
+        ((16,), 21.3)
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    if chunks.dim() != 2 or chunks.shape[0] == 0 or chunks.shape[1] < 2:
+        raise MassiveError(f"{where}: no token to predict (chunks of shape {tuple(chunks.shape)})")
+    dtype, out = _dtype(model), []
+    for start in range(0, len(chunks), batch_size):
+        batch = chunks[start : start + batch_size]
+        logits = model(batch.to(device), use_cache=False).logits.float()
+        loss = F.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:].to(device), reduction="none").double().mean(1)
+        for i, v in enumerate(loss.tolist()):
+            check_finite(v, f"{where}: the cross-entropy of chunk {start + i}", dtype)
+        out += loss.tolist()
+    return np.asarray(out, dtype=np.float64)

@@ -12,7 +12,7 @@ Nothing here reads or writes a file or touches pyplot's global state: each funct
     >>> fig.savefig("layerwise.png", dpi=150, bbox_inches="tight")  # doctest: +SKIP
 
 Figures of one model and corpus (rule figures): `layerwise`, `prompt_3d`, `token_map` (its
-data: `token_grid`); of a sweep's ablation: `ablation`; of attention: `heatmaps`, `sink_curve`; of the
+data: `token_grid`); of a sweep's ablation: `ablation`, `regrowth`; of attention: `heatmaps`, `sink_curve`; of the
 retraining comparison: `train_emergence`, `train_layerwise`; of the origins of massive
 activations: `contributions`; of what they cost at inference: `headroom`, `quantization`. The report's
 interactive versions (Plotly) are in massive.interactive.
@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def new_figure(figsize: tuple[float, float]) -> Figure:
@@ -137,7 +138,8 @@ def token_map(prompt: pd.DataFrame, title: str, shown: int = 40) -> Figure:
 
 # ---------------------------------------------------------------- a sweep's ablation
 def ablation(table: pd.DataFrame) -> Figure:
-    """Perplexity per intervention, one bar group per (model, corpus, layers), log axis.
+    """Perplexity per intervention, one bar group per (model, corpus, layers), log axis; with
+    columns ppl_lo and ppl_hi, their 95% interval as error bars.
 
         >>> t = pd.DataFrame({"model": "m", "corpus": "c", "layers": "emerge",
         ...                   "intervention": ["none", "zero"], "perplexity": [20.0, 4000.0]})
@@ -150,13 +152,59 @@ def ablation(table: pd.DataFrame) -> Figure:
     width = 0.8 / max(1, runs.ngroups)
     for i, ((model, corpus, layers), g) in enumerate(runs):
         g = g.set_index("intervention").reindex(order)
-        ax.bar(np.arange(len(order)) + i * width, g["perplexity"], width, label=f"{model} / {corpus} / {layers}")
+        yerr = None
+        if {"ppl_lo", "ppl_hi"} <= set(g.columns):
+            yerr = np.stack([(g["perplexity"] - g["ppl_lo"]).clip(lower=0), (g["ppl_hi"] - g["perplexity"]).clip(lower=0)])
+        ax.bar(np.arange(len(order)) + i * width, g["perplexity"], width, yerr=yerr, capsize=2, error_kw={"lw": 0.8},
+               label=f"{model} / {corpus} / {layers}")
     ax.set_xticks(np.arange(len(order)) + width * (runs.ngroups - 1) / 2)
     ax.set_xticklabels(order)
     ax.set_yscale("log")
     ax.set_ylabel("perplexity")
     ax.legend(frameon=False, fontsize=7)
     ax.grid(alpha=0.3, axis="y", which="both")
+    return fig
+
+
+def regrowth(table: pd.DataFrame, title: str) -> Figure:
+    """The targeted massive entries downstream of an intervention (massive.regrowth): their mean
+    |a| per block under none, zero and mean, one panel per corpus, one line style per layers value
+    (none drawn once), with the block's top-1 and median |a| without intervention in gray; a
+    symmetric-log axis, so that zeroed entries show at 0. `table`: columns corpus, layers,
+    intervention, block, target_abs, top1_abs, median_abs.
+
+        >>> t = pd.DataFrame({"corpus": "c", "layers": "emerge", "intervention": ["none", "none", "zero", "zero"],
+        ...                   "block": [1, 2, 1, 2], "target_abs": [900.0, 950.0, 0.0, 400.0],
+        ...                   "top1_abs": [900.0, 950.0, 5.0, 400.0], "median_abs": [0.5, 0.5, 0.5, 0.6]})
+        >>> fig = regrowth(t, "m")
+    """
+    corpora = list(dict.fromkeys(table["corpus"])) if len(table) else []
+    fig = new_figure((5.5 * max(1, len(corpora)), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, max(1, len(corpora)), squeeze=False)[0])
+    colors, styles = {"none": "k", "zero": "tab:red", "mean": "tab:green"}, ["-", "--", ":", "-."]
+    for ax, corpus in zip(axes, corpora):
+        g = table[table["corpus"] == corpus]
+        layers = list(dict.fromkeys(g["layers"]))
+        floor = float(g["median_abs"].min())
+        for i, lay in enumerate(layers):
+            for name in ("none", "zero", "mean"):
+                r = g[(g["layers"] == lay) & (g["intervention"] == name)].sort_values("block")
+                if r.empty or (name == "none" and i > 0):
+                    continue
+                ax.plot(r["block"], r["target_abs"], styles[i % 4], color=colors[name], marker="o", ms=2.5,
+                        label=f"{name}" + ("" if name == "none" else f" ({lay})"))
+                if name == "none":
+                    ax.plot(r["block"], r["top1_abs"], "-", color="0.6", lw=0.8, label="top-1 |a| (none)")
+                    ax.plot(r["block"], r["median_abs"], "--", color="0.6", lw=0.8, label="median |a| (none)")
+        ax.set_yscale("symlog", linthresh=max(floor, 1e-3))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("block (blocks.L.hook_resid_post)")
+        ax.set_title(f"{title} on {corpus}", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(frameon=False, fontsize=7)
+    axes[0].set_ylabel("mean |a| of the targeted entries")
+    if not corpora:
+        axes[0].text(0.5, 0.5, "nothing targeted", ha="center", va="center", transform=axes[0].transAxes)
     return fig
 
 

@@ -4,15 +4,22 @@ The paper's causal test: massive activations act as fixed biases, so setting the
 breaks the model while setting them to their mean changes nothing, and zeroing as many ordinary
 activations (the control) changes nothing either. The model is loaded once and serves every
 intervention in ablate.interventions (massive/interventions.py), applied at the blocks named by
-ablate.layers: `emerge` (the block where detection saw them appear; the default), `all`, or a
-list of block indices (e.g. `ablate.layers=[2,3]`; "2_3" in paths and tables).
+ablate.layers: `emerge` (the block where detection saw them appear; the default), `from_emerge`
+(that block and every later one), `all`, or a list of block indices (e.g. `ablate.layers=[2,3]`;
+"2_3" in paths and tables).
 
 Perplexity follows the paper (massive.sequences.perplexity_chunks, massive.perplexity): the
 corpus's documents in order joined by tokenize.separator, tokenised, cut into non-overlapping
 seq_len chunks (the first ablate.max_chunks), PPL = exp(mean cross-entropy over every predicted
 token; each chunk begins as model.bos says, made by the same function as tokenize's sequences).
-A non-finite loss (float16 overflow) is a one-line error and writes nothing. Output:
-results/<model>/<corpus>/ablate/<layers>/perplexity.parquet with one row per intervention.
+Each chunk's mean NLL is kept (chunk_nll), paired with the baseline's on the same chunks:
+a seeded bootstrap (ablate.bootstrap resamples, seed) gives the 95% intervals of each perplexity
+and of its ratio to none (massive.ablation). While each intervention runs, the massive entries
+of its first block are followed downstream (massive.regrowth). A non-finite loss (float16
+overflow) is a one-line error and writes nothing. Output, in results/<model>/<corpus>/ablate/<layers>/:
+  perplexity.parquet  one row per intervention: perplexity, ratio_to_none, their intervals, chunk_nll
+  regrowth.parquet    one row per intervention and block from the first intervened one: the mean
+                      |a| of the targeted entries, the block's top-1 and median |a|, share of none's
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from massive import arch, interventions
+from massive import ablation, arch, interventions, regrowth
 from massive.errors import MassiveError
-from massive.perplexity import perplexity
+from massive.perplexity import chunk_nll
 from massive.sequences import perplexity_chunks
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
@@ -46,23 +53,33 @@ def run(cfg: DictConfig) -> None:
     roles = interventions.TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos)
     slug, blocks = layers_slug(cfg.ablate.layers), ",".join(map(str, found.layers))
 
-    rows = []
+    rows, recorders, nll = [], {}, {}
+    first = min(found.layers, default=None)
     for name in tqdm(cfg.ablate.interventions, desc=f"ablate {cfg.model.name}/{cfg.data.name}", unit=" intervention"):
         with interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed, min_abs=cfg.detect.min_abs,
-                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters, roles_of=roles) as ctx:
-            ppl = perplexity(model, chunks, cfg.ablate.batch_size, device,
-                             where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {name!r} at blocks {blocks or '(none)'}")
+                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters, roles_of=roles) as ctx, \
+                regrowth.recording(model, ctx, first) as recorders[name]:
+            nll[name] = chunk_nll(model, chunks, cfg.ablate.batch_size, device,
+                                  where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {name!r} at blocks {blocks or '(none)'}")
         rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
-                     "blocks": blocks, "dims": ",".join(map(str, found.dims)), "perplexity": ppl.value,
-                     "n_tokens": ppl.n_tokens, "n_chunks": len(chunks), "entries_changed": ctx.changed})
+                     "blocks": blocks, "dims": ",".join(map(str, found.dims)), "n_tokens": chunks[:, 1:].numel(),
+                     "n_chunks": len(chunks), "entries_changed": ctx.changed})
+    for row in rows:
+        ci = ablation.ratio_interval(nll[row["intervention"]], nll["none"], cfg.ablate.bootstrap, cfg.seed,
+                                     where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {row['intervention']!r}")
+        row.update(perplexity=ci.perplexity, ppl_lo=ci.ppl_lo, ppl_hi=ci.ppl_hi, ratio_to_none=ci.ratio, ratio_lo=ci.ratio_lo,
+                   ratio_hi=ci.ratio_hi, bootstrap=ci.resamples, chunk_nll=nll[row["intervention"]].tolist())
     table = pd.DataFrame(rows)
-    base = table.loc[table["intervention"] == "none", "perplexity"]
-    table["ratio_to_none"] = table["perplexity"] / base.iloc[0]
-    write_table(table, run_dir(cfg, "ablate") / slug / "perplexity.parquet", cfg)
+    regrow = regrowth.table(recorders)
+    for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (2, "layers", slug)):
+        regrow.insert(at, column, value)
+    out = run_dir(cfg, "ablate") / slug
+    write_table(table, out / "perplexity.parquet", cfg)
+    write_table(regrow, out / "regrowth.parquet", cfg)
     with tracking.stage_run(cfg, name=f"ablate/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in rows:
             wb.log({f"perplexity/{row['intervention']}": row["perplexity"], f"entries_changed/{row['intervention']}": row["entries_changed"]})
-        wb.log({"perplexity": tracking.table(table)})
+        wb.log({"perplexity": tracking.table(table.drop(columns="chunk_nll")), "regrowth": tracking.table(regrow)})
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from hydra.core.config_store import ConfigStore
 from massive.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
 from massive.detect import DELIMITERS
 from massive.errors import MassiveError
+from massive.interventions import LAYER_KEYWORDS, LAYER_WORDS
 
 INFERENCE_SCHEMES = ("a8_per_tensor", "a8_per_token", "a8_per_tensor_keep_massive", "a4_per_tensor", "a4_per_token",
                      "a4_per_tensor_keep_massive", "w8_per_channel", "w8_per_channel_keep_super", "w4_per_channel",
@@ -167,12 +168,17 @@ class FiguresConfig:
 
 @dataclass
 class AblateConfig:
-    interventions: list[str] = field(default_factory=lambda: ["none", "zero", "mean", "random_zero"])
-    # emerge | all | a block index | a list of block indices, e.g. [2,3] (in paths and tables: "2_3")
+    interventions: list[str] = field(default_factory=lambda: ["none", "zero", "mean", "random_zero", "top_zero",
+                                                              "same_token_zero"])
+    # emerge | from_emerge (that block and every later one) | all | a block index | a list of block indices,
+    # e.g. [2,3] (in paths and tables: "2_3")
     layers: Any = "emerge"
     max_chunks: int = 16  # perplexity chunks of seq_len tokens (the paper: the whole test split)
     batch_size: int = 4
-    harmful_factor: float = 2.0  # "harmful" when zeroing multiplies perplexity by more than this
+    harmful_factor: float = 2.0  # "harmful" when the 95% interval of zeroing's perplexity ratio lies above this
+    harmless_factor: float = 1.1  # "harmless" when it lies below this; "inconclusive" otherwise
+    bootstrap: int = 1000  # paired bootstrap resamples over the chunks (seeded with `seed`)
+    regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
@@ -274,6 +280,8 @@ _POSITIVE = [
     "ablate.max_chunks",
     "ablate.batch_size",
     "ablate.max_images",
+    "ablate.bootstrap",
+    "ablate.harmless_factor",
     "origins.num_sequences",
     "origins.max_channels",
     "origins.rank_band",
@@ -300,23 +308,23 @@ def check_overrides(argv: list[str]) -> None:
 
 
 def layers_spec(value: Any) -> str | list[int]:
-    """ablate.layers as "emerge", "all" or a list of block indices; anything else is an error."""
+    """ablate.layers as "emerge", "from_emerge", "all" or a list of block indices; anything else is an error."""
     from omegaconf import ListConfig
 
-    if isinstance(value, str) and value in ("emerge", "all"):
+    if isinstance(value, str) and value in LAYER_KEYWORDS:
         return value
     if isinstance(value, bool):
-        raise MassiveError(f"ablate.layers={value!r} is not 'emerge', 'all', a block index or a list of them")
+        raise MassiveError(f"ablate.layers={value!r} is not {LAYER_WORDS}, a block index or a list of them")
     if isinstance(value, int):
         return [value]
     if isinstance(value, (list, tuple, ListConfig)) and value and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
         return [int(x) for x in value]
     hint = " (write a list, e.g. [2,3])" if isinstance(value, str) and _JOINED.match(value) else ""
-    raise MassiveError(f"ablate.layers={value!r} is not 'emerge', 'all', a block index or a list of them{hint}")
+    raise MassiveError(f"ablate.layers={value!r} is not {LAYER_WORDS}, a block index or a list of them{hint}")
 
 
 def layers_slug(value: Any) -> str:
-    """The path-safe name of an ablate.layers value: emerge, all, 2_3 (directories, `layers` columns)."""
+    """The path-safe name of an ablate.layers value: emerge, from_emerge, all, 2_3 (directories, `layers` columns)."""
     spec = layers_spec(value)
     return spec if isinstance(spec, str) else "_".join(map(str, spec))
 
@@ -341,6 +349,11 @@ def check_values(cfg: Any) -> None:
         if OmegaConf.select(cfg, key) < 0:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
     layers_spec(cfg.ablate.layers)
+    a = cfg.ablate
+    if a.harmless_factor > a.harmful_factor:
+        raise MassiveError(f"ablate.harmless_factor={a.harmless_factor} exceeds ablate.harmful_factor={a.harmful_factor}")
+    if not 0 < a.regrow_share <= 1:
+        raise MassiveError(f"ablate.regrow_share={a.regrow_share} must lie in (0, 1]")
     from massive.interventions import INTERVENTIONS
 
     unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]

@@ -293,15 +293,25 @@ def vision_section(paths: list[Path]) -> Markup:
                   reference=table(reference("vision_top1"), float_format=None))
 
 
-def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = ()) -> str:
-    """The ablation rule's HTML: perplexity per intervention and verdict, the paper's numbers, zero-shot accuracy.
+ABLATION_SHOWN = ["model", "corpus", "layers", "blocks", "intervention", "entries_changed", "perplexity", "ppl_interval",
+                  "ratio_to_none", "ratio_interval", "effect", "verdict"]
+
+
+def interval(lo: float, hi: float) -> str:
+    """A 95% interval as the report writes it: [1.02, 1.07]."""
+    return f"[{lo:,.4g}, {hi:,.4g}]"
+
+
+def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = (), readings: list = (),
+                     regrowth_images: dict[str, Path] | None = None, factors: tuple[float, float, float] = (2.0, 1.1, 0.5)) -> str:
+    """The ablation rule's HTML: per model and corpus a reading of the evidence (massive.ablation.readings),
+    each model's regrowth figure, the perplexities with their 95% intervals and verdicts, the paper's
+    numbers, zero-shot accuracy. factors: harmful, harmless, regrow share.
 
         >>> ablation_section(read_table("results/ablation_default.parquet"))  # doctest: +SKIP
     """
-    order = list(dict.fromkeys(ablation["intervention"]))
-    pivot = ablation.pivot_table(index=["model", "corpus", "layers", "blocks", "dims", "verdict"], columns="intervention",
-                                 values="perplexity")[order].reset_index()
-    pivot.columns.name = None
+    shown = ablation.assign(ppl_interval=[interval(lo, hi) for lo, hi in zip(ablation["ppl_lo"], ablation["ppl_hi"])],
+                            ratio_interval=[interval(lo, hi) for lo, hi in zip(ablation["ratio_lo"], ablation["ratio_hi"])])
     fmt = lambda v: f"{v:,.2f}"  # noqa: E731
     zs = None
     if len(zeroshot):
@@ -310,8 +320,10 @@ def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = ()) 
         zs = z.pivot_table(index=["model", "layers", "task", "metric"], columns="intervention", values="value").reset_index()
         zs.columns.name = None
         zs = table(zs, float_format=lambda v: f"{v:.3f}")
-    return str(render("ablation.html.j2", perplexity=table(pivot, float_format=fmt),
-                      reference=table(reference("perplexity"), float_format=fmt), zeroshot=zs))
+    harmful, harmless, share = factors
+    return str(render("ablation.html.j2", perplexity=table(shown[ABLATION_SHOWN], float_format=fmt), readings=readings,
+                      regrowth=[(m, png(p)) for m, p in (regrowth_images or {}).items()], harmful=harmful, harmless=harmless,
+                      share=share, reference=table(reference("perplexity"), float_format=fmt), zeroshot=zs))
 
 
 def ablation_files(results: str | Path, sweep_name: str) -> dict[str, Path]:

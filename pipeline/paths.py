@@ -37,12 +37,13 @@ ORIGINS_FILES = ("sublayers.parquet", "superweights.parquet", "perplexity.parque
 INFERENCE_FILES = ("headroom.parquet", "quantization.parquet", "window.parquet", "summary.json", "headroom.png",
                    "quantization.png")
 ABLATION_EXTS = ("parquet", "png", "html")
+ABLATE_FILES = ("perplexity.parquet", "regrowth.parquet")  # rule ablate, per model x corpus x layers
 TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")
 FETCHED = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 
-# The path-safe forms of ablate.layers (pipeline.config.layers_slug): emerge, all, or block
+# The path-safe forms of ablate.layers (pipeline.config.layers_slug): emerge, from_emerge, all, or block
 # indices joined by "_" (2_3 for ablate.layers=[2,3]): the {layers} of the ablate folders.
-LAYERS_SLUG = r"emerge|all|[0-9]+(?:_[0-9]+)*"
+LAYERS_SLUG = r"emerge|from_emerge|all|[0-9]+(?:_[0-9]+)*"
 
 
 # ---------------------------------------------------------------- runs: a model in a sequence protocol
@@ -140,6 +141,15 @@ def ablate_file(model: str, corpus: str, layers: str, name: str, results: str = 
 # ---------------------------------------------------------------- per sweep
 def ablation_file(sweep: str, ext: str, results: str = RESULTS) -> str:
     return f"{results}/ablation_{sweep}.{ext}"
+
+
+def regrowth_file(sweep: str, model: str | None = None, results: str = RESULTS) -> str:
+    """The ablation rule's regrowth table (model None) or one model's regrowth figure.
+
+        >>> regrowth_file("default"), regrowth_file("default", "gpt2")
+        ('results/ablation_default_regrowth.parquet', 'results/ablation_default_regrowth_gpt2.png')
+    """
+    return f"{results}/ablation_{sweep}_regrowth" + (".parquet" if model is None else f"_{model}.png")
 
 
 def report_file(sweep: str, results: str = RESULTS) -> str:

@@ -1,6 +1,6 @@
-# Stage 3, the interventions: perplexity (ablate) and zero-shot accuracy (zeroshot) with the
-# massive activations zeroed, set to their mean, or a random control, at the blocks {layers}
-# (path-safe: emerge, all, 2_3; the job gets ablate.layers=[2,3], see layers_override); the
+# Stage 3, the interventions: perplexity (ablate, with the regrowth downstream) and zero-shot
+# accuracy (zeroshot) with the massive activations zeroed, set to their mean, or a control, at the
+# blocks {layers} (path-safe: emerge, from_emerge, all, 2_3; the job gets ablate.layers=[2,3]); the
 # sweep's table of them (ablation); the same for vision transformers on images (ablate_images).
 rule ablate:
     input:
@@ -8,7 +8,7 @@ rule ablate:
         corpus=rules.fetch_corpus.output.corpus,
         detect=rules.detect.output,
     output:
-        paths.ablate_file("{model}", "{corpus}", "{layers}", "perplexity.parquet"),
+        [paths.ablate_file("{model}", "{corpus}", "{layers}", name) for name in paths.ABLATE_FILES],
     log:
         paths.log("ablate", "{model}", "{corpus}", "{layers}"),
     conda:
@@ -53,6 +53,7 @@ rule ablation:
         expand(rules.zeroshot.output, model=MODELS, corpus=CORPORA, layers=ABLATE.get("layers", [])) if ZEROSHOT else [],
     output:
         [paths.ablation_file(SWEEP_STEM, ext) for ext in paths.ABLATION_EXTS] if ABLATE else [],
+        [paths.regrowth_file(SWEEP_STEM, model) for model in [None, *MODELS]] if ABLATE else [],
     log:
         paths.log("ablation", SWEEP_STEM),
     conda:

@@ -50,9 +50,9 @@ def hydra_list(items):
 
 
 def layers_override(wildcard):
-    """The {layers} wildcard (path-safe: emerge, all, 3, 3_99) as an unambiguous Hydra override:
-    ablate.layers=emerge, ablate.layers=all, ablate.layers=[3], ablate.layers=[3,99]."""
-    value = wildcard if wildcard in ("emerge", "all") else hydra_list(wildcard.split("_"))
+    """The {layers} wildcard (path-safe: emerge, from_emerge, all, 3, 3_99) as an unambiguous Hydra
+    override: ablate.layers=emerge, ablate.layers=all, ablate.layers=[3], ablate.layers=[3,99]."""
+    value = wildcard if wildcard in ("emerge", "from_emerge", "all") else hydra_list(wildcard.split("_"))
     return f"ablate.layers={value}"
 
 
@@ -81,6 +81,9 @@ def ablate_args(model, corpus, layers, interventions, *extra):
     return pair_args(model, corpus, layers_override(layers), f"ablate.interventions={hydra_list(interventions)}", *extra)
 
 
+ABLATE_SIZES = [f"ablate.{key}={ABLATE[key]}" for key in ("max_chunks", "bootstrap") if key in ABLATE]  # rule ablate only
+
+
 SWEEP_ARGS = [f"sweep_name={SWEEP_NAME}", *sweeps.overrides(SWEEP)]  # the rules that read the whole sweep
 # For each rule, the Hydra overrides of one of its jobs from the job's wildcards (hydra.run.dir
 # aside). The rules' `args` param (args() below) and the check at the end of the Snakefile use it.
@@ -94,7 +97,7 @@ ARGS = {
     "attention": lambda model, corpus: pair_args(model, corpus, *attention_overrides()),
     "origins": lambda model, corpus: pair_args(model, corpus, *origins_overrides()),
     "inference": lambda model, corpus: pair_args(model, corpus, *inference_overrides()),
-    "ablate": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"]),
+    "ablate": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"], *ABLATE_SIZES),
     "zeroshot": lambda model, corpus, layers: ablate_args(model, corpus, layers, ABLATE["interventions"],
                                                           f"ablate.zeroshot_tasks={hydra_list(ZEROSHOT)}"),
     "ablate_images": lambda model, corpus, layers: ablate_args(model, corpus, layers, VISION["interventions"]),

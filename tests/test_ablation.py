@@ -74,6 +74,39 @@ def test_random_control_touches_no_massive_entry_and_as_many_others():
     assert torch.all(after[LAYER][:, 0, DIM] == before[LAYER][:, 0, DIM])
 
 
+def test_top_zero_touches_no_massive_entry_and_as_many_as_zero():
+    model, ids = planted(), tiny.sequences(3, 20)
+    before, _, _ = outputs(model, ids)
+    _, _, zero = outputs(model, ids, "zero")
+    after, _, ctx = outputs(model, ids, "top_zero")
+    changed = (before[LAYER] != after[LAYER]).nonzero().tolist()
+    assert ctx.changed == zero.changed == 3 and len(changed) == 3  # one per sequence: the largest of the others
+    assert all(not (t == 0 and d == DIM) for _, t, d in changed)
+    for b, t, d in changed:  # matched in magnitude rank: the largest |a| of its sequence once the massive one is left out
+        rest = before[LAYER][b].abs().clone()
+        rest[0, DIM] = -1
+        assert float(before[LAYER][b, t, d].abs()) == float(rest.max())
+
+
+def test_top_zero_leaves_what_is_massive_in_any_dim_alone():
+    h = torch.randn(1, 6, 8) * 0.01
+    h[0, 0, 3], h[0, 2, 5], h[0, 4, 1] = 5000.0, -4000.0, 0.5  # dim 5 passes the rule too, but is not targeted
+    mask = interventions.massive_mask(h, [3], 100.0, 1000.0)
+    ctx = interventions.Context(min_abs=100.0, min_ratio=1000.0)
+    interventions.INTERVENTIONS["top_zero"](h, mask, ctx)
+    assert ctx.changed == 1 and h[0, 4, 1] == 0 and h[0, 0, 3] == 5000.0 and h[0, 2, 5] == -4000.0
+
+
+def test_same_token_zero_zeroes_as_many_ordinary_dims_of_the_massive_tokens():
+    model, ids = planted(), tiny.sequences(3, 20)
+    before, _, _ = outputs(model, ids)
+    after, _, ctx = outputs(model, ids, "same_token_zero", seed=2)
+    changed = (before[LAYER] != after[LAYER]).nonzero().tolist()
+    assert ctx.changed == 3 and 0 < len(changed) <= 3
+    assert all(t == 0 and d != DIM for _, t, d in changed)
+    assert torch.all(after[LAYER][:, 0, DIM] == before[LAYER][:, 0, DIM])
+
+
 def test_mean_with_the_observed_value_reproduces_the_logits():
     model, ids = planted(), tiny.sequences(1, 20)
     before, logits, _ = outputs(model, ids)
@@ -113,8 +146,10 @@ def test_parse_layers():
     assert interventions.parse_layers(4, 3, 10) == [4]
     with pytest.raises(MassiveError, match="ablate layer 12 is out of range: the model has blocks 0..9"):
         interventions.parse_layers([12], 3, 10)
-    for bad in ("2_5", "12", [], [1.5], [True]):
-        with pytest.raises(MassiveError, match="not 'emerge', 'all' or a list of block indices"):
+    assert interventions.parse_layers("from_emerge", 3, 6) == [3, 4, 5]
+    assert interventions.parse_layers("from_emerge", None, 6) == []
+    for bad in ("2_5", "12", [], [1.5], [True], "from_emerg"):
+        with pytest.raises(MassiveError, match="not 'emerge', 'from_emerge', 'all' or a list of block indices"):
             interventions.parse_layers(bad, 3, 10)
 
 
@@ -142,9 +177,9 @@ def test_intervene_on_a_detection_in_memory():
     with massive.intervene(model, found, "mean", tokenizer=tok) as ctx:  # position 0 is the same in every sequence
         mean = perplexity(model, ids, batch_size=2)
     assert ctx.changed == 4 and mean.value == pytest.approx(base.value, rel=1e-5)
-    with massive.intervene(model, found, "zero", layers=[2, 3]) as ctx:  # zeroed after block 2: gone after block 3
+    with massive.intervene(model, found, "zero", layers=[2, 3]) as ctx:  # zeroed after block 2, and kept at 0 after block 3
         perplexity(model, ids)
-    assert ctx.changed == 4
+    assert ctx.changed == 8
     with massive.intervene(model, found, "mean", layers="all", tokenizer=tok) as ctx:  # blocks 1..3 hold it, block 0 not
         perplexity(model, ids)
     assert ctx.changed == 12
@@ -222,8 +257,8 @@ def test_a_list_of_layers_ablates_those_blocks(detected):
     assert table["layers"].tolist() == ["1_2"] * 3 and table["blocks"].tolist() == ["1,2"] * 3
     assert table["dims"].tolist() == [str(DIM)] * 3
     n_a = int((perplexity_chunks(byte_tokenizer(), DOCS, 32, 4) == A).sum())  # each "a" holds one
-    # zeroed after block 1, it is gone after block 2; set to its mean, it is there again
-    assert table.set_index("intervention")["entries_changed"].to_dict() == {"none": 0, "zero": n_a, "mean": 2 * n_a}
+    # zeroed after block 1 and kept at 0 after block 2 (sustained); set to its mean, it is there again
+    assert table.set_index("intervention")["entries_changed"].to_dict() == {"none": 0, "zero": 2 * n_a, "mean": 2 * n_a}
     assert table["perplexity"].map(math.isfinite).all()
 
 
@@ -254,3 +289,126 @@ def test_bad_inputs_fail_with_one_line(tmp_path):
     assert_one_line_error(run_module("ablate", *base, "ablate.interventions=[none,halve]"), "halve")
     assert_one_line_error(run_module("ablate", *base, "ablate.max_chunks=0"), "ablate.max_chunks=0")
     assert_one_line_error(run_module("ablate", *base, "tokenize.num_sequences=0"), "tokenize.num_sequences=0")
+
+
+def test_layers_keyword_and_bootstrap_count_fail_with_one_line(tmp_path):
+    base = ["model=tiny_random", f"paths.root={tmp_path}"]
+    assert_one_line_error(run_module("ablate", *base, "ablate.bootstrap=0"), "ablate.bootstrap=0")
+    assert_one_line_error(run_module("ablate", *base, "ablate.layers=from_emerg"), "from_emerg", "'from_emerge'")
+    assert_one_line_error(run_module("ablate", *base, "ablate.harmless_factor=3"), "ablate.harmless_factor=3", "harmful_factor")
+
+
+# ---------------------------------------------------------------- regrowth, intervals, verdicts (issue #15)
+def test_bootstrap_interval_equals_an_independent_computation():
+    import numpy as np
+
+    from massive.ablation import ratio_interval
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(3.5, 0.3, 12)
+    nll = base + 0.05 + rng.normal(0, 0.02, 12)
+    ci = ratio_interval(nll, base, resamples=500, seed=7)
+    draws = np.random.default_rng(7).integers(0, 12, (500, 12))  # chunk indices, the same for both
+    ratios = [math.exp(nll[i].mean() - base[i].mean()) for i in draws]
+    ppls = [math.exp(nll[i].mean()) for i in draws]
+    assert (ci.ratio_lo, ci.ratio_hi) == pytest.approx(tuple(np.percentile(ratios, [2.5, 97.5])), rel=1e-12)
+    assert (ci.ppl_lo, ci.ppl_hi) == pytest.approx(tuple(np.percentile(ppls, [2.5, 97.5])), rel=1e-12)
+    assert ci.ratio == pytest.approx(math.exp(nll.mean() - base.mean())) and ci.n_chunks == 12
+    assert ratio_interval(nll, base, resamples=500, seed=8).ratio_lo != ci.ratio_lo  # the seed matters
+    with pytest.raises(MassiveError, match="at least 2 perplexity chunks"):
+        ratio_interval(nll[:1], base[:1], resamples=500, seed=7)
+
+
+def test_verdict_reads_the_interval():
+    from massive.ablation import verdict
+
+    assert verdict(2.1, 9.0, 2.0, 1.1) == "harmful"
+    assert verdict(0.97, 1.09, 2.0, 1.1) == "harmless"
+    assert verdict(1.05, 2.5, 2.0, 1.1) == verdict(1.5, 1.9, 2.0, 1.1) == "inconclusive"  # straddles, or between
+
+
+@pytest.fixture(scope="module")
+def regrown(tmp_path_factory):
+    """A planted massive activation that block 2 writes again when block 1's is zeroed (block 2's unit
+    reads the carrier after the norm, which the massive dim dominates), ablated at emerge, from_emerge
+    and block 0 through the command line, then gathered by rule ablation."""
+    from pipeline import capture, detect, fetch_model
+    from pipeline.cli import compose
+    from pipeline.io import corpus_file, tokens_file, write_table
+
+    root = tmp_path_factory.mktemp("regrown")
+    model = tiny.plant(tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM, token_id=A, gain=2000.0),
+                       layer=LAYER + 1, dim=DIM, token_id=A, gain=2000.0)
+    base = ["model=tiny_random", "model.source=local", f"model.path={tiny.save(model, root / 'hf')}", "model.seq_len=32",
+            "capture.top_k=8", "ablate.max_chunks=8", "ablate.bootstrap=400", f"paths.root={root}", "wandb.mode=disabled"]
+    cfg = compose(base)
+    fetch_model.run(cfg)
+    write_table(pd.DataFrame({"seq_id": range(4), "input_ids": tiny.sequences(4, 32, first=A).tolist()}), tokens_file(cfg), cfg)
+    write_table(pd.DataFrame({"id": range(len(DOCS)), "text": DOCS}), corpus_file(cfg), cfg)
+    capture.run(cfg)
+    detect.run(cfg)
+    for layers in ("emerge", "from_emerge", "[0]"):
+        proc = run_module("ablate", *base, f"ablate.layers={layers}", "ablate.interventions=[none,zero,mean,top_zero,same_token_zero]")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = root / "regrown.yaml"
+    sweep.write_text("models: [tiny_random]\ncorpora: [wiki_sample]\n"
+                     "ablate: {interventions: [none, zero, mean, top_zero, same_token_zero], layers: [emerge, from_emerge, [0]]}\n")
+    proc = run_module("ablation", f"sweep_name={sweep}", f"paths.root={root}", "wandb.mode=disabled",
+                      "ablate.harmful_factor=1.05", "ablate.harmless_factor=1.02")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def test_zeroing_once_shows_regrowth_and_from_emerge_keeps_it_at_zero(regrown):
+    ablate = ablate_dir(regrown)
+    once = pd.read_parquet(ablate / "emerge" / "regrowth.parquet").set_index(["intervention", "block"])
+    kept = pd.read_parquet(ablate / "from_emerge" / "regrowth.parquet").set_index(["intervention", "block"])
+    assert sorted({b for _, b in once.index}) == [LAYER, LAYER + 1, LAYER + 2]  # the first targeted block and every later one
+    n_a = int((perplexity_chunks(byte_tokenizer(), DOCS, 32, 8) == A).sum())
+    assert (once["n_targets"] == n_a).all() and once.loc[("none", LAYER), "target_abs"] > 1e5
+    assert once.loc[("zero", LAYER), "target_abs"] == 0  # zeroed at block 1 ...
+    assert once.loc[("zero", LAYER + 1), "share"] > 0.9  # ... block 2 writes it again
+    assert once.loc[("zero", LAYER + 1), "top1_abs"] > 1e5 and once.loc[("zero", LAYER + 1), "median_abs"] < 10
+    for block in (LAYER, LAYER + 1, LAYER + 2):
+        assert kept.loc[("zero", block), "target_abs"] == 0  # zeroed at every block from 1: it stays at 0
+        assert once.loc[("top_zero", block), "share"] == pytest.approx(1, rel=1e-3)  # the controls leave them be
+    from massive.regrowth import comes_back
+
+    assert comes_back(once.reset_index(), "zero", 0.5).back_at == LAYER + 1
+    assert comes_back(kept.reset_index(), "zero", 0.5).back_at is None
+    assert pd.read_parquet(ablate / "0" / "regrowth.parquet").empty  # nothing massive at block 0: nothing to follow
+
+
+def test_intervals_are_the_bootstrap_of_the_stored_chunk_nlls(regrown):
+    import numpy as np
+
+    table = pd.read_parquet(ablate_dir(regrown) / "from_emerge" / "perplexity.parquet").set_index("intervention")
+    nll, base = np.array(table.loc["zero", "chunk_nll"]), np.array(table.loc["none", "chunk_nll"])
+    draws = np.random.default_rng(1).integers(0, len(nll), (400, len(nll)))  # seed=1, ablate.bootstrap=400
+    lo, hi = np.percentile([math.exp(nll[i].mean() - base[i].mean()) for i in draws], [2.5, 97.5])
+    assert (table.loc["zero", "ratio_lo"], table.loc["zero", "ratio_hi"]) == pytest.approx((lo, hi), rel=1e-12)
+    assert table.loc["zero", "perplexity"] == pytest.approx(math.exp(nll.mean()))
+    assert table.loc["none", "ratio_lo"] == table.loc["none", "ratio_hi"] == 1.0
+    once = pd.read_parquet(ablate_dir(regrown) / "emerge" / "perplexity.parquet").set_index("intervention")["entries_changed"]
+    assert once["top_zero"] == once["same_token_zero"] == once["zero"] > 0  # on the tensor zero sees: as many entries
+    # sustained: the first block's targets at every later block, for zero and the controls alike
+    assert table.loc["zero", "entries_changed"] == table.loc["top_zero", "entries_changed"] == 3 * once["zero"]
+
+
+def test_verdicts_and_the_report_read_the_evidence(regrown):
+    table = pd.read_parquet(regrown / "results" / "ablation_regrown.parquet")
+    verdict = table.groupby("layers")["verdict"].first().to_dict()
+    # zeroed at every block from 1 the model loses > 5%; zeroed once, block 2 writes it again; at block 0 nothing changes
+    assert verdict == {"from_emerge": "harmful", "emerge": "harmless", "0": "harmless"}, table[["layers", "intervention", "ratio_lo", "ratio_hi"]]
+    zero = table[table["intervention"] == "zero"].set_index("layers")
+    assert zero.loc["from_emerge", "ratio_lo"] > 1.05 and zero.loc["emerge", "ratio_hi"] < 1.02
+    assert zero.loc["0", "ratio_lo"] == zero.loc["0", "ratio_hi"] == 1.0
+    page = (regrown / "results" / "ablation_regrown.html").read_text()
+    assert "at every block from 1 on (from_emerge) is <strong>harmful</strong>" in page
+    assert "at block 1 (emerge) is <strong>harmless</strong>" in page
+    assert "they come back: by block 2" in page and "they do not come back" in page
+    assert "zeroing hurts most at every block from 1 on (from_emerge) (&times;" in page and "not established" not in page
+    assert "they stay at 0 at every later block" in page
+    assert page.count("data:image/png;base64,") == 1 and 'alt="tiny_random"' in page  # the regrowth figure
+    assert (regrown / "results" / "ablation_regrown_regrowth_tiny_random.png").read_bytes().startswith(b"\x89PNG")
+    assert len(pd.read_parquet(regrown / "results" / "ablation_regrown_regrowth.parquet")) > 0

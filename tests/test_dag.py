@@ -43,7 +43,7 @@ def test_default_sweep_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stderr
     counts = job_counts(proc.stdout)
     assert counts == {"all": 1, "fetch_model": 2, "protocol_model": 1, "fetch_corpus": 3, "tokenize": 4, "capture": 4,
-                      "detect": 4, "figures": 4, "ablate": 3, "ablation": 1, "attention": 3, "origins": 2, "inference": 1,
+                      "detect": 4, "figures": 4, "ablate": 6, "ablation": 1, "attention": 3, "origins": 2, "inference": 1,
                       "train": 2, "train_compare": 1, "ablate_images": 1, "report": 1}, counts  # + smollm2_135m@bos on wiki_sample
 
 
@@ -63,14 +63,15 @@ def test_editing_the_ablation_sweep_adds_exactly_its_jobs(tmp_path):
 
 def test_layers_entries_become_path_safe_folders_and_unambiguous_overrides(tmp_path):
     sweep = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"],
-                        ablate={"interventions": ["none"], "layers": ["emerge", "all", [2, 3], 5]})
+                        ablate={"interventions": ["none"], "layers": ["emerge", "from_emerge", "all", [2, 3], 5]})
     proc = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shells = re.findall(r"^Shell command: .* -m pipeline\.ablate (.*)$", proc.stdout, re.M)
     given = {re.search(r"hydra\.run\.dir=(\S+)", sh).group(1): re.search(r"ablate\.layers=([^' ]+)", sh).group(1) for sh in shells}
     base = "results/gpt2/wikitext2/ablate"
-    assert given == {f"{base}/emerge": "emerge", f"{base}/all": "all", f"{base}/2_3": "[2,3]", f"{base}/5": "[5]"}, given
-    assert f"{base}/2_3/perplexity.parquet" in proc.stdout
+    assert given == {f"{base}/emerge": "emerge", f"{base}/from_emerge": "from_emerge", f"{base}/all": "all",
+                     f"{base}/2_3": "[2,3]", f"{base}/5": "[5]"}, given
+    assert f"{base}/2_3/perplexity.parquet" in proc.stdout and f"{base}/from_emerge/regrowth.parquet" in proc.stdout
 
 
 @pytest.mark.parametrize("text", [
@@ -84,6 +85,17 @@ def test_layers_written_as_a_string_are_rejected(tmp_path, text):
     proc = snakemake("-n", "--config", f"sweep={path}", cwd=tmp_path)
     error = assert_one_error_line(proc)
     assert "'3_99'" in error and "[3, 99]" in error, error
+
+
+@pytest.mark.parametrize("ablate, needle", [
+    ({"interventions": ["none", "zero"], "layers": ["from_emerg"]}, "from_emerg"),  # a misspelt keyword
+    ({"interventions": ["none", "zero"], "layers": ["emerge"], "bootstrap": 0}, "bootstrap"),
+    ({"interventions": ["none", "top_zeros"], "layers": ["emerge"]}, "top_zeros"),
+])
+def test_bad_ablation_entries_fail_the_dry_run_with_one_line(tmp_path, ablate, needle):
+    proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, models=['gpt2'], corpora=['wikitext2'], ablate=ablate)}",
+                     cwd=tmp_path)
+    assert needle in assert_one_error_line(proc)
 
 
 @pytest.mark.parametrize("sweep, twice", [

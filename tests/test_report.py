@@ -40,11 +40,14 @@ def png_of(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def ppl_table(layers: str, ppl: dict[str, float], dims: str = "7") -> pd.DataFrame:
+def ppl_table(layers: str, ppl: dict[str, float], dims: str = "7", spread: float = 0.02) -> pd.DataFrame:
+    """Rule ablate's table, with 95% intervals of +-spread around each value."""
     base = ppl["none"]
     return pd.DataFrame([{"model": "tiny_random", "corpus": "news_sample", "intervention": k, "layers": layers,
-                          "blocks": "1", "dims": dims, "perplexity": v, "n_tokens": 252, "n_chunks": 4,
-                          "entries_changed": 3, "ratio_to_none": v / base} for k, v in ppl.items()])
+                          "blocks": "1", "dims": dims, "perplexity": v, "ppl_lo": v * (1 - spread), "ppl_hi": v * (1 + spread),
+                          "n_tokens": 252, "n_chunks": 4, "entries_changed": 3, "ratio_to_none": v / base,
+                          "ratio_lo": v / base * (1 - spread * (k != "none")), "ratio_hi": v / base * (1 + spread * (k != "none"))}
+                         for k, v in ppl.items()])
 
 
 # ---------------------------------------------------------------- figures
@@ -138,10 +141,16 @@ def test_verdicts():
 
     table = pd.concat([ppl_table("emerge", {"none": 20.0, "zero": 4000.0, "mean": 20.1}),
                        ppl_table("all", {"none": 20.0, "zero": 30.0}),
+                       ppl_table("2", {"none": 20.0, "zero": 20.4}),
+                       ppl_table("4", {"none": 20.0, "zero": 40.4}, spread=0.1),
                        ppl_table("1_2", {"none": 20.0, "mean": 21.0}),
                        ppl_table("3", {"none": 20.0, "zero": 20.0}, dims="")], ignore_index=True)
-    got = verdicts(table, factor=2.0).groupby("layers")["verdict"].first().to_dict()
-    assert got == {"emerge": "harmful", "all": "harmless", "1_2": "no zero run", "3": "none found"}
+    out = verdicts(table, factor=2.0, harmless=1.1)
+    got = out.groupby("layers")["verdict"].first().to_dict()
+    # x200: harmful; x1.5 +-2%: between the factors; x1.02 +-2%: below 1.1; x2.02 +-10%: straddles 2
+    assert got == {"emerge": "harmful", "all": "inconclusive", "2": "harmless", "4": "inconclusive", "1_2": "no zero run",
+                   "3": "none found"}
+    assert out.set_index(["layers", "intervention"]).loc[("emerge", "mean"), "effect"] == "harmless"
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
