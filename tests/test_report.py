@@ -277,7 +277,7 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
     for target in ["summary", "layerwise", "m-tiny_random", "p-tiny_random-news_sample", "m-vit_random", "p-vit_random-photos",
                    "s-0", "s-1", "s-2", "s-3", "s-4", "provenance"]:
         assert f'href="#{target}"' in contents and f'id="{target}"' in page, target
-    assert '<a href="#s-3">Ablation: massive activations set to zero, to their mean, and a random control</a>' in contents
+    assert '<a href="#s-3">Ablation: massive activations set to zero, to their mean, and three controls</a>' in contents
     assert page.count('<button role="tab"') == 2 and page.count('role="tabpanel"') == 2
     assert 'protocol no_bos (model.bos=auto)' in page and "<td>tiny_random</td>" in page.split('id="protocols"')[1]
 
@@ -300,7 +300,7 @@ def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path)
     rows = summary_rows(report.render(compose_in(f"sweep_name={sweep}")))
     assert [(r[0], r[1]) for r in rows] == sweeps.pairs(SWEEP) == [("tiny_random", "news_sample"), ("vit_random", "photos")]
     sink = json.loads((results / "tiny_random/news_sample/attention/summary.json").read_text())["sink_1_share"]
-    assert rows[0][2:] == ["none found", "", "", "-", "-", "-", "emerge: none found (zero ×1); all: none found (zero ×1)",
+    assert rows[0][2:] == ["none found", "", "", "-", "-", "-", "emerge: none found (zero ×1 [1, 1]); all: none found (zero ×1 [1, 1])",
                            html.columns.sig3(sink)]
     assert rows[1][2:] == ["none found", "", "", "-", "-", "-", "-", "-"]  # no text ablation, no attention for a ViT
 

@@ -120,8 +120,8 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = job_counts(proc.stdout)
     llm, vit = 6 * 4, 10  # LLMs x corpora, ViTs x ImageNet
-    per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": llm,
-                "zeroshot": llm, "attention": llm, "origins": llm, "inference": llm,
+    per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": 2 * llm,
+                "zeroshot": 2 * llm, "attention": llm, "origins": llm, "inference": llm,
                 "ablate_images": vit}
     assert counts == {"fetch_model": 16, "fetch_corpus": 5, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
     jobs = planned_jobs(proc.stdout)
