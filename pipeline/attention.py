@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, fields
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -34,7 +33,7 @@ from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import AttentionConfig
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, run_dir, tokens_file, write_json, write_table
+from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, run_dir, write_json, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,7 @@ def run(cfg: DictConfig) -> None:
     found = read_detection(cfg)
     massive, dims = found.massive, found.dims
     emerge = found.emerge_layer if found.found else None
-    tokens = read_table(tokens_file(cfg)).iloc[: s.num_sequences]
-    ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
+    ids, seq_ids = read_token_ids(cfg, s.num_sequences)
     stats_path = run_dir(cfg, "capture") / "layer_stats.parquet"
     layer_stats = read_table(stats_path) if stats_path.exists() else None
 
@@ -72,7 +70,7 @@ def run(cfg: DictConfig) -> None:
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device, attn_implementation=attention.IMPLEMENTATION)
     name = f"{cfg.model.name} on {cfg.data.name}"
-    res = attention.analyse(model, ids, massive, emerge=emerge, layer_stats=layer_stats, seq_ids=tokens["seq_id"].tolist(),
+    res = attention.analyse(model, ids, massive, emerge=emerge, layer_stats=layer_stats, seq_ids=seq_ids,
                             sink_threshold=s.sink_threshold, concentrate_threshold=s.concentrate_threshold,
                             sample_queries=s.sample_queries, seed=cfg.seed, batch_size=cfg.capture.batch_size,
                             device=device, desc=f"attention {cfg.model.name}/{cfg.data.name}")

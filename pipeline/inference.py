@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig, open_dict
@@ -36,7 +35,7 @@ from massive.sequences import perplexity_chunks
 from pipeline import cli, paths, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, results_dir, tokens_file, write_json, write_table
+from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, results_dir, write_json, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -54,8 +53,7 @@ def run(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)
     found = read_detection(cfg)
-    tokens = read_table(tokens_file(cfg)).iloc[: s.num_sequences]
-    ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
+    ids, seq_ids = read_token_ids(cfg, s.num_sequences)
     docs = read_table(corpus_file(cfg))["text"].tolist()
     tok = load_tokenizer(cfg)
     with open_dict(ref_cfg := cfg.copy()):
@@ -79,7 +77,7 @@ def run(cfg: DictConfig) -> None:
 
     keep = {}
     if any(quantize.scheme(n).target == "weight" and quantize.scheme(n).keep for n in s.schemes):
-        keep = quantize.superweights(model, ids, found, tokens["seq_id"].tolist(), batch_size=bs, device=device)
+        keep = quantize.superweights(model, ids, found, seq_ids, batch_size=bs, device=device)
         log.info("%s: super weight(s) kept in float: %s", name, keep)
     quant = quantize.perplexities(model, chunks, list(s.schemes), found, roles_of=roles, keep=keep, with_mean=s.with_mean,
                                   batch_size=bs, device=device, baseline=ref.perplexity, where=where)

@@ -112,6 +112,16 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
+def read_token_ids(cfg: DictConfig, n: int | None = None):
+    """The first `n` (None: all) sequences rule tokenize wrote for this model and corpus, as a
+    LongTensor [n, seq_len], and their seq_ids."""
+    import numpy as np
+    import torch
+
+    tokens = read_table(tokens_file(cfg)).iloc[:n]
+    return torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long), tokens["seq_id"].tolist()
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """A rule's input table; a missing one is one line naming it (run the DAG, or the rule that makes it)."""
     if not Path(path).is_file():

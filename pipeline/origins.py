@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import pandas as pd
 import torch
 from omegaconf import DictConfig
@@ -31,7 +30,7 @@ from massive.sequences import perplexity_chunks
 from pipeline import cli, paths, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, results_dir, tokens_file, write_table
+from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, results_dir, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -42,8 +41,7 @@ def run(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)
     found = read_detection(cfg)
-    tokens = read_table(tokens_file(cfg)).iloc[: s.num_sequences]
-    ids = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
+    ids, seq_ids = read_token_ids(cfg, s.num_sequences)
     docs = read_table(corpus_file(cfg))["text"].tolist()
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device)
@@ -51,7 +49,7 @@ def run(cfg: DictConfig) -> None:
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), s.max_chunks, separator=cfg.tokenize.separator,
                                protocol=proto)
 
-    o = origins.find(model, ids, found, seq_ids=tokens["seq_id"].tolist(), min_share=s.min_share,
+    o = origins.find(model, ids, found, seq_ids=seq_ids, min_share=s.min_share,
                      channel_share=s.channel_share, max_channels=s.max_channels, batch_size=s.batch_size, device=device)
     name = f"{cfg.model.name} on {cfg.data.name}"
     ppl = origins.perplexities(model, o, chunks, list(s.interventions), seed=cfg.seed, rank_band=s.rank_band,

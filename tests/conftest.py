@@ -53,3 +53,37 @@ def detected_run(cfg, n_seq: int, seq_len: int) -> None:
     write_table(pd.DataFrame({"text": docs}), corpus_file(cfg), cfg)
     capture.run(cfg)
     detect.run(cfg)
+
+
+# The tiny sweep of the whole-DAG tests (tests/test_dag.py, tests/test_browser.py): every LLM rule
+# (ablation, attention, origins, inference) on two corpora, and the ViT smoke run.
+TINY_SWEEP = dict(models=["tiny_random"], corpora=["news_sample", "wiki_sample"],
+                  overrides=["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
+                  ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge"]},
+                  attention={"num_sequences": 4}, origins={"num_sequences": 2, "max_chunks": 2},
+                  inference={"max_chunks": 1, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
+                  vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
+
+
+@pytest.fixture(scope="session")
+def tiny_dag(tmp_path_factory, worker_id) -> Path:
+    """The working directory of one whole-DAG run of TINY_SWEEP, report included: run once per test
+    session and shared by the pytest-xdist workers (the first to take the lock runs it, the others
+    wait and reuse it; its return code and output tails are kept beside it, so a failure shows in
+    every test that uses it)."""
+    import json
+
+    from filelock import FileLock
+
+    from test_dag import snakemake, write_sweep
+
+    root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    work, done = root / "tiny_dag", root / "tiny_dag.json"
+    with FileLock(str(root / "tiny_dag.lock")):
+        if not done.is_file():
+            work.mkdir(exist_ok=True)
+            proc = snakemake("--cores", "2", "--config", f"sweep={write_sweep(work, **TINY_SWEEP)}", cwd=work, timeout=1500)
+            done.write_text(json.dumps({"returncode": proc.returncode, "out": proc.stdout[-3000:] + proc.stderr[-3000:]}))
+    result = json.loads(done.read_text())
+    assert result["returncode"] == 0, result["out"]
+    return work

@@ -20,16 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
-from test_dag import snakemake, write_sweep
+from conftest import REPO, TINY_SWEEP
 
 WIDTH = 1200
 ARTIFACTS = Path(os.environ.get("MASSIVE_ARTIFACTS", REPO / "test-artifacts"))
-SWEEP = dict(models=["tiny_random"], corpora=["news_sample", "wiki_sample"],
-             overrides=["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
-             ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge"]},
-             attention={"num_sequences": 4}, origins={"num_sequences": 2, "max_chunks": 2},
-             vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
+SWEEP = TINY_SWEEP  # the shared tiny whole-DAG run (conftest.tiny_dag)
 
 
 def chromium() -> str:
@@ -51,14 +46,11 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> Path:
+def report(request) -> Path:
     os.environ["MASSIVE_CHROMIUM"] = chromium()
     if os.environ.get("MASSIVE_REPORT"):
         return Path(os.environ["MASSIVE_REPORT"])
-    tmp = tmp_path_factory.mktemp("browser")
-    proc = snakemake("--cores", "2", "--config", f"sweep={write_sweep(tmp, **SWEEP)}", cwd=tmp, timeout=1500)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return tmp / "results" / "report_sweep.html"
+    return request.getfixturevalue("tiny_dag") / "results" / "report_sweep.html"
 
 
 # In the page: what is shown now (the open tab of each model, details opened) and its state.

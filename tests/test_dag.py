@@ -193,13 +193,8 @@ def test_bad_sweep_is_rejected(tmp_path, sweep, message):
 
 
 @pytest.mark.slow
-def test_whole_dag_on_a_tiny_model(tmp_path):
-    sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"],
-                        overrides=["tokenize.num_sequences=4", "capture.top_k=8"],
-                        inference={"max_chunks": 1, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
-                        vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
-    proc = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_whole_dag_on_a_tiny_model(tiny_dag):
+    tmp_path = tiny_dag  # conftest.TINY_SWEEP, run once for this test and the browser test
     results = tmp_path / "results"
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report and "none found" in report  # a random model has none
@@ -214,7 +209,7 @@ def test_whole_dag_on_a_tiny_model(tmp_path):
     assert (vit["n_images"] == 6).all() and vit.loc["fix_register_mean", "entries_changed"] > 0
     prompt = pd.read_parquet(results / "vit_random/photos/capture/prompt.parquet", columns=["layer", "token"])
     assert prompt[prompt["layer"] == 0]["token"].tolist()[:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
-    rerun = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path)
+    rerun = snakemake("--cores", "2", "--config", f"sweep={tmp_path / 'sweep.yaml'}", cwd=tmp_path)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr
 
 
