@@ -1,8 +1,13 @@
 """Bigram-Backcopy (Guo et al. 2024): a synthetic language on which tiny transformers grow sinks.
 
-Every sequence starts with the start token (id 0). After it, tokens follow a fixed random bigram
+Every sequence starts with the start token. After it, tokens follow a fixed random bigram
 table (each row drawn from Dirichlet(alpha)), except after a trigger token: the token that
-follows a trigger copies the token just before the trigger. Predicting a bigram needs only the
+follows a trigger copies the token just before the trigger. Two switches set how a sequence
+begins (`BackcopySpec`): `start` puts the start token inside the vocabulary (id 0, the other
+vocab_size - 1 ids ordinary) or outside it (an extra id vocab_size after vocab_size ordinary
+ids, as Guo et al.'s code); `after_start` draws position 1 from the start token's own bigram row
+(`bigram`: a Dirichlet row, so nearly always the same few tokens) or uniformly from the
+non-trigger tokens (`uniform`). Predicting a bigram needs only the
 current token; predicting a copy needs attention to the previous token. Heads that have nothing
 to do on bigram positions learn to rest on the start token: an attention sink, and with it a
 large hidden state at the start token.
@@ -15,6 +20,9 @@ The task (bigram table and triggers) is fixed by `task_seed`; a batch is a pure 
     >>> x, y = task.batch("train", step=0, batch_size=8, block_size=64, seed=1)
     >>> x.shape, int(x[0, 0])   # every sequence starts with the start token
     (torch.Size([8, 64]), 0)
+    >>> outside = Backcopy(BackcopySpec(start="outside", after_start="uniform"))
+    >>> outside.start, outside.n_ids   # the model needs vocab_size >= n_ids
+    (64, 65)
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ import torch
 
 from massive.errors import MassiveError
 
-START = 0  # the start token, at position 0 of every sequence and nowhere else
+START = 0  # the start token inside the vocabulary, at position 0 of every sequence and nowhere else
+STARTS = ("inside", "outside")  # BackcopySpec.start
+AFTER_START = ("bigram", "uniform")  # BackcopySpec.after_start
 SPLITS = {"train": 0, "val": 1, "probe": 2}  # probe: the fixed batch of the emergence metrics
 
 
@@ -33,10 +43,24 @@ SPLITS = {"train": 0, "val": 1, "probe": 2}  # probe: the fixed batch of the eme
 class BackcopySpec:
     """The task's parameters (the pipeline's train.backcopy config)."""
 
-    vocab_size: int = 64  # including the start token
+    vocab_size: int = 64  # token ids of the language (with the start token when it is inside)
     n_triggers: int = 3
     alpha: float = 0.2  # Dirichlet concentration of the bigram rows
     task_seed: int = 0
+    start: str = "inside"  # "inside": the start token is id 0; "outside": an extra id, vocab_size
+    after_start: str = "bigram"  # position 1: "bigram" (the start token's row) or "uniform" (non-triggers)
+
+    def __post_init__(self):
+        for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
+            value = getattr(getattr(self, key), "value", getattr(self, key))  # accept the config's Enum
+            setattr(self, key, value)
+            if value not in allowed:
+                raise MassiveError(f"backcopy.{key}={value!r} is not one of {', '.join(allowed)}")
+
+    @property
+    def n_ids(self) -> int:
+        """Token ids a model of this task needs (the start token's included)."""
+        return self.vocab_size + (self.start == "outside")
 
 
 class Backcopy:
@@ -51,23 +75,29 @@ class Backcopy:
             raise MassiveError(f"vocab_size={spec.vocab_size} is too small for {spec.n_triggers} triggers")
         self.spec = spec
         g = torch.Generator().manual_seed(spec.task_seed)
-        n = spec.vocab_size - 1  # ordinary tokens: 1 .. vocab_size - 1
+        inside = spec.start == "inside"
+        self.start = START if inside else spec.vocab_size
+        self.n_ids = spec.n_ids
+        first = 1 if inside else 0  # ordinary tokens: first .. vocab_size - 1
+        n = spec.vocab_size - first
         # row i: the distribution of the token after token i; the start token never follows anything
-        probs = torch.zeros(spec.vocab_size, spec.vocab_size, dtype=torch.float64)
+        probs = torch.zeros(self.n_ids, self.n_ids, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # Dirichlet takes no generator: seed a forked global RNG
             torch.manual_seed(spec.task_seed)
             rows = torch.distributions.Dirichlet(torch.full((n,), float(spec.alpha), dtype=torch.float64))
-            probs[:, 1:] = rows.sample((spec.vocab_size,))
-        self.triggers = 1 + torch.randperm(n, generator=g)[: spec.n_triggers]
-        probs[START, self.triggers] = 0.0  # the first token is never a trigger (nothing to copy yet)
+            probs[:, first:spec.vocab_size] = rows.sample((self.n_ids,))
+        self.triggers = first + torch.randperm(n, generator=g)[: spec.n_triggers]
+        if spec.after_start == "uniform":
+            probs[self.start, first:spec.vocab_size] = 1.0
+        probs[self.start, self.triggers] = 0.0  # the first token is never a trigger (nothing to copy yet)
         self.bigram = probs / probs.sum(dim=1, keepdim=True)
-        self.is_trigger = torch.zeros(spec.vocab_size, dtype=torch.bool)
+        self.is_trigger = torch.zeros(self.n_ids, dtype=torch.bool)
         self.is_trigger[self.triggers] = True
 
     def sample(self, batch_size: int, length: int, generator: torch.Generator) -> torch.Tensor:
         """(batch_size, length) token ids: start token, then bigram steps and backcopies."""
         x = torch.empty(batch_size, length, dtype=torch.long)
-        x[:, 0] = START
+        x[:, 0] = self.start
         for t in range(1, length):
             prev = x[:, t - 1]
             nxt = torch.multinomial(self.bigram[prev], 1, generator=generator).squeeze(1)

@@ -44,6 +44,8 @@ from massive.errors import MassiveError
 
 VARIANTS = ("default", "sink_token", "attn_bias", "softmax_plus_one", "gated")
 SLOT_VARIANTS = ("attn_bias", "softmax_plus_one")  # variants with an extra key/value slot
+INITS = ("gpt2", "pytorch")  # how the weights start (GPTConfig.init)
+DECAY = ("matrices", "all", "none")  # which parameters weight decay applies to (GPT.optimizer_groups)
 
 
 @dataclass
@@ -61,13 +63,18 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in the Linears and LayerNorms, like GPT-2
+    init: str = "gpt2"  # "gpt2": N(0, 0.02), residual projections / sqrt(2 n_layer); "pytorch": torch's defaults
+    tie_head: bool = True  # the output head shares the token embedding (GPT-2); False: its own nn.Linear
     variant: str = "default"
     model_type: str = "massive_gpt"
 
     def __post_init__(self):
-        self.variant = getattr(self.variant, "value", self.variant)  # accept the config's Enum
+        self.variant = getattr(self.variant, "value", self.variant)  # accept the config's Enums
+        self.init = getattr(self.init, "value", self.init)
         if self.variant not in VARIANTS:
             raise MassiveError(f"variant={self.variant!r} is not one of {', '.join(VARIANTS)}")
+        if self.init not in INITS:
+            raise MassiveError(f"init={self.init!r} is not one of {', '.join(INITS)}")
         if self.n_embd % self.n_head:
             raise MassiveError(f"n_embd={self.n_embd} is not a multiple of n_head={self.n_head}")
 
@@ -117,13 +124,16 @@ class CausalSelfAttention(nn.Module):
         if config.variant == "gated":
             self.c_gate = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.slot_enabled = True  # False masks the slot out (an ablation: then attn_bias == default)
-        self.record = False  # True keeps the attention probabilities of the next forward in .att
+        self.record = False  # True keeps the next forward's attention probabilities (.att) and values (.v)
         self.att: Optional[torch.Tensor] = None
+        self.v: Optional[torch.Tensor] = None  # (B, n_head, T, head_dim): the tokens' value states
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hd)
+        if self.record:
+            self.v = v.detach()
         visible = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()  # query t sees keys <= t
         if hasattr(self, "k_bias"):  # prepend the slot to K and V, visible to every query
             k = torch.cat([self.k_bias.to(k.dtype).expand(B, -1, -1).unsqueeze(2), k], dim=2)
@@ -179,6 +189,7 @@ class GPTOutput:
     logits: torch.Tensor  # (B, T, vocab)
     loss: Optional[torch.Tensor] = None  # mean cross-entropy when targets are given
     attentions: Optional[tuple] = None  # per layer (B, n_head, T', n_slot + T'), T' = n_prefix + T
+    values: Optional[tuple] = None  # per layer (B, n_head, T', head_dim): the value states (not the slot's)
 
 
 class GPT(nn.Module):
@@ -201,11 +212,13 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # weight tying, as GPT-2
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():  # GPT-2: residual projections scaled by depth
-            if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.tie_head:
+            self.lm_head.weight = self.wte.weight  # weight tying, as GPT-2
+        if config.init == "gpt2":  # otherwise every module keeps torch's own default initialisation
+            self.apply(self._init_weights)
+            for name, p in self.named_parameters():  # GPT-2: residual projections scaled by depth
+                if name.endswith("c_proj.weight"):
+                    nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
     @staticmethod
     def _init_weights(module):
@@ -230,7 +243,7 @@ class GPT(nn.Module):
             x = torch.cat([self.sink.expand(B, -1, -1).to(x.dtype), x], dim=1)
         attns = [blk.attn for blk in self.blocks]
         for a in attns:
-            a.record, a.att = return_attn, None
+            a.record, a.att, a.v = return_attn, None, None
         try:
             for block in self.blocks:
                 x = block(x)
@@ -243,16 +256,29 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         attentions = tuple(a.att for a in attns) if return_attn else None
+        values = tuple(a.v for a in attns) if return_attn else None
         for a in attns:
-            a.att = None
-        return GPTOutput(logits=logits, loss=loss, attentions=attentions)
+            a.att, a.v = None, None
+        return GPTOutput(logits=logits, loss=loss, attentions=attentions, values=values)
 
-    def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups as nanoGPT: matrices decay; biases, norms and the learned slots/sink do not."""
-        decay, no_decay = [], []
-        for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
+    def optimizer_groups(self, weight_decay: float, decay: str = "matrices") -> list[dict]:
+        """Optimizer groups: which parameters weight decay applies to.
+
+        "matrices" (nanoGPT): weight matrices and embeddings decay; biases, norm gains and the
+        learned slot k', v' and sink token do not. "all": every parameter decays (AdamW's default
+        on `model.parameters()`). "none": nothing decays.
+
+            >>> m = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32))
+            >>> [(len(g["params"]), g["weight_decay"]) for g in m.optimizer_groups(0.1)]
+            [(6, 0.1), (10, 0.0)]
+        """
+        if decay not in DECAY:
+            raise MassiveError(f"decay={decay!r} is not one of {', '.join(DECAY)}")
+        params = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        if decay != "matrices":
+            return [{"params": [p for _, p in params], "weight_decay": weight_decay if decay == "all" else 0.0}]
+        matrices, rest = [], []
+        for name, p in params:
             slot = name.endswith(("k_bias", "v_bias")) or name == "sink"
-            (decay if p.dim() >= 2 and not slot else no_decay).append(p)
-        return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (matrices if p.dim() >= 2 and not slot else rest).append(p)
+        return [{"params": matrices, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]

@@ -399,40 +399,48 @@ def sink_curve(layers: pd.DataFrame, emerge: int | None, concentration: int | No
 
 # ---------------------------------------------------------------- retraining comparison
 def train_emergence(histories: dict[str, pd.DataFrame]) -> Figure:
-    """Against the training step, per variant: top-1/median, first-position/median, Sink_1, slot attention.
+    """Against the training step, per variant, the two halves of the paper's claim side by side: the
+    attention sink (block 0's attention on the start token, solid, and on the bias slot, dashed) and
+    the start token's magnitude (largest |a| / median over layers; share of sequences whose top-1
+    entry it is), then the start token's value-state norm over the median token's in block 0.
 
-    `histories[variant]`: its metrics table (step, top1_over_median, first_over_median, sink1, slot_attn per layer).
+    `histories[variant]`: its metrics table (step, layer, first_attn, slot_attn, start_over_median,
+    top1_at_start, start_value_ratio).
 
-        >>> m = pd.DataFrame({"step": [0, 0, 10, 10], "top1_over_median": [2.0, 3.0, 40.0, 90.0],
-        ...                   "first_over_median": [1.0, 1.0, 30.0, 80.0], "sink1": [0.0, 0.0, 0.5, 0.5],
-        ...                   "slot_attn": [0.0, 0.0, 0.0, 0.0]})
-        >>> fig = train_emergence({"softmax": m})
+        >>> m = pd.DataFrame({"step": [0, 0, 10, 10], "layer": [0, 1, 0, 1], "first_attn": [0.1, 0.1, 0.9, 0.5],
+        ...                   "slot_attn": [0.0] * 4, "start_over_median": [2.0, 3.0, 40.0, 90.0],
+        ...                   "top1_at_start": [0.0, 0.0, 1.0, 1.0], "start_value_ratio": [1.0, 1.0, 0.2, 0.5]})
+        >>> fig = train_emergence({"default": m})
     """
     fig = new_figure((19, 4.2))
     axes = fig.subplots(1, 4)
-    for variant, m in histories.items():
-        per_step = m.groupby("step").agg(top=("top1_over_median", "max"), first=("first_over_median", "max"),
-                                         sink1=("sink1", "first"), slot=("slot_attn", "max"))
-        axes[0].plot(per_step.index, per_step["top"], marker=".", label=variant)
-        axes[1].plot(per_step.index, per_step["first"], marker=".", label=variant)
-        axes[2].plot(per_step.index, per_step["sink1"], marker=".", label=variant)
-        axes[3].plot(per_step.index, per_step["slot"], marker=".", label=variant)
-    axes[0].set(title="largest top-1 |a| / median over layers", xlabel="step", yscale="log")
-    axes[1].set(title="first position: largest |a| / median (max over layers)", xlabel="step", yscale="log")
-    axes[2].set(title="Sink_1 (share of heads: first-token attention > threshold)", xlabel="step", ylim=(-0.05, 1.05))
-    axes[3].set(title="attention on the bias slot (max over layers)", xlabel="step", ylim=(-0.05, 1.05))
-    axes[0].legend()
+    for i, (variant, m) in enumerate(histories.items()):
+        color = f"C{i}"
+        b0 = m[m["layer"] == 0].sort_values("step")
+        per_step = m.groupby("step").agg(start=("start_over_median", "max"), top1=("top1_at_start", "max"))
+        axes[0].plot(b0["step"], b0["first_attn"], marker=".", color=color, label=f"{variant}: start token")
+        if b0["slot_attn"].max() > 0:
+            axes[0].plot(b0["step"], b0["slot_attn"], marker=".", color=color, linestyle="--", label=f"{variant}: bias slot")
+        axes[1].plot(per_step.index, per_step["start"], marker=".", color=color, label=variant)
+        axes[2].plot(per_step.index, per_step["top1"], marker=".", color=color, label=variant)
+        axes[3].plot(b0["step"], b0["start_value_ratio"], marker=".", color=color, label=variant)
+    axes[0].set(title="sink: block 0's attention on the start token / slot", xlabel="step", ylim=(-0.05, 1.05))
+    axes[1].set(title="start token: largest |a| / median (max over layers)", xlabel="step", yscale="log")
+    axes[2].set(title="share of sequences whose top-1 |a| is the start token", xlabel="step", ylim=(-0.05, 1.05))
+    axes[3].set(title="start token's value norm / median token's (block 0)", xlabel="step", yscale="log")
+    axes[0].legend(fontsize="small")
+    axes[1].legend()
     fig.tight_layout()
     return fig
 
 
 def train_layerwise(finals: dict[str, list[dict]]) -> Figure:
-    """Per variant at the final step: top-1/median and the first position's largest |a| after each block.
+    """Per variant at the final step: top-1/median and the start token's largest |a| / median after each block.
 
-    `finals[variant]`: one dict per layer with layer, top1_over_median, first_abs.
+    `finals[variant]`: one dict per layer with layer, top1_over_median, start_over_median.
 
-        >>> fig = train_layerwise({"softmax": [{"layer": 0, "top1_over_median": 3.0, "first_abs": 1.0},
-        ...                                    {"layer": 1, "top1_over_median": 90.0, "first_abs": 60.0}]})
+        >>> fig = train_layerwise({"softmax": [{"layer": 0, "top1_over_median": 3.0, "start_over_median": 1.0},
+        ...                                    {"layer": 1, "top1_over_median": 90.0, "start_over_median": 60.0}]})
     """
     fig = new_figure((11, 4.2))
     axes = fig.subplots(1, 2)
@@ -440,11 +448,47 @@ def train_layerwise(finals: dict[str, list[dict]]) -> Figure:
     for variant, layers in finals.items():
         x = [r["layer"] for r in layers]
         axes[0].plot(x, [r["top1_over_median"] for r in layers], marker="o", label=variant)
-        axes[1].plot(x, [r["first_abs"] for r in layers], marker="o", label=variant)
+        axes[1].plot(x, [r["start_over_median"] for r in layers], marker="o", label=variant)
     axes[0].set(title="top-1 |a| / median |a| after each block (final step)", xlabel="layer", yscale="log")
-    axes[1].set(title="first position: largest |a| after each block", xlabel="layer", yscale="log")
+    axes[1].set(title="start token: largest |a| / median after each block", xlabel="layer", yscale="log")
     for ax in axes:
         ax.set_xticks(x)
     axes[0].legend()
+    fig.tight_layout()
+    return fig
+
+
+def train_scale(table: pd.DataFrame) -> Figure:
+    """Against width (n_embd), one line per (variant, n_layer): the start token's |a| / median, the
+    same over sqrt(n_embd) (how much one entry dominates the normalised vector, width-free), block
+    0's attention on the start token (solid) and on the bias slot (dashed), and the validation loss.
+
+        >>> t = pd.DataFrame({"variant": ["default"] * 2, "n_layer": [2, 2], "n_embd": [128, 256],
+        ...                   "start_over_median": [30.0, 50.0], "start_over_median_sqrt_d": [2.6, 3.1],
+        ...                   "start_attn": [0.9, 0.95], "slot_attn": [0.0, 0.0], "val_loss": [2.85, 2.84]})
+        >>> fig = train_scale(t)
+    """
+    fig = new_figure((19, 4.2))
+    axes = fig.subplots(1, 4)
+    groups = list(table.groupby(["variant", "n_layer"], sort=False))
+    for i, ((variant, n_layer), part) in enumerate(groups):
+        part = part.sort_values("n_embd")
+        style = {"marker": "o", "color": f"C{i}", "label": f"{variant}, {n_layer} layers"}
+        axes[0].plot(part["n_embd"], part["start_over_median"], **style)
+        axes[1].plot(part["n_embd"], part["start_over_median_sqrt_d"], **style)
+        axes[2].plot(part["n_embd"], part["start_attn"], **style)
+        if part["slot_attn"].max() > 0:
+            axes[2].plot(part["n_embd"], part["slot_attn"], marker="s", color=f"C{i}", linestyle="--",
+                         label=f"{variant}, {n_layer} layers: slot")
+        axes[3].plot(part["n_embd"], part["val_loss"], **style)
+    axes[0].set(title="start token: largest |a| / median", xlabel="width (n_embd)", yscale="log")
+    axes[1].set(title="start token: |a| / (median × sqrt(width))", xlabel="width (n_embd)", yscale="log")
+    axes[2].set(title="block 0's attention on the start token / slot", xlabel="width (n_embd)", ylim=(-0.05, 1.05))
+    axes[3].set(title="validation loss", xlabel="width (n_embd)")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(table["n_embd"].unique()), [str(v) for v in sorted(table["n_embd"].unique())])
+    axes[0].legend(fontsize="small")
+    axes[2].legend(fontsize="small")
     fig.tight_layout()
     return fig

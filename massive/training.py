@@ -52,7 +52,7 @@ from massive.arch import DTYPES
 from massive.backcopy import Backcopy, BackcopySpec
 from massive.errors import MassiveError, check_finite
 from massive.files import atomic_path
-from massive.gpt import GPT, GPTConfig
+from massive.gpt import DECAY, GPT, GPTConfig
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,25 @@ class TrainSpec:
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
+    decay: str = "matrices"  # which parameters decay: "matrices", "all", "none" (GPT.optimizer_groups)
+    optimizer: str = "adamw"  # "adamw" (betas beta1, beta2) or "sgd" (with `momentum`; weight decay as L2)
+    momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0  # 0: off
     log_interval: int = 50  # steps between loss log points
     eval_interval: int = 250  # steps between evaluations and emergence metrics
     eval_iters: int = 10  # batches per loss estimate
     checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
     sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
+
+    def __post_init__(self):
+        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", ("constant", "cosine")), ("decay", DECAY)):
+            value = getattr(getattr(self, key), "value", getattr(self, key))  # accept the config's Enum
+            setattr(self, key, value)
+            if value not in allowed:
+                raise MassiveError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+OPTIMIZERS = ("adamw", "sgd")
 
 
 # ---------------------------------------------------------------- data
@@ -162,17 +175,21 @@ class OpenWebTextBatches:
 
 
 # ---------------------------------------------------------------- model, optimizer, precision
-def build(config: GPTConfig, spec: TrainSpec, seed: int, device: torch.device | str = "cpu") -> tuple[GPT, torch.optim.AdamW]:
-    """The model (initialised after `torch.manual_seed(seed)`) and its AdamW optimizer.
+def build(config: GPTConfig, spec: TrainSpec, seed: int, device: torch.device | str = "cpu") -> tuple[GPT, torch.optim.Optimizer]:
+    """The model (initialised after `torch.manual_seed(seed)`) and its optimizer: AdamW or SGD with
+    momentum (`spec.optimizer`), weight decay on the parameters `spec.decay` names.
 
         >>> model, optimizer = build(GPTConfig(n_layer=2, n_embd=64, n_head=2, block_size=16), TrainSpec(), seed=1)
+        >>> type(build(GPTConfig(n_layer=1, n_embd=32, n_head=2, block_size=8), TrainSpec(optimizer="sgd"), 1)[1]).__name__
+        'SGD'
     """
     torch.manual_seed(seed)
     model = GPT(config).to(device)
+    groups = model.optimizer_groups(spec.weight_decay, spec.decay)
+    if spec.optimizer == "sgd":
+        return model, torch.optim.SGD(groups, lr=spec.lr, momentum=spec.momentum)
     fused = torch.device(device).type == "cuda"
-    optimizer = torch.optim.AdamW(model.optimizer_groups(spec.weight_decay), lr=spec.lr,
-                                  betas=(spec.beta1, spec.beta2), fused=fused)
-    return model, optimizer
+    return model, torch.optim.AdamW(groups, lr=spec.lr, betas=(spec.beta1, spec.beta2), fused=fused)
 
 
 def precision(device: torch.device, dtype: str = "float32") -> tuple[Callable, "torch.amp.GradScaler | None"]:
@@ -290,13 +307,23 @@ def estimate_loss(model, data, split: str, spec: TrainSpec, device="cpu", autoca
 
 @torch.no_grad()
 def emergence(model: GPT, x: torch.Tensor, sink_threshold: float = 0.3) -> list[dict]:
-    """Per-layer residual-stream and attention-sink statistics of `model` on the batch `x`.
+    """Per-layer residual-stream, value-state and attention-sink statistics of `model` on the batch `x`.
 
-    One dict per layer: top1_abs, median_abs, first_abs, start_abs (means over sequences),
-    top1_at_first (share of sequences whose top-1 sits at the first position), first_attn /
-    first_attn_max (mean / max over heads of the attention later queries pay to the first
-    position), slot_attn (attention on the bias slot), sink_heads (share of this layer's heads
-    above `sink_threshold`), the ratios to the median, and sink1 (Sink_1 over all heads).
+    One dict per layer (the residual stream after the block, `blocks.{L}.hook_resid_post`):
+      top1_abs, median_abs, first_abs, start_abs  means over sequences of the largest |a|, the median
+                      |a|, the largest |a| at position 0 and at the data's start token; their ratios
+                      to the median (top1_over_median, first_over_median, start_over_median) and
+                      start_over_median_sqrt_d = start_over_median / sqrt(n_embd), a width-free measure
+                      of how much one entry dominates the (normalised) start-token vector;
+      top1_at_first, top1_at_start  share of sequences whose top-1 entry sits there;
+      start_norm_ratio  the start token's L2 norm over the median token's L2 norm;
+      start_value_norm, value_norm_median, start_value_ratio  the L2 norm of the start token's value
+                      state in this block's attention (mean over heads) and the median over tokens
+                      ("value drain", Guo et al. 2024: a sink's value state shrinks while its
+                      residual state grows);
+      first_attn / first_attn_max  mean / max over heads of the attention later queries
+                      (positions >= 1) pay to position 0; slot_attn: on the bias slot;
+      sink_heads      share of this layer's heads above `sink_threshold`; sink1: Sink_1 over all heads.
 
         >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, variant="attn_bias"))
         >>> rows = emergence(model, torch.randint(0, 64, (4, 16)), sink_threshold=0.3)
@@ -314,9 +341,12 @@ def emergence(model: GPT, x: torch.Tensor, sink_threshold: float = 0.3) -> list[
             median = flat.median(dim=1).values
             first = a[:, 0].max(dim=1).values
             start = a[:, c.n_prefix].max(dim=1).values
+            norms = h.detach().float()[:, c.n_prefix:].norm(dim=-1)  # (B, T): the tokens' L2 norms
             rows[layer] = {"top1_abs": top1.mean().item(), "median_abs": median.mean().item(),
                            "first_abs": first.mean().item(), "start_abs": start.mean().item(),
-                           "top1_at_first": (where // a.shape[-1] == 0).float().mean().item()}
+                           "top1_at_first": (where // a.shape[-1] == 0).float().mean().item(),
+                           "top1_at_start": (where // a.shape[-1] == c.n_prefix).float().mean().item(),
+                           "start_norm_ratio": (norms[:, 0] / norms.median(dim=1).values).mean().item()}
         return fn
 
     was_training = model.training
@@ -326,19 +356,24 @@ def emergence(model: GPT, x: torch.Tensor, sink_threshold: float = 0.3) -> list[
     model.train(was_training)
     n_heads = sum(att.shape[1] for att in out.attentions)
     n_sink = 0
-    for layer, att in enumerate(out.attentions):  # (B, H, T', n_slot + T')
+    for layer, (att, v) in enumerate(zip(out.attentions, out.values)):  # (B, H, T', n_slot + T'), (B, H, T', hd)
         on_first = att[:, :, 1:, c.n_slot].float().mean(dim=(0, 2))  # per head: later queries -> first position
         on_slot = att[:, :, :, 0].float().mean(dim=(0, 2)) if c.n_slot else torch.zeros_like(on_first)
         sinks = int((on_first > sink_threshold).sum())
         n_sink += sinks
+        vnorm = v.float()[:, :, c.n_prefix:].norm(dim=-1).mean(dim=1)  # (B, T): mean over heads
+        start_v, median_v = vnorm[:, 0].mean().item(), vnorm.median(dim=1).values.mean().item()
         rows[layer].update({"first_attn": on_first.mean().item(), "first_attn_max": on_first.max().item(),
-                            "slot_attn": on_slot.mean().item(), "sink_heads": sinks / att.shape[1]})
+                            "slot_attn": on_slot.mean().item(), "sink_heads": sinks / att.shape[1],
+                            "start_value_norm": start_v, "value_norm_median": median_v,
+                            "start_value_ratio": start_v / max(median_v, 1e-12)})
     out_rows = []
     for layer in sorted(rows):
         r = rows[layer]
         med = max(r["median_abs"], 1e-12)
         out_rows.append({"layer": layer, **r, "top1_over_median": r["top1_abs"] / med,
                          "first_over_median": r["first_abs"] / med, "start_over_median": r["start_abs"] / med,
+                         "start_over_median_sqrt_d": r["start_abs"] / med / math.sqrt(c.n_embd),
                          "sink1": n_sink / n_heads})
     return out_rows
 
@@ -475,26 +510,60 @@ def load_trained(path: str | Path, variant: str | None = None) -> tuple[GPT, dic
 
 # ---------------------------------------------------------------- comparison of variants
 def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict], min_abs: float = 100.0,
-              min_ratio: float = 1000.0) -> dict:
+              min_ratio: float = 1000.0, config: GPTConfig | None = None, optimizer: str = "adamw") -> dict:
     """One comparison row for a trained variant: the losses of its last evaluation (`metrics`) and the
-    `emergence` rows of its final weights (`layers`); `massive` when top-1 |a| > min_abs and
-    top-1/median > min_ratio (the paper's thresholds; tiny models rarely pass them: read the ratios).
+    `emergence` rows of its final weights (`layers`).
+
+    The start token's largest |a| over the median (`start_over_median`) is taken at the layer where
+    it is largest (`start_layer`), beside it the same over sqrt(n_embd), the share of sequences whose
+    top-1 entry is the start token there, and block 0's values; the attention sink is block 0's (the
+    attention later queries pay to position 0, and to the bias slot), Sink_1 over all heads, and
+    the start token's value-state norm over the median token's per layer ("value drain").
+    `massive` when top-1 |a| > min_abs and top-1/median > min_ratio (the paper's thresholds; tiny
+    models rarely pass them: read the ratios).
 
         >>> row = summarise("attn_bias", metrics, 2000, emergence(model, probe))   # doctest: +SKIP
     """
     last = metrics[metrics["step"] == metrics["step"].max()].iloc[0]
     top = max(layers, key=lambda r: r["top1_over_median"])
-    first = max(layers, key=lambda r: r["first_abs"])
-    row = {
-        "variant": variant, "step": step, "train_loss": float(last["train_loss"]), "val_loss": float(last["val_loss"]),
+    start = max(layers, key=lambda r: r["start_over_median"])
+    b0 = layers[0]
+    row = {"variant": variant, "optimizer": optimizer}
+    if config is not None:
+        row.update({"n_layer": config.n_layer, "n_embd": config.n_embd})
+    row.update({
+        "step": step, "train_loss": float(last["train_loss"]), "val_loss": float(last["val_loss"]),
+        "start_abs": start["start_abs"], "start_over_median": start["start_over_median"], "start_layer": start["layer"],
+        "start_over_median_sqrt_d": start["start_over_median_sqrt_d"], "top1_at_start": start["top1_at_start"],
+        "block0_start_over_median": b0["start_over_median"], "block0_top1_at_start": b0["top1_at_start"],
+        "start_attn": b0["first_attn"], "slot_attn": b0["slot_attn"], "sink1": b0["sink1"],
         "top1_abs": max(r["top1_abs"] for r in layers), "max_top1_over_median": top["top1_over_median"],
-        "max_layer": top["layer"], "top1_at_first": top["top1_at_first"],
-        "first_abs": first["first_abs"], "first_over_median": max(r["first_over_median"] for r in layers),
-        "first_attn": max(r["first_attn"] for r in layers), "slot_attn": max(r["slot_attn"] for r in layers),
-        "sink1": layers[0]["sink1"], "elapsed_min": float(last["elapsed_s"]) / 60,
-    }
+        "max_layer": top["layer"], "elapsed_min": float(last["elapsed_s"]) / 60,
+    })
     row["massive"] = bool(row["top1_abs"] > min_abs and row["max_top1_over_median"] > min_ratio)
     for r in layers:
-        row[f"layer{r['layer']}_top1_over_median"] = r["top1_over_median"]
-        row[f"layer{r['layer']}_first_over_median"] = r["first_over_median"]
+        row[f"layer{r['layer']}_start_over_median"] = r["start_over_median"]
+        row[f"layer{r['layer']}_start_value_ratio"] = r["start_value_ratio"]
+        row[f"layer{r['layer']}_first_attn"] = r["first_attn"]
     return row
+
+
+def contrast(table: pd.DataFrame, reference: str = "default") -> pd.DataFrame:
+    """`table` (one `summarise` row per variant) with two columns beside the `reference` variant:
+    `val_loss_gap` (this variant's validation loss minus the reference's) and `start_contrast`
+    (the reference's start-token |a| / median over this variant's). The paper's claim is a large
+    contrast at a gap near 0. Without the reference variant both are missing (NaN).
+
+        >>> t = pd.DataFrame({"variant": ["default", "attn_bias"], "val_loss": [2.80, 2.81], "start_over_median": [40.0, 10.0]})
+        >>> contrast(t)[["val_loss_gap", "start_contrast"]].round(3).values.tolist()
+        [[0.0, 1.0], [0.01, 4.0]]
+    """
+    out = table.copy()
+    ref = out[out["variant"] == reference]
+    if ref.empty:
+        out["val_loss_gap"], out["start_contrast"] = np.nan, np.nan
+        return out
+    r = ref.iloc[0]
+    out["val_loss_gap"] = out["val_loss"] - r["val_loss"]
+    out["start_contrast"] = r["start_over_median"] / out["start_over_median"]
+    return out

@@ -47,7 +47,7 @@ FORMATS = {
     "ppl": lambda v: f"{v:,.2f}",                     # perplexity: 8,115.00
     "cos": lambda v: f"{v:.4f}",                      # cosines near 1: 0.9993
     "weight": lambda v: f"{v:,.4g}" if abs(v) < 10 else magnitude(v),
-    "loss": lambda v: f"{v:.3f}",
+    "loss": lambda v: f"{v:.4f}",
 }
 
 
@@ -97,6 +97,14 @@ COLUMNS: dict[str, Column] = {
     "first_over_median": C("first token / median (×)", "ratio"), "first_attn": C("attention on first token", "ratio"),
     "slot_attn": C("attention on the bias slot", "ratio"), "sink1": C("Sink₁ share", "ratio"),
     "elapsed_min": C("time (min)", "ratio"), "massive": C("massive"),
+    "optimizer": C("optimizer"), "n_layer": C("layers", "int"), "n_embd": C("width", "int"), "run": C("run"),
+    "start_abs": C("start token |a|", "abs"), "start_over_median": C("start token |a| / median (×)", "ratio"),
+    "start_layer": C("at layer", "index"), "start_over_median_sqrt_d": C("start |a| / (median × √width)", "ratio"),
+    "top1_at_start": C("top-1 is the start token (share)", "ratio"),
+    "block0_start_over_median": C("block 0: start |a| / median (×)", "ratio"),
+    "block0_top1_at_start": C("block 0: top-1 is the start token (share)", "ratio"),
+    "start_attn": C("block 0: attention on the start token", "ratio"),
+    "val_loss_gap": C("val loss − default's", "loss"), "start_contrast": C("default's start ratio / this (×)", "ratio"),
 }
 
 

@@ -417,6 +417,22 @@ class TrainData(str, Enum):
     openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
 
 
+class Optimizer(str, Enum):
+    adamw = "adamw"  # AdamW with betas (beta1, beta2)
+    sgd = "sgd"  # SGD with momentum (train.momentum); weight decay as an L2 term
+
+
+class Decay(str, Enum):  # which parameters weight decay applies to (massive.gpt.GPT.optimizer_groups)
+    matrices = "matrices"  # weight matrices and embeddings (nanoGPT)
+    all = "all"  # every parameter, norms and biases too (AdamW on model.parameters())
+    none = "none"
+
+
+class Init(str, Enum):  # how the GPT's weights start (massive.gpt.GPTConfig.init)
+    gpt2 = "gpt2"  # N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
+    pytorch = "pytorch"  # every module's own torch default
+
+
 class LrSchedule(str, Enum):
     cosine = "cosine"  # linear warmup, cosine decay to min_lr at max_iters (nanoGPT)
     constant = "constant"  # linear warmup, then constant
@@ -431,6 +447,8 @@ class GPTArch:
     vocab_size: int = 50304
     dropout: float = 0.0
     bias: bool = True
+    init: Init = Init.gpt2
+    tie_head: bool = True  # the output head shares the token embedding (GPT-2)
 
 
 @dataclass
@@ -459,6 +477,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     weight_decay: float = 0.1
+    decay: Decay = Decay.matrices
+    optimizer: Optimizer = Optimizer.adamw
+    momentum: float = 0.9  # SGD only
     grad_clip: float = 1.0  # 0: off
     dtype: Dtype = Dtype.float32  # autocast dtype on GPUs (bfloat16 for the paper's run)
     device: str = "auto"
@@ -496,12 +517,20 @@ def check_train_values(cfg: Any) -> None:
     for key in _TRAIN_POSITIVE:
         if OmegaConf.select(t, key) <= 0:
             raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be positive")
-    for key in ("warmup_iters", "weight_decay", "grad_clip", "min_lr", "model.dropout"):
+    for key in ("warmup_iters", "weight_decay", "grad_clip", "min_lr", "model.dropout", "momentum"):
         if OmegaConf.select(t, key) < 0:
             raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
     if t.model.n_embd % t.model.n_head:
         raise MassiveError(f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}")
     if not 0 < t.sink_threshold < 1:
         raise MassiveError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
-    if t.data.value == "backcopy" and t.backcopy.vocab_size > t.model.vocab_size:
-        raise MassiveError(f"train.backcopy.vocab_size={t.backcopy.vocab_size} exceeds train.model.vocab_size={t.model.vocab_size}")
+    if t.data.value == "backcopy":
+        from massive.backcopy import AFTER_START, STARTS
+
+        for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
+            if t.backcopy[key] not in allowed:
+                raise MassiveError(f"train.backcopy.{key}={t.backcopy[key]!r} is not one of {', '.join(allowed)}")
+        n_ids = t.backcopy.vocab_size + (t.backcopy.start == "outside")
+        if n_ids > t.model.vocab_size:
+            raise MassiveError(f"train.model.vocab_size={t.model.vocab_size} is smaller than the task's {n_ids} token ids "
+                               f"(train.backcopy.vocab_size={t.backcopy.vocab_size}, start={t.backcopy.start})")

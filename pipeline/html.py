@@ -15,6 +15,7 @@ Each section function reads the outputs of one rule and returns its HTML:
   ablation_section  the ablation rule's results/ablation_<sweep>.html (its table, the paper's, zero-shot)
   ablation_block    that file and its figure, for the report
   training_section  results/train/<name>/comparison.parquet, emergence.png, layerwise.png
+  training_scale_section  results/train/<config>_scale/scale.parquet, scale.png
   report            the whole page (report.html.j2): contents, summary, one section per model
                     with a tab per corpus, then the sweep-level sections
 
@@ -340,6 +341,13 @@ def training_section(folder: Path, name: str) -> Markup:
     """Rule train_compare's comparison table and figures (folder: results/train/<name>)."""
     return render("training.html.j2", name=name, comparison=table(read_table(folder / "comparison.parquet"), none_found=True),
                   images=[(f, png(folder / f"{f}.png")) for f in ("emergence", "layerwise")])
+
+
+def training_scale_section(config: str, results: Path) -> Markup:
+    """Rule train_scale's table and figure for one training config (results/train/<config>_scale)."""
+    return render("training_scale.html.j2", name=config,
+                  comparison=table(read_table(Path(paths.train_scale_file(config, "scale.parquet", str(results)))), none_found=True),
+                  images=[("scale", png(Path(paths.train_scale_file(config, "scale.png", str(results)))))])
 
 
 def heading(block: Markup, default: str) -> Markup:

@@ -184,6 +184,18 @@ def train_compare_run_dir(name: str, results: str = RESULTS) -> str:
     return f"{train_dir(name, results)}/.runs/compare"
 
 
+TRAIN_SCALE_FILES = ("scale.parquet", "scale.png")
+
+
+def train_scale_file(config: str, file: str, results: str = RESULTS) -> str:
+    """An output of train_scale (TRAIN_SCALE_FILES): results/train/<config>_scale/<file>."""
+    return f"{train_dir(config, results)}_scale/{file}"
+
+
+def train_scale_run_dir(config: str, results: str = RESULTS) -> str:
+    return f"{train_dir(config, results)}_scale/.runs/scale"
+
+
 # ---------------------------------------------------------------- logs
 def log(rule: str, *names: str) -> str:
     """logs/<rule>/<name>/.../<last>.log"""

@@ -41,8 +41,12 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None) -> l
                                            for m in v["models"] for i in v["images"] for layers in v["layers"]]))
     if sweep.get("ablate"):
         blocks.append(html.ablation_block(html.ablation_files(results, sweep_name)))
-    for name in (sweep.get("train") or {}).get("configs", []):
-        blocks.append(html.training_section(Path(paths.train_dir(name, results)), name))
+    train = sweep.get("train") or {}
+    if train.get("scale"):  # a grid: one comparison across it per config (its runs' own tables are on disk)
+        blocks.extend(html.training_scale_section(config, results) for config in train.get("configs", []))
+    else:
+        for name, _, _ in sweeps.train_runs(sweep):
+            blocks.append(html.training_section(Path(paths.train_dir(name, results)), name))
     return blocks
 
 

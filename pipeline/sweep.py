@@ -14,6 +14,7 @@ Snakefile calls it while it builds the DAG, so a typo fails `snakemake -n` befor
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -94,8 +95,9 @@ def load(name: str) -> dict:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise MassiveError(f"sweep {name!r}: {where}: {exc.message}") from None
     vision = sweep.get("vision")
-    if not (sweep["models"] and sweep["corpora"]) and not vision:
-        raise MassiveError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision section)")
+    if not (sweep["models"] and sweep["corpora"]) and not vision and not (sweep.get("train") or {}).get("configs"):
+        raise MassiveError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision "
+                           f"or a train section)")
     lists = [("model", "models", sweep), ("data", "corpora", sweep)]
     if vision:
         lists += [("model", "vision.models", vision), ("data", "vision.images", vision)]
@@ -136,6 +138,28 @@ def _protocols(sweep: dict, name: str) -> dict:
     if extra:
         raise MassiveError(f"sweep {name!r}: protocols.corpora entry {extra[0]!r} is not one of the sweep's corpora")
     return spec
+
+
+def train_runs(sweep: dict) -> list[tuple[str, str, list[str]]]:
+    """Every training run of the sweep as (run name, conf/train config, Hydra overrides): each of
+    train.configs, or with a `train.scale` grid each config at every grid point, named
+    <config>_<last key part><value>... (cpu_backcopy_scale_n_embd256_n_layer4).
+
+        >>> train_runs({"train": {"configs": ["bed"], "scale": {"model.n_embd": [128, 256]}}})[1]
+        ('bed_n_embd256', 'bed', ['train.name=bed_n_embd256', 'train.model.n_embd=256'])
+    """
+    section = sweep.get("train") or {}
+    scale = section.get("scale") or {}
+    runs = []
+    for config in section.get("configs") or []:
+        if not scale:
+            runs.append((config, config, []))
+            continue
+        keys = list(scale)
+        for values in itertools.product(*(scale[k] for k in keys)):
+            name = config + "".join(f"_{k.split('.')[-1]}{v}" for k, v in zip(keys, values))
+            runs.append((name, config, [f"train.name={name}", *(f"train.{k}={v}" for k, v in zip(keys, values))]))
+    return runs
 
 
 def own_protocol(model: str) -> str | None:

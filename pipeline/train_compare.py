@@ -4,14 +4,18 @@
 
 Reads every trained variant under results/train/<train.name>/ (metrics.parquet and the final
 checkpoint.pt, in the order of the Variant enum) and writes there:
-  comparison.parquet  one row per variant at its final step (massive.training.summarise): losses;
-                      top-1 |a|, top-1/median per layer and their maxima; the first position's
-                      largest |a| (and over the median); the attention on the first position and
-                      on the bias slot; Sink_1; `massive`: top-1 |a| above detect.min_abs AND
+  comparison.parquet  one row per variant at its final step (massive.training.summarise, .contrast):
+                      losses; the start token's largest |a| over the median (its layer, over
+                      sqrt(d), top-1 share), block 0's attention on the start token and on the
+                      bias slot, Sink_1, the value-state norm ratio per layer; beside default:
+                      the validation-loss gap and default's start-token ratio over this
+                      variant's (`start_contrast`); `massive`: top-1 |a| above detect.min_abs AND
                       top-1/median above detect.min_ratio (the paper's thresholds; tiny models
                       rarely pass them, so read the ratios)
-  emergence.png       top-1/median, first-position/median, Sink_1 and slot attention against the step
-  layerwise.png       top-1/median and first-position |a| per layer at the final step
+  emergence.png       against the step: the attention sinks (block 0 on the start token, on the
+                      slot) beside the start token's magnitude (|a| / median, top-1 share) and
+                      its value-state norm
+  layerwise.png       top-1/median and the start token's |a| / median per layer at the final step
 The final-step statistics are recomputed from the checkpoint on the probe batch
 (massive.training.emergence), so the table describes the saved weights.
 """
@@ -45,12 +49,13 @@ def make_data(cfg: DictConfig, backcopy: dict | None = None):
                                        o.tokenizer, o.val_fraction, o.num_proc)
 
 
-def final_stats(cfg: DictConfig, variant: str, ckpt_path) -> tuple[int, list[dict]]:
-    """The checkpoint's step and its per-layer emergence rows on the probe batch."""
+def final_stats(cfg: DictConfig, variant: str, ckpt_path):
+    """The checkpoint's step, its per-layer emergence rows on the probe batch, its GPTConfig and optimizer."""
     model, ckpt = training.load_trained(ckpt_path, variant)
     data = make_data(cfg, ckpt["train"].get("backcopy"))
     probe, _ = data.batch("probe", 0, cfg.train.probe_batch_size, model.config.block_size)
-    return ckpt["step"], training.emergence(model, probe, cfg.train.sink_threshold)
+    optimizer = ckpt["train"].get("optimizer", "adamw")
+    return ckpt["step"], training.emergence(model, probe, cfg.train.sink_threshold), model.config, optimizer
 
 
 def save(fig, path, dpi: int) -> None:
@@ -67,12 +72,14 @@ def run(cfg: DictConfig) -> None:
     rows, histories, finals = [], {}, {}
     for variant in found:
         metrics = read_table(base / variant / "metrics.parquet")
-        step, layers = final_stats(cfg, variant, base / variant / "checkpoint.pt")
+        step, layers, gpt, optimizer = final_stats(cfg, variant, base / variant / "checkpoint.pt")
         histories[variant], finals[variant] = metrics, layers
-        rows.append(training.summarise(variant, metrics, step, layers, cfg.detect.min_abs, cfg.detect.min_ratio))
-        log.info("%s: step %d, val %.4f, max top1/median %.1f, first/median %.1f, Sink_1 %.2f, slot %.2f", variant, step,
-                 rows[-1]["val_loss"], rows[-1]["max_top1_over_median"], rows[-1]["first_over_median"], rows[-1]["sink1"], rows[-1]["slot_attn"])
-    table = pd.DataFrame(rows)
+        rows.append(training.summarise(variant, metrics, step, layers, cfg.detect.min_abs, cfg.detect.min_ratio,
+                                       config=gpt, optimizer=optimizer))
+        log.info("%s: step %d, val %.4f, start token %.1fx the median (layer %d, top-1 in %.0f%%), block-0 attention on it %.2f, "
+                 "on the slot %.2f", variant, step, rows[-1]["val_loss"], rows[-1]["start_over_median"], rows[-1]["start_layer"],
+                 100 * rows[-1]["top1_at_start"], rows[-1]["start_attn"], rows[-1]["slot_attn"])
+    table = training.contrast(pd.DataFrame(rows))
     write_table(table, base / "comparison.parquet", cfg)
     save(plots.train_emergence(histories), base / "emergence.png", cfg.figures.dpi)
     save(plots.train_layerwise(finals), base / "layerwise.png", cfg.figures.dpi)

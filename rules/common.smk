@@ -37,6 +37,15 @@ VISION = SWEEP.get("vision") or {"models": [], "images": [], "layers": [], "inte
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 TRAIN_CONFIGS = (SWEEP.get("train") or {}).get("configs") or []
 TRAIN_VARIANTS = (SWEEP.get("train") or {}).get("variants") or TRAIN_VARIANTS_ALL
+# the training runs: (name, config, overrides); with a train.scale grid each config at every grid point
+TRAIN_RUNS = {name: (config, extra) for name, config, extra in sweeps.train_runs(SWEEP)}
+TRAIN_SCALED = TRAIN_CONFIGS if (SWEEP.get("train") or {}).get("scale") else []  # rule train_scale's configs
+
+
+def train_args(train):
+    """train=<config> and a grid run's overrides (train.name=..., train.model.n_embd=...)."""
+    config, extra = TRAIN_RUNS.get(train, (train, []))
+    return [f"train={config}", *extra]
 
 
 def each_pair(patterns, pairs=PAIRS):
@@ -103,10 +112,11 @@ ARGS = {
     "ablate_images": lambda model, corpus, layers: ablate_args(model, corpus, layers, VISION["interventions"]),
     "ablation": lambda: SWEEP_ARGS,
     "report": lambda: SWEEP_ARGS,
-    "train": lambda train, variant: [f"train={train}", f"train.variant={variant}"],  # + train.num_threads={threads}
-    "train_compare": lambda train: [f"train={train}", f"sweep_name={SWEEP_NAME}"],
+    "train": lambda train, variant: [*train_args(train), f"train.variant={variant}"],  # + train.num_threads={threads}
+    "train_compare": lambda train: [*train_args(train), f"sweep_name={SWEEP_NAME}"],
+    "train_scale": lambda train: [f"train={train}", f"sweep_name={SWEEP_NAME}"],
 }
-CONFIG_NAME = {"train": "train", "train_compare": "train"}  # conf/train.yaml; the others conf/config.yaml
+CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
 
 
 def args(rule):
@@ -131,9 +141,10 @@ def jobs():
                 for i in VISION["images"] for layers in VISION["layers"])
     yield from (("ablation", {}),) * bool(ABLATE)
     yield ("report", {})
-    for train in TRAIN_CONFIGS:
+    for train in TRAIN_RUNS:
         yield from (("train", {"train": train, "variant": v}) for v in TRAIN_VARIANTS)
         yield ("train_compare", {"train": train})
+    yield from (("train_scale", {"train": config}) for config in TRAIN_SCALED)
 
 
 CHECKED = ".snakemake/checked_configs.json"  # the configs that composed, kept while conf/ and the code stay as they are

@@ -1,6 +1,8 @@
 # The retraining experiment (Sun et al. 2024, section 5): train GPT variants, then compare them.
-# The sweep's `train:` key picks the runs (rules/common.smk: TRAIN_CONFIGS, TRAIN_VARIANTS):
+# The sweep's `train:` key picks the runs (rules/common.smk: TRAIN_RUNS, TRAIN_VARIANTS):
 #   train: {configs: [cpu_backcopy], variants: [default, sink_token, attn_bias, softmax_plus_one, gated]}
+# with `scale: {model.n_embd: [128, 256, 512], model.n_layer: [2, 4]}` each config is trained at every
+# grid point (runs <config>_n_embd128_n_layer2, ...) and rule train_scale compares them (sweep=retrain_scale).
 # Every training run uses one core (the CPU test bed: about 11 minutes a variant, see docs/retraining.md).
 # checkpoint.pt is rewritten during training; a killed job resumes from it when rerun with
 # --keep-incomplete (otherwise Snakemake deletes it as an incomplete output and training restarts).
@@ -43,3 +45,24 @@ rule train_compare:
         run=lambda w: paths.train_compare_run_dir(w.train),
     shell:
         "{params.py} -m pipeline.train_compare {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+
+
+rule train_scale:
+    input:
+        lambda w: [paths.train_file(name, "comparison.parquet") for name, (config, _) in TRAIN_RUNS.items() if config == w.train],
+    output:
+        [paths.train_scale_file("{train}", name) for name in paths.TRAIN_SCALE_FILES],
+    log:
+        paths.log("train_scale", "{train}"),
+    threads: 1
+    conda:
+        "../environment.yml"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        py=PY,
+        args=args("train_scale"),
+        run=lambda w: paths.train_scale_run_dir(w.train),
+    shell:
+        "{params.py} -m pipeline.train_scale {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"

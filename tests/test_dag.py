@@ -52,6 +52,27 @@ def test_retrain_sweep_adds_the_training_jobs(tmp_path):
     assert counts["train"] == 5 and counts["train_compare"] == 1
 
 
+def test_retrain_scale_sweep_lists_every_grid_point_and_the_scale_job(tmp_path):
+    proc = snakemake("-n", "-p", "--config", "sweep=retrain_scale", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert job_counts(proc.stdout) == {"train": 12, "train_compare": 6, "train_scale": 1, "report": 1, "all": 1}
+    commands = [ln for ln in proc.stdout.splitlines() if "-m pipeline.train " in ln]
+    grid = sorted(re.search(r"n_embd=(\d+) train.model.n_layer=(\d+) train.variant=(\w+)", c).groups() for c in commands)
+    assert grid == sorted((e, l, v) for e in ("128", "256", "512") for l in ("2", "4") for v in ("default", "attn_bias"))
+    assert all("train=cpu_backcopy_scale train.name=cpu_backcopy_scale_n_embd" in c for c in commands)
+    scale = [ln for ln in proc.stdout.splitlines() if "-m pipeline.train_scale " in ln]
+    assert len(scale) == 1 and "train=cpu_backcopy_scale sweep_name=retrain_scale" in scale[0]
+
+
+def test_a_scale_grid_with_a_bad_key_fails_the_dry_run_in_one_line(tmp_path):
+    bad = write_sweep(tmp_path, models=[], corpora=[], train={"configs": ["cpu_backcopy_scale"], "variants": ["default"],
+                                                           "scale": {"model.n_embed": [128]}})
+    proc = snakemake("-n", "--config", f"sweep={bad}", cwd=tmp_path)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "n_embed" in errors[0], proc.stderr
+
+
 def test_editing_the_ablation_sweep_adds_exactly_its_jobs(tmp_path):
     one = write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate={"interventions": ["none", "zero"], "layers": ["emerge"]})
     base = job_counts(snakemake("-n", "--config", f"sweep={one}", cwd=tmp_path).stdout)

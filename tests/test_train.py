@@ -3,6 +3,7 @@ training (massive/training.py, in memory), and the rules train / train_compare."
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -219,7 +220,10 @@ def test_summarise_one_variant():
     row = training.summarise("default", pd.DataFrame(state["rows"]), 2, layers, min_abs=100, min_ratio=1000)
     assert row["val_loss"] == state["rows"][-1]["val_loss"] and row["step"] == 2
     assert row["max_top1_over_median"] == max(r["top1_over_median"] for r in layers)
-    assert row["massive"] is False and "layer1_first_over_median" in row
+    assert row["massive"] is False and "layer1_start_over_median" in row and "layer1_start_value_ratio" in row
+    start = max(layers, key=lambda r: r["start_over_median"])
+    assert (row["start_over_median"], row["start_layer"]) == (start["start_over_median"], start["layer"])
+    assert row["start_attn"] == layers[0]["first_attn"] and row["block0_start_over_median"] == layers[0]["start_over_median"]
     assert training.summarise("default", pd.DataFrame(state["rows"]), 2, layers, 0.0, 0.0)["massive"] is True
 
 
@@ -279,8 +283,13 @@ def test_train_end_to_end_then_compare(tmp_path):
     train_compare.run(compose(tmp_path))
     comp = read_table(out / "comparison.parquet")
     assert set(comp["variant"]) == {"default", "attn_bias"}
-    for col in ("val_loss", "max_top1_over_median", "sink1", "first_abs", "first_over_median", "massive"):
+    for col in ("val_loss", "max_top1_over_median", "sink1", "start_over_median", "start_over_median_sqrt_d",
+                "top1_at_start", "start_attn", "slot_attn", "val_loss_gap", "start_contrast", "massive", "n_embd"):
         assert col in comp.columns, col
+    default = comp[comp["variant"] == "default"].iloc[0]
+    biased = comp[comp["variant"] == "attn_bias"].iloc[0]
+    assert biased["val_loss_gap"] == pytest.approx(biased["val_loss"] - default["val_loss"])
+    assert biased["start_contrast"] == pytest.approx(default["start_over_median"] / biased["start_over_median"])
     assert (out / "emergence.png").stat().st_size > 0 and (out / "layerwise.png").stat().st_size > 0
 
 
@@ -292,4 +301,136 @@ def test_bad_variant_fails_with_one_error_line(tmp_path):
     assert proc.returncode == 2
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "nope" in errors[0] and "variant" in errors[0], proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+# ---------------------------------------------------------------- the factor switches (issue 18)
+def test_decay_groups_name_exactly_the_parameters_they_decay():
+    model = GPT(GPTConfig(**TINY, variant="attn_bias"))
+    names = {id(p): n for n, p in model.named_parameters()}
+    every = set(names.values())
+
+    def decayed(decay):
+        groups = model.optimizer_groups(0.1, decay)
+        assert sorted(n for g in groups for n in (names[id(p)] for p in g["params"])) == sorted(every)  # each once
+        return {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+
+    matrices = decayed("matrices")
+    assert matrices == {n for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith(("k_bias", "v_bias"))}
+    assert "blocks.0.ln_1.weight" not in matrices and "blocks.0.attn.c_attn.bias" not in matrices
+    assert "blocks.0.attn.k_bias" not in matrices and "wte.weight" in matrices
+    assert decayed("all") == every and decayed("none") == set()
+    spec = training.TrainSpec(decay="all", weight_decay=0.05)
+    _, optimizer = training.build(GPTConfig(**TINY), spec, seed=1)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05]
+    with pytest.raises(MassiveError, match="decay='some'"):
+        training.TrainSpec(decay="some")
+
+
+def test_init_and_tying_switches_change_only_what_they_name():
+    torch.manual_seed(0)
+    gpt2 = GPT(GPTConfig(**TINY))
+    torch.manual_seed(0)
+    torch_init = GPT(GPTConfig(**TINY, init="pytorch", tie_head=False))
+    assert gpt2.lm_head.weight is gpt2.wte.weight and torch_init.lm_head.weight is not torch_init.wte.weight
+    assert gpt2.blocks[0].attn.c_attn.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    bound = 1 / 32 ** 0.5  # nn.Linear's default: U(-1/sqrt(in), 1/sqrt(in)), std bound / sqrt(3)
+    assert torch_init.blocks[0].attn.c_attn.weight.std().item() == pytest.approx(bound / 3 ** 0.5, rel=0.1)
+    assert torch_init.wte.weight.std().item() == pytest.approx(1.0, rel=0.1)  # nn.Embedding's N(0, 1)
+    assert torch_init.blocks[0].attn.c_attn.bias.abs().max().item() > 0  # torch's biases are not zero
+    assert len(list(torch_init.parameters())) == len(list(gpt2.parameters())) + 1  # the head's own weight
+    with pytest.raises(MassiveError, match="init='xavier'"):
+        GPTConfig(**TINY, init="xavier")
+
+
+def test_start_switches_change_the_first_ids_of_a_batch():
+    inside = Backcopy(BackcopySpec())
+    outside = Backcopy(BackcopySpec(start="outside"))
+    uniform = Backcopy(BackcopySpec(start="outside", after_start="uniform"))
+    xi, _ = inside.batch("train", 0, 512, 16)
+    xo, _ = outside.batch("train", 0, 512, 16)
+    xu, _ = uniform.batch("train", 0, 512, 16)
+    assert (xi[:, 0] == START).all() and (xi[:, 1:] != START).all()  # id 0, never again
+    assert (xo[:, 0] == 64).all() and (xo[:, 1:] < 64).all() and outside.n_ids == 65
+    assert (xo[:, 1:] == 0).any()  # id 0 is an ordinary token when the start is outside
+    for task, x in ((inside, xi), (outside, xo), (uniform, xu)):
+        assert not task.is_trigger[x[:, 1]].any()  # position 1 is never a trigger (nothing to copy)
+    bigram_row = outside.bigram[outside.start]
+    assert set(xo[:, 1].tolist()) <= set(torch.nonzero(bigram_row).flatten().tolist())
+    # uniform: every non-trigger ordinary token is about equally likely at position 1
+    counts = torch.bincount(xu[:, 1], minlength=65)[:64]
+    allowed = ~uniform.is_trigger[:64]
+    assert (counts[~allowed] == 0).all() and (counts[allowed] > 0).sum() >= 55
+    assert counts[allowed].max() < 5 * 512 / allowed.sum()  # no token takes the row as a Dirichlet(0.2) row would
+    assert int((bigram_row > 0.2).sum()) >= 1  # ... which is peaked (the bed before issue 18)
+    with pytest.raises(MassiveError, match="backcopy.start='middle'"):
+        BackcopySpec(start="middle")
+
+
+def test_grad_clip_switch_clips_exactly_when_set(monkeypatch):
+    calls = []
+    real = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", lambda params, c: calls.append(c) or real(params, c))
+    for clip in (0.5, 0.0):
+        model, optimizer, data, spec, _ = setup("default", grad_clip=clip)
+        training.train_step(model, optimizer, data, 0, spec)
+    assert calls == [0.5]
+
+
+def test_sgd_trains_and_resumes_like_adamw(tmp_path):
+    model, optimizer, data, spec, probe = setup("default", optimizer="sgd", lr=0.3, max_iters=6, eval_interval=3,
+                                                checkpoint_interval=3)
+    assert type(optimizer).__name__ == "SGD" and optimizer.param_groups[0]["momentum"] == 0.9
+    before = model.wte.weight.detach().clone()
+    straight = training.train(model, optimizer, data, spec, probe)
+    assert not torch.equal(before, model.wte.weight) and all(map(math.isfinite, straight["losses"]))
+    ckpt = tmp_path / "sgd" / "checkpoint.pt"
+    model, optimizer, data, spec3, probe = setup("default", optimizer="sgd", lr=0.3, max_iters=3, eval_interval=3,
+                                                 checkpoint_interval=3)
+    training.train(model, optimizer, data, spec3, probe, checkpoint=ckpt)
+    model, optimizer, data, spec, probe = setup("default", optimizer="sgd", lr=0.3, max_iters=6, eval_interval=3,
+                                                checkpoint_interval=3)
+    step, state = training.load_checkpoint(ckpt, model, optimizer)
+    assert optimizer.state_dict()["state"], "the momentum buffers come back"
+    resumed = training.train(model, optimizer, data, spec, probe, step=step, state=state)
+    assert resumed["losses"] == straight["losses"]  # bit for bit
+
+
+def test_value_drain_reads_the_start_tokens_value_state():
+    """A planted answer: the start token's embedding is 10 (e_0 - e_1), no other token touches dims 0
+    and 1; a value projection that reads only dim 0 gives it a large value state (ratio >> 1), one
+    blind to dims 0 and 1 a zero one (value drain)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**TINY, bias=False)).eval()
+    C = TINY["n_embd"]
+    x = batch()
+    x[:, 0] = START
+    with torch.no_grad():
+        model.wte.weight[START] = 0.0
+        model.wte.weight[START, :2] = torch.tensor([10.0, -10.0])
+        model.wte.weight[1:, :2] = 0.0
+        model.wpe.weight[0] = 0.0
+        model.wpe.weight[:, :2] = 0.0
+        v = model.blocks[0].attn.c_attn.weight[2 * C:]
+        v.zero_()
+        v[:, 0] = 1.0
+    reads_dim0 = training.emergence(model, x)[0]
+    with torch.no_grad():
+        v.normal_(0, 0.02)
+        v[:, :2] = 0.0
+    blind = training.emergence(model, x)[0]
+    assert reads_dim0["start_value_ratio"] > 20 and blind["start_value_ratio"] < 1e-3
+    head_dim = C // TINY["n_head"]  # LayerNorm makes the start token sqrt(C/2) (e_0 - e_1): every value entry sqrt(C/2)
+    assert reads_dim0["start_value_norm"] == pytest.approx((C / 2) ** 0.5 * head_dim ** 0.5, rel=1e-3)
+
+
+def test_unknown_optimizer_fails_with_one_error_line(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    env.pop("PIPELINE_FULL_ERROR", None)
+    for bad, word in (("train.optimizer=adam", "adam"), ("train.backcopy.start=middle", "middle")):
+        proc = subprocess.run([sys.executable, "-m", "pipeline.train", bad, f"paths.root={tmp_path}"],
+                              cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2, proc.stderr
+        errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error:") and word in errors[0], proc.stderr
     assert not (tmp_path / "results").exists()
