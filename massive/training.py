@@ -548,22 +548,55 @@ def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict]
     return row
 
 
-def contrast(table: pd.DataFrame, reference: str = "default") -> pd.DataFrame:
-    """`table` (one `summarise` row per variant) with two columns beside the `reference` variant:
-    `val_loss_gap` (this variant's validation loss minus the reference's) and `start_contrast`
-    (the reference's start-token |a| / median over this variant's). The paper's claim is a large
-    contrast at a gap near 0. Without the reference variant both are missing (NaN).
+def contrast(table: pd.DataFrame, histories: dict[str, pd.DataFrame] | None = None, reference: str = "default") -> pd.DataFrame:
+    """`table` (one `summarise` row per variant) with the comparison to the `reference` variant.
+
+    At the final step: `val_loss_gap` (this variant's validation loss minus the reference's) and
+    `start_contrast` (the reference's start-token |a| / median over this variant's). At matched
+    loss, from the evaluation `histories` (each variant's metrics table): the pair's loss level is
+    the worse final validation loss of the two; the better model is taken at its first evaluation
+    that reaches it, the worse at its final step. `matched_step` / `matched_reference_step` are
+    those steps, `matched_val_gap` the loss difference there (this minus the reference) and
+    `matched_contrast` the reference's start-token ratio over this variant's there. The paper's claim
+    is a large contrast at a gap near 0. Without the reference variant the columns are NaN.
 
         >>> t = pd.DataFrame({"variant": ["default", "attn_bias"], "val_loss": [2.80, 2.81], "start_over_median": [40.0, 10.0]})
         >>> contrast(t)[["val_loss_gap", "start_contrast"]].round(3).values.tolist()
         [[0.0, 1.0], [0.01, 4.0]]
     """
     out = table.copy()
+    matched = ["matched_step", "matched_reference_step", "matched_val_gap", "matched_contrast"]
     ref = out[out["variant"] == reference]
     if ref.empty:
-        out["val_loss_gap"], out["start_contrast"] = np.nan, np.nan
+        for col in ["val_loss_gap", "start_contrast", *matched]:
+            out[col] = np.nan
         return out
     r = ref.iloc[0]
     out["val_loss_gap"] = out["val_loss"] - r["val_loss"]
     out["start_contrast"] = r["start_over_median"] / out["start_over_median"]
+    if not histories or reference not in histories:
+        return out
+
+    def per_step(variant):  # step -> (val loss, start-token ratio: the largest over layers)
+        return histories[variant].groupby("step").agg(val=("val_loss", "first"), start=("start_over_median", "max"))
+
+    ref_steps = per_step(reference)
+    rows = {c: [] for c in matched}
+    for _, row in out.iterrows():
+        if row["variant"] not in histories:
+            for c in matched:
+                rows[c].append(np.nan)
+            continue
+        mine = per_step(row["variant"])
+        level = max(ref_steps["val"].iloc[-1], mine["val"].iloc[-1])
+        at = {}
+        for name, steps in (("ref", ref_steps), ("mine", mine)):
+            reached = steps[steps["val"] <= level + 1e-12]
+            at[name] = reached.index[0] if len(reached) else steps.index[-1]
+        rows["matched_step"].append(int(at["mine"]))
+        rows["matched_reference_step"].append(int(at["ref"]))
+        rows["matched_val_gap"].append(float(mine.loc[at["mine"], "val"] - ref_steps.loc[at["ref"], "val"]))
+        rows["matched_contrast"].append(float(ref_steps.loc[at["ref"], "start"] / mine.loc[at["mine"], "start"]))
+    for c in matched:
+        out[c] = rows[c]
     return out

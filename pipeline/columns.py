@@ -104,6 +104,9 @@ COLUMNS: dict[str, Column] = {
     "block0_start_over_median": C("block 0: start |a| / median (×)", "ratio"),
     "block0_top1_at_start": C("block 0: top-1 is the start token (share)", "ratio"),
     "start_attn": C("block 0: attention on the start token", "ratio"),
+    "matched_step": C("matched loss: step", "int"), "matched_reference_step": C("matched loss: default's step", "int"),
+    "matched_val_gap": C("matched loss: val loss − default's", "loss"),
+    "matched_contrast": C("matched loss: default's start ratio / this (×)", "ratio"),
     "val_loss_gap": C("val loss − default's", "loss"), "start_contrast": C("default's start ratio / this (×)", "ratio"),
 }
 

@@ -9,7 +9,9 @@ checkpoint.pt, in the order of the Variant enum) and writes there:
                       sqrt(d), top-1 share), block 0's attention on the start token and on the
                       bias slot, Sink_1, the value-state norm ratio per layer; beside default:
                       the validation-loss gap and default's start-token ratio over this
-                      variant's (`start_contrast`); `massive`: top-1 |a| above detect.min_abs AND
+                      variant's (`start_contrast`), also at matched loss (`matched_*`: the
+                      better model at its first evaluation that reaches the worse one's final
+                      loss); `massive`: top-1 |a| above detect.min_abs AND
                       top-1/median above detect.min_ratio (the paper's thresholds; tiny models
                       rarely pass them, so read the ratios)
   emergence.png       against the step: the attention sinks (block 0 on the start token, on the
@@ -79,7 +81,7 @@ def run(cfg: DictConfig) -> None:
         log.info("%s: step %d, val %.4f, start token %.1fx the median (layer %d, top-1 in %.0f%%), block-0 attention on it %.2f, "
                  "on the slot %.2f", variant, step, rows[-1]["val_loss"], rows[-1]["start_over_median"], rows[-1]["start_layer"],
                  100 * rows[-1]["top1_at_start"], rows[-1]["start_attn"], rows[-1]["slot_attn"])
-    table = training.contrast(pd.DataFrame(rows))
+    table = training.contrast(pd.DataFrame(rows), histories)
     write_table(table, base / "comparison.parquet", cfg)
     save(plots.train_emergence(histories), base / "emergence.png", cfg.figures.dpi)
     save(plots.train_layerwise(finals), base / "layerwise.png", cfg.figures.dpi)

@@ -434,3 +434,49 @@ def test_unknown_optimizer_fails_with_one_error_line(tmp_path):
         errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert len(errors) == 1 and errors[0].startswith("error:") and word in errors[0], proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_scale_sweep_through_snakemake_report_included(tmp_path):
+    """A tiny grid (width 16, 32 x 1 layer, 4 steps) through the DAG: every grid point trained and
+    compared, rule train_scale's table and figure, and the report's scale section."""
+    import yaml
+
+    from pipeline.io import read_table
+    from test_dag import snakemake
+
+    tiny_grid = {"model.n_embd": [16, 32], "model.n_layer": [1], "max_iters": [4], "batch_size": [8],
+                 "eval_interval": [2], "eval_iters": [2], "probe_batch_size": [4], "log_interval": [2], "warmup_iters": [2]}
+    sweep = tmp_path / "grid.yaml"
+    sweep.write_text(yaml.safe_dump({"models": [], "corpora": [], "overrides": ["wandb.mode=disabled"],
+                                     "train": {"configs": ["cpu_backcopy_short"], "variants": ["default", "attn_bias"],
+                                               "scale": tiny_grid}}))
+    proc = snakemake("--cores", "2", "--config", f"sweep={sweep}", cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    scale = read_table(tmp_path / "results/train/cpu_backcopy_short_scale/scale.parquet")
+    assert sorted(zip(scale["n_embd"], scale["variant"])) == [(16, "attn_bias"), (16, "default"), (32, "attn_bias"), (32, "default")]
+    assert (scale["n_layer"] == 1).all() and (scale["step"] == 4).all()
+    d = scale.set_index(["n_embd", "variant"])
+    for e in (16, 32):
+        assert d.loc[(e, "default"), "start_contrast"] == pytest.approx(1.0)
+        assert d.loc[(e, "attn_bias"), "slot_attn"] > 0 and d.loc[(e, "default"), "slot_attn"] == 0
+        assert d.loc[(e, "default"), "start_over_median_sqrt_d"] == pytest.approx(d.loc[(e, "default"), "start_over_median"] / e ** 0.5)
+    assert (tmp_path / "results/train/cpu_backcopy_short_scale/scale.png").stat().st_size > 0
+    report = (tmp_path / "results/report_grid.html").read_text()
+    assert "Retraining at scale: cpu_backcopy_short" in report and "start |a| / (median × √width)" in report
+
+
+def test_contrast_at_matched_loss_takes_the_better_model_where_it_reaches_the_worse_ones_loss():
+    import pandas as pd
+
+    steps = [0, 0, 10, 10, 20, 20]
+    h = {"default": pd.DataFrame({"step": steps, "layer": [0, 1] * 3, "val_loss": [4, 4, 2.9, 2.9, 2.85, 2.85],
+                                  "start_over_median": [1, 2, 30, 20, 40, 10]}),
+         "attn_bias": pd.DataFrame({"step": steps, "layer": [0, 1] * 3, "val_loss": [4, 4, 2.84, 2.84, 2.81, 2.81],
+                                    "start_over_median": [1, 2, 5, 8, 12, 10]})}
+    t = pd.DataFrame({"variant": ["default", "attn_bias"], "val_loss": [2.85, 2.81], "start_over_median": [40.0, 12.0]})
+    row = training.contrast(t, h).set_index("variant").loc["attn_bias"]
+    assert row["val_loss_gap"] == pytest.approx(-0.04) and row["start_contrast"] == pytest.approx(40 / 12)
+    # attn_bias is better: taken at step 10 (2.84 <= default's final 2.85), default at its final step
+    assert (row["matched_step"], row["matched_reference_step"]) == (10, 20)
+    assert row["matched_val_gap"] == pytest.approx(-0.01) and row["matched_contrast"] == pytest.approx(40 / 8)
+    assert training.contrast(t[t["variant"] == "attn_bias"], h)["matched_contrast"].isna().all()
