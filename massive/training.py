@@ -510,7 +510,7 @@ def load_trained(path: str | Path, variant: str | None = None) -> tuple[GPT, dic
 
 # ---------------------------------------------------------------- comparison of variants
 def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict], min_abs: float = 100.0,
-              min_ratio: float = 1000.0, config: GPTConfig | None = None, optimizer: str = "adamw") -> dict:
+              min_ratio: float = 1000.0, config: GPTConfig | None = None, setup: dict | None = None) -> dict:
     """One comparison row for a trained variant: the losses of its last evaluation (`metrics`) and the
     `emergence` rows of its final weights (`layers`).
 
@@ -520,7 +520,9 @@ def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict]
     attention later queries pay to position 0, and to the bias slot), Sink_1 over all heads, and
     the start token's value-state norm over the median token's per layer ("value drain").
     `massive` when top-1 |a| > min_abs and top-1/median > min_ratio (the paper's thresholds; tiny
-    models rarely pass them: read the ratios).
+    models rarely pass them: read the ratios). `setup` (e.g. optimizer, decay, start, after_start,
+    dtype) and `config` (n_layer, n_embd, init, tie_head) are recorded in the row: the regime the
+    variant was trained in.
 
         >>> row = summarise("attn_bias", metrics, 2000, emergence(model, probe))   # doctest: +SKIP
     """
@@ -528,9 +530,9 @@ def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict]
     top = max(layers, key=lambda r: r["top1_over_median"])
     start = max(layers, key=lambda r: r["start_over_median"])
     b0 = layers[0]
-    row = {"variant": variant, "optimizer": optimizer}
+    row = {"variant": variant, **(setup or {})}
     if config is not None:
-        row.update({"n_layer": config.n_layer, "n_embd": config.n_embd})
+        row.update({"n_layer": config.n_layer, "n_embd": config.n_embd, "init": config.init, "tie_head": config.tie_head})
     row.update({
         "step": step, "train_loss": float(last["train_loss"]), "val_loss": float(last["val_loss"]),
         "start_abs": start["start_abs"], "start_over_median": start["start_over_median"], "start_layer": start["layer"],

@@ -5,7 +5,8 @@
 Reads every trained variant under results/train/<train.name>/ (metrics.parquet and the final
 checkpoint.pt, in the order of the Variant enum) and writes there:
   comparison.parquet  one row per variant at its final step (massive.training.summarise, .contrast):
-                      losses; the start token's largest |a| over the median (its layer, over
+                      the regime it was trained in (optimizer, decay, dtype, how a sequence starts:
+                      start, after_start; n_layer, n_embd, init, tie_head); losses; the start token's largest |a| over the median (its layer, over
                       sqrt(d), top-1 share), block 0's attention on the start token and on the
                       bias slot, Sink_1, the value-state norm ratio per layer; beside default:
                       the validation-loss gap and default's start-token ratio over this
@@ -56,8 +57,11 @@ def final_stats(cfg: DictConfig, variant: str, ckpt_path):
     model, ckpt = training.load_trained(ckpt_path, variant)
     data = make_data(cfg, ckpt["train"].get("backcopy"))
     probe, _ = data.batch("probe", 0, cfg.train.probe_batch_size, model.config.block_size)
-    optimizer = ckpt["train"].get("optimizer", "adamw")
-    return ckpt["step"], training.emergence(model, probe, cfg.train.sink_threshold), model.config, optimizer
+    t = ckpt["train"]
+    setup = {"optimizer": t.get("optimizer", "adamw"), "decay": t.get("decay", "matrices"), "dtype": t.get("dtype", "float32")}
+    if t.get("data", "backcopy") == "backcopy":
+        setup.update({"start": t["backcopy"].get("start", "inside"), "after_start": t["backcopy"].get("after_start", "bigram")})
+    return ckpt["step"], training.emergence(model, probe, cfg.train.sink_threshold), model.config, setup
 
 
 def save(fig, path, dpi: int) -> None:
@@ -74,10 +78,10 @@ def run(cfg: DictConfig) -> None:
     rows, histories, finals = [], {}, {}
     for variant in found:
         metrics = read_table(base / variant / "metrics.parquet")
-        step, layers, gpt, optimizer = final_stats(cfg, variant, base / variant / "checkpoint.pt")
+        step, layers, gpt, setup = final_stats(cfg, variant, base / variant / "checkpoint.pt")
         histories[variant], finals[variant] = metrics, layers
         rows.append(training.summarise(variant, metrics, step, layers, cfg.detect.min_abs, cfg.detect.min_ratio,
-                                       config=gpt, optimizer=optimizer))
+                                       config=gpt, setup=setup))
         log.info("%s: step %d, val %.4f, start token %.1fx the median (layer %d, top-1 in %.0f%%), block-0 attention on it %.2f, "
                  "on the slot %.2f", variant, step, rows[-1]["val_loss"], rows[-1]["start_over_median"], rows[-1]["start_layer"],
                  100 * rows[-1]["top1_at_start"], rows[-1]["start_attn"], rows[-1]["slot_attn"])
