@@ -338,9 +338,14 @@ def ablation_block(files: dict[str, Path]) -> Markup:
 
 
 def training_section(folder: Path, name: str) -> Markup:
-    """Rule train_compare's comparison table and figures (folder: results/train/<name>)."""
-    return render("training.html.j2", name=name, comparison=table(read_table(folder / "comparison.parquet"), none_found=True),
-                  images=[(f, png(folder / f"{f}.png")) for f in ("emergence", "layerwise")])
+    """Rule train_compare's comparison table and figures (folder: results/train/<name>), and in words
+    each variant's contrast to default, at the final step and at matched loss."""
+    comparison = read_table(folder / "comparison.parquet")
+    rows = comparison.to_dict("records")
+    default = next((r for r in rows if r["variant"] == "default"), None)
+    contrasts = [r for r in rows if default is not None and r["variant"] != "default" and "matched_contrast" in r]
+    return render("training.html.j2", name=name, comparison=table(comparison, none_found=True), default=default,
+                  contrasts=contrasts, images=[(f, png(folder / f"{f}.png")) for f in ("emergence", "layerwise")])
 
 
 def training_scale_section(config: str, results: Path) -> Markup:

@@ -47,14 +47,16 @@ FACTORS = {  # name: (what changes from BASE, description)
     "bed": (REFERENCE, "the new bed: reference data + PyTorch init + untied head (decay matrices)"),
     "bed_decay_all": ({**REFERENCE, "decay": "all"}, "the new bed + decay on every parameter (= the reference script)"),
     "bed_attn_bias": ({**REFERENCE, "variant": "attn_bias"}, "the new bed, attn_bias"),
-    "bed_sgd": ({**REFERENCE, "optimizer": "sgd", "lr": 0.3}, "the new bed, SGD momentum 0.9, lr 0.3"),
-    "bed_sgd_lr1": ({**REFERENCE, "optimizer": "sgd", "lr": 1.0}, "the new bed, SGD momentum 0.9, lr 1.0"),
+    "after_uniform_attn_bias": ({"after_start": "uniform", "variant": "attn_bias"}, "position 1 uniform, attn_bias"),
+    "sgd_lr0.1": ({"after_start": "uniform", "optimizer": "sgd", "lr": 0.1}, "position 1 uniform, SGD momentum 0.9, lr 0.1"),
+    "sgd_lr0.3": ({"after_start": "uniform", "optimizer": "sgd", "lr": 0.3}, "position 1 uniform, SGD momentum 0.9, lr 0.3"),
+    "sgd_lr1": ({"after_start": "uniform", "optimizer": "sgd", "lr": 1.0}, "position 1 uniform, SGD momentum 0.9, lr 1.0"),
 }
 DEFAULT_SET = ["base", "decay_all", "start_outside", "after_uniform", "no_clip", "no_bias", "untied", "init_pytorch",
                "init_pytorch_untied", "data_reference", "bed", "bed_decay_all", "bed_attn_bias"]
 
 
-def run_one(name: str, seed: int, steps: int, probe_n: int) -> dict:
+def run_one(name: str, seed: int, steps: int, probe_n: int, evals: int = 1) -> dict:
     import torch
 
     from massive import training
@@ -68,7 +70,8 @@ def run_one(name: str, seed: int, steps: int, probe_n: int) -> dict:
                     init=f["init"], tie_head=f["tie_head"], variant=f["variant"])
     spec = training.TrainSpec(batch_size=64, block_size=64, max_iters=steps, lr=f["lr"], schedule="constant",
                               warmup_iters=100, weight_decay=0.1, decay=f["decay"], optimizer=f["optimizer"],
-                              grad_clip=f["grad_clip"], eval_interval=steps, eval_iters=10, checkpoint_interval=steps)
+                              grad_clip=f["grad_clip"], eval_interval=max(1, steps // evals), eval_iters=10,
+                              checkpoint_interval=steps)
     model, optimizer = training.build(gpt, spec, seed)
     data = training.BackcopyBatches(task, seed)
     probe, _ = data.batch("probe", 0, probe_n, 64)
@@ -83,7 +86,10 @@ def run_one(name: str, seed: int, steps: int, probe_n: int) -> dict:
             "block0_top1_at_start": b0["top1_at_start"], "block0_start_attn": b0["first_attn"], "block0_slot_attn": b0["slot_attn"],
             "block0_start_value_ratio": b0["start_value_ratio"], "block0_start_norm_ratio": b0["start_norm_ratio"],
             "peak_layer": peak["layer"], "peak_start_over_median": peak["start_over_median"],
-            "peak_top1_at_start": peak["top1_at_start"], "s_per_step": seconds / steps}
+            "peak_top1_at_start": peak["top1_at_start"], "s_per_step": seconds / steps,
+            "history": json.dumps([{k: r[k] for k in ("step", "val_loss", "start_over_median", "top1_at_start", "first_attn",
+                                                      "slot_attn", "start_value_ratio")}
+                                   for r in state["rows"] if r["layer"] == 0])}
 
 
 def markdown(df) -> str:
@@ -111,6 +117,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--probe", type=int, default=256, help="probe sequences")
+    p.add_argument("--evals", type=int, default=1, help="evaluations during a run (the history column), besides step 0")
     p.add_argument("--only", default=",".join(DEFAULT_SET), help="comma-separated factor names: " + ", ".join(FACTORS))
     p.add_argument("--out", default="results/train/factors.parquet")
     a = p.parse_args()
@@ -120,7 +127,7 @@ def main() -> None:
             p.error(f"unknown factor {n!r} (one of {', '.join(FACTORS)})")
     jobs = [(n, s) for n in names for s in a.seeds]
     with ProcessPoolExecutor(a.jobs) as pool:
-        futures = [pool.submit(run_one, n, s, a.steps, a.probe) for n, s in jobs]
+        futures = [pool.submit(run_one, n, s, a.steps, a.probe, a.evals) for n, s in jobs]
         rows = []
         for (n, s), fut in zip(jobs, futures):
             rows.append(fut.result())

@@ -61,14 +61,19 @@ def test_every_figure_is_a_figure_of_plain_tables():
     layers = pd.DataFrame({"layer": [0, 1], "mass_first": [0.2, 0.9], "mass_massive": [0.2, 0.9],
                            "sink_1_share": [0.0, 1.0], "top1_over_median": [3.0, 2000.0]})
     logits = torch.randn(1, 2, 3, 3).masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf"))
-    history = pd.DataFrame({"step": [0, 0, 10, 10], "top1_over_median": [2.0, 3.0, 40.0, 90.0], "first_over_median": [1.0, 1.0, 30.0, 80.0],
-                            "sink1": [0.0, 0.0, 0.5, 0.5], "slot_attn": [0.0, 0.0, 0.1, 0.2]})
-    finals = [{"layer": 0, "top1_over_median": 3.0, "first_abs": 1.0}, {"layer": 1, "top1_over_median": 90.0, "first_abs": 60.0}]
+    history = pd.DataFrame({"step": [0, 0, 10, 10], "layer": [0, 1, 0, 1], "first_attn": [0.1, 0.1, 0.9, 0.5],
+                            "slot_attn": [0.0, 0.0, 0.1, 0.2], "start_over_median": [1.0, 1.0, 30.0, 80.0],
+                            "top1_at_start": [0.0, 0.0, 1.0, 0.5], "start_value_ratio": [1.0, 1.0, 0.3, 0.5]})
+    finals = [{"layer": 0, "top1_over_median": 3.0, "start_over_median": 1.0}, {"layer": 1, "top1_over_median": 90.0, "start_over_median": 60.0}]
+    scale = pd.DataFrame({"variant": ["default", "default", "attn_bias", "attn_bias"], "n_layer": [2] * 4, "n_embd": [128, 256] * 2,
+                          "start_over_median": [30.0, 50.0, 10.0, 9.0], "start_over_median_sqrt_d": [2.6, 3.1, 0.9, 0.6],
+                          "start_attn": [0.9, 0.95, 0.0, 0.0], "slot_attn": [0.0, 0.0, 0.97, 0.98], "val_loss": [2.85, 2.84, 2.83, 2.82]})
     figs = [plots.layerwise(stats, "m on c"), plots.prompt_3d(prompt, 1, "m: 'abc'"), plots.token_map(prompt, "m"),
             plots.token_map(vit, "vit"),
             plots.ablation(ablation), plots.heatmaps({0: {"logits": logits}, 1: {"logits": logits}}, [0, 1], list("abc"), 0, "m"),
             plots.sink_curve(layers, 0, 1, "m"), plots.sink_curve(layers.drop(columns="top1_over_median"), None, None, "m"),
-            plots.train_emergence({"default": history, "gated": history}), plots.train_layerwise({"default": finals})]
+            plots.train_emergence({"default": history, "gated": history}), plots.train_layerwise({"default": finals}),
+            plots.train_scale(scale)]
     for fig in figs:
         assert isinstance(fig, Figure)
         assert png_of(fig).startswith(b"\x89PNG")
@@ -197,7 +202,10 @@ def results(tmp_path):
     train = res / "train" / "cpu_backcopy"
     train.mkdir(parents=True)
     pd.DataFrame({"variant": ["default", "attn_bias"], "val_loss": [2.5, 2.4], "max_top1_over_median": [1234.5, 12.25],
-                  "massive": [True, False]}).to_parquet(train / "comparison.parquet")
+                  "start_over_median": [40.0, 10.0], "start_layer": [0, 1], "top1_at_start": [1.0, 0.25],
+                  "start_attn": [0.97, 0.0], "slot_attn": [0.0, 0.98], "val_loss_gap": [0.0, -0.1], "start_contrast": [1.0, 4.0],
+                  "matched_step": [500, 300], "matched_reference_step": [500, 500], "matched_val_gap": [0.0, -0.004],
+                  "matched_contrast": [1.0, 5.5], "massive": [True, False]}).to_parquet(train / "comparison.parquet")
     for f in ("emergence", "layerwise"):
         (train / f"{f}.png").write_bytes(PNG)
     (res / "ablation_golden.png").write_bytes(PNG)
@@ -232,6 +240,9 @@ def test_sections_render_the_rules_outputs(results):
 
     train = html.training_section(results / "train/cpu_backcopy", "cpu_backcopy")
     assert "<h2>Retraining: cpu_backcopy</h2>" in train and "<td>1,230</td>" in train and "<td>12.2</td>" in train  # ratios: 3 significant digits
+    assert "start token 40.0x the median (layer 0;" in train and "top-1 entry in 100% of probe sequences" in train
+    assert "contrast to default 4.0x at the final step (validation loss -0.1000)" in train
+    assert "5.5x at matched loss (gap -0.0040: this variant at step\n    300, default at step 500)" in train
 
 
 def test_html_escapes_what_it_shows(results):
