@@ -3,9 +3,10 @@
 Every sequence starts with the start token. After it, tokens follow a fixed random bigram
 table (each row drawn from Dirichlet(alpha)), except after a trigger token: the token that
 follows a trigger copies the token just before the trigger. Two switches set how a sequence
-begins (`BackcopySpec`): `start` puts the start token inside the vocabulary (id 0, the other
-vocab_size - 1 ids ordinary) or outside it (an extra id vocab_size after vocab_size ordinary
-ids, as Guo et al.'s code); `after_start` draws position 1 from the start token's own bigram row
+begins (`BackcopySpec`): `start` makes the start token id 0 of the vocabulary (`inside`) or an
+extra id, vocab_size, outside it (`outside`, as Guo et al.'s code: one more embedding row and
+logit; the language, ids 1 .. vocab_size - 1, stays exactly the same, id 0 is then unused);
+`after_start` draws position 1 from the start token's own bigram row
 (`bigram`: a Dirichlet row, so nearly always the same few tokens) or uniformly from the
 non-trigger tokens (`uniform`). Predicting a bigram needs only the
 current token; predicting a copy needs attention to the previous token. Heads that have nothing
@@ -75,20 +76,22 @@ class Backcopy:
             raise MassiveError(f"vocab_size={spec.vocab_size} is too small for {spec.n_triggers} triggers")
         self.spec = spec
         g = torch.Generator().manual_seed(spec.task_seed)
-        inside = spec.start == "inside"
-        self.start = START if inside else spec.vocab_size
+        # ordinary tokens: 1 .. vocab_size - 1; the start token is id 0 (inside) or id vocab_size (outside),
+        # the language the same either way: the same bigram table, triggers and distribution after the start
+        self.start = START if spec.start == "inside" else spec.vocab_size
         self.n_ids = spec.n_ids
-        first = 1 if inside else 0  # ordinary tokens: first .. vocab_size - 1
-        n = spec.vocab_size - first
+        n = spec.vocab_size - 1
         # row i: the distribution of the token after token i; the start token never follows anything
         probs = torch.zeros(self.n_ids, self.n_ids, dtype=torch.float64)
         with torch.random.fork_rng(devices=[]):  # Dirichlet takes no generator: seed a forked global RNG
             torch.manual_seed(spec.task_seed)
             rows = torch.distributions.Dirichlet(torch.full((n,), float(spec.alpha), dtype=torch.float64))
-            probs[:, first:spec.vocab_size] = rows.sample((self.n_ids,))
-        self.triggers = first + torch.randperm(n, generator=g)[: spec.n_triggers]
+            probs[: spec.vocab_size, 1 : spec.vocab_size] = rows.sample((spec.vocab_size,))
+        if self.start != START:  # the start token takes row 0's distribution; id 0 never occurs (column 0 is 0)
+            probs[self.start] = probs[START]
+        self.triggers = 1 + torch.randperm(n, generator=g)[: spec.n_triggers]
         if spec.after_start == "uniform":
-            probs[self.start, first:spec.vocab_size] = 1.0
+            probs[self.start, 1 : spec.vocab_size] = 1.0
         probs[self.start, self.triggers] = 0.0  # the first token is never a trigger (nothing to copy yet)
         self.bigram = probs / probs.sum(dim=1, keepdim=True)
         self.is_trigger = torch.zeros(self.n_ids, dtype=torch.bool)

@@ -352,8 +352,12 @@ def test_start_switches_change_the_first_ids_of_a_batch():
     xu, _ = uniform.batch("train", 0, 512, 16)
     assert (xi[:, 0] == START).all() and (xi[:, 1:] != START).all()  # id 0, never again
     assert (xo[:, 0] == 64).all() and (xo[:, 1:] < 64).all() and outside.n_ids == 65
-    assert (xo[:, 1:] == 0).any()  # id 0 is an ordinary token when the start is outside
+    # the same language: only the start token's id moved (the same table, triggers, distribution after it)
+    assert torch.equal(outside.bigram[1:64, :64], inside.bigram[1:64, :64])
+    assert torch.equal(outside.bigram[64, :64], inside.bigram[START, :64]) and outside.bigram[:, 64].sum() == 0
+    assert torch.equal(outside.triggers, inside.triggers) and (xo != START).all()
     for task, x in ((inside, xi), (outside, xo), (uniform, xu)):
+        assert torch.isfinite(task.bigram).all() and torch.allclose(task.bigram.sum(1), torch.ones(task.n_ids, dtype=torch.float64))
         assert not task.is_trigger[x[:, 1]].any()  # position 1 is never a trigger (nothing to copy)
     bigram_row = outside.bigram[outside.start]
     assert set(xo[:, 1].tolist()) <= set(torch.nonzero(bigram_row).flatten().tolist())
