@@ -8,7 +8,9 @@ extra id, vocab_size, outside it (`outside`, as Guo et al.'s code: one more embe
 logit; the language, ids 1 .. vocab_size - 1, stays exactly the same, id 0 is then unused);
 `after_start` draws position 1 from the start token's own bigram row
 (`bigram`: a Dirichlet row, so nearly always the same few tokens) or uniformly from the
-non-trigger tokens (`uniform`). Predicting a bigram needs only the
+non-trigger tokens (`uniform`); `loss_on_first=False` leaves the start token's own prediction
+(of position 1) out of the loss, so nothing asks the start token's state to encode that
+distribution. Predicting a bigram needs only the
 current token; predicting a copy needs attention to the previous token. Heads that have nothing
 to do on bigram positions learn to rest on the start token: an attention sink, and with it a
 large hidden state at the start token.
@@ -50,6 +52,7 @@ class BackcopySpec:
     task_seed: int = 0
     start: str = "inside"  # "inside": the start token is id 0; "outside": an extra id, vocab_size
     after_start: str = "bigram"  # position 1: "bigram" (the start token's row) or "uniform" (non-triggers)
+    loss_on_first: bool = True  # False: no loss on predicting position 1 from the start token (target -1)
 
     def __post_init__(self):
         for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
@@ -114,7 +117,10 @@ class Backcopy:
         """Inputs and next-token targets, each (batch_size, block_size), seeded by (seed, split, step)."""
         g = torch.Generator().manual_seed(((seed * 1_000_003 + SPLITS[split]) * 1_000_003 + step) % (2**63))
         seq = self.sample(batch_size, block_size + 1, g)
-        return seq[:, :-1], seq[:, 1:]
+        x, y = seq[:, :-1], seq[:, 1:].clone()
+        if not self.spec.loss_on_first:  # the start token's own prediction is not trained (ignore_index -1)
+            y[:, 0] = -1
+        return x, y
 
     def optimal_loss(self, n: int = 256, length: int = 65) -> float:
         """Cross-entropy of the true process (bigram entropy; copies are free), for reference."""

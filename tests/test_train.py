@@ -369,6 +369,10 @@ def test_start_switches_change_the_first_ids_of_a_batch():
     assert int((bigram_row > 0.2).sum()) >= 1  # ... which is peaked (the bed before issue 18)
     with pytest.raises(MassiveError, match="backcopy.start='middle'"):
         BackcopySpec(start="middle")
+    # loss_on_first=False: the same inputs, only the start token's own target is ignored (-1)
+    x1, y1 = uniform.batch("train", 3, 8, 16)
+    x2, y2 = Backcopy(BackcopySpec(start="outside", after_start="uniform", loss_on_first=False)).batch("train", 3, 8, 16)
+    assert torch.equal(x1, x2) and (y2[:, 0] == -1).all() and torch.equal(y1[:, 1:], y2[:, 1:]) and (y1[:, 0] >= 0).all()
 
 
 def test_grad_clip_switch_clips_exactly_when_set(monkeypatch):
