@@ -65,6 +65,7 @@ class GPTConfig:
     bias: bool = True  # biases in the Linears and LayerNorms, like GPT-2
     init: str = "gpt2"  # "gpt2": N(0, 0.02), residual projections / sqrt(2 n_layer); "pytorch": torch's defaults
     tie_head: bool = True  # the output head shares the token embedding (GPT-2); False: its own nn.Linear
+    head_bias: bool = False  # a bias on the output head's logits (an untied head only)
     variant: str = "default"
     model_type: str = "massive_gpt"
 
@@ -73,6 +74,8 @@ class GPTConfig:
         self.init = getattr(self.init, "value", self.init)
         if self.variant not in VARIANTS:
             raise MassiveError(f"variant={self.variant!r} is not one of {', '.join(VARIANTS)}")
+        if self.head_bias and self.tie_head:
+            raise MassiveError("head_bias=true needs tie_head=false (the tied head is the embedding matrix, without a bias)")
         if self.init not in INITS:
             raise MassiveError(f"init={self.init!r} is not one of {', '.join(INITS)}")
         if self.n_embd % self.n_head:
@@ -211,7 +214,7 @@ class GPT(nn.Module):
             self.sink = nn.Parameter(torch.randn(1, 1, config.n_embd) * 0.02)
         self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
-        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=config.head_bias)
         if config.tie_head:
             self.lm_head.weight = self.wte.weight  # weight tying, as GPT-2
         if config.init == "gpt2":  # otherwise every module keeps torch's own default initialisation

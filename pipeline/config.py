@@ -449,6 +449,7 @@ class GPTArch:
     bias: bool = True
     init: Init = Init.gpt2
     tie_head: bool = True  # the output head shares the token embedding (GPT-2)
+    head_bias: bool = False  # a bias on the logits (needs tie_head: false)
 
 
 @dataclass

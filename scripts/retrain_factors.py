@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # inside the vocabulary followed by its own bigram row, clip 1.0, biases)
 BASE = {"init": "gpt2", "tie_head": True, "bias": True, "decay": "matrices", "grad_clip": 1.0,
         "start": "inside", "after_start": "bigram", "variant": "default", "optimizer": "adamw", "lr": 1e-2, "task_seed": 0,
-        "loss_on_first": True}
+        "loss_on_first": True,
+        "head_bias": False}
 REFERENCE = {"init": "pytorch", "tie_head": False, "start": "outside", "after_start": "uniform"}
 FACTORS = {  # name: (what changes from BASE, description)
     "base": ({}, "the bed before issue 18 (GPT-2 init, tied head, decay matrices, start id 0 + its bigram row)"),
@@ -55,6 +56,8 @@ FACTORS = {  # name: (what changes from BASE, description)
     "task2_attn_bias": ({"after_start": "uniform", "task_seed": 2, "variant": "attn_bias"}, "the same, attn_bias"),
     "no_first_loss": ({"after_start": "uniform", "loss_on_first": False}, "position 1 uniform, its prediction from the start token not trained"),
     "no_first_loss_attn_bias": ({"after_start": "uniform", "loss_on_first": False, "variant": "attn_bias"}, "the same, attn_bias"),
+    "reference_model": ({**REFERENCE, "decay": "all", "head_bias": True}, "the reference's model: the bed + decay on every parameter + a head bias"),
+    "reference_model_attn_bias": ({**REFERENCE, "decay": "all", "head_bias": True, "variant": "attn_bias"}, "the same, attn_bias"),
     "sgd_lr0.1": ({"after_start": "uniform", "optimizer": "sgd", "lr": 0.1}, "position 1 uniform, SGD momentum 0.9, lr 0.1"),
     "sgd_lr0.3": ({"after_start": "uniform", "optimizer": "sgd", "lr": 0.3}, "position 1 uniform, SGD momentum 0.9, lr 0.3"),
     "sgd_lr1": ({"after_start": "uniform", "optimizer": "sgd", "lr": 1.0}, "position 1 uniform, SGD momentum 0.9, lr 1.0"),
@@ -75,7 +78,7 @@ def run_one(name: str, seed: int, steps: int, probe_n: int, evals: int = 1) -> d
     task = BackcopySpec(vocab_size=64, n_triggers=3, alpha=0.2, task_seed=f["task_seed"], start=f["start"],
                         after_start=f["after_start"], loss_on_first=f["loss_on_first"])
     gpt = GPTConfig(vocab_size=task.n_ids, block_size=64, n_layer=2, n_head=4, n_embd=128, bias=f["bias"],
-                    init=f["init"], tie_head=f["tie_head"], variant=f["variant"])
+                    init=f["init"], tie_head=f["tie_head"], head_bias=f["head_bias"], variant=f["variant"])
     spec = training.TrainSpec(batch_size=64, block_size=64, max_iters=steps, lr=f["lr"], schedule="constant",
                               warmup_iters=100, weight_decay=0.1, decay=f["decay"], optimizer=f["optimizer"],
                               grad_clip=f["grad_clip"], eval_interval=max(1, steps // evals), eval_iters=10,

@@ -341,6 +341,9 @@ def test_init_and_tying_switches_change_only_what_they_name():
     assert len(list(torch_init.parameters())) == len(list(gpt2.parameters())) + 1  # the head's own weight
     with pytest.raises(MassiveError, match="init='xavier'"):
         GPTConfig(**TINY, init="xavier")
+    assert gpt2.lm_head.bias is None and GPT(GPTConfig(**TINY, tie_head=False, head_bias=True)).lm_head.bias.shape == (64,)
+    with pytest.raises(MassiveError, match="head_bias=true needs tie_head=false"):
+        GPTConfig(**TINY, head_bias=True)
 
 
 def test_start_switches_change_the_first_ids_of_a_batch():
