@@ -523,6 +523,8 @@ def check_train_values(cfg: Any) -> None:
             raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
     if t.model.n_embd % t.model.n_head:
         raise MassiveError(f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}")
+    if t.model.head_bias and t.model.tie_head:
+        raise MassiveError("train.model.head_bias=true needs train.model.tie_head=false (a tied head has no bias)")
     if not 0 < t.sink_threshold < 1:
         raise MassiveError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
     if t.data.value == "backcopy":
