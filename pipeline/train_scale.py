@@ -29,7 +29,8 @@ from pipeline.io import atomic_path, read_table, results_dir, write_table
 log = logging.getLogger(__name__)
 
 COLUMNS = ["run", "variant", "optimizer", "decay", "start", "after_start", "init", "tie_head", "dtype", "n_embd", "n_layer", "step", "val_loss", "val_loss_gap", "start_over_median",
-           "start_over_median_sqrt_d", "start_layer", "top1_at_start", "start_contrast", "start_attn", "slot_attn",
+           "start_over_median_sqrt_d", "start_layer", "top1_at_start", "start_contrast", "matched_step", "matched_reference_step",
+           "matched_val_gap", "matched_contrast", "start_attn", "slot_attn",
            "sink1", "layer0_start_value_ratio", "elapsed_min"]
 
 
