@@ -35,28 +35,22 @@ DEFAULT_REFERENCE = REPO.parent / "shared" / "reference" / "bigram_backcopy_refe
 
 
 def bed():
-    from omegaconf import OmegaConf
+    """The bed as rule train builds it: conf/train/cpu_backcopy.yaml composed, then pipeline.train's
+    own specs() and make_data() (no second reading of the YAML)."""
+    from pipeline import train
+    from pipeline.cli import compose
 
-    from massive import training
-    from massive.backcopy import BackcopySpec
-    from massive.gpt import GPTConfig
-
-    t = OmegaConf.load(REPO / "conf" / "train" / "cpu_backcopy.yaml")
-    spec = training.TrainSpec(batch_size=t.batch_size, block_size=t.model.block_size, lr=t.lr, schedule=t.schedule,
-                              warmup_iters=t.warmup_iters, beta1=t.beta1, beta2=t.beta2, weight_decay=t.weight_decay,
-                              decay=t.get("decay", "matrices"), grad_clip=t.grad_clip, eval_interval=t.eval_interval,
-                              eval_iters=t.eval_iters)
-    gpt = GPTConfig(**{k: v for k, v in OmegaConf.to_container(t.model).items()})
-    return gpt, spec, BackcopySpec(**OmegaConf.to_container(t.backcopy)), t.probe_batch_size
+    cfg = compose(["train=cpu_backcopy", "wandb.mode=disabled"], config_name="train")
+    gpt, spec = train.specs(cfg)
+    return gpt, spec, train.make_data(cfg), cfg.train.probe_batch_size
 
 
 def time_library(steps: int, with_evals: bool) -> float:
     from massive import training
 
-    gpt, spec, task, probe_n = bed()
+    gpt, spec, data, probe_n = bed()
     spec.max_iters = steps
     model, optimizer = training.build(gpt, spec, seed=1)
-    data = training.BackcopyBatches(task, seed=1)
     if with_evals:
         probe, _ = data.batch("probe", 0, probe_n, gpt.block_size)
         spec.checkpoint_interval = 10**9
@@ -84,9 +78,8 @@ def profile(steps: int) -> None:
 
     from massive import training
 
-    gpt, spec, task, _ = bed()
+    gpt, spec, data, _ = bed()
     model, optimizer = training.build(gpt, spec, seed=1)
-    data = training.BackcopyBatches(task, seed=1)
     training.train_step(model, optimizer, data, 0, spec)
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         for step in range(1, steps + 1):
