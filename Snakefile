@@ -16,6 +16,7 @@ wildcard_constraints:
     model="[A-Za-z0-9_.-]+(?:@(?:bos|no_bos))?",  # a model, or a run of it in a protocol: gpt2@bos
     corpus="[A-Za-z0-9_.-]+",
     layers=paths.LAYERS_SLUG,
+    cid="[0-9a-f]{8}",  # a stage's config id (pipeline/stages.py)
     train="[A-Za-z0-9_.-]+",
     variant="|".join(TRAIN_VARIANTS_ALL),
 

@@ -73,7 +73,7 @@ def run(cfg: DictConfig) -> None:
     regrow = regrowth.table(recorders)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (2, "layers", slug)):
         regrow.insert(at, column, value)
-    out = run_dir(cfg, "ablate") / slug
+    out = run_dir(cfg, "ablate")  # results/<model>/<corpus>/ablate/<slug>/<config id>
     write_table(table, out / "perplexity.parquet", cfg)
     write_table(regrow, out / "regrowth.parquet", cfg)
     with tracking.stage_run(cfg, name=f"ablate/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:

@@ -12,7 +12,7 @@ each batch): cls_cosine (mean cosine similarity of the final CLS embedding to th
 without intervention: 1 = unchanged), cls_cosine_min, cls_rel_change, top1 (when the model has a
 classification head and the images have labels) and zeroshot_top1 (CLIP, prompt
 ablate.clip_prompt per class name of data.class_names).
-Output: results/<model>/<images>/ablate/<layers>/images.parquet, one row per intervention.
+Output: results/<model>/<images>/ablate/<layers>/<config id>/images.parquet, one row per intervention.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def run(cfg: DictConfig) -> None:
     slug = layers_slug(cfg.ablate.layers)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (3, "layers", slug)):
         table.insert(at, column, value)  # the README's column order
-    write_table(table, run_dir(cfg, "ablate") / slug / "images.parquet", cfg)
+    write_table(table, run_dir(cfg, "ablate_images") / "images.parquet", cfg)
     with tracking.stage_run(cfg, name=f"ablate_images/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in table.itertuples():
             wb.log({f"cls_cosine/{row.intervention}": float(row.cls_cosine),

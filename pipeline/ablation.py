@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 
 from massive import ablation, plots
 from massive.errors import check_finite
-from pipeline import cli, html, paths, sweep as sweeps, tracking
+from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
 from pipeline.io import atomic_path, read_provenance, read_table, results_dir, write_table
 
 
@@ -84,13 +84,16 @@ def dtype_of(path: Path) -> str | None:
 def run(cfg: DictConfig) -> None:
     sweep = sweeps.load(cfg.sweep_name)
     spec = sweep.get("ablate") or {}
-    dirs = [Path(paths.ablate_dir(m, c, layers, results_dir(cfg)))
-            for m in sweep["models"] for c in sweep["corpora"] for layers in spec.get("layers", ["emerge"])]
+    plan = jobs.Plan(sweep, cfg.sweep_name)
+    plan.ids(root=cfg.paths.root)  # the config ids of the sweep's ablate jobs: their folders
+    where = plan.where(results_dir(cfg))
+    runs = [(m, c, layers) for m in sweep["models"] for c in sweep["corpora"] for layers in spec.get("layers", ["emerge"])]
+    dirs = [where("ablate", *run) for run in runs]
     tables = [read_table(d / "perplexity.parquet") for d in dirs]
     dtypes = {t["model"].iloc[0]: dtype_of(d / "perplexity.parquet") for d, t in zip(dirs, tables) if len(t)}
     table = verdicts(pd.concat(tables, ignore_index=True), cfg.ablate.harmful_factor, cfg.ablate.harmless_factor, dtypes)
     regrowth = pd.concat([read_table(d / "regrowth.parquet") for d in dirs], ignore_index=True)
-    zeroshot = [read_table(d / "zeroshot.parquet") for d in dirs if spec.get("zeroshot_tasks")]
+    zeroshot = [read_table(where("zeroshot", *run) / "zeroshot.parquet") for run in runs if spec.get("zeroshot_tasks")]
     out, figs = outputs(cfg), regrowth_outputs(cfg, sweep["models"])
     write_table(table, out["parquet"], cfg)
     write_table(regrowth, figs[None], cfg)

@@ -83,6 +83,15 @@ def write_run_record(run_dir: Path, cfg: DictConfig, argv: list[str]) -> None:
         OmegaConf.save(OmegaConf.create({"overrides": list(argv), "run_dir": str(run_dir)}), tmp / "overrides.yaml")
 
 
+def write_manifest(run_dir: Path, text: str) -> None:
+    """The settings that made a keyed stage's outputs (pipeline.stages.manifest), beside them."""
+    from massive.files import atomic_path
+    from pipeline.paths import MANIFEST
+
+    with atomic_path(run_dir / MANIFEST) as tmp:
+        tmp.write_text(text)
+
+
 def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None = None, config_name: str = "config") -> None:
     """Compose, validate, check against the fetched model, and call `run(cfg)`; map input errors
     to one line and exit 2; on success record the composed config in hydra.run.dir/.hydra/."""
@@ -97,13 +106,22 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
         run_dir = Path(cfg.hydra.run.dir)
         with open_dict(cfg):
             del cfg["hydra"]
+        keyed = None
         if config_name == "config":
             from pipeline.checks import preflight
+            from pipeline.stages import STAGES, manifest, manifest_text
+
+            if stage in STAGES:  # its record and settings go beside its outputs, in its keyed folder
+                from pipeline.io import run_dir as keyed_dir
+
+                run_dir, keyed = keyed_dir(cfg, stage), manifest_text(manifest(cfg, stage))
 
             preflight(cfg, stage)
             resolve_protocol(cfg, stage)
         run(cfg)
         write_run_record(run_dir, cfg, argv)
+        if keyed is not None:
+            write_manifest(run_dir, keyed)
     except (MassiveError, HydraException, OmegaConfBaseException) as exc:
         if os.environ.get("PIPELINE_FULL_ERROR"):
             raise

@@ -190,11 +190,13 @@ def inference_section(folder: Path, model: str, corpus: str) -> Markup:
                   images=[(f, png(folder / f"{f}.png")) for f in ("headroom", "quantization")])
 
 
-def pair_section(folder: Path, model: str, corpus: str, attention: bool = False, origins: bool = False,
-                 inference: bool = False) -> dict:
-    """What report.html.j2 shows of one model on one corpus (folder: results/<model>/<corpus>);
-    `layer_stats` and `attention` (its summary.json, or None) feed the sweep's summary and curves."""
-    det, figs, cap = folder / "detect", folder / "figures", folder / "capture"
+def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
+    """What report.html.j2 shows of one model on one corpus (dirs: each stage's keyed folder,
+    results/<model>/<corpus>/<stage>/<config id>, None where the sweep has no such job, with the
+    stage's settings.yaml beside its outputs); `layer_stats` and `attention` (its summary.json, or
+    None) feed the sweep's summary and curves."""
+    det, figs, cap = dirs["detect"], dirs["figures"], dirs["capture"]
+    attention, origins, inference = (dirs.get(s) for s in ("attention", "origins", "inference"))
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")
     result = json.loads((det / "summary.json").read_text())
@@ -215,10 +217,12 @@ def pair_section(folder: Path, model: str, corpus: str, attention: bool = False,
         "figures": [(f, png(figs / f"{f}.png")) for f in FIGURES],
         "static": [(f, png(figs / f"{f}.png")) for f in STATIC],
         "layer_stats": layer_stats,
-        "attention": json.loads((folder / "attention" / "summary.json").read_text()) if attention else None,
-        "attention_html": attention_section(folder / "attention", model, corpus) if attention else Markup(""),
-        "origins_html": origins_section(folder / "origins", model, corpus) if origins else Markup(""),
-        "inference_html": inference_section(folder / "inference", model, corpus) if inference else Markup(""),
+        "attention": json.loads((attention / "summary.json").read_text()) if attention else None,
+        "attention_html": attention_section(attention, model, corpus) if attention else Markup(""),
+        "origins_html": origins_section(origins, model, corpus) if origins else Markup(""),
+        "inference_html": inference_section(inference, model, corpus) if inference else Markup(""),
+        "settings": {stage: (d / paths.MANIFEST).read_text() if (d / paths.MANIFEST).is_file() else None
+                     for stage, d in dirs.items() if d is not None},
     }
 
 
@@ -387,16 +391,17 @@ def _json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _run_row(results: Path, run: str, corpus: str, layers: list[str]) -> dict:
-    from pipeline.paths import base_model, pair_dir
+def _run_row(where, run: str, corpus: str, layers: list[str]) -> dict:
+    from pipeline.paths import base_model
 
-    folder = Path(pair_dir(run, corpus, str(results)))
-    det = _json(folder / "detect" / "summary.json") or {}
-    att = _json(folder / "attention" / "summary.json") or {}
+    det_dir, att_dir = where("detect", run, corpus), where("attention", run, corpus)
+    det = (_json(det_dir / "summary.json") if det_dir else None) or {}
+    att = (_json(att_dir / "summary.json") if att_dir else None) or {}
     ppl = {}
     for lay in layers:
-        f = folder / "ablate" / lay / "perplexity.parquet"
-        if f.is_file():
+        d = where("ablate", run, corpus, lay)
+        f = d / "perplexity.parquet" if d else None
+        if f is not None and f.is_file():
             t = read_table(f).set_index("intervention")
             ppl = {k: float(v) for k, v in t["perplexity"].items()}
             ppl["chunks"] = int(t["n_chunks"].iloc[0])
@@ -413,22 +418,22 @@ def _run_row(results: Path, run: str, corpus: str, layers: list[str]) -> dict:
             "_warning": det.get("warning"), "_outlier_dims": det.get("outlier_dims", []), "_shared": det.get("shared_dims", [])}
 
 
-def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_ratio: float,
+def protocols_section(where, sweep: dict, min_abs: float, min_ratio: float,
                       detect: dict | None = None) -> tuple[Markup, Markup]:
     """The report's two sections on how every run's sequences began and on outlier features: one row
     per (model or run, corpus) of the sweep's language models (protocol, model.bos, whether the
     tokenizer adds a BOS, perplexity, massive dims and roles, saturation, Sink_1 share), a
     visible warning where the tokenizer adds a BOS but the run had none, the contrast of each
     model's protocols on the protocols' corpora, and per run its outlier feature dims beside its
-    massive ones (`detect`: the config's detect section, for the thresholds named)."""
+    massive ones (`detect`: the config's detect section, for the thresholds named). `where(rule,
+    run, corpus[, layers])` is a job's keyed folder (pipeline.jobs.Plan.where), None if none."""
     from pipeline import sweep as sweeps
 
-    results = Path(results)
     d = {k: getattr(detect, k) for k in ("outlier_abs", "outlier_ratio", "outlier_token_share", "outlier_layer_share",
                                          "massive_max_share")
          if detect is not None and hasattr(detect, k)}
     layers = (sweep.get("ablate") or {}).get("layers", ["emerge"])
-    rows = [_run_row(results, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
+    rows = [_run_row(where, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
     shown = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], columns=PROTOCOL_COLUMNS)
     for col in ("chunks", "perplexity", "zeroed", "largest x median", "Sink_1 share", "mass on first token"):
         shown[col] = pd.to_numeric(shown[col], errors="coerce")  # None -> NaN: shown as '-'
@@ -443,8 +448,8 @@ def protocols_section(results: str | Path, sweep: dict, min_abs: float, min_rati
                                   "table": table(shown[shown["run"].isin(runs) & (shown["corpus"] == c)].drop(columns=["model", "corpus"]))})
     summary, details = [], []
     for r in rows:
-        f = results / r["run"] / r["corpus"] / "detect" / "outliers.parquet"
-        o = read_table(f) if f.is_file() else pd.DataFrame(columns=OUTLIER_SHOWN)
+        d = where("detect", r["run"], r["corpus"])
+        o = read_table(d / "outliers.parquet") if d and (d / "outliers.parquet").is_file() else pd.DataFrame(columns=OUTLIER_SHOWN)
         summary.append({"run": r["run"], "corpus": r["corpus"], "protocol": r["protocol"], "massive dims": r["massive dims"],
                         "roles": r["roles"], "outlier feature dims": len(o),
                         "dense (massive at most tokens)": ", ".join(str(x) for x in o.loc[o["dense_layers"] != "", "dim"]) if len(o) else "",

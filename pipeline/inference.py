@@ -3,7 +3,7 @@
 Reads the detection, the corpus (perplexity chunks: the first inference.max_chunks, the paper's
 protocol) and the captured tokens (the first inference.num_sequences, traced for the super
 weights), loads the model in inference.dtype (the reference: float32) and writes, in
-results/<model>/<corpus>/inference/:
+results/<model>/<corpus>/inference/<config id>/:
 
   headroom.parquet      per block and format (inference.formats): the reference run's max |a|,
                         the format's limit, headroom, spacing at that magnitude, overflow and the
@@ -32,10 +32,10 @@ from massive import plots, precision, quantize, window
 from massive.errors import NonFiniteError
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
-from pipeline import cli, paths, tracking
+from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, results_dir, write_json, write_table
+from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, run_dir, write_json, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def run(cfg: DictConfig) -> None:
                "n_chunks": len(chunks), "seq_len": int(chunks.shape[1]), "headroom": precision.summary(headroom, runs),
                "window_skipped": skipped, "superweights_kept": {k: [list(i) for i in v] for k, v in keep.items()}}
 
-    out = lambda f: paths.inference_file(cfg.model.name, cfg.data.name, f, results_dir(cfg))  # noqa: E731
+    out = lambda f: run_dir(cfg, "inference") / f  # noqa: E731
     write_table(headroom, out("headroom.parquet"), cfg)
     write_table(quant, out("quantization.parquet"), cfg)
     write_table(win, out("window.parquet"), cfg)

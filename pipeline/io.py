@@ -48,11 +48,15 @@ def corpus_file(cfg: DictConfig) -> Path:
 
 
 def tokens_file(cfg: DictConfig) -> Path:
-    return root(cfg) / paths.tokens_file(cfg.model.name, cfg.data.name, cfg.paths.results)
+    return run_dir(cfg, "tokenize") / "tokens.parquet"
 
 
 def run_dir(cfg: DictConfig, stage: str) -> Path:
-    return root(cfg) / paths.run_dir(cfg.model.name, cfg.data.name, stage, cfg.paths.results)
+    """A keyed stage's folder for this config: results/<model>/<corpus>/<stage>/<config id>
+    (ablate, zeroshot, ablate_images: results/<model>/<corpus>/ablate/<layers>/<config id>)."""
+    from pipeline.stages import out_dir
+
+    return root(cfg) / out_dir(cfg, stage)
 
 
 # ---------------------------------------------------------------- provenance
@@ -130,7 +134,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def read_detection(cfg: DictConfig):
-    """The detect rule's outputs (results/<model>/<corpus>/detect/) read back as a massive.detect.Detection."""
+    """The detect rule's outputs (results/<model>/<corpus>/detect/<id>/) read back as a massive.detect.Detection."""
     from massive.detect import Detection
 
     det = run_dir(cfg, "detect")

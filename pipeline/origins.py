@@ -4,7 +4,7 @@ The science is massive.origins (read its docstring); this rule reads the capture
 first origins.num_sequences) and the detection, traces every massive activation at the tokens
 where detection found it, and measures perplexity (the first origins.max_chunks chunks, the
 paper's protocol) under each weight intervention of origins.interventions. It writes, in
-results/<model>/<corpus>/origins/:
+results/<model>/<corpus>/origins/<config id>/:
 
   sublayers.parquet     per massive activation (dim, role): the writing block's attention, MLP
                         (and unexplained) contribution, and every later block whose part changes
@@ -27,10 +27,10 @@ from omegaconf import DictConfig
 from massive import origins, plots
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
-from pipeline import cli, paths, tracking
+from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, results_dir, write_table
+from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, run_dir, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ def run(cfg: DictConfig) -> None:
     ppl.insert(0, "model", cfg.model.name)
     ppl["n_chunks"] = len(chunks)
 
-    results = results_dir(cfg)
-    out = lambda f: paths.origins_file(cfg.model.name, cfg.data.name, f, results)  # noqa: E731
+    out = lambda f: run_dir(cfg, "origins") / f  # noqa: E731
     write_table(o.sublayers, out("sublayers.parquet"), cfg)
     write_table(o.superweights, out("superweights.parquet"), cfg)
     write_table(ppl, out("perplexity.parquet"), cfg)

@@ -9,8 +9,8 @@ OmegaConf here: this module is plain strings.
     'cache/models/gpt2/fetched.json'
     >>> fetched("{model}")  # a Snakemake pattern
     'cache/models/{model}/fetched.json'
-    >>> ablate_file("gpt2", "wikitext2", "2_3", "perplexity.parquet")  # ablate.layers=[2,3]
-    'results/gpt2/wikitext2/ablate/2_3/perplexity.parquet'
+    >>> ablate_file("gpt2", "wikitext2", "2_3", "1f2e3d4c", "perplexity.parquet")  # ablate.layers=[2,3], config id 1f2e3d4c
+    'results/gpt2/wikitext2/ablate/2_3/1f2e3d4c/perplexity.parquet'
 
 A model measured in another sequence protocol than its own is a *run* of it, named
 `<model>@<protocol>` (run_name): `gpt2@bos` is gpt2 with a BOS at the start of every sequence.
@@ -39,6 +39,7 @@ INFERENCE_FILES = ("headroom.parquet", "quantization.parquet", "window.parquet",
 ABLATION_EXTS = ("parquet", "png", "html")
 ABLATE_FILES = ("perplexity.parquet", "regrowth.parquet")  # rule ablate, per model x corpus x layers
 TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")
+MANIFEST = "settings.yaml"  # beside every keyed stage's outputs: what made them (pipeline/stages.py)
 FETCHED = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 
 # The path-safe forms of ablate.layers (pipeline.config.layers_slug): emerge, from_emerge, all, or block
@@ -88,54 +89,62 @@ def corpus_run_dir(corpus: str, cache: str = CACHE) -> str:
     return f"{cache}/corpora/.runs/{corpus}"
 
 
-# ---------------------------------------------------------------- per model and corpus
+# ---------------------------------------------------------------- per model and corpus, keyed by config id
+# `cid` is the stage's config id (pipeline/stages.py: a hash of its settings.yaml, MANIFEST, written
+# beside the outputs); results of different settings live side by side under it.
 def pair_dir(model: str, corpus: str, results: str = RESULTS) -> str:
     return f"{results}/{model}/{corpus}"
 
 
-def tokens_file(model: str, corpus: str, results: str = RESULTS) -> str:
-    return f"{pair_dir(model, corpus, results)}/tokens.parquet"
+def run_dir(model: str, corpus: str, stage: str, cid: str, results: str = RESULTS) -> str:
+    """A stage's folder for one config: results/<model>/<corpus>/<stage>/<cid>."""
+    return f"{pair_dir(model, corpus, results)}/{stage}/{cid}"
 
 
-def run_dir(model: str, corpus: str, stage: str, results: str = RESULTS) -> str:
-    """A stage's folder: capture, detect, figures, attention, ablate."""
-    return f"{pair_dir(model, corpus, results)}/{stage}"
+def manifest(model: str, corpus: str, stage: str, cid: str, results: str = RESULTS) -> str:
+    """The settings that made a stage's outputs (pipeline.stages.manifest), beside them."""
+    return f"{run_dir(model, corpus, stage, cid, results)}/{MANIFEST}"
 
 
-def capture_table(model: str, corpus: str, table: str, results: str = RESULTS) -> str:
-    return f"{run_dir(model, corpus, 'capture', results)}/{table}.parquet"
+def tokens_file(model: str, corpus: str, cid: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'tokenize', cid, results)}/tokens.parquet"
 
 
-def detect_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
-    return f"{run_dir(model, corpus, 'detect', results)}/{name}"
+def capture_table(model: str, corpus: str, cid: str, table: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'capture', cid, results)}/{table}.parquet"
 
 
-def figure(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
-    return f"{run_dir(model, corpus, 'figures', results)}/{name}.png"
+def detect_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'detect', cid, results)}/{name}"
 
 
-def attention_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
-    return f"{run_dir(model, corpus, 'attention', results)}/{name}"
+def figure(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'figures', cid, results)}/{name}.png"
 
 
-def origins_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+def attention_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
+    return f"{run_dir(model, corpus, 'attention', cid, results)}/{name}"
+
+
+def origins_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
     """An output of rule origins (ORIGINS_FILES)."""
-    return f"{run_dir(model, corpus, 'origins', results)}/{name}"
+    return f"{run_dir(model, corpus, 'origins', cid, results)}/{name}"
 
 
-def inference_file(model: str, corpus: str, name: str, results: str = RESULTS) -> str:
+def inference_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
     """An output of rule inference (INFERENCE_FILES)."""
-    return f"{run_dir(model, corpus, 'inference', results)}/{name}"
+    return f"{run_dir(model, corpus, 'inference', cid, results)}/{name}"
 
 
-def ablate_dir(model: str, corpus: str, layers: str, results: str = RESULTS) -> str:
-    """One ablation's folder; `layers` is the path-safe form (layers_slug): emerge, all, 2_3."""
-    return f"{run_dir(model, corpus, 'ablate', results)}/{layers}"
+def ablate_dir(model: str, corpus: str, layers: str, cid: str, results: str = RESULTS) -> str:
+    """One ablation's folder (ablate, zeroshot, ablate_images); `layers` is the path-safe form
+    (layers_slug): emerge, all, 2_3."""
+    return f"{pair_dir(model, corpus, results)}/ablate/{layers}/{cid}"
 
 
-def ablate_file(model: str, corpus: str, layers: str, name: str, results: str = RESULTS) -> str:
+def ablate_file(model: str, corpus: str, layers: str, cid: str, name: str, results: str = RESULTS) -> str:
     """perplexity.parquet (ablate), zeroshot.parquet (zeroshot), images.parquet (ablate_images)."""
-    return f"{ablate_dir(model, corpus, layers, results)}/{name}"
+    return f"{ablate_dir(model, corpus, layers, cid, results)}/{name}"
 
 
 # ---------------------------------------------------------------- per sweep

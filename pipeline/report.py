@@ -18,26 +18,30 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import cli, html, paths, sweep as sweeps, tracking
+from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
 from pipeline.io import atomic_path, provenance, read_table, results_dir
+
+
+PAIR_STAGES = ("tokenize", "capture", "detect", "figures", "attention", "origins", "inference")  # a pair's tab
 
 
 def report_path(cfg: DictConfig) -> Path:
     return Path(paths.report_file(Path(cfg.sweep_name).stem, results_dir(cfg)))
 
 
-def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None) -> list[Markup]:
+def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, where=None) -> list[Markup]:
     """The sections of the sweep-level rules: protocols and outlier features, ablate_images,
     ablation, train_compare (`detect`: the config's detect section, its thresholds)."""
     from pipeline.config import DetectConfig
 
     detect = detect if detect is not None else DetectConfig()
+    where = where or jobs.Plan(sweep, sweep_name).where(results)
     blocks = []
     if sweep["models"]:  # how every run's sequences began, the protocols' contrast, outlier features
-        blocks.extend(html.protocols_section(results, sweep, detect.min_abs, detect.min_ratio, detect))
+        blocks.extend(html.protocols_section(where, sweep, detect.min_abs, detect.min_ratio, detect))
     if sweep.get("vision"):
         v = sweep["vision"]
-        blocks.append(html.vision_section([Path(paths.ablate_file(m, i, layers, "images.parquet", results))
+        blocks.append(html.vision_section([where("ablate_images", m, i, layers) / "images.parquet"
                                            for m in v["models"] for i in v["images"] for layers in v["layers"]]))
     if sweep.get("ablate"):
         blocks.append(html.ablation_block(html.ablation_files(results, sweep_name)))
@@ -53,14 +57,12 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None) -> l
 def render(cfg: DictConfig) -> str:
     sweep = sweeps.load(cfg.sweep_name)
     results = results_dir(cfg)
-    attention = set(sweeps.llm_pairs(sweep)) if sweep.get("attention") else set()  # with the protocol runs
-    origins = set(sweep["models"]) if sweep.get("origins") is not None else set()
-    inference = set(sweeps.inference_pairs(sweep))
-    sections = [html.pair_section(Path(paths.pair_dir(m, c, results)), m, c, attention=(m, c) in attention,
-                                  origins=m in origins and c in sweep["corpora"], inference=(m, c) in inference)
-                for m, c in sweeps.pairs(sweep)]
+    plan = jobs.Plan(sweep, cfg.sweep_name)
+    plan.ids(root=cfg.paths.root)  # the config ids of the sweep's jobs: the folders of exactly its outputs
+    where = plan.where(results)
+    sections = [html.pair_section({s: where(s, m, c) for s in PAIR_STAGES}, m, c) for m, c in sweeps.pairs(sweep)]
     ablation = read_table(html.ablation_files(results, cfg.sweep_name)["parquet"]) if sweep.get("ablate") else None
-    return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name, cfg.detect),
+    return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name, cfg.detect, where),
                        min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg), ablation=ablation)
 
 

@@ -252,26 +252,32 @@ def _read_checked(cache: Path | None, stamp: str) -> set[str]:
 
 
 def _write_checked(cache: Path, stamp: str, passed: set[str]) -> None:
+    write_json_atomic(cache, {"fingerprint": stamp, "passed": sorted(passed)})
+
+
+def write_json_atomic(cache: Path, record: dict) -> None:
+    """A cache file under .snakemake/ (a read-only working directory: the next run is only slower)."""
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
-            json.dump({"fingerprint": stamp, "passed": sorted(passed)}, f)
+            json.dump(record, f)
         os.replace(tmp, cache)
-    except OSError:  # a read-only working directory: the check is only slower next time
+    except OSError:
         pass
 
 
-def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: str | Path | None = None) -> int:
+def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: str | Path | None = None,
+                  composed: Iterable[str] = ()) -> int:
     """Compose the config of every job as its rule will, each distinct one once: `jobs` holds
     (what, overrides, config_name), `what` naming the job in the error. Raises MassiveError with
     one line naming the job and the bad value (a typo in the sweep's overrides, an unknown key in
     a model YAML). `cache` (a JSON file) remembers the configs that composed, under the
-    `fingerprint` of conf/ and the code, so a later call composes only new ones. Returns how
-    many configs were composed."""
+    `fingerprint` of conf/ and the code, so a later call composes only new ones; `composed`: keys
+    of configs that composed already (pipeline.jobs.Plan.ids). Returns how many configs were composed."""
     cache = Path(cache) if cache else None
     stamp = fingerprint()
-    passed = _read_checked(cache, stamp)
+    passed = _read_checked(cache, stamp) | set(composed)
     composed = 0
     for what, argv, config_name in jobs:
         key = hashlib.sha256("\0".join([config_name, *argv]).encode()).hexdigest()[:32]

@@ -8,7 +8,7 @@ ablate.interventions, with the same hooks as the ablate rule (massive.interventi
 Tasks come from ablate.zeroshot_tasks; their datasets come from the Hugging Face hub (cluster
 runs), or from local task YAMLs in ablate.zeroshot_include (a folder).
 Every input begins as model.bos says (the harness's add_bos_token).
-Output: results/<model>/<corpus>/ablate/<layers>/zeroshot.parquet, one row per (intervention,
+Output: results/<model>/<corpus>/ablate/<layers>/<config id>/zeroshot.parquet, one row per (intervention,
 task, metric).
 """
 
@@ -48,7 +48,7 @@ def run(cfg: DictConfig) -> None:
     table = pd.concat(frames, ignore_index=True)
     table.insert(0, "model", cfg.model.name)
     table.insert(1, "layers", slug)
-    write_table(table, run_dir(cfg, "ablate") / slug / "zeroshot.parquet", cfg)
+    write_table(table, run_dir(cfg, "zeroshot") / "zeroshot.parquet", cfg)
     with tracking.stage_run(cfg, name=f"zeroshot/{cfg.model.name}/{slug}") as wb:
         wb.log({"zeroshot": tracking.table(table)})
 

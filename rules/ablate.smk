@@ -6,11 +6,11 @@ rule ablate:
     input:
         model=rules.fetch_model.output.marker,
         corpus=rules.fetch_corpus.output.corpus,
-        detect=rules.detect.output,
+        detect=upstream("detect", *paths.DETECT_FILES),
     output:
-        [paths.ablate_file("{model}", "{corpus}", "{layers}", name) for name in paths.ABLATE_FILES],
+        [paths.ablate_file("{model}", "{corpus}", "{layers}", "{cid}", name) for name in paths.ABLATE_FILES],
     log:
-        paths.log("ablate", "{model}", "{corpus}", "{layers}"),
+        paths.log("ablate", "{model}", "{corpus}", "{layers}", "{cid}"),
     conda:
         "../environment.yml"
     threads: 2
@@ -20,19 +20,18 @@ rule ablate:
     params:
         py=PY,
         args=args("ablate"),
-        run=lambda w: paths.ablate_dir(w.model, w.corpus, w.layers),
     shell:
-        "{params.py} -m pipeline.ablate {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablate {params.args} 2>&1 | tee {log}"
 
 
 rule zeroshot:
     input:
         model=rules.fetch_model.output.marker,
-        detect=rules.detect.output,
+        detect=upstream("detect", *paths.DETECT_FILES),
     output:
-        paths.ablate_file("{model}", "{corpus}", "{layers}", "zeroshot.parquet"),
+        paths.ablate_file("{model}", "{corpus}", "{layers}", "{cid}", "zeroshot.parquet"),
     log:
-        paths.log("zeroshot", "{model}", "{corpus}", "{layers}"),
+        paths.log("zeroshot", "{model}", "{corpus}", "{layers}", "{cid}"),
     conda:
         "../environment.yml"
     threads: 2
@@ -42,15 +41,16 @@ rule zeroshot:
     params:
         py=PY,
         args=args("zeroshot"),
-        run=lambda w: paths.ablate_file(w.model, w.corpus, w.layers, ".zeroshot"),
     shell:
-        "{params.py} -m pipeline.zeroshot {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.zeroshot {params.args} 2>&1 | tee {log}"
 
 
 rule ablation:
     input:
-        expand(rules.ablate.output, model=MODELS, corpus=CORPORA, layers=ABLATE.get("layers", [])),
-        expand(rules.zeroshot.output, model=MODELS, corpus=CORPORA, layers=ABLATE.get("layers", [])) if ZEROSHOT else [],
+        keyed("ablate", [(m, c) for m in MODELS for c in CORPORA],
+              lambda m, c, lay, cid: [paths.ablate_file(m, c, lay, cid, n) for n in paths.ABLATE_FILES], ABLATE.get("layers", [])),
+        keyed("zeroshot", [(m, c) for m in MODELS for c in CORPORA],
+              lambda m, c, lay, cid: paths.ablate_file(m, c, lay, cid, "zeroshot.parquet"), ABLATE.get("layers", [])) if ZEROSHOT else [],
     output:
         [paths.ablation_file(SWEEP_STEM, ext) for ext in paths.ABLATION_EXTS] if ABLATE else [],
         [paths.regrowth_file(SWEEP_STEM, model) for model in [None, *MODELS]] if ABLATE else [],
@@ -73,12 +73,12 @@ rule ablate_images:
     input:
         model=rules.fetch_model.output.marker,
         corpus=rules.fetch_corpus.output.corpus,
-        tokens=rules.tokenize.output.tokens,
-        detect=rules.detect.output,
+        tokens=upstream("tokenize", "tokens.parquet"),
+        detect=upstream("detect", *paths.DETECT_FILES),
     output:
-        paths.ablate_file("{model}", "{corpus}", "{layers}", "images.parquet"),
+        paths.ablate_file("{model}", "{corpus}", "{layers}", "{cid}", "images.parquet"),
     log:
-        paths.log("ablate_images", "{model}", "{corpus}", "{layers}"),
+        paths.log("ablate_images", "{model}", "{corpus}", "{layers}", "{cid}"),
     conda:
         "../environment.yml"
     threads: 2
@@ -88,6 +88,5 @@ rule ablate_images:
     params:
         py=PY,
         args=args("ablate_images"),
-        run=lambda w: paths.ablate_file(w.model, w.corpus, w.layers, ".images"),
     shell:
-        "{params.py} -m pipeline.ablate_images {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablate_images {params.args} 2>&1 | tee {log}"

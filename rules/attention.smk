@@ -4,13 +4,13 @@ rule attention:
     input:
         model=rules.fetch_model.output.marker,
         corpus=rules.fetch_corpus.output.corpus,
-        tokens=rules.tokenize.output.tokens,
-        stats=rules.capture.output.layer_stats,
-        detect=rules.detect.output,
+        tokens=upstream("tokenize", "tokens.parquet"),
+        stats=upstream("capture", "layer_stats.parquet"),
+        detect=upstream("detect", *paths.DETECT_FILES),
     output:
-        [paths.attention_file("{model}", "{corpus}", name) for name in paths.ATTENTION_FILES],
+        [paths.attention_file("{model}", "{corpus}", "{cid}", name) for name in paths.ATTENTION_FILES],
     log:
-        paths.log("attention", "{model}", "{corpus}"),
+        paths.log("attention", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     threads: 2

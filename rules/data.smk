@@ -60,9 +60,9 @@ rule tokenize:
         model=rules.fetch_model.output.marker,
         corpus=rules.fetch_corpus.output.corpus,
     output:
-        tokens=paths.tokens_file("{model}", "{corpus}"),
+        tokens=paths.tokens_file("{model}", "{corpus}", "{cid}"),
     log:
-        paths.log("tokenize", "{model}", "{corpus}"),
+        paths.log("tokenize", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     resources:

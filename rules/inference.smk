@@ -6,12 +6,12 @@ rule inference:
     input:
         model=rules.fetch_model.output.marker,
         corpus=rules.fetch_corpus.output.corpus,
-        tokens=rules.tokenize.output.tokens,
-        detect=rules.detect.output,
+        tokens=upstream("tokenize", "tokens.parquet"),
+        detect=upstream("detect", *paths.DETECT_FILES),
     output:
-        [paths.inference_file("{model}", "{corpus}", name) for name in paths.INFERENCE_FILES],
+        [paths.inference_file("{model}", "{corpus}", "{cid}", name) for name in paths.INFERENCE_FILES],
     log:
-        paths.log("inference", "{model}", "{corpus}"),
+        paths.log("inference", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     threads: 1

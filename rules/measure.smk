@@ -3,12 +3,12 @@
 rule capture:
     input:
         model=rules.fetch_model.output.marker,
-        tokens=rules.tokenize.output.tokens,
+        tokens=upstream("tokenize", "tokens.parquet"),
     output:
-        **{table: paths.capture_table("{model}", "{corpus}", table) for table in paths.CAPTURE_TABLES},
+        **{table: paths.capture_table("{model}", "{corpus}", "{cid}", table) for table in paths.CAPTURE_TABLES},
     threads: 2
     log:
-        paths.log("capture", "{model}", "{corpus}"),
+        paths.log("capture", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     resources:
@@ -23,13 +23,11 @@ rule capture:
 
 rule detect:
     input:
-        rules.capture.output.layer_stats,
-        rules.capture.output.topk,
-        rules.capture.output.dim_max,
+        upstream("capture", "layer_stats.parquet", "topk.parquet", "dim_max.parquet"),
     output:
-        [paths.detect_file("{model}", "{corpus}", name) for name in paths.DETECT_FILES],
+        [paths.detect_file("{model}", "{corpus}", "{cid}", name) for name in paths.DETECT_FILES],
     log:
-        paths.log("detect", "{model}", "{corpus}"),
+        paths.log("detect", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     resources:
@@ -44,12 +42,11 @@ rule detect:
 
 rule figures:
     input:
-        rules.capture.output.layer_stats,
-        rules.capture.output.prompt,
+        upstream("capture", "layer_stats.parquet", "prompt.parquet"),
     output:
-        [paths.figure("{model}", "{corpus}", name) for name in paths.FIGURES],
+        [paths.figure("{model}", "{corpus}", "{cid}", name) for name in paths.FIGURES],
     log:
-        paths.log("figures", "{model}", "{corpus}"),
+        paths.log("figures", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     resources:

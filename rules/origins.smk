@@ -5,12 +5,12 @@ rule origins:
     input:
         model=rules.fetch_model.output.marker,
         corpus=rules.fetch_corpus.output.corpus,
-        tokens=rules.tokenize.output.tokens,
-        detect=rules.detect.output,
+        tokens=upstream("tokenize", "tokens.parquet"),
+        detect=upstream("detect", *paths.DETECT_FILES),
     output:
-        [paths.origins_file("{model}", "{corpus}", name) for name in paths.ORIGINS_FILES],
+        [paths.origins_file("{model}", "{corpus}", "{cid}", name) for name in paths.ORIGINS_FILES],
     log:
-        paths.log("origins", "{model}", "{corpus}"),
+        paths.log("origins", "{model}", "{corpus}", "{cid}"),
     conda:
         "../environment.yml"
     threads: 1

@@ -3,16 +3,18 @@
 rule report:
     input:
         rules.ablation.output,
-        each_pair(rules.attention.output, LLM_PAIRS) if ATTENTION else [],
+        keyed("attention", LLM_PAIRS, lambda m, c, cid: [paths.attention_file(m, c, cid, n) for n in paths.ATTENTION_FILES]) if ATTENTION else [],
         # the protocol runs' perplexity (their ablation is not part of the sweep's ablation table)
-        [paths.ablate_file(m, c, layers, "perplexity.parquet") for m, c in PROTOCOL_PAIRS for layers in ABLATE.get("layers", [])],
-        each_pair(rules.origins.output, [(m, c) for m in MODELS for c in CORPORA]) if ORIGINS is not None else [],
-        each_pair(rules.inference.output, INFERENCE_PAIRS) if INFERENCE_PAIRS else [],
+        keyed("ablate", PROTOCOL_PAIRS, lambda m, c, lay, cid: paths.ablate_file(m, c, lay, cid, "perplexity.parquet"), ABLATE.get("layers", [])),
+        keyed("origins", [(m, c) for m in MODELS for c in CORPORA],
+              lambda m, c, cid: [paths.origins_file(m, c, cid, n) for n in paths.ORIGINS_FILES]) if ORIGINS is not None else [],
+        keyed("inference", INFERENCE_PAIRS, lambda m, c, cid: [paths.inference_file(m, c, cid, n) for n in paths.INFERENCE_FILES]),
         expand(rules.train_compare.output, train=list(TRAIN_RUNS)),
         expand(rules.train_scale.output, train=TRAIN_SCALED),
-        expand(rules.ablate_images.output, model=VISION["models"], corpus=VISION["images"], layers=VISION["layers"]),
-        each_pair(rules.figures.output),
-        each_pair(rules.detect.output),
+        keyed("ablate_images", [(m, i) for m in VISION["models"] for i in VISION["images"]],
+              lambda m, c, lay, cid: paths.ablate_file(m, c, lay, cid, "images.parquet"), VISION["layers"]),
+        keyed("figures", PAIRS, lambda m, c, cid: [paths.figure(m, c, cid, n) for n in paths.FIGURES]),
+        keyed("detect", PAIRS, lambda m, c, cid: [paths.detect_file(m, c, cid, n) for n in paths.DETECT_FILES]),
     output:
         paths.report_file(SWEEP_STEM),
     log:
