@@ -1,0 +1,128 @@
+"""A sweep is an experiment: each stage's outputs are keyed by the settings it reads
+(pipeline/stages.py), so an override reaches only the stages that read it, two settings live side by
+side, and two sweeps that agree on a stage share it."""
+
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import assert_one_line_error
+from test_dag import job_counts, snakemake, write_sweep
+
+# small enough to plan in seconds: one LLM on one corpus, every per-pair stage, the ablation table, a training run
+SMALL = dict(models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8"],
+             ablate={"interventions": ["none", "zero"], "layers": ["emerge"]}, attention={"num_sequences": 2},
+             train={"configs": ["cpu_backcopy_short"], "variants": ["default"]})
+
+
+def planned_outputs(stdout: str) -> list[str]:
+    return [f for line in re.findall(r"^    output: (.*)$", stdout, re.M) for f in line.split(", ")]
+
+
+def pretend_run(work: Path, stdout: str) -> None:
+    """Create every output a dry run lists, all with one mtime: as if the sweep had run."""
+    for f in planned_outputs(stdout):
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        (work / f).write_text("x")
+    for f in planned_outputs(stdout):
+        os.utime(work / f, (1_700_000_000, 1_700_000_000))
+
+
+@pytest.fixture
+def after_small(tmp_path):
+    """A working directory in which SMALL (sweep file small.yaml) has 'run'."""
+    base = tmp_path / "small.yaml"
+    base.write_text(write_sweep(tmp_path, **SMALL).read_text())
+    proc = snakemake("-n", "--config", f"sweep={base}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pretend_run(tmp_path, proc.stdout)
+    again = snakemake("-n", "--config", f"sweep={base}", cwd=tmp_path)
+    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+    return tmp_path
+
+
+def plan_of(work: Path, name: str, **changes) -> dict[str, int]:
+    sweep = {**SMALL, **changes}
+    path = work / f"{name}.yaml"
+    path.write_text(write_sweep(work, **sweep).read_text())
+    proc = snakemake("-n", "--config", f"sweep={path}", cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return job_counts(proc.stdout)
+
+
+def test_a_tokenize_override_reruns_tokenize_and_what_follows_never_the_fetches(after_small):
+    counts = plan_of(after_small, "more", overrides=[*SMALL["overrides"], "tokenize.num_sequences=32"])
+    assert counts == {"tokenize": 1, "capture": 1, "detect": 1, "figures": 1, "ablate": 1, "attention": 1,
+                      "ablation": 1, "report": 1, "all": 1}, counts
+
+
+def test_a_detect_only_override_never_reruns_capture(after_small):
+    """detect.massive_max_share is read by detect alone; capture reads only the four count thresholds
+    of `detect` (min_abs, min_ratio, outlier_abs, outlier_ratio: it counts above them in its pass)."""
+    counts = plan_of(after_small, "detect_only", overrides=[*SMALL["overrides"], "detect.massive_max_share=0.4"])
+    assert "capture" not in counts and "tokenize" not in counts and "figures" not in counts, counts
+    assert counts["detect"] == 1 and counts["ablate"] == 1 and counts["attention"] == 1
+    assert "fetch_model" not in counts and "fetch_corpus" not in counts
+    # a figures-only change: figures and the sweep's report, nothing else
+    assert plan_of(after_small, "dpi", overrides=[*SMALL["overrides"], "figures.dpi=60"]) == {
+        "figures": 1, "attention": 1, "ablation": 1, "report": 1, "all": 1}  # attention and ablation draw figures too
+
+
+def test_a_plain_copy_under_another_name_recomputes_nothing(after_small):
+    """Only the sweep's own documents (its ablation table and report, named by it) are new."""
+    assert plan_of(after_small, "copy") == {"ablation": 1, "report": 1, "all": 1}
+
+
+def test_every_keyed_folder_has_its_settings_and_the_ids_follow_what_a_stage_reads(compose_in):
+    from pipeline import stages
+
+    base = compose_in("model=tiny_random", "data=news_sample")
+    more = compose_in("model=tiny_random", "data=news_sample", "tokenize.num_sequences=32")
+    looser = compose_in("model=tiny_random", "data=news_sample", "detect.massive_max_share=0.4")
+    changed = {s for s in stages.STAGES if stages.stage_id(base, s) != stages.stage_id(more, s)}
+    assert changed == set(stages.STAGES)  # every keyed stage comes after tokenize
+    assert {s for s in stages.STAGES if stages.stage_id(base, s) != stages.stage_id(looser, s)} == {
+        "detect", "ablate", "zeroshot", "ablate_images", "attention", "origins", "inference"}
+    m = stages.manifest(more, "capture")
+    assert m["after"] == {"tokenize": stages.stage_id(more, "tokenize")} and m["reads"]["capture"]["top_k"] > 0
+    assert set(m["reads"]) == {"model", "data", "seed", "capture", "detect.min_abs", "detect.min_ratio",
+                               "detect.outlier_abs", "detect.outlier_ratio"}
+    assert re.fullmatch(r"[0-9a-f]{8}", stages.stage_id(more, "capture"))
+
+
+def test_only_the_overrides_a_stage_reads_reach_its_job():
+    from pipeline import jobs, sweep as sweeps
+
+    sweep = sweeps.load("default")
+    sweep["overrides"] = ["tokenize.num_sequences=32", "detect.min_ratio=500", "wandb.mode=disabled"]
+    plan = jobs.Plan(sweep, "default")
+    assert plan.args("fetch_model", model="smollm2_135m") == ["model=smollm2_135m", "wandb.mode=disabled"]
+    assert plan.args("fetch_corpus", corpus="wiki_sample") == ["data=wiki_sample", "wandb.mode=disabled"]
+    assert plan.args("tokenize", model="smollm2_135m", corpus="wiki_sample")[-2:] == ["tokenize.num_sequences=32", "wandb.mode=disabled"]
+    assert "detect.min_ratio=500" in plan.args("capture", model="smollm2_135m", corpus="wiki_sample")
+    assert not any("sweep_name" in a for a in plan.args("train_compare", train="cpu_backcopy_short"))
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("ablate.layers=[3,99]", "ablate.layers"), ("model=gpt2", "sets model"), ("data=c4", "sets data"),
+    ("model.bos=always", "protocols"), ("+model.name=x", "sets model.name")])
+def test_an_override_of_a_key_the_dag_sets_per_job_is_refused(override, needle):
+    from massive.errors import MassiveError
+    from pipeline import jobs, sweep as sweeps
+
+    sweep = sweeps.load("default")
+    sweep["overrides"] = [override]
+    with pytest.raises(MassiveError, match="which the DAG sets per job") as exc:
+        jobs.Plan(sweep, "default")
+    assert needle in str(exc.value) and override in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_an_override_the_dag_sets_fails_the_dry_run_in_one_line(tmp_path):
+    sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["ablate.layers=[3,99]"])
+    error = assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "ablate.layers")
+    assert "which the DAG sets per job" in error
