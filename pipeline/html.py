@@ -448,8 +448,8 @@ def protocols_section(where, sweep: dict, min_abs: float, min_ratio: float,
                                   "table": table(shown[shown["run"].isin(runs) & (shown["corpus"] == c)].drop(columns=["model", "corpus"]))})
     summary, details = [], []
     for r in rows:
-        d = where("detect", r["run"], r["corpus"])
-        o = read_table(d / "outliers.parquet") if d and (d / "outliers.parquet").is_file() else pd.DataFrame(columns=OUTLIER_SHOWN)
+        det = where("detect", r["run"], r["corpus"])
+        o = read_table(det / "outliers.parquet") if det and (det / "outliers.parquet").is_file() else pd.DataFrame(columns=OUTLIER_SHOWN)
         summary.append({"run": r["run"], "corpus": r["corpus"], "protocol": r["protocol"], "massive dims": r["massive dims"],
                         "roles": r["roles"], "outlier feature dims": len(o),
                         "dense (massive at most tokens)": ", ".join(str(x) for x in o.loc[o["dense_layers"] != "", "dim"]) if len(o) else "",

@@ -26,6 +26,25 @@ def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | Non
                           text=True, env={**os.environ, "WANDB_MODE": "disabled", **(env or {})}, timeout=600)
 
 
+def only_id(folder: Path) -> Path:
+    """The one config-id folder (pipeline/stages.py) inside `folder`: where a test's single run wrote."""
+    import re
+
+    found = [d for d in folder.iterdir() if re.fullmatch(r"[0-9a-f]{8}", d.name)]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def keyed(work: Path, sweep: str | Path, rule: str, model: str, corpus: str, layers: str | None = None) -> Path:
+    """The keyed folder (results/<model>/<corpus>/<stage>/<config id>) of one job of `sweep` run in `work`."""
+    from pipeline import jobs
+    from pipeline import sweep as sweeps
+
+    plan = jobs.Plan(sweeps.load(str(sweep)), str(sweep))
+    plan.ids(root=work)
+    return work / plan.dir(rule, model, corpus, layers)
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit code 2 and exactly one `error:` line on stderr, naming what it should."""
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]

@@ -12,7 +12,7 @@ import torch
 
 import massive
 import tiny
-from conftest import assert_one_line_error, run_module
+from conftest import assert_one_line_error, only_id, run_module
 from massive import hooks, interventions
 from massive.capture import capture
 from massive.detect import detect
@@ -253,7 +253,7 @@ def test_a_list_of_layers_ablates_those_blocks(detected):
     root, base = detected
     proc = run_module("ablate", *base, "ablate.layers=[1,2]", "ablate.interventions=[none,zero,mean]")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = pd.read_parquet(ablate_dir(root) / "1_2" / "perplexity.parquet")
+    table = pd.read_parquet(only_id(ablate_dir(root) / "1_2") / "perplexity.parquet")
     assert table["layers"].tolist() == ["1_2"] * 3 and table["blocks"].tolist() == ["1,2"] * 3
     assert table["dims"].tolist() == [str(DIM)] * 3
     n_a = int((perplexity_chunks(byte_tokenizer(), DOCS, 32, 4) == A).sum())  # each "a" holds one
@@ -274,14 +274,14 @@ def test_float16_overflow_fails_with_one_line_and_keeps_the_good_table(detected)
 
     root, base = detected
     main("ablate", ablate.run, argv=[*base, "ablate.interventions=[none,zero]"])  # float32: a good table
-    good = ablate_dir(root) / "emerge" / "perplexity.parquet"
-    record = ablate_dir(root) / ".hydra" / "config.yaml"  # hydra.run.dir: results/<model>/<corpus>/ablate
+    good = only_id(ablate_dir(root) / "emerge") / "perplexity.parquet"
+    record = good.parent / ".hydra" / "config.yaml"  # the record: in the keyed folder, beside the outputs
     before = digest(good), digest(record)
     proc = run_module("ablate", *base, "ablate.interventions=[none,zero]", "model.dtype=float16")
     line = assert_one_line_error(proc, "ablate", "intervention 'none' at blocks 1", "nan", "float16", "float32 or bfloat16")
     assert "perplexity" in line or "cross-entropy" in line
     assert (digest(good), digest(record)) == before
-    assert not list((ablate_dir(root) / "emerge").glob(".perplexity.parquet.*"))  # no temporary file left
+    assert not list(good.parent.glob(".perplexity.parquet.*"))  # no temporary file left
 
 
 def test_bad_inputs_fail_with_one_line(tmp_path):
@@ -351,7 +351,9 @@ def regrown(tmp_path_factory):
         proc = run_module("ablate", *base, f"ablate.layers={layers}", "ablate.interventions=[none,zero,mean,top_zero,same_token_zero]")
         assert proc.returncode == 0, proc.stderr[-3000:]
     sweep = root / "regrown.yaml"
-    sweep.write_text("models: [tiny_random]\ncorpora: [wiki_sample]\n"
+    sweep.write_text("models: [tiny_random]\ncorpora: [wiki_sample]\n"  # the settings the ablate jobs ran with
+                     f"overrides: [model.source=local, 'model.path={base[2].split('=', 1)[1]}', model.seq_len=32, capture.top_k=8,"
+                     " ablate.max_chunks=8, ablate.bootstrap=400]\n"
                      "ablate: {interventions: [none, zero, mean, top_zero, same_token_zero], layers: [emerge, from_emerge, [0]]}\n")
     proc = run_module("ablation", f"sweep_name={sweep}", f"paths.root={root}", "wandb.mode=disabled",
                       "ablate.harmful_factor=1.05", "ablate.harmless_factor=1.02")
@@ -361,8 +363,8 @@ def regrown(tmp_path_factory):
 
 def test_zeroing_once_shows_regrowth_and_from_emerge_keeps_it_at_zero(regrown):
     ablate = ablate_dir(regrown)
-    once = pd.read_parquet(ablate / "emerge" / "regrowth.parquet").set_index(["intervention", "block"])
-    kept = pd.read_parquet(ablate / "from_emerge" / "regrowth.parquet").set_index(["intervention", "block"])
+    once = pd.read_parquet(only_id(ablate / "emerge") / "regrowth.parquet").set_index(["intervention", "block"])
+    kept = pd.read_parquet(only_id(ablate / "from_emerge") / "regrowth.parquet").set_index(["intervention", "block"])
     assert sorted({b for _, b in once.index}) == [LAYER, LAYER + 1, LAYER + 2]  # the first targeted block and every later one
     n_a = int((perplexity_chunks(byte_tokenizer(), DOCS, 32, 8) == A).sum())
     assert (once["n_targets"] == n_a).all() and once.loc[("none", LAYER), "target_abs"] > 1e5
@@ -376,20 +378,20 @@ def test_zeroing_once_shows_regrowth_and_from_emerge_keeps_it_at_zero(regrown):
 
     assert comes_back(once.reset_index(), "zero", 0.5).back_at == LAYER + 1
     assert comes_back(kept.reset_index(), "zero", 0.5).back_at is None
-    assert pd.read_parquet(ablate / "0" / "regrowth.parquet").empty  # nothing massive at block 0: nothing to follow
+    assert pd.read_parquet(only_id(ablate / "0") / "regrowth.parquet").empty  # nothing massive at block 0: nothing to follow
 
 
 def test_intervals_are_the_bootstrap_of_the_stored_chunk_nlls(regrown):
     import numpy as np
 
-    table = pd.read_parquet(ablate_dir(regrown) / "from_emerge" / "perplexity.parquet").set_index("intervention")
+    table = pd.read_parquet(only_id(ablate_dir(regrown) / "from_emerge") / "perplexity.parquet").set_index("intervention")
     nll, base = np.array(table.loc["zero", "chunk_nll"]), np.array(table.loc["none", "chunk_nll"])
     draws = np.random.default_rng(1).integers(0, len(nll), (400, len(nll)))  # seed=1, ablate.bootstrap=400
     lo, hi = np.percentile([math.exp(nll[i].mean() - base[i].mean()) for i in draws], [2.5, 97.5])
     assert (table.loc["zero", "ratio_lo"], table.loc["zero", "ratio_hi"]) == pytest.approx((lo, hi), rel=1e-12)
     assert table.loc["zero", "perplexity"] == pytest.approx(math.exp(nll.mean()))
     assert table.loc["none", "ratio_lo"] == table.loc["none", "ratio_hi"] == 1.0
-    once = pd.read_parquet(ablate_dir(regrown) / "emerge" / "perplexity.parquet").set_index("intervention")["entries_changed"]
+    once = pd.read_parquet(only_id(ablate_dir(regrown) / "emerge") / "perplexity.parquet").set_index("intervention")["entries_changed"]
     assert once["top_zero"] == once["same_token_zero"] == once["zero"] > 0  # on the tensor zero sees: as many entries
     # sustained: the first block's targets at every later block, for zero and the controls alike
     assert table.loc["zero", "entries_changed"] == table.loc["top_zero", "entries_changed"] == 3 * once["zero"]

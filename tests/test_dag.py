@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, keyed
 
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default")]
 
@@ -170,7 +170,7 @@ def test_a_checked_sweep_is_not_composed_again_but_a_new_typo_is_caught(tmp_path
     good = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8"])
     assert snakemake("-n", "--config", f"sweep={good}", cwd=tmp_path).returncode == 0
     checked = json.loads((tmp_path / ".snakemake/checked_configs.json").read_text())
-    assert len(checked["passed"]) == 4  # fetch_model, fetch_corpus, tokenize to figures (one config), report
+    assert len(checked["passed"]) == 5  # fetch_model, fetch_corpus, tokenize (no capture.top_k), capture to figures, report
     bad = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8", "detect.min_ab=1"])
     assert "detect.min_ab" in assert_one_error_line(snakemake("-n", "--config", f"sweep={bad}", cwd=tmp_path))
     assert json.loads((tmp_path / ".snakemake/checked_configs.json").read_text()) == checked
@@ -185,13 +185,14 @@ def test_the_dag_and_the_modules_agree_on_paths(tmp_path, compose_in):
     assert proc.returncode == 0, proc.stderr[-3000:]
     outputs = set(re.findall(r"^    output: (.*)$", proc.stdout, re.M))
     outputs = {f for line in outputs for f in line.split(", ")}
-    cfg = compose_in("model=gpt2", "data=wikitext2")
+    cfg = compose_in("model=gpt2", "data=wikitext2", "ablate.interventions=[none]")
     rel = lambda p: str(p.relative_to(tmp_path))
     assert rel(io.model_dir(cfg) / "fetched.json") in outputs
     assert rel(io.corpus_file(cfg)) in outputs and rel(io.tokens_file(cfg)) in outputs
     for stage, name in [("capture", "topk.parquet"), ("detect", "summary.json"), ("figures", "layerwise.png"),
-                        ("ablate", "emerge/perplexity.parquet")]:
+                        ("ablate", "perplexity.parquet")]:
         assert rel(io.run_dir(cfg, stage) / name) in outputs, (stage, name)
+        assert re.fullmatch("[0-9a-f]{8}", io.run_dir(cfg, stage).name)  # the stage's config id
 
 
 def test_editing_the_sweep_changes_the_dag(tmp_path):
@@ -217,18 +218,22 @@ def test_bad_sweep_is_rejected(tmp_path, sweep, message):
 def test_whole_dag_on_a_tiny_model(tiny_dag):
     tmp_path = tiny_dag  # conftest.TINY_SWEEP, run once for this test and the browser test
     results = tmp_path / "results"
+    at = lambda *job: keyed(tmp_path, tmp_path / "sweep.yaml", *job)  # noqa: E731
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report and "none found" in report  # a random model has none
-    for f in ["capture/topk.parquet", "detect/summary.json", "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:
-        assert (results / "tiny_random/news_sample" / f).stat().st_size > 0
-    assert json.loads((results / "tiny_random/news_sample/detect/summary.json").read_text())["found"] is False
+    for stage, f in [("capture", "topk.parquet"), ("detect", "summary.json"), ("figures", "layerwise.png"),
+                     ("figures", "prompt_3d.png"), ("figures", "token_map.png")]:
+        assert (at(stage, "tiny_random", "news_sample") / f).stat().st_size > 0
+        assert (at(stage, "tiny_random", "news_sample") / "settings.yaml").is_file()  # what made them, beside them
+    assert json.loads((at("detect", "tiny_random", "news_sample") / "summary.json").read_text())["found"] is False
     assert "What they cost at inference: tiny_random on news_sample" in report
-    assert len(pd.read_parquet(results / "tiny_random/news_sample/inference/window.parquet")) == 1 + 1 + 3
+    assert len(pd.read_parquet(at("inference", "tiny_random", "news_sample") / "window.parquet")) == 1 + 1 + 3
     assert "vit_random on photos" in report and "Vision transformers: interventions" in report
-    vit = pd.read_parquet(results / "vit_random/photos/ablate/emerge/images.parquet").set_index("intervention")
+    assert "The settings behind these numbers" in report and "num_sequences: 4" in report
+    vit = pd.read_parquet(at("ablate_images", "vit_random", "photos", "emerge") / "images.parquet").set_index("intervention")
     assert list(vit.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]
     assert (vit["n_images"] == 6).all() and vit.loc["fix_register_mean", "entries_changed"] > 0
-    prompt = pd.read_parquet(results / "vit_random/photos/capture/prompt.parquet", columns=["layer", "token"])
+    prompt = pd.read_parquet(at("capture", "vit_random", "photos") / "prompt.parquet", columns=["layer", "token"])
     assert prompt[prompt["layer"] == 0]["token"].tolist()[:6] == ["[CLS]", "[REG0]", "[REG1]", "[REG2]", "[REG3]", "patch 0,0"]
     rerun = snakemake("--cores", "2", "--config", f"sweep={tmp_path / 'sweep.yaml'}", cwd=tmp_path)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr

@@ -101,8 +101,8 @@ def test_a_tokenizer_that_adds_a_bos_gets_it_on_every_sequence_and_chunk(tmp_pat
     assert summary["role"].tolist() == ["bos"] and summary["dim"].tolist() == [7]  # the planted one, at the BOS
     result = json.loads((run_dir(cfg, "detect") / "summary.json").read_text())
     assert (result["protocol"], result["requested"], result["tokenizer_adds_bos"], result["warning"]) == ("bos", "auto", True, None)
-    ppl = read_table(run_dir(cfg, "ablate") / "emerge" / "perplexity.parquet")
-    assert set(ppl["protocol"]) == {"bos"} and read_provenance(run_dir(cfg, "ablate") / "emerge" / "perplexity.parquet")["protocol"] == "bos"
+    ppl = read_table(run_dir(cfg, "ablate") / "perplexity.parquet")
+    assert set(ppl["protocol"]) == {"bos"} and read_provenance(run_dir(cfg, "ablate") / "perplexity.parquet")["protocol"] == "bos"
     prompt = read_table(run_dir(cfg, "capture") / "prompt.parquet")
     assert prompt.query("layer == 0")["token_id"].iloc[0] == 0  # the prompt figures follow the protocol
 
@@ -121,7 +121,7 @@ def test_never_gives_no_bos_and_says_the_tokenizer_would_have_added_one(tmp_path
 
     sweep = {"models": ["tiny_bos"], "corpora": [cfg.data.name], "protocols": {"names": [], "corpora": []}}
     assert sweeps.llm_pairs(sweep) == [("tiny_bos", cfg.data.name)]
-    section = "".join(html.protocols_section(tmp_path / "results", sweep, 100.0, 1000.0, cfg.detect))
+    section = "".join(html.protocols_section(lambda rule, *job: run_dir(cfg, rule), sweep, 100.0, 1000.0, cfg.detect))
     assert "Sequence protocols" in section and 'class="verdict warning"' in section and "but this run has none" in section
     assert "Massive activations vs outlier features" in section
 

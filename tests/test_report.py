@@ -21,7 +21,8 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
-from conftest import REPO, assert_one_line_error, run_module
+from conftest import REPO, assert_one_line_error, keyed, run_module
+from golden import lay_out
 from massive import plots
 from massive.errors import NonFiniteError
 
@@ -209,14 +210,22 @@ def results(tmp_path):
     for f in ("emergence", "layerwise"):
         (train / f"{f}.png").write_bytes(PNG)
     (res / "ablation_golden.png").write_bytes(PNG)
+    sweep = tmp_path / "golden.yaml"
+    sweep.write_text(yaml.safe_dump(SWEEP))
+    lay_out(res, sweep)  # into the keyed folders a run of the golden sweep writes: results/<model>/<corpus>/<stage>/<id>
     return res
+
+
+def job_dir(results, *job) -> Path:
+    """The keyed folder of one job of the golden sweep (rule, model, corpus[, layers]) in the `results` fixture."""
+    return keyed(results.parent, results.parent / "golden.yaml", *job)
 
 
 def test_sections_render_the_rules_outputs(results):
     from pipeline import html
     from pipeline.ablation import verdicts
 
-    att = html.attention_section(results / "tiny_random/news_sample/attention", "tiny_random", "news_sample")
+    att = html.attention_section(job_dir(results, "attention", "tiny_random", "news_sample"), "tiny_random", "news_sample")
     assert "<h3>Attention: tiny_random on news_sample</h3>" in att
     assert "Massive tokens: first token (none detected); massive activations emerge after block -;" in att
     assert "mean attention on the first token 0.059." in att
@@ -224,11 +233,11 @@ def test_sections_render_the_rules_outputs(results):
     assert "<td>massive_mean</td>" in att and "<td>267.56</td>" in att  # perplexity table, 2 decimals
     assert att.count("data:image/png;base64,") == 2
 
-    vision = html.vision_section([results / "vit_random/photos/ablate/emerge/images.parquet"])
+    vision = html.vision_section([job_dir(results, "ablate_images", "vit_random", "photos", "emerge") / "images.parquet"])
     assert "<h2>Vision transformers: interventions</h2>" in vision and "<td>fix_register_mean</td>" in vision
     assert "DINOv2-reg ViT-S" in vision and "<td>81.9</td>" in vision  # the paper's numbers
 
-    table = verdicts(pd.concat([pd.read_parquet(results / f"tiny_random/news_sample/ablate/{la}/perplexity.parquet")
+    table = verdicts(pd.concat([pd.read_parquet(job_dir(results, "ablate", "tiny_random", "news_sample", la) / "perplexity.parquet")
                                 for la in ("emerge", "all")], ignore_index=True), 2.0)
     section = html.ablation_section(table)
     assert section.startswith("<h2>Ablation: massive activations set to zero")
@@ -248,11 +257,12 @@ def test_sections_render_the_rules_outputs(results):
 def test_html_escapes_what_it_shows(results):
     from pipeline import html
 
-    det = results / "tiny_random/news_sample/detect"
+    det = job_dir(results, "detect", "tiny_random", "news_sample")
     summary = {**json.loads((det / "summary.json").read_text()), "message": "<script>x</script>"}
     (det / "summary.json").write_text(json.dumps(summary))
     pd.DataFrame({"dim": [1], "tokens": ["<b>bold</b>"]}).to_parquet(det / "summary.parquet")
-    s = html.pair_section(results / "tiny_random/news_sample", "tiny_random", "news_sample")
+    s = html.pair_section({stage: job_dir(results, stage, "tiny_random", "news_sample") for stage in ("capture", "detect", "figures")},
+                          "tiny_random", "news_sample")
     page = html.report("x", [s], [], 100, 1000, {"git_commit": "abc", "packages": "{}", "seed": "0"})
     assert "<script>x</script>" not in page and "&lt;script&gt;x" in page
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
@@ -264,7 +274,7 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
     sweep = tmp_path / "golden.yaml"
     sweep.write_text(yaml.safe_dump(SWEEP))
     cfg = compose_in(f"sweep_name={sweep}")
-    table = ablation.verdicts(pd.concat([pd.read_parquet(results / f"tiny_random/news_sample/ablate/{la}/perplexity.parquet")
+    table = ablation.verdicts(pd.concat([pd.read_parquet(job_dir(results, "ablate", "tiny_random", "news_sample", la) / "perplexity.parquet")
                                          for la in ("emerge", "all")], ignore_index=True), 2.0)
     (results / "ablation_golden.html").write_text(html.ablation_section(table))
     page = report.render(cfg)
@@ -310,7 +320,7 @@ def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path)
     (results / "ablation_golden.html").write_text("<h2>Ablation</h2>")
     rows = summary_rows(report.render(compose_in(f"sweep_name={sweep}")))
     assert [(r[0], r[1]) for r in rows] == sweeps.pairs(SWEEP) == [("tiny_random", "news_sample"), ("vit_random", "photos")]
-    sink = json.loads((results / "tiny_random/news_sample/attention/summary.json").read_text())["sink_1_share"]
+    sink = json.loads((job_dir(results, "attention", "tiny_random", "news_sample") / "summary.json").read_text())["sink_1_share"]
     assert rows[0][2:] == ["none found", "", "", "-", "-", "-", "emerge: none found (zero ×1 [1, 1]); all: none found (zero ×1 [1, 1])",
                            html.columns.sig3(sink)]
     assert rows[1][2:] == ["none found", "", "", "-", "-", "-", "-", "-"]  # no text ablation, no attention for a ViT

@@ -145,7 +145,7 @@ def test_ablate_images_zero_breaks_the_cls_embedding_and_mean_does_not(tmp_path,
     capture.run(cfg)
     detect.run(cfg)
     ablate_images.run(cfg)
-    table = read_table(run_dir(cfg, "ablate") / "emerge" / "images.parquet").set_index("intervention")
+    table = read_table(run_dir(cfg, "ablate_images") / "images.parquet").set_index("intervention")
     assert list(table.index) == ["none", "zero", "mean", "random_zero", "fix_register_mean"]  # the baseline first
     assert table.loc["none", "cls_cosine"] == pytest.approx(1.0)
     assert table.loc["zero", "entries_changed"] == 6  # one entry per image, at the emerging block
@@ -169,7 +169,7 @@ def test_ablate_images_top1_with_a_classification_head(tmp_path, compose_in):
     capture.run(cfg)
     detect.run(cfg)
     ablate_images.run(cfg)
-    table = read_table(run_dir(cfg, "ablate") / "emerge" / "images.parquet").set_index("intervention")
+    table = read_table(run_dir(cfg, "ablate_images") / "images.parquet").set_index("intervention")
     corpus = read_table(tmp_path / "cache" / "corpora" / "tiny_images.parquet")
     assert corpus["label"].tolist() == [0, 0, 1, 1, 2, 2]  # sorted class folders, files sorted within
     pixels = images.preprocess(tiny.image_processor(), corpus["path"].tolist())
@@ -222,7 +222,7 @@ def test_ablate_images_clip_zeroshot_matches_the_clip_model(tmp_path, compose_in
                      "ablate.interventions=[none,zero]", "ablate.batch_size=4")
     for stage in (fetch_model, fetch_corpus, tokenize, capture, detect, ablate_images):
         stage.run(cfg)
-    table = read_table(run_dir(cfg, "ablate") / "emerge" / "images.parquet").set_index("intervention")
+    table = read_table(run_dir(cfg, "ablate_images") / "images.parquet").set_index("intervention")
     corpus = read_table(tmp_path / "cache" / "corpora" / "tiny_images.parquet")
     pixels = images.preprocess(tiny.image_processor(), corpus["path"].tolist())
     prompts = tok([f"a photo of a {n}." for n in ("cat", "dog", "rocket")], padding=True, return_tensors="pt")

@@ -71,7 +71,7 @@ def test_zeroshot_runs_the_harness_under_each_intervention(tmp_path, compose_in)
     capture.run(cfg)
     detect.run(cfg)
     zeroshot.run(cfg)
-    table = read_table(run_dir(cfg, "ablate") / "emerge" / "zeroshot.parquet")
+    table = read_table(run_dir(cfg, "zeroshot") / "zeroshot.parquet")
     acc = table[table.metric == "acc"].set_index("intervention")["value"]
     assert list(acc.index) == ["none", "zero", "mean"]
     assert ((acc >= 0) & (acc <= 1)).all()
