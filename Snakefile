@@ -38,6 +38,7 @@ include: "rules/report.smk"
 rule all:
     input:
         rules.report.output,
+        rules.compare.output if COMPARE else [],
 
 
 # Every job's config, composed now: a typo in the sweep fails here, before any job runs.

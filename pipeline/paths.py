@@ -165,6 +165,11 @@ def report_file(sweep: str, results: str = RESULTS) -> str:
     return f"{results}/report_{sweep}.html"
 
 
+def compare_file(a: str, b: str, results: str = RESULTS) -> str:
+    """Two sweeps side by side (rule compare, pipeline/compare.py)."""
+    return f"{results}/compare_{a}_vs_{b}.html"
+
+
 def sweep_run_dir(rule: str, sweep: str, results: str = RESULTS) -> str:
     """The Hydra run directory of a rule that reads the whole sweep (ablation, report)."""
     return f"{results}/.runs/{rule}_{sweep}"

@@ -15,6 +15,12 @@ except MassiveError as exc:
     print(f"error: {exc}", file=sys.stderr)
     sys.exit(2)
 SWEEP_STEM = sweeps.path_of(SWEEP_NAME).stem
+# another sweep to compare this one with, by the compare rule (--config compare=NAME or a path)
+COMPARE = str(config["compare"]) if config.get("compare") else None
+COMPARE_STEM = sweeps.path_of(COMPARE).stem if COMPARE else None
+if COMPARE and not sweeps.path_of(COMPARE).is_file():
+    print(f"error: compare={COMPARE!r}: no sweep {sweeps.path_of(COMPARE)}", file=sys.stderr)
+    sys.exit(2)
 PY = shlex.quote(sys.executable)
 # The sweep's name reaches the jobs through the environment (WANDB_RUN_GROUP, the W&B group),
 # not their parameters: a result shared by two sweeps is not recomputed when switching sweeps.
@@ -55,21 +61,21 @@ def ids():
         sys.exit(2)
 
 
-def keyed(rule, pairs, pattern, layers=None):
-    """A keyed rule's outputs for the sweep's jobs: `pattern(model, corpus, cid)` (with layers:
+def keyed(stage, pairs, pattern, layers=None):
+    """A keyed stage's outputs for the sweep's jobs: `pattern(model, corpus, cid)` (with layers:
     `pattern(model, corpus, layers, cid)`) for each (model, corpus) of `pairs`."""
     if layers is None:
-        return [pattern(m, c, ids()[(rule, m, c)]) for m, c in pairs]
-    return [pattern(m, c, lay, ids()[(rule, m, c, lay)]) for m, c in pairs for lay in layers]
+        return [pattern(m, c, ids()[(stage, m, c)]) for m, c in pairs]
+    return [pattern(m, c, lay, ids()[(stage, m, c, lay)]) for m, c in pairs for lay in layers]
 
 
-def upstream(rule, *names):
-    """An input function: files of the job of `rule` that the requesting job of this sweep comes after."""
+def upstream(stage, *names):
+    """An input function: files of the job of `stage` that the requesting job of this sweep comes after."""
     def files(w):
-        key = (rule, w.model, w.corpus)
+        key = (stage, w.model, w.corpus)
         if key not in ids():
-            raise ValueError(f"no {rule} job for {w.model} on {w.corpus} in sweep {SWEEP_NAME!r}")
-        d = paths.run_dir(w.model, w.corpus, stages.STAGES[rule].dir_name, ids()[key])
+            raise ValueError(f"no {stage} job for {w.model} on {w.corpus} in sweep {SWEEP_NAME!r}")
+        d = paths.run_dir(w.model, w.corpus, stages.STAGES[stage].dir_name, ids()[key])
         return [f"{d}/{n}" for n in names]
     return files
 

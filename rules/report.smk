@@ -30,3 +30,25 @@ rule report:
         run=paths.sweep_run_dir("report", SWEEP_STEM),
     shell:
         "{params.py} -m pipeline.report {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+
+
+# Two experiments side by side (pipeline/compare.py): `--config sweep=b.yaml compare=a` after both ran.
+# The other sweep's report must exist already (run that sweep first); this sweep's is built if needed.
+if COMPARE:
+    rule compare:
+        localrule: True
+        input:
+            paths.report_file(COMPARE_STEM),
+            rules.report.output,
+        output:
+            paths.compare_file(COMPARE_STEM, SWEEP_STEM),
+        log:
+            paths.log("compare", f"{COMPARE_STEM}_vs_{SWEEP_STEM}"),
+        conda:
+            "../environment.yml"
+        params:
+            py=PY,
+            a=COMPARE,
+            b=SWEEP_NAME,
+        shell:
+            "{params.py} -m pipeline.compare {params.a:q} {params.b:q} --out {output:q} 2>&1 | tee {log:q}"
