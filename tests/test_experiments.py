@@ -126,3 +126,44 @@ def test_an_override_the_dag_sets_fails_the_dry_run_in_one_line(tmp_path):
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["ablate.layers=[3,99]"])
     error = assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "ablate.layers")
     assert "which the DAG sets per job" in error
+
+
+# ---------------------------------------------------------------- two experiments run one after the other
+MINI = dict(models=["tiny_random"], corpora=["news_sample"], overrides=["tokenize.num_sequences=2", "capture.top_k=8"])
+
+
+def tables(work: Path) -> dict[str, str]:
+    """The digest of every table (Parquet, JSON) under results/, by relative path."""
+    return {str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((work / "results").rglob("*")) if p.suffix in (".parquet", ".json") and ".hydra" not in p.parts}
+
+
+def run_sweep(work: Path, name: str, *config: str, **sweep) -> None:
+    path = work / f"{name}.yaml"
+    path.write_text(write_sweep(work, **sweep).read_text())
+    proc = snakemake("--cores", "2", "--config", f"sweep={path}", *config, cwd=work, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
+    other = {**MINI, "overrides": ["tokenize.num_sequences=3", "capture.top_k=8"]}
+    work, alone = tmp_path / "both", tmp_path / "alone"
+    work.mkdir(), alone.mkdir()
+    run_sweep(work, "a", **MINI)
+    first, report = tables(work), (work / "results/report_a.html").read_bytes()
+    second = run_sweep(work, "b", **other)
+    assert "fetch_model" not in job_counts(second.stdout) and "fetch_corpus" not in job_counts(second.stdout)
+    both = tables(work)
+    assert {k: v for k, v in both.items() if k in first} == first  # nothing of sweep a was rewritten
+    assert (work / "results/report_a.html").read_bytes() == report
+    run_sweep(alone, "b", **other)
+    b_alone = tables(alone)
+    assert {k: both[k] for k in b_alone} == b_alone  # sweep b's tables as if run alone (same paths, same bytes)
+    assert set(both) == set(first) | set(b_alone) and set(first) != set(b_alone)
+    compare = run_sweep(work, "b", "compare=" + str(work / "a.yaml"), **other)
+    assert job_counts(compare.stdout) == {"compare": 1, "all": 1}
+    page = (work / "results/compare_a_vs_b.html").read_text()
+    assert "tokenize.num_sequences" in page and "<td>2</td>" in page and "<td>3</td>" in page
+    assert "tiny_random" in page and "news_sample" in page
