@@ -67,6 +67,19 @@ class Capture:
     def n_layers(self) -> int:
         return int(self.layer_stats["layer"].max()) + 1
 
+    def save(self, folder, meta: dict | None = None):
+        """The files the capture rule writes (massive/results.py); `meta`: more schema metadata."""
+        from massive.results import save_capture
+
+        return save_capture(self, folder, meta)
+
+    @classmethod
+    def load(cls, folder) -> "Capture":
+        """A capture saved with `save`, or a pipeline run's capture folder."""
+        from massive.results import load_capture
+
+        return load_capture(folder)
+
     @property
     def k(self) -> int:
         """The top-k entries kept per layer and sequence."""

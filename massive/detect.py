@@ -87,6 +87,19 @@ class Detection:
     def found(self) -> bool:
         return bool(self.result["found"])
 
+    def save(self, folder, meta: dict | None = None, summary_extra: dict | None = None):
+        """The files the detect rule writes (massive/results.py); `meta`: more schema metadata."""
+        from massive.results import save_detection
+
+        return save_detection(self, folder, meta, summary_extra)
+
+    @classmethod
+    def load(cls, folder, k: int | None = None, thresholds: dict | None = None) -> "Detection":
+        """A detection saved with `save`, or a pipeline run's detect folder."""
+        from massive.results import load_detection
+
+        return load_detection(folder, k, thresholds)
+
     @property
     def dims(self) -> list[int]:
         """The feature dims that hold massive activations (sorted)."""

@@ -29,7 +29,7 @@ from massive.capture import capture, prompt
 from massive.sequences import encode_prompt
 from pipeline import cli, tracking
 from pipeline.config import is_images
-from pipeline.io import read_table, run_dir, tokens_file, write_table
+from pipeline.io import provenance, read_table, run_dir, tokens_file, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
@@ -54,9 +54,7 @@ def run(cfg: DictConfig) -> None:
     table = prompt(model, first, tok, device=device)
 
     out = run_dir(cfg, "capture")
-    write_table(stats.layer_stats, out / "layer_stats.parquet", cfg)
-    write_table(stats.topk, out / "topk.parquet", cfg)
-    write_table(stats.dim_max, out / "dim_max.parquet", cfg)
+    stats.save(out, meta=provenance(cfg))  # layer_stats, topk, dim_max (Capture.load reads them back)
     write_table(table, out / "prompt.parquet", cfg)
     with tracking.stage_run(cfg) as wb:
         for row in stats.per_layer().itertuples():

@@ -256,8 +256,41 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
+    # user modules imported before the config is checked: a module name or a .py file that registers
+    # interventions (massive.interventions.intervention), e.g. [my_interventions] or [scratch/halve.py]
+    plugins: list[str] = field(default_factory=list)
     stage: str = "adhoc"  # the rule being run; set by pipeline.cli.main
     seed: int = 1
+
+
+def import_plugins(plugins: list[str]) -> None:
+    """Import the user modules that register interventions (or other registry entries): a module
+    name on the Python path (my_interventions) or a .py file (scratch/halve.py, relative to the
+    working directory). A module that does not import is one line naming it."""
+    import importlib
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    for name in plugins:
+        try:
+            if name.endswith(".py"):
+                path = Path(name).resolve()
+                key = f"massive_plugin_{path.stem}_{abs(hash(str(path)))}"
+                if key in sys.modules:
+                    continue
+                if not path.is_file():
+                    raise MassiveError(f"plugins entry {name!r}: no such file")
+                spec = importlib.util.spec_from_file_location(key, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[key] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(name)
+        except MassiveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's code: name it and what went wrong, in one line
+            raise MassiveError(f"plugins entry {name!r} does not import: {type(exc).__name__}: {exc}") from None
 
 
 def register() -> None:
@@ -356,6 +389,7 @@ def check_values(cfg: Any) -> None:
         raise MassiveError(f"ablate.regrow_share={a.regrow_share} must lie in (0, 1]")
     from massive.interventions import INTERVENTIONS
 
+    import_plugins(list(cfg.get("plugins") or []))
     unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
     if unknown:
         raise MassiveError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})")

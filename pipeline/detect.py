@@ -35,7 +35,7 @@ from massive.capture import Capture
 from massive.detect import detect
 from pipeline import cli, tracking
 from pipeline.config import is_images
-from pipeline.io import read_provenance, read_table, run_dir, write_json, write_table
+from pipeline.io import provenance, read_provenance, read_table, run_dir
 from pipeline.model import protocol
 
 
@@ -51,22 +51,19 @@ log = logging.getLogger(__name__)
 def run(cfg: DictConfig) -> None:
     cap = run_dir(cfg, "capture")
     vision = is_images(cfg.data)
-    dim_max = cap / "dim_max.parquet"
-    stats = Capture(layer_stats=read_table(cap / "layer_stats.parquet"), topk=read_table(cap / "topk.parquet"),
-                    dim_max=read_table(dim_max) if dim_max.is_file() else None, vision=vision,
-                    thresholds=counted_with(cap / "layer_stats.parquet"))
+    for table in ("layer_stats", "topk"):  # a missing input: one line naming it
+        read_table(cap / f"{table}.parquet")
+    stats = Capture.load(cap)
+    stats.vision = vision
+    stats.thresholds = stats.thresholds or counted_with(cap / "layer_stats.parquet")
     d = cfg.detect
     proto = None if vision else protocol(cfg)
     found = detect(stats, min_abs=d.min_abs, min_ratio=d.min_ratio, delimiters=list(d.delimiters), bos=bool(proto and proto.bos),
                    massive_max_share=d.massive_max_share, outlier_abs=d.outlier_abs, outlier_ratio=d.outlier_ratio,
                    outlier_token_share=d.outlier_token_share, outlier_layer_share=d.outlier_layer_share)
     out = run_dir(cfg, "detect")
-    write_table(found.massive, out / "massive.parquet", cfg)
-    write_table(found.summary, out / "summary.parquet", cfg)
-    write_table(found.per_layer, out / "per_layer.parquet", cfg)
-    write_table(found.outliers, out / "outliers.parquet", cfg)
-    write_json({**found.result, "model": cfg.model.name, "corpus": cfg.data.name, "n_layers": found.n_layers, "k": found.k,
-                **(proto.record() if proto else {"protocol": None})}, out / "summary.json")
+    found.save(out, meta=provenance(cfg), summary_extra={"model": cfg.model.name, "corpus": cfg.data.name,
+                                                         **(proto.record() if proto else {"protocol": None})})
     log.info("%s on %s: %s", cfg.model.name, cfg.data.name, found.result["message"])
     with tracking.stage_run(cfg) as wb:
         wb.summary.update({k: v for k, v in found.result.items() if not isinstance(v, list)})

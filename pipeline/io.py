@@ -140,11 +140,4 @@ def read_detection(cfg: DictConfig):
     det = run_dir(cfg, "detect")
     if not (det / "summary.json").is_file():
         raise MassiveError(f"input {det / 'summary.json'} is missing: run the detect rule first (or the whole DAG: snakemake)")
-    result = json.loads((det / "summary.json").read_text())
-    n_layers = result.pop("n_layers", None)
-    result = {k: v for k, v in result.items() if k not in ("model", "corpus")}
-    extra = {"outliers": read_table(det / "outliers.parquet")} if (det / "outliers.parquet").is_file() else {}
-    return Detection(massive=read_table(det / "massive.parquet"), summary=read_table(det / "summary.parquet"),
-                     per_layer=read_table(det / "per_layer.parquet"), result=result, n_layers=n_layers,
-                     k=cfg.capture.top_k, capped=bool(result.get("saturated")),
-                     thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio}, **extra)
+    return Detection.load(det, k=cfg.capture.top_k, thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio})

@@ -99,8 +99,9 @@ class Plan:
                 *stages.relevant(sweeps.overrides(self.sweep, model, corpus), stage)]
 
     def ablate_args(self, stage, model, corpus, layers, interventions, *extra):
-        return self.pair_args(stage, model, corpus, layers_override(layers),
-                              f"ablate.interventions={hydra_list(interventions)}", *extra)
+        plugins = self.sweep.get("plugins") or []  # the user modules that register interventions
+        return self.pair_args(stage, model, corpus, layers_override(layers), f"ablate.interventions={hydra_list(interventions)}",
+                              *extra, *([f"plugins=[{','.join(repr(p) for p in plugins)}]"] if plugins else []))
 
     def train_args(self, train: str) -> list[str]:
         """train=<config> and a grid run's overrides (train.name=..., train.model.n_embd=...)."""

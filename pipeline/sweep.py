@@ -76,6 +76,35 @@ def _unique(sweep: dict, name: str) -> None:
             seen.add(item)
 
 
+def _registries() -> dict[str, list[str]]:
+    from massive.interventions import INTERVENTIONS
+
+    return {"interventions": sorted(INTERVENTIONS)}
+
+
+def registry_schema(sweep: dict, name: str) -> dict:
+    """The sweep schema with each `x-registry` node's allowed names taken from the library's
+    registry (after importing the sweep's plugins, which may register more)."""
+    from pipeline.config import import_plugins
+
+    plugins = sweep.get("plugins") if isinstance(sweep, dict) else None
+    if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+        try:
+            import_plugins(plugins)
+        except MassiveError as exc:
+            raise MassiveError(f"sweep {name!r}: {exc}") from None
+    names = _registries()
+
+    def fill(node):
+        if isinstance(node, dict):
+            if "x-registry" in node:
+                node = {**{k: v for k, v in node.items() if k != "x-registry"}, "enum": names[node["x-registry"]]}
+            return {k: fill(v) for k, v in node.items()}
+        return [fill(v) for v in node] if isinstance(node, list) else node
+
+    return fill(yaml.safe_load((CONF_DIR / "schemas" / "sweep.schema.yaml").read_text()))
+
+
 def load(name: str) -> dict:
     from pipeline.config import layers_slug
 
@@ -88,7 +117,7 @@ def load(name: str) -> dict:
     except yaml.YAMLError as exc:
         raise MassiveError(f"sweep {name!r}: not valid YAML: {' '.join(str(exc).split())}") from None
     _layer_strings(sweep, name)
-    schema = yaml.safe_load((CONF_DIR / "schemas" / "sweep.schema.yaml").read_text())
+    schema = registry_schema(sweep, name)
     try:
         jsonschema.validate(sweep, schema)
     except jsonschema.ValidationError as exc:

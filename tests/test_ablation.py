@@ -414,3 +414,29 @@ def test_verdicts_and_the_report_read_the_evidence(regrown):
     assert page.count("data:image/png;base64,") == 1 and 'alt="tiny_random"' in page  # the regrowth figure
     assert (regrown / "results" / "ablation_regrown_regrowth_tiny_random.png").read_bytes().startswith(b"\x89PNG")
     assert len(pd.read_parquet(regrown / "results" / "ablation_regrown_regrowth.parquet")) > 0
+
+
+HALVE = '''from massive.interventions import intervention
+
+
+@intervention("halve_plugin")
+def halve(h, mask, ctx):
+    h[mask] /= 2
+    ctx.changed += int(mask.sum())
+'''
+
+
+def test_an_intervention_registered_in_user_code_runs_and_is_in_the_table(detected, tmp_path):
+    """A sweep's `plugins` (here a .py file) register interventions; the schema and the job take them."""
+    from pipeline.cli import compose
+    from pipeline.io import run_dir
+
+    root, base = detected
+    plugin = tmp_path / "halve.py"
+    plugin.write_text(HALVE)
+    argv = [*base, f"plugins=['{plugin}']", "ablate.interventions=[none,halve_plugin]"]
+    proc = run_module("ablate", *argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = pd.read_parquet(run_dir(compose(argv), "ablate") / "perplexity.parquet").set_index("intervention")
+    assert list(table.index) == ["none", "halve_plugin"] and table.loc["halve_plugin", "entries_changed"] > 0
+    assert_one_line_error(run_module("ablate", *base, "plugins=[no_such_plugin_module]"), "no_such_plugin_module", "does not import")

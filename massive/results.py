@@ -1,0 +1,115 @@
+"""Result objects saved to and loaded from a folder, as the files the pipeline writes.
+
+    stats.save("out/capture")                  # layer_stats.parquet, topk.parquet, dim_max.parquet
+    stats = Capture.load("out/capture")
+    found.save("out/detect")                   # massive, summary, per_layer, outliers .parquet + summary.json
+    found = Detection.load("results/smollm2_135m/wiki_sample/detect/6b9ac1e6")   # a pipeline run's
+
+Every Parquet file carries, in its schema metadata under `massive`, what the object needs beyond its
+tables (a capture's count thresholds, a detection's k and thresholds); `meta` adds more (the
+pipeline's provenance: config, git commit, packages, seed). Writes are atomic (massive/files.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from massive.errors import MassiveError
+from massive.files import atomic_path
+
+if TYPE_CHECKING:
+    from massive.capture import Capture
+    from massive.detect import Detection
+
+KEY = "massive"  # the schema metadata key of the object's own fields
+CAPTURE_TABLES = ("layer_stats", "topk", "dim_max")
+DETECTION_TABLES = ("massive", "summary", "per_layer", "outliers")
+SUMMARY_JSON = "summary.json"
+
+
+def write_parquet(df: pd.DataFrame, path: str | Path, meta: dict[str, str] | None = None) -> Path:
+    """`df` as Parquet, atomically, with `meta` (str -> str) in its schema metadata."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    merged = dict(table.schema.metadata or {})
+    merged.update({k.encode(): v.encode() for k, v in (meta or {}).items()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table.replace_schema_metadata(merged), tmp)
+    return Path(path)
+
+
+def read_parquet(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """A table and the object fields stored with it (KEY); a missing file is one line naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise MassiveError(f"{path} is missing (save the result there first, or run the rule that writes it)")
+    table = pq.read_table(path)
+    own = (table.schema.metadata or {}).get(KEY.encode())
+    return table.to_pandas(), (json.loads(own) if own else {})
+
+
+def write_json(obj: Any, path: str | Path) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)
+
+
+def save_capture(stats: Capture, folder: str | Path, meta: dict[str, str] | None = None) -> Path:
+    folder = Path(folder)
+    own = {KEY: json.dumps({"thresholds": stats.thresholds, "vision": bool(stats.vision)}, sort_keys=True), **(meta or {})}
+    for name in CAPTURE_TABLES:
+        df = getattr(stats, name)
+        if df is not None:
+            write_parquet(df, folder / f"{name}.parquet", own)
+    return folder
+
+
+def load_capture(folder: str | Path) -> Capture:
+    from massive.capture import Capture
+
+    folder = Path(folder)
+    layer_stats, own = read_parquet(folder / "layer_stats.parquet")
+    topk, _ = read_parquet(folder / "topk.parquet")
+    dim_max = read_parquet(folder / "dim_max.parquet")[0] if (folder / "dim_max.parquet").is_file() else None
+    return Capture(layer_stats=layer_stats, topk=topk, dim_max=dim_max, vision=bool(own.get("vision", False)),
+                   thresholds=own.get("thresholds"))
+
+
+def save_detection(found: Detection, folder: str | Path, meta: dict[str, str] | None = None,
+                   summary_extra: dict | None = None) -> Path:
+    """The tables and summary.json ({**result, n_layers, k, **summary_extra}: the pipeline adds the
+    model, corpus and protocol)."""
+    folder = Path(folder)
+    own = {KEY: json.dumps({"k": found.k, "capped": bool(found.capped), "thresholds": dict(found.thresholds)},
+                           sort_keys=True, default=float), **(meta or {})}
+    for name in DETECTION_TABLES:
+        write_parquet(getattr(found, name), folder / f"{name}.parquet", own)
+    write_json({**found.result, "n_layers": found.n_layers, "k": found.k, **(summary_extra or {})}, folder / SUMMARY_JSON)
+    return folder
+
+
+def load_detection(folder: str | Path, k: int | None = None, thresholds: dict | None = None) -> Detection:
+    """A Detection from `folder` (`k`, `thresholds`: where the files predate their metadata)."""
+    from massive.detect import Detection
+
+    folder = Path(folder)
+    if not (folder / SUMMARY_JSON).is_file():
+        raise MassiveError(f"{folder / SUMMARY_JSON} is missing (save the detection there first, or run the detect rule)")
+    result = json.loads((folder / SUMMARY_JSON).read_text())
+    n_layers, saved_k = result.pop("n_layers", None), result.get("k")
+    result = {key: v for key, v in result.items() if key not in ("model", "corpus", "k")}
+    tables, own = {}, {}
+    for name in DETECTION_TABLES:
+        if name == "outliers" and not (folder / "outliers.parquet").is_file():
+            continue
+        tables[name], meta = read_parquet(folder / f"{name}.parquet")
+        own = own or meta
+    return Detection(**tables, result=result, n_layers=n_layers,
+                     k=own.get("k", k if k is not None else saved_k),
+                     capped=bool(own.get("capped", result.get("saturated"))),
+                     thresholds=own.get("thresholds", thresholds or {}))

@@ -1,0 +1,39 @@
+"""Result objects a notebook saves and reloads: the same files the pipeline writes (massive/results.py)."""
+
+import pandas as pd
+import pytest
+
+import tiny
+from massive.capture import Capture, capture
+from massive.detect import Detection, detect
+
+
+@pytest.fixture(scope="module")
+def found():
+    model = tiny.plant(tiny.build("llama"), layer=1, dim=7)
+    stats = capture(model, tiny.sequences(4, 32), k=8, min_abs=100.0, min_ratio=1000.0)
+    return stats, detect(stats, min_abs=100.0, min_ratio=1000.0)
+
+
+def test_a_capture_saved_loads_back_equal(found, tmp_path):
+    stats, _ = found
+    back = Capture.load(stats.save(tmp_path / "capture"))
+    for name in ("layer_stats", "topk", "dim_max"):
+        pd.testing.assert_frame_equal(getattr(back, name), getattr(stats, name))
+    assert (back.thresholds, back.vision) == (stats.thresholds, stats.vision)
+
+
+def test_a_detection_saved_loads_back_equal(found, tmp_path):
+    _, det = found
+    back = Detection.load(det.save(tmp_path / "detect"))
+    for name in ("massive", "summary", "per_layer", "outliers"):
+        pd.testing.assert_frame_equal(getattr(back, name), getattr(det, name), check_dtype=False, check_index_type=False)
+    assert (back.result, back.n_layers, back.k, back.capped) == (det.result, det.n_layers, det.k, det.capped)
+    assert back.thresholds == det.thresholds and back.found == det.found and back.dims == det.dims
+
+
+def test_a_missing_result_is_one_line(tmp_path):
+    from massive.errors import MassiveError
+
+    with pytest.raises(MassiveError, match="summary.json is missing"):
+        Detection.load(tmp_path)
