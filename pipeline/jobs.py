@@ -188,10 +188,15 @@ class Plan:
             key = config_key("config", argv)  # as sweep.check_configs: a composed key is a checked one
             self.composed.add(key)
             ids = known.setdefault(key, {})
-            if rule not in ids:
+            fetched = (Path(root) / paths.fetched(paths.base_model(w["model"]))).is_file()
+            checked = f"{rule}:checked"  # passed the checks against the fetched model's config.json
+            if rule not in ids or (fetched and checked not in ids):
                 if key not in cfgs:  # one compose per distinct config (tokenize..figures often share one)
                     cfgs[key] = self.compose(rule, w, argv)
                 ids[rule] = stages.stage_id(cfgs[key], rule)
+                if fetched:
+                    self.preflight(rule, w, cfgs[key], root)
+                    ids[checked] = True
                 new = True
             out[(rule, *w.values())] = ids[rule]
         if cache and new:
@@ -209,6 +214,20 @@ class Plan:
             return compose(argv)
         except (MassiveError, HydraException, OmegaConfBaseException) as exc:
             raise MassiveError(f"sweep {self.name!r}: rule {rule} ({', '.join(w.values())}): {one_line(exc)}") from None
+
+    def preflight(self, rule: str, w: dict, cfg, root) -> None:
+        """The job's values against the fetched model's config.json (block indices, seq_len, top-k):
+        at `snakemake -n` once the model is fetched (before: the job checks them itself)."""
+        from omegaconf import open_dict
+
+        from pipeline.checks import preflight
+
+        with open_dict(cfg):
+            cfg.paths.root = str(root)
+        try:
+            preflight(cfg, rule)
+        except MassiveError as exc:
+            raise MassiveError(f"sweep {self.name!r}: rule {rule} ({', '.join(w.values())}): {exc}") from None
 
     def cid(self, rule: str, *names: str) -> str:
         return self.ids()[(rule, *names)]

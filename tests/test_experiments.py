@@ -167,3 +167,14 @@ def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
     page = (work / "results/compare_a_vs_b.html").read_text()
     assert "tokenize.num_sequences" in page and "<td>2</td>" in page and "<td>3</td>" in page
     assert "tiny_random" in page and "news_sample" in page
+
+
+def test_block_indices_are_checked_against_the_fetched_config_at_the_dry_run(tmp_path):
+    from conftest import run_module
+
+    fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
+    sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"],
+                        ablate={"interventions": ["none", "zero"], "layers": ["emerge", [1, 99]]})
+    error = assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "ablate.layers", "99")
+    assert "rule ablate" in error
