@@ -233,6 +233,12 @@ class Plan:
         return self.ids()[(rule, *names)]
 
     # ------------------------------------------------------------ the folders of the keyed jobs
+    def outputs(self, rules: tuple[str, ...] | None = None) -> list[str]:
+        """Every output file of the sweep's keyed jobs (of `rules`; None: all), from the stage
+        declarations: what the report reads."""
+        return [f"{self.dir(rule, *names)}/{f}" for rule, *names in self.ids()
+                if rules is None or rule in rules for f in stages.STAGES[rule].files]
+
     def where(self, results: str = paths.RESULTS):
         """`where(rule, model, corpus[, layers])`: the keyed folder of a job of this sweep as a Path
         under `results`, None where the sweep has no such job (what the report reads)."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline import paths
+
 ID_LEN = 8
 MANIFEST = "settings.yaml"
 SHARED = ("wandb", "paths", "hydra")  # reach every job, are no stage's identity (where results go, how logged)
@@ -40,6 +42,7 @@ class Stage:
     name: str
     reads: tuple[str, ...]  # config sections ("capture") or keys ("detect.min_ratio") the stage's module reads
     after: tuple[str, ...] = ()  # the keyed stages whose outputs it reads
+    files: tuple[str, ...] = ()  # its outputs, in its keyed folder (names from pipeline/paths.py)
     folder: str = ""  # results/<model>/<corpus>/<folder>/ (default: the name)
 
     @property
@@ -52,17 +55,19 @@ _PAIR = ("model", "data", "seed")  # every stage of a model and corpus reads the
 # those four keys are part of its identity; the rest of `detect` is not.
 _COUNTS = ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio")
 STAGES = {s.name: s for s in [
-    Stage("tokenize", (*_PAIR, "tokenize")),
-    Stage("capture", (*_PAIR, "capture", *_COUNTS), ("tokenize",)),
-    Stage("detect", (*_PAIR, "detect", "capture.top_k"), ("capture",)),
-    Stage("figures", (*_PAIR, "figures", "capture.prompt"), ("capture",)),
-    Stage("ablate", (*_PAIR, "ablate", "capture", "detect", "tokenize", "plugins"), ("detect",)),
-    Stage("zeroshot", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("detect",), folder="ablate"),
-    Stage("ablate_images", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("tokenize", "detect"), folder="ablate"),
+    Stage("tokenize", (*_PAIR, "tokenize"), files=("tokens.parquet",)),
+    Stage("capture", (*_PAIR, "capture", *_COUNTS), ("tokenize",), files=tuple(f"{t}.parquet" for t in paths.CAPTURE_TABLES)),
+    Stage("detect", (*_PAIR, "detect", "capture.top_k"), ("capture",), files=paths.DETECT_FILES),
+    Stage("figures", (*_PAIR, "figures", "capture.prompt"), ("capture",), files=tuple(f"{f}.png" for f in paths.FIGURES)),
+    Stage("ablate", (*_PAIR, "ablate", "capture", "detect", "tokenize", "plugins"), ("detect",), files=paths.ABLATE_FILES),
+    Stage("zeroshot", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("detect",), files=("zeroshot.parquet",), folder="ablate"),
+    Stage("ablate_images", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("tokenize", "detect"), files=("images.parquet",),
+          folder="ablate"),
     Stage("attention", (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
-          ("tokenize", "capture", "detect")),
-    Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect")),
-    Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect")),
+          ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES),
+    Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES),
+    Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
+          files=paths.INFERENCE_FILES),
 ]}
 # the unkeyed rules that read a model's or a corpus's config: the overrides that reach them
 FETCH_READS = {"fetch_model": ("model", "seed"), "fetch_corpus": ("data", "seed")}

@@ -69,6 +69,12 @@ def keyed(stage, pairs, pattern, layers=None):
     return [pattern(m, c, lay, ids()[(stage, m, c, lay)]) for m, c in pairs for lay in layers]
 
 
+def outputs(rules=None):
+    """Every output of the sweep's keyed jobs (of `rules`): the report's inputs."""
+    ids()
+    return PLAN.outputs(rules)
+
+
 def upstream(stage, *names):
     """An input function: files of the job of `stage` that the requesting job of this sweep comes after."""
     def files(w):

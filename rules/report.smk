@@ -3,18 +3,10 @@
 rule report:
     input:
         rules.ablation.output,
-        keyed("attention", LLM_PAIRS, lambda m, c, cid: [paths.attention_file(m, c, cid, n) for n in paths.ATTENTION_FILES]) if ATTENTION else [],
-        # the protocol runs' perplexity (their ablation is not part of the sweep's ablation table)
-        keyed("ablate", PROTOCOL_PAIRS, lambda m, c, lay, cid: paths.ablate_file(m, c, lay, cid, "perplexity.parquet"), ABLATE.get("layers", [])),
-        keyed("origins", [(m, c) for m in MODELS for c in CORPORA],
-              lambda m, c, cid: [paths.origins_file(m, c, cid, n) for n in paths.ORIGINS_FILES]) if ORIGINS is not None else [],
-        keyed("inference", INFERENCE_PAIRS, lambda m, c, cid: [paths.inference_file(m, c, cid, n) for n in paths.INFERENCE_FILES]),
+        # every output of the sweep's keyed jobs (pipeline/stages.py declares each stage's files)
+        outputs(),
         expand(rules.train_compare.output, train=list(TRAIN_RUNS)),
         expand(rules.train_scale.output, train=TRAIN_SCALED),
-        keyed("ablate_images", [(m, i) for m in VISION["models"] for i in VISION["images"]],
-              lambda m, c, lay, cid: paths.ablate_file(m, c, lay, cid, "images.parquet"), VISION["layers"]),
-        keyed("figures", PAIRS, lambda m, c, cid: [paths.figure(m, c, cid, n) for n in paths.FIGURES]),
-        keyed("detect", PAIRS, lambda m, c, cid: [paths.detect_file(m, c, cid, n) for n in paths.DETECT_FILES]),
     output:
         paths.report_file(SWEEP_STEM),
     log:
