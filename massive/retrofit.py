@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -223,14 +224,13 @@ def applied(model: nn.Module, rf: Retrofit) -> Iterator[Retrofit]:
     rf.to(next(model.parameters()).device)
     _ACTIVE.append((rf, _layer_map(model)))
     try:
-        if rf.variant != "mlp_bias":
-            model.set_attn_implementation(IMPLEMENTATION)
+        model.set_attn_implementation(IMPLEMENTATION)
         with hooks.hooked(model, fns):
             yield rf
     finally:
         _ACTIVE.pop()
         rf.attn_inputs = {}
-        if rf.variant != "mlp_bias" and before is not None:
+        if before is not None:
             model.set_attn_implementation(before)
 
 
@@ -332,3 +332,40 @@ def first_token_norms(model: nn.Module, ids: torch.Tensor, rf: Retrofit | None =
         if not math.isfinite(v):
             raise MassiveError(f"retrofit: the first token's norm after block {layer} is {v}")
     return norms
+
+
+@dataclass
+class Evaluation:
+    """A model (with or without a retrofit, ablated or not) on held-out chunks: the per-chunk mean
+    NLL (float64 [n]), and per layer the attention share of the first token and of the extra slot
+    (the k'/v' slot, the learned sink, or the +1), over queries 1.. , and the first token's norm."""
+
+    nll: np.ndarray
+    shares: dict[int, tuple[float, float]]
+    norms: dict[int, float]
+
+
+def neutral(config) -> Retrofit:
+    """A retrofit that changes nothing (a learned sink at -inf): reads the intact model's attention."""
+    rf = Retrofit(config, "sink_logit")
+    with torch.no_grad():
+        rf.logit.fill_(float("-inf"))
+    return rf
+
+
+def evaluate(model: nn.Module, rf: Retrofit | None, chunks: torch.Tensor, ablation: Callable[[], ContextManager] | None,
+             batch_size: int = 4, where: str = "retrofit") -> Evaluation:
+    """Per-chunk NLL, attention shares and first-token norms of `model` with `rf` (None: the model
+    as it is) under `ablation()` (None: the massive activations kept)."""
+    from massive.perplexity import chunk_nll
+
+    rf = neutral(model.config) if rf is None else rf
+    with applied(model, rf), (ablation() if ablation else nullcontext()):
+        rf.observing, rf.shares = True, {}
+        try:
+            nll = chunk_nll(model, chunks, batch_size, where=where)
+        finally:
+            rf.observing = False
+        shares = rf.take_shares()
+    norms = first_token_norms(model, chunks[:batch_size], rf, ablation)
+    return Evaluation(nll, shares, norms)

@@ -3,6 +3,9 @@ only its own parameters, resumes bit for bit, and recovers a planted sink that t
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -157,3 +160,59 @@ def test_resume_after_a_kill_gives_the_same_result(sink, tmp_path):
 def test_unknown_variant_is_one_line():
     with pytest.raises(MassiveError, match="unknown retrofit variant 'halve'"):
         R.Retrofit(tiny.config("llama"), "halve")
+
+
+# ---------------------------------------------------------------- rule retrofit, through its command line
+@pytest.fixture(scope="module")
+def detected(tmp_path_factory):
+    from conftest import detected_run
+    from pipeline.cli import compose
+
+    root = tmp_path_factory.mktemp("retrofit")
+    torch.manual_seed(0)
+    path = tiny.save(plant_sink(tiny.build("llama")), root / "hf")
+    base = ["model=tiny_random", "model.source=local", f"model.path={path}", "model.seq_len=32", "capture.top_k=8",
+            f"paths.root={root}", "wandb.mode=disabled", "retrofit.steps=4", "retrofit.eval_every=2",
+            "retrofit.seq_len=16", "retrofit.eval_chunks=2", "retrofit.train_chunks=6", "retrofit.bootstrap=50",
+            "retrofit.variants=[attn_bias,softmax_plus_one,mlp_bias]", "retrofit.kept=[attn_bias]"]
+    detected_run(compose(base), n_seq=4, seq_len=32)
+    return root, base, path
+
+
+def test_rule_retrofit_writes_every_arm_and_resumes(detected):
+    from conftest import run_module
+
+    root, base, path = detected
+    weights = {p.name: p.read_bytes() for p in Path(path).glob("*.safetensors")}
+    proc = run_module("retrofit", *base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = root / "results" / "tiny_random" / "wiki_sample" / "retrofit"
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert summary["arm"].tolist() == ["none", "attn_bias", "softmax_plus_one", "mlp_bias", "attn_bias@kept"]
+    assert summary.set_index("arm")["params"].to_dict() == {
+        "none": 0, "attn_bias": 4 * 4 * (2 * 16 + 1), "softmax_plus_one": 0, "mlp_bias": 4 * 64, "attn_bias@kept": 4 * 4 * 33}
+    assert (summary["eval_chunks"] == "0-1").all() and (summary["train_chunks"] == "2-7").all()
+    curves = pd.read_parquet(out / "curves.parquet")
+    assert sorted(curves[curves["arm"] == "attn_bias"]["step"]) == [0, 2, 4]
+    assert (curves["ratio_lo"] <= curves["ratio_to_intact"]).all() and (curves["ratio_to_intact"] <= curves["ratio_hi"]).all()
+    layers = pd.read_parquet(out / "layers.parquet")
+    assert len(layers) == 5 * 4 and layers["slot_share"].notna().all()
+    assert (out / "recovery.png").stat().st_size > 0
+    assert weights == {p.name: p.read_bytes() for p in Path(path).glob("*.safetensors")}  # the model untouched
+    # a rerun resumes every arm from its finished checkpoint: the same numbers
+    again = run_module("retrofit", *base)
+    assert again.returncode == 0, again.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
+    # other settings over the same checkpoints: one line, nothing overwritten
+    before = (out / "summary.parquet").read_bytes()
+    from conftest import assert_one_line_error
+
+    assert_one_line_error(run_module("retrofit", *base, "retrofit.lr=0.1"), "other settings")
+    assert (out / "summary.parquet").read_bytes() == before
+
+
+def test_rule_retrofit_unknown_variant_is_one_line(detected):
+    from conftest import assert_one_line_error, run_module
+
+    _, base, _ = detected
+    assert_one_line_error(run_module("retrofit", *base, "retrofit.variants=[halve]"), "unknown retrofit variant 'halve'")
