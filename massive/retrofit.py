@@ -46,6 +46,7 @@ from torch import nn
 from tqdm import tqdm
 
 from massive import arch, hooks
+from massive.ablation import Interval
 from massive.errors import MassiveError, check_finite
 
 IMPLEMENTATION = "massive_retrofit"
@@ -258,12 +259,16 @@ def _loss(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
 
 def fit(model: nn.Module, rf: Retrofit, chunks: torch.Tensor, cfg: RetrofitConfig,
         ablation: Callable[[], ContextManager] | None = None, checkpoint: str | Path | None = None,
-        on_eval: Callable[[int], None] | None = None, progress: bool = True, where: str = "retrofit") -> State:
+        on_eval: Callable[[int], None] | None = None, progress: bool = True, where: str = "retrofit",
+        stamp: dict | None = None, history: list | None = None) -> State:
     """Train `rf`'s parameters (AdamW; the model frozen) for cfg.steps steps on batches of
     `chunks` [n, seq_len] drawn with cfg.seed, with the massive activations ablated where
     `ablation()` says (None: kept). With `checkpoint`, the state is saved after every step that
-    calls `on_eval` (every cfg.eval_every steps, and the last) and a rerun resumes from it.
-    A non-finite loss is a NonFiniteError naming `where` and the step."""
+    calls `on_eval` (every cfg.eval_every steps, and the last) and a rerun resumes from it; the
+    checkpoint keeps `stamp` (the settings that make the run: cfg, variant, data) and one made with
+    other settings is an error, never a silent resume. `history` (a list the caller appends its
+    evaluations to) is saved with it and restored on resume. A non-finite loss is a NonFiniteError naming
+    `where` and the step."""
     if rf.variant == "softmax_plus_one" or rf.n_params == 0:
         if on_eval is not None:
             on_eval(0)
@@ -276,12 +281,18 @@ def fit(model: nn.Module, rf: Retrofit, chunks: torch.Tensor, cfg: RetrofitConfi
     g = torch.Generator().manual_seed(cfg.seed)
     state = State()
     path = Path(checkpoint) if checkpoint else None
+    stamp = {"config": vars(cfg), "variant": rf.variant, "n_chunks": len(chunks), **(stamp or {})}
     if path is not None and path.exists():
         saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("stamp") != stamp:
+            raise MassiveError(f"{where}: the checkpoint {path} was made with other settings "
+                               f"({_differences(saved.get('stamp') or {}, stamp)}): delete it or choose another run name")
         rf.load_state_dict(saved["retrofit"])
         opt.load_state_dict(saved["optimizer"])
         g.set_state(saved["generator"])
         state = State(saved["step"], list(saved["losses"]))
+        if history is not None:
+            history[:] = saved.get("history", [])
     elif on_eval is not None:
         on_eval(0)
     try:
@@ -303,12 +314,20 @@ def fit(model: nn.Module, rf: Retrofit, chunks: torch.Tensor, cfg: RetrofitConfi
                 if path is not None:
                     tmp = path.with_suffix(".tmp")
                     torch.save({"retrofit": rf.state_dict(), "optimizer": opt.state_dict(), "generator": g.get_state(),
-                                "step": state.step, "losses": state.losses}, tmp)
+                                "step": state.step, "losses": state.losses, "stamp": stamp,
+                                "history": list(history or [])}, tmp)
                     tmp.replace(path)
     finally:
         for p, flag in zip(model.parameters(), frozen):
             p.requires_grad_(flag)
     return state
+
+
+def _differences(old: dict, new: dict) -> str:
+    flat = lambda d, pre="": {k2: v2 for k, v in d.items() for k2, v2 in (flat(v, f"{pre}{k}.").items() if isinstance(v, dict) else [(f"{pre}{k}", v)])}  # noqa: E731
+    a, b = flat(old), flat(new)
+    keys = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return ", ".join(f"{k}: {a.get(k)!r} then, {b.get(k)!r} now" for k in keys[:3]) or "unreadable settings"
 
 
 @torch.no_grad()
@@ -369,3 +388,54 @@ def evaluate(model: nn.Module, rf: Retrofit | None, chunks: torch.Tensor, ablati
         shares = rf.take_shares()
     norms = first_token_norms(model, chunks[:batch_size], rf, ablation)
     return Evaluation(nll, shares, norms)
+
+
+# ---------------------------------------------------------------- one arm, start to end
+@dataclass
+class Arm:
+    """One arm of the experiment: the perplexity ratio to the intact model at each evaluation step
+    (`curve`: step, perplexity, ratio_to_intact, ratio_lo, ratio_hi, train_loss), the last
+    evaluation (`final`), the ratio with the massive activations set back and the bias kept
+    (`set_back`), and the trained parameter count."""
+
+    name: str
+    variant: str
+    ablated: bool
+    params: int
+    curve: list[dict]
+    final: Evaluation
+    set_back: Interval
+
+
+def run_arm(model: nn.Module, name: str, variant: str | None, ablation: Callable[[], ContextManager] | None,
+            train: torch.Tensor, held: torch.Tensor, intact: Evaluation, cfg: RetrofitConfig, resamples: int = 1000,
+            checkpoint: str | Path | None = None, stamp: dict | None = None, where: str = "retrofit",
+            progress: bool = True) -> Arm:
+    """Train `variant` (None: no retrofit, evaluated once) under `ablation` and evaluate it on the
+    held-out chunks every cfg.eval_every steps against `intact` (paired bootstrap, `resamples`)."""
+    from massive.ablation import ratio_interval
+
+    rf = Retrofit(model.config, variant, init_logit=cfg.init_logit, seed=cfg.seed) if variant else None
+    curve, last = [], {}
+
+    def on_eval(step: int) -> None:
+        ev = evaluate(model, rf, held, ablation, cfg.batch_size, where=f"{where}: arm {name!r} at step {step}")
+        ci = ratio_interval(ev.nll, intact.nll, resamples, cfg.seed, where=f"{where}: arm {name!r}")
+        curve.append({"step": step, "perplexity": ci.perplexity, "ratio_to_intact": ci.ratio, "ratio_lo": ci.ratio_lo,
+                      "ratio_hi": ci.ratio_hi})
+        last["ev"] = ev
+
+    losses: list[float] = []
+    if rf is None:
+        on_eval(0)
+    else:
+        state = fit(model, rf, train, cfg, ablation=ablation, checkpoint=checkpoint, on_eval=on_eval, progress=progress,
+                    where=where, stamp=stamp, history=curve)
+        losses = state.losses
+        if "ev" not in last:  # resumed after its last evaluation: evaluate the final state once
+            on_eval(state.step)
+    for row in curve:
+        row["train_loss"] = losses[row["step"] - 1] if 0 < row["step"] <= len(losses) else float("nan")
+    back = evaluate(model, rf, held, None, cfg.batch_size, where=f"{where}: arm {name!r}, massive set back")
+    set_back = ratio_interval(back.nll, intact.nll, resamples, cfg.seed, where=f"{where}: arm {name!r} set back")
+    return Arm(name, variant or "none", ablation is not None, rf.n_params if rf else 0, curve, last["ev"], set_back)

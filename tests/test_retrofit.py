@@ -203,6 +203,7 @@ def test_rule_retrofit_writes_every_arm_and_resumes(detected):
     again = run_module("retrofit", *base)
     assert again.returncode == 0, again.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
+    pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), curves)
     # other settings over the same checkpoints: one line, nothing overwritten
     before = (out / "summary.parquet").read_bytes()
     from conftest import assert_one_line_error
