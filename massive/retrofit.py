@@ -432,8 +432,8 @@ def run_arm(model: nn.Module, name: str, variant: str | None, ablation: Callable
         state = fit(model, rf, train, cfg, ablation=ablation, checkpoint=checkpoint, on_eval=on_eval, progress=progress,
                     where=where, stamp=stamp, history=curve)
         losses = state.losses
-        if "ev" not in last:  # resumed after its last evaluation: evaluate the final state once
-            on_eval(state.step)
+        if "ev" not in last:  # resumed after its last evaluation (kept in the curve): the final state's details
+            last["ev"] = evaluate(model, rf, held, ablation, cfg.batch_size, where=f"{where}: arm {name!r} at step {state.step}")
     for row in curve:
         row["train_loss"] = losses[row["step"] - 1] if 0 < row["step"] <= len(losses) else float("nan")
     back = evaluate(model, rf, held, None, cfg.batch_size, where=f"{where}: arm {name!r}, massive set back")
