@@ -186,7 +186,10 @@ def test_rule_retrofit_writes_every_arm_and_resumes(detected):
     weights = {p.name: p.read_bytes() for p in Path(path).glob("*.safetensors")}
     proc = run_module("retrofit", *base)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = root / "results" / "tiny_random" / "wiki_sample" / "retrofit"
+    from pipeline.cli import compose
+    from pipeline.io import run_dir
+
+    out = run_dir(compose(base), "retrofit")  # results/tiny_random/wiki_sample/retrofit/<config id>
     summary = pd.read_parquet(out / "summary.parquet")
     assert summary["arm"].tolist() == ["none", "attn_bias", "softmax_plus_one", "mlp_bias", "attn_bias@kept"]
     assert summary.set_index("arm")["params"].to_dict() == {
@@ -204,11 +207,10 @@ def test_rule_retrofit_writes_every_arm_and_resumes(detected):
     assert again.returncode == 0, again.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_parquet(out / "summary.parquet"), summary)
     pd.testing.assert_frame_equal(pd.read_parquet(out / "curves.parquet"), curves)
-    # other settings over the same checkpoints: one line, nothing overwritten
+    # other settings: their own folder (another config id), nothing of this one overwritten
     before = (out / "summary.parquet").read_bytes()
-    from conftest import assert_one_line_error
-
-    assert_one_line_error(run_module("retrofit", *base, "retrofit.lr=0.1"), "other settings")
+    other = run_dir(compose([*base, "retrofit.lr=0.1"]), "retrofit")
+    assert other != out and other.parent == out.parent
     assert (out / "summary.parquet").read_bytes() == before
 
 
