@@ -226,7 +226,7 @@ class Plan:
             cfg.paths.root = str(root)
         try:
             preflight(cfg, rule)
-        except MassiveError as exc:
+        except (MassiveError, OSError, ValueError) as exc:  # ValueError: a fetched.json that is not JSON
             raise MassiveError(f"sweep {self.name!r}: rule {rule} ({', '.join(w.values())}): {exc}") from None
 
     def cid(self, rule: str, *names: str) -> str:

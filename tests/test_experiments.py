@@ -25,17 +25,24 @@ def planned_outputs(stdout: str) -> list[str]:
 
 
 def pretend_run(work: Path, stdout: str) -> None:
-    """Create every output a dry run lists, all with one mtime: as if the sweep had run."""
+    """Create every output a dry run lists that is not there (the model is really fetched: the dry
+    run checks its config.json), all with one mtime: as if the sweep had run."""
     for f in planned_outputs(stdout):
         (work / f).parent.mkdir(parents=True, exist_ok=True)
-        (work / f).write_text("x")
-    for f in planned_outputs(stdout):
+        if not (work / f).exists():
+            (work / f).write_text("x")
+    for f in [*planned_outputs(stdout), *(p for p in (work / "cache").rglob("*") if p.is_file())]:
         os.utime(work / f, (1_700_000_000, 1_700_000_000))
 
 
-@pytest.fixture
-def after_small(tmp_path):
-    """A working directory in which SMALL (sweep file small.yaml) has 'run'."""
+@pytest.fixture(scope="module")
+def after_small(tmp_path_factory):
+    """A working directory in which SMALL (sweep file small.yaml) has 'run' (its model fetched)."""
+    from conftest import run_module
+
+    tmp_path = tmp_path_factory.mktemp("after_small")
+    fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
     base = tmp_path / "small.yaml"
     base.write_text(write_sweep(tmp_path, **SMALL).read_text())
     proc = snakemake("-n", "--config", f"sweep={base}", cwd=tmp_path)
@@ -87,7 +94,7 @@ def test_every_keyed_folder_has_its_settings_and_the_ids_follow_what_a_stage_rea
     changed = {s for s in stages.STAGES if stages.stage_id(base, s) != stages.stage_id(more, s)}
     assert changed == set(stages.STAGES)  # every keyed stage comes after tokenize
     assert {s for s in stages.STAGES if stages.stage_id(base, s) != stages.stage_id(looser, s)} == {
-        "detect", "ablate", "zeroshot", "ablate_images", "attention", "origins", "inference"}
+        "detect", "ablate", "zeroshot", "ablate_images", "attention", "origins", "inference", "retrofit"}
     m = stages.manifest(more, "capture")
     assert m["after"] == {"tokenize": stages.stage_id(more, "tokenize")} and m["reads"]["capture"]["top_k"] > 0
     assert set(m["reads"]) == {"model", "data", "seed", "capture", "detect.min_abs", "detect.min_ratio",
@@ -154,7 +161,8 @@ def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
     run_sweep(work, "a", **MINI)
     first, report = tables(work), (work / "results/report_a.html").read_bytes()
     second = run_sweep(work, "b", **other)
-    assert "fetch_model" not in job_counts(second.stdout) and "fetch_corpus" not in job_counts(second.stdout)
+    assert job_counts(second.stdout + second.stderr) == {"tokenize": 1, "capture": 1, "detect": 1, "figures": 1, "report": 1,
+                                                         "all": 1}  # never the fetches
     both = tables(work)
     assert {k: v for k, v in both.items() if k in first} == first  # nothing of sweep a was rewritten
     assert (work / "results/report_a.html").read_bytes() == report
@@ -163,9 +171,9 @@ def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
     assert {k: both[k] for k in b_alone} == b_alone  # sweep b's tables as if run alone (same paths, same bytes)
     assert set(both) == set(first) | set(b_alone) and set(first) != set(b_alone)
     compare = run_sweep(work, "b", "compare=" + str(work / "a.yaml"), **other)
-    assert job_counts(compare.stdout) == {"compare": 1, "all": 1}
+    assert job_counts(compare.stdout + compare.stderr) == {"compare": 1, "all": 1}
     page = (work / "results/compare_a_vs_b.html").read_text()
-    assert "tokenize.num_sequences" in page and "<td>2</td>" in page and "<td>3</td>" in page
+    assert "tokenize.num_sequences" in page and "<td>2</td>" in page and "<td>3</td>" in page  # the differing setting
     assert "tiny_random" in page and "news_sample" in page
 
 
