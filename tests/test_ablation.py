@@ -272,8 +272,15 @@ def test_float16_overflow_fails_with_one_line_and_keeps_the_good_table(detected)
     from pipeline import ablate
     from pipeline.cli import main
 
+    import shutil
+
+    from pipeline.cli import compose
+    from pipeline.io import run_dir
+
     root, base = detected
     main("ablate", ablate.run, argv=[*base, "ablate.interventions=[none,zero]"])  # float32: a good table
+    # model.dtype is part of every stage's identity: float16's detection, here the float32 one's tables
+    shutil.copytree(run_dir(compose(base), "detect"), run_dir(compose([*base, "model.dtype=float16"]), "detect"), dirs_exist_ok=True)
     good = only_id(ablate_dir(root) / "emerge") / "perplexity.parquet"
     record = good.parent / ".hydra" / "config.yaml"  # the record: in the keyed folder, beside the outputs
     before = digest(good), digest(record)

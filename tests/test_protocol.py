@@ -3,6 +3,7 @@ protocol runs in a sweep (<model>@<protocol>), and the report's protocol and out
 
 import importlib
 import json
+import re
 
 import pandas as pd
 import pytest
@@ -178,7 +179,7 @@ def test_a_sweep_with_protocols_adds_their_runs_and_an_unknown_name_fails_the_dr
     assert counts["attention"] == 3
     assert ("-m pipeline.capture model=tiny_random model.name=tiny_random@bos model.bos=always data=news_sample "
             "tokenize.num_sequences=2 2>&1") in proc.stdout
-    assert "results/tiny_random@bos/news_sample/ablate/emerge/perplexity.parquet" in proc.stdout
+    assert re.search(r"results/tiny_random@bos/news_sample/ablate/emerge/[0-9a-f]{8}/perplexity\.parquet", proc.stdout)
     assert "results/tiny_random@bos/wiki_sample" not in proc.stdout  # only the protocols' corpora
     for protocols, needle in [(["bos", "sometimes"], "protocols/1: 'sometimes' is not one of ['bos', 'no_bos']"),
                               ({"names": ["bos"], "corpora": ["c4"]}, "protocols.corpora entry 'c4' is not one of the sweep's corpora")]:

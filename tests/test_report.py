@@ -172,16 +172,19 @@ def test_a_non_finite_perplexity_is_never_a_verdict(bad):
 
 
 def test_ablation_rule_fails_on_a_nan_perplexity_in_one_line(tmp_path):
-    ablate = tmp_path / "results" / "tiny_random" / "news_sample" / "ablate"
-    for layers, zero in [("emerge", 4000.0), ("all", float("nan"))]:
-        (ablate / layers).mkdir(parents=True)
-        table = pa.Table.from_pandas(ppl_table(layers, {"none": 20.0, "zero": zero, "mean": 20.1}), preserve_index=False)
-        config = yaml.safe_dump({"model": {"name": "tiny_random", "dtype": "float16"}})  # as write_table's provenance
-        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"config": config.encode()}),
-                       ablate / layers / "perplexity.parquet")
+    from pipeline import jobs, sweep as sweeps
+
     sweep = tmp_path / "nan.yaml"
     sweep.write_text(yaml.safe_dump({"models": ["tiny_random"], "corpora": ["news_sample"],
                                      "ablate": {"interventions": ["none", "zero", "mean"], "layers": ["emerge", "all"]}}))
+    plan = jobs.Plan(sweeps.load(str(sweep)), str(sweep))
+    for layers, zero in [("emerge", 4000.0), ("all", float("nan"))]:
+        folder = tmp_path / plan.dir("ablate", "tiny_random", "news_sample", layers)  # the sweep's keyed folder
+        folder.mkdir(parents=True)
+        table = pa.Table.from_pandas(ppl_table(layers, {"none": 20.0, "zero": zero, "mean": 20.1}), preserve_index=False)
+        config = yaml.safe_dump({"model": {"name": "tiny_random", "dtype": "float16"}})  # as write_table's provenance
+        pq.write_table(table.replace_schema_metadata({**table.schema.metadata, b"config": config.encode()}),
+                       folder / "perplexity.parquet")
     proc = run_module("ablation", f"sweep_name={sweep}", f"paths.root={tmp_path}", "wandb.mode=disabled")
     assert_one_line_error(proc, "nan", "tiny_random", "news_sample", "layers all, blocks 1", "intervention zero",
                           "dtype float16", "bfloat16")
@@ -347,7 +350,8 @@ def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path)
 def test_no_rule_module_imports_another():
     rules = {"ablation", "report", "figures"}
     every_rule = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {"__init__", "cli", "config", "io", "paths", "sweep",
-                                                                          "tracking", "model", "html", "checks"}
+                                                                          "tracking", "model", "html", "checks", "jobs",
+                                                                          "stages"}
     for name in rules:
         tree = ast.parse((REPO / "pipeline" / f"{name}.py").read_text())
         imported = {a.name.split(".")[1] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("pipeline.")}
