@@ -10,7 +10,9 @@ vit, ...) needs no code.
   final norm    the first norm module registered after the stack, among its siblings or, failing
                 those, its parent's siblings (a ViT's `layernorm` / `post_layernorm` beside its
                 `encoder`)
-  attention     a block's one child whose name contains "attn" or "attention" and is not a norm
+  attention     a block's one child whose name contains "attn" or "attention", that holds weights
+                (so not Pythia's `post_attention_dropout` or Phi-3's `resid_attn_dropout`) and is not
+                a norm
   MLP           a block's child named mlp / feed_forward / block_sparse_moe / ffn (None when the
                 family splits it, as ViT-MAE's intermediate + output)
   down proj.    the MLP's projection from the hidden width back to the residual width: an
@@ -18,6 +20,12 @@ vit, ...) needs no code.
                 in a mixture of experts (Mixtral) the experts' 3-D parameter `down_proj`
                 [experts, d_model, d_mlp] and the router that picks each token's experts
                 (`down_weights`, `route`, `expert_hidden`)
+  writers       what the residual stream receives from each sublayer (`writers`, found once per
+                model by a 3-token probe pass that follows each sublayer's output tensor through
+                the block's children): the sublayer's own output, or the post-norm / dropout /
+                layer scale applied to it before the add (Gemma-2/3 and OLMo-2/3 "sandwich" norms);
+                times the block's `residual_multiplier` (Granite); minus the residual the module
+                added itself (BLOOM's attention and MLP take the residual as an argument)
   parallel      a block whose attention and MLP read the same normed input (Phi-2, GPT-J): one
                 norm child instead of two
   newline       GPT-2's byte-level BPE writes "\\n" as "Ċ"
@@ -31,6 +39,7 @@ vit, ...) needs no code.
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -84,9 +93,16 @@ class Parts:
     mlps: list[nn.Module | None]
 
 
-def _is_attention(name: str) -> bool:
+def _is_norm(name: str, module: nn.Module) -> bool:
     k = name.lower()
-    return ("attn" in k or "attention" in k) and "norm" not in k and not k.startswith("ln")
+    return "norm" in k or k.startswith("ln") or "norm" in type(module).__name__.lower()
+
+
+def _is_attention(name: str, module: nn.Module) -> bool:
+    """An attention child: named so, holding weights of its own (Pythia's `post_attention_dropout`
+    and Phi-3's `resid_attn_dropout` hold none), and not a norm."""
+    k = name.lower()
+    return ("attn" in k or "attention" in k) and not _is_norm(name, module) and any(True for _ in module.parameters())
 
 
 def find_parts(model: nn.Module) -> Parts:
@@ -107,12 +123,136 @@ def find_parts(model: nn.Module) -> Parts:
         final_norm = norms[0] if norms else None
     attentions, mlps = [], []
     for i, block in enumerate(blocks):
-        attn = [m for k, m in block.named_children() if _is_attention(k)]
+        attn = [m for k, m in block.named_children() if _is_attention(k, m)]
         if len(attn) != 1:
-            raise MassiveError(f"block {i} of {type(model).__name__} has {len(attn)} attention children, expected 1")
+            raise MassiveError(f"block {i} of {type(model).__name__} (model_type={model.config.model_type!r}) has "
+                               f"{len(attn)} attention children ({', '.join(type(m).__name__ for m in attn) or 'none'}), "
+                               "expected 1")
         attentions.append(attn[0])
         mlps.append(next((m for k, m in block.named_children() if k in MLP_NAMES), None))
     return Parts(blocks=blocks, final_norm=final_norm, attentions=attentions, mlps=mlps)
+
+
+@dataclass(frozen=True)
+class Writer:
+    """What the residual stream receives from one sublayer of a block: the output (element `index`
+    of a tuple) of `module` (the sublayer itself, or the last of the post-norm / dropout / layer
+    scale children applied to its output before the add: `chain`, their names), times `scale`
+    (Granite's residual_multiplier), minus the module's `residual` argument where the module adds
+    the residual itself (BLOOM). `exact`: None when resid_pre + attn_out + mlp_out == resid_post
+    holds at this block, else the one-line reason it cannot."""
+
+    module: nn.Module
+    index: int = 0
+    scale: float = 1.0
+    residual: bool = False
+    chain: tuple[str, ...] = ()
+    exact: str | None = None
+
+
+_WRITERS: "weakref.WeakKeyDictionary[nn.Module, list[dict[str, Writer]]]" = weakref.WeakKeyDictionary()
+
+
+def _first_tensor(x):
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
+        return x[0]
+    return None
+
+
+def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return a is not None and b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape
+
+
+def probe_input(model: nn.Module) -> dict:
+    """A 3-token (or one blank image's) forward input for `model`, on its input device."""
+    device = next(model.parameters()).device
+    config = model.config
+    if getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None), "vocab_size", None):
+        vocab = getattr(config, "vocab_size", None) or config.text_config.vocab_size
+        return {"input_ids": torch.arange(3, device=device)[None] % int(vocab), "use_cache": False}
+    vc = vision_config(config)
+    size = vc.image_size if isinstance(vc.image_size, int) else vc.image_size[0]
+    pixels = torch.zeros(1, int(getattr(vc, "num_channels", 3)), size, size, device=device,
+                         dtype=next(model.parameters()).dtype)
+    return forward_kwargs(model, pixels)
+
+
+def writers(model: nn.Module, parts: Parts | None = None) -> list[dict[str, Writer]]:
+    """Per block, {"attn": Writer, "mlp": Writer}: where the residual stream receives each sublayer's
+    write (massive.hooks' hook_attn_out / hook_mlp_out). Found once per model by a probe pass that
+    follows each sublayer's output tensor through the block's other children (a post-norm, a
+    dropout, a layer scale: each child whose input is the tensor the previous one returned), and
+    cached; with no forward hooks of the caller active.
+
+        >>> w = writers(gemma2)[0]["attn"]; w.chain
+        ('post_attention_layernorm',)
+    """
+    if model in _WRITERS:
+        return _WRITERS[model]
+    parts = parts or find_parts(model)
+    seen: dict[int, tuple] = {}  # id(module) -> (input tensor, output tensor)
+    handles = []
+    children = {}
+    for block in parts.blocks:
+        for name, child in block.named_children():
+            children[id(child)] = name
+
+            def keep(mod, args, kwargs, out):
+                seen[id(mod)] = (_first_tensor(args) if args else _first_tensor(kwargs.get("hidden_states")), _first_tensor(out))
+
+            handles.append(child.register_forward_hook(keep, with_kwargs=True))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(**probe_input(model))
+    except Exception as exc:  # noqa: BLE001 - any failure of the probe is reported with the family
+        raise MassiveError(f"model_type={model.config.model_type!r}: the probe pass that finds where each sublayer writes "
+                           f"to the residual stream failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    scale = 1.0
+    out = []
+    for i, block in enumerate(parts.blocks):
+        scale = float(getattr(block, "residual_multiplier", 1.0) or 1.0)
+        here = {}
+        for part, sub in (("attn", parts.attentions[i]), ("mlp", parts.mlps[i])):
+            if sub is None:
+                continue
+            params = inspect.signature(sub.forward).parameters
+            if "residual" in params:  # BLOOM: the module returns residual + its write
+                exact = None
+                if getattr(model.config, "apply_residual_connection_post_layernorm", False):
+                    exact = (f"model_type={model.config.model_type!r} with apply_residual_connection_post_layernorm adds "
+                             "the normed stream as the residual, so resid_pre + attn_out + mlp_out != resid_post")
+                here[part] = Writer(module=sub, index=0, residual=True, exact=exact)
+                continue
+            module, chain = sub, []
+            if id(sub) in seen:
+                tensor = seen[id(sub)][1]
+                while True:
+                    nxt = [(children[id(c)], c) for c in block.children() if c is not module and id(c) in seen
+                           and c is not parts.attentions[i] and c is not parts.mlps[i] and _same(seen[id(c)][0], tensor)
+                           and any(True for _ in c.parameters())]  # dropouts (no weights) are the identity in eval
+                    if len(nxt) != 1:
+                        break
+                    chain.append(nxt[0][0])
+                    module, tensor = nxt[0][1], seen[id(nxt[0][1])][1]
+            here[part] = Writer(module=module, index=0, scale=scale, chain=tuple(chain))
+        out.append(here)
+    _WRITERS[model] = out
+    return out
+
+
+def decomposition_note(model: nn.Module, parts: Parts | None = None) -> str | None:
+    """None when resid_pre + attn_out + mlp_out == resid_post at every block of `model`, else the
+    one line that says why not (the origins table's `other` is then not a post-norm remainder)."""
+    notes = {w.exact for ws in writers(model, parts) for w in ws.values() if w.exact}
+    return "; ".join(sorted(notes)) or None
 
 
 def down_projection(mlp: nn.Module, d_model: int) -> tuple[nn.Module, str]:

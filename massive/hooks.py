@@ -7,9 +7,13 @@ Names follow TransformerLens, and are the same in code, Parquet (`hook` columns)
   blocks.{L}.hook_resid_post  the residual stream after block L (its output, after both
                               residual adds; what the paper measures)
   blocks.{L}.hook_attn_in     the input of block L's attention module (after its norm)
-  blocks.{L}.hook_attn_out    the output of block L's attention module (before the residual add)
+  blocks.{L}.hook_attn_out    what the residual stream receives from block L's attention: the
+                              attention module's output, after the post-norm where the family
+                              has one (Gemma-2/3, OLMo-2/3), times the residual multiplier
+                              (Granite), without the residual where the module adds it (BLOOM);
+                              resid_pre + attn_out + mlp_out == resid_post (massive.arch.writers)
   blocks.{L}.hook_mlp_in      the input of block L's MLP module (after its norm)
-  blocks.{L}.hook_mlp_out     the output of block L's MLP module (before the residual add)
+  blocks.{L}.hook_mlp_out     what the residual stream receives from block L's MLP (as attn_out)
   blocks.{L}.mlp.hook_post    the input of block L's down projection (the MLP's hidden activations)
   blocks.{L}.attn.hook_pattern  block L's attention probabilities [batch, heads, queries, keys]
                               (the model must run eager attention, which returns them)
@@ -124,6 +128,8 @@ class HookPoint:
     module: nn.Module
     side: str  # "pre" | "post"
     index: int = 0
+    scale: float = 1.0  # the hook sees output * scale (Granite's residual_multiplier)
+    residual: bool = False  # the hook sees output - the module's residual argument (BLOOM)
 
 
 def resolve(model: nn.Module, name: str, parts: arch.Parts | None = None) -> HookPoint:
@@ -152,15 +158,17 @@ def resolve(model: nn.Module, name: str, parts: arch.Parts | None = None) -> Hoo
         return HookPoint(name, parts.blocks[layer], "post")
     if point == "hook_attn_in":
         return HookPoint(name, parts.attentions[layer], "pre")
-    if point == "hook_attn_out":
-        return HookPoint(name, parts.attentions[layer], "post")
+    if point in ("hook_attn_out", "hook_mlp_out"):
+        part = "attn" if point == "hook_attn_out" else "mlp"
+        if parts.mlps[layer] is None and part == "mlp":
+            raise MassiveError(f"{name}: block {layer} of {type(model).__name__} has no MLP module of its own")
+        w = arch.writers(model, parts)[layer][part]
+        return HookPoint(name, w.module, "post", index=w.index, scale=w.scale, residual=w.residual)
     if point == "attn.hook_pattern":
         return HookPoint(name, parts.attentions[layer], "post", index=1)
     mlp = parts.mlps[layer]
     if mlp is None:
         raise MassiveError(f"{name}: block {layer} of {type(model).__name__} has no MLP module of its own")
-    if point == "hook_mlp_out":
-        return HookPoint(name, mlp, "post")
     if point == "hook_mlp_in":
         return HookPoint(name, mlp, "pre")
     down, _ = arch.down_projection(mlp, arch.hidden_size(model.config))
@@ -192,19 +200,29 @@ def _register(point: HookPoint, fn: HookFn) -> torch.utils.hooks.RemovableHandle
 
         return point.module.register_forward_pre_hook(pre, with_kwargs=True)
 
-    def post(_module, _inputs, output):
+    def post(_module, args, kwargs, output):
         x = output[point.index] if isinstance(output, tuple) else output
         if x is None:
             raise MassiveError(f"{name}: the module returned no tensor there (attention patterns need "
                                "attn_implementation='eager')")
-        new = fn(x, name)
+        if point.residual or point.scale != 1.0:  # the hook sees what the residual stream receives
+            residual = (kwargs["residual"] if "residual" in kwargs else args[1]) if point.residual else None
+            seen = x - residual if point.residual else x * point.scale
+            version = seen._version
+            new = fn(seen, name)
+            if new is None and seen._version != version:  # edited in place: carry the edit back
+                new = seen
+            if new is not None:
+                new = new + residual if point.residual else new / point.scale
+        else:
+            new = fn(x, name)
         if new is None:
             return None
         if isinstance(output, tuple):
             return (*output[: point.index], new, *output[point.index + 1 :])
         return new
 
-    return point.module.register_forward_hook(post)
+    return point.module.register_forward_hook(post, with_kwargs=True)
 
 
 @contextmanager
@@ -218,6 +236,8 @@ def hooked(model: nn.Module, fns: Mapping[str, HookFn] | Iterable[tuple[str, Hoo
     """
     items = list(fns.items()) if isinstance(fns, Mapping) else list(fns)
     parts = arch.find_parts(model) if any(name != "hook_tokens" for name, _ in items) else None
+    if any(name.endswith(("hook_attn_out", "hook_mlp_out")) for name, _ in items):
+        arch.writers(model, parts)  # its probe pass runs before any of these hooks is registered
     handles = []
     try:
         for name, fn in items:
@@ -241,7 +261,7 @@ def cache(model: nn.Module, names_: Iterable[str]) -> Iterator[dict[str, torch.T
     store: dict[str, torch.Tensor] = {}
 
     def keep(x: torch.Tensor, name: str) -> None:
-        store[name] = x.detach().to(torch.float32).cpu()
+        store[name] = x.detach().to(device="cpu", dtype=torch.float32, copy=True)  # a copy: Falcon adds to its MLP output in place
 
     with hooked(model, [(name, keep) for name in names_]):
         yield store
