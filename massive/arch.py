@@ -307,7 +307,7 @@ class DownWeights:
         """The down-projection matrix (of `expert`) as [d_model, d_mlp], a view of the weight."""
         w = self.weight.detach()
         if self.experts:
-            return w[int(expert)]
+            w = w[int(expert)]
         return w if self.orientation == "out_in" else w.t()
 
     def name(self, model: nn.Module) -> str:
@@ -322,11 +322,12 @@ def down_weights(mlp: nn.Module | None, d_model: int) -> DownWeights:
         raise MassiveError("the block has no MLP module of its own (an MLP named mlp / feed_forward / block_sparse_moe / ffn)")
     for _, mod in mlp.named_modules():
         p = getattr(mod, "down_proj", None)
-        if isinstance(p, nn.Parameter) and p.dim() == 3 and p.shape[1] == d_model:
+        transposed = bool(getattr(mod, "is_transposed", False))  # gpt-oss: [experts, d_mlp, d_model]
+        if isinstance(p, nn.Parameter) and p.dim() == 3 and p.shape[2 if transposed else 1] == d_model:
             routers = [m for k, m in mlp.named_children() if k in ("gate", "router")]
             if len(routers) != 1:
                 raise MassiveError(f"{type(mlp).__name__}: experts found but no router (a child named gate or router)")
-            return DownWeights(module=mod, weight=p, orientation="out_in", router=routers[0])
+            return DownWeights(module=mod, weight=p, orientation="in_out" if transposed else "out_in", router=routers[0])
     try:
         module, orientation = down_projection(mlp, d_model)
     except MassiveError as exc:
@@ -347,13 +348,28 @@ def route(mlp: nn.Module, w: DownWeights, x: torch.Tensor) -> tuple[torch.Tensor
 
 
 def expert_hidden(w: DownWeights, x: torch.Tensor, expert: int) -> torch.Tensor:
-    """The input of expert `expert`'s down projection for x [tokens, d_model] (Mixtral's experts:
-    act(gate) * up from the fused gate_up_proj [experts, 2 * d_mlp, d_model])."""
+    """The input of expert `expert`'s down projection for x [tokens, d_model]: act(gate) * up from the
+    fused gate_up_proj ([experts, 2 * d_mlp, d_model], Mixtral; gate rows then up rows), or its
+    transposed, interleaved, biased form ([experts, d_model, 2 * d_mlp], gpt-oss, with the experts'
+    own `_apply_gate`)."""
     experts = w.module
     gate_up = getattr(experts, "gate_up_proj", None)
-    if gate_up is None or not hasattr(experts, "act_fn"):
+    if gate_up is None or not (hasattr(experts, "act_fn") or hasattr(experts, "_apply_gate")):
         raise MassiveError(f"{type(experts).__name__}: experts without a fused gate_up_proj and act_fn are not known to massive.arch")
-    gate, up = torch.nn.functional.linear(x, gate_up[int(expert)]).chunk(2, dim=-1)
+    e = int(expert)
+    if getattr(experts, "is_transposed", False):
+        h = x @ gate_up[e]
+    else:
+        h = torch.nn.functional.linear(x, gate_up[e])
+    bias = getattr(experts, "gate_up_proj_bias", None)
+    if bias is not None:
+        h = h + bias[e]
+    if hasattr(experts, "_apply_gate"):
+        return experts._apply_gate(h)
+    if getattr(experts, "is_concatenated", True):
+        gate, up = h.chunk(2, dim=-1)
+    else:
+        gate, up = h[..., ::2], h[..., 1::2]
     return experts.act_fn(gate) * up
 
 

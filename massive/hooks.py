@@ -208,9 +208,9 @@ def _register(point: HookPoint, fn: HookFn) -> torch.utils.hooks.RemovableHandle
         if point.residual or point.scale != 1.0:  # the hook sees what the residual stream receives
             residual = (kwargs["residual"] if "residual" in kwargs else args[1]) if point.residual else None
             seen = x - residual if point.residual else x * point.scale
-            version = seen._version
+            before = seen.clone()  # (inference tensors have no version counter to tell an in-place edit)
             new = fn(seen, name)
-            if new is None and seen._version != version:  # edited in place: carry the edit back
+            if new is None and not torch.equal(seen, before):  # edited in place: carry the edit back
                 new = seen
             if new is not None:
                 new = new + residual if point.residual else new / point.scale

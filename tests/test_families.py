@@ -2,6 +2,7 @@
 (resid_pre + attn_out + mlp_out == resid_post at every block), and the coverage of every
 causal-LM model_type of the installed transformers (massive.families)."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -73,3 +74,115 @@ def test_a_residual_added_after_the_norm_is_named_in_one_line():
     config.apply_residual_connection_post_layernorm = True
     note = arch.decomposition_note(families.build("bloom", config=config))
     assert "apply_residual_connection_post_layernorm" in note and "\n" not in note
+
+
+# ---------------------------------------------------------------- attention on every family
+def _analyse(model, seq=10):
+    from massive import attention
+
+    ids = torch.randint(2, families.VOCAB, (2, seq), generator=torch.Generator().manual_seed(1))
+    marked = torch.zeros(ids.shape, dtype=torch.bool)
+    marked[:, 0] = True
+    return attention.analyse(model, ids, marked, emerge=0), ids
+
+
+@pytest.mark.parametrize("family", ["falcon", "gptj", "bloom"])
+def test_attention_outside_the_interface_is_recorded_as_the_model_computes_it(family):
+    """The recorder sees the probabilities the model returns (output_attentions), and its replace
+    modes change the output, while mode off leaves it bit for bit."""
+    from massive import attention
+
+    model = families.build(family)
+    res, ids = _analyse(model)
+    rec = attention.Recorder(model)
+    with torch.no_grad():
+        ref = model(ids, output_attentions=True, use_cache=False)
+        with rec.active("off", keep=True):
+            kept = model(ids, use_cache=False).logits
+    assert torch.equal(kept, ref.logits)
+    for layer, probs in enumerate(ref.attentions):
+        assert torch.allclose(rec.kept[layer]["probs"], probs, atol=1e-6), layer
+        assert torch.allclose(rec.kept[layer]["logits"].softmax(-1), probs, atol=1e-5), layer
+    assert set(res.heads["layer"]) == {0, 1}
+    with torch.no_grad(), res.recorder.active("replace_massive_with_zero"):
+        zeroed = model(ids, use_cache=False).logits
+    assert not torch.allclose(zeroed, ref.logits)
+
+
+def test_hybrid_linear_attention_layers_are_skipped_by_name():
+    res, _ = _analyse(families.build("qwen3_next"))
+    skipped = res.summary["skipped_layers"]
+    assert list(skipped) == [0] and "linear_attn" in skipped[0] and "skipped" in skipped[0]
+    assert set(res.heads["layer"]) == {1}
+
+
+def test_latent_attention_with_wider_queries_than_values():
+    model = families.build("deepseek_v3")
+    c = model.config
+    assert c.qk_nope_head_dim + c.qk_rope_head_dim != c.v_head_dim
+    res, _ = _analyse(model)
+    assert len(res.heads) == c.num_hidden_layers * c.num_attention_heads
+
+
+def test_learned_sinks_have_a_column_of_their_own():
+    model = families.build("gpt_oss")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.sinks.fill_(3.0)  # a sink that takes a visible share
+    res, _ = _analyse(model)
+    h = res.heads
+    assert res.summary["explicit_sink"] and (h["mass_sink"] > 0.05).all()
+    assert torch.allclose(torch.tensor((h["mass_massive"] + h["mass_sink"] + h["mass_other"]).values),
+                          torch.ones(len(h), dtype=torch.float64))
+    assert res.summary["mass_sink_mean"] == pytest.approx(float(h["mass_sink"].mean()))
+    plain, _ = _analyse(families.build("llama"))
+    assert not plain.summary["explicit_sink"] and (plain.heads["mass_sink"] == 0).all()
+
+
+# ---------------------------------------------------------------- planted massive activations
+PLANTED = ["llama", "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma2", "gemma3_text", "olmo2", "gpt_neox", "phi3",
+           "mistral", "mixtral", "deepseek_v3", "gpt_oss", "falcon", "gptj", "bloom"]
+DIM = 7
+
+
+def _planted(family):
+    import tiny
+
+    model = families.build(family)
+    parts = arch.find_parts(model)
+    d = arch.hidden_size(model.config)
+    layer = next((i for i, m in enumerate(parts.mlps) if arch.down_weights(m, d).experts), 0)  # an MoE block where there is one
+    return tiny.plant_family(model, layer, DIM), layer
+
+
+@pytest.mark.parametrize("family", PLANTED)
+def test_planted_activation_is_found_zeroed_and_traced(family):
+    import tiny
+    from massive import origins
+    from massive.capture import capture
+    from massive.detect import detect
+    from massive.interventions import intervene
+    from massive.perplexity import perplexity
+
+    model, layer = _planted(family)
+    ids = tiny.sequences(4, 16)
+    found = detect(capture(model, ids, k=16))
+    assert found.dims == [DIM] and found.emerge_layer == layer, (found.dims, found.emerge_layer)
+    at = found.massive[found.massive["layer"] == layer]
+    assert set(at["position"]) == {0} and set(at["dim"]) == {DIM}
+    base = perplexity(model, ids).value
+    with intervene(model, found, "zero", layers="emerge"):
+        zeroed = perplexity(model, ids).value
+    assert abs(zeroed / base - 1) > 1e-3, (base, zeroed)
+    o = origins.find(model, ids, found)
+    assert o.note is None
+    writes = o.sublayers[o.sublayers["writes"]]
+    assert writes[["dim", "block", "part"]].values.tolist() == [[DIM, layer, "mlp"]]
+    assert writes["share"].iloc[0] == pytest.approx(1.0, abs=0.02)
+    other = o.contributions[(o.contributions["part"] == "other")]["share"].abs()
+    assert (other < 1e-3).all()  # attn_out + mlp_out explain the whole update: nothing left in "other"
+    sw = o.primary.iloc[0]
+    w = arch.down_weights(arch.find_parts(model).mlps[layer], arch.hidden_size(model.config))
+    assert sw["param"] == w.name(model) and sw["channel"] == 0 and sw["block"] == layer
+    assert sw["weight"] == 200.0 and sw["abs_rank"] == 1
+    assert pd.isna(sw["expert"]) != bool(w.experts)  # a mixture of experts names its expert

@@ -198,3 +198,96 @@ def photos(n: int, seed: int = 0) -> list:
 
     g = torch.Generator().manual_seed(seed)
     return [Image.fromarray(torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()) for _ in range(n)]
+
+
+# ---------------------------------------------------------------- every family (massive.families' tiny configs)
+@torch.no_grad()
+def plant_family(model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: int | None = None,
+                 gain: float = 200.0, post_gain: float = 1000.0) -> nn.Module:
+    """`plant` for any family built by massive.families: the carrier dim is zeroed in the embeddings
+    and in every write to the residual stream (linear layers, fused experts [experts, d_model, d_mlp]
+    or their transposed form, biases), and hidden unit 0 of block `layer`'s MLP (of every expert in
+    a mixture of experts: the router picks any) reads only the carrier and writes only `dim`. Where
+    the MLP's write passes through a post-norm (Gemma-2/3, OLMo-2/3), the norm rescales it, so the
+    planted size comes from the norm's gain at `dim` (+ post_gain), and row `dim` of the down
+    projection is the planted unit's only entry (other tokens write exactly 0 there)."""
+    from massive import arch
+
+    d = arch.hidden_size(model.config)
+    carrier = (dim + 1) % d if carrier is None else carrier
+    emb = model.get_input_embeddings().weight
+    emb[:, carrier] = 0.0
+    emb[token_id, carrier] = 4.0
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear) and mod.out_features == d:
+            mod.weight[carrier, :] = 0.0
+            if mod.bias is not None:
+                mod.bias[carrier] = 0.0
+        elif isinstance(mod, Conv1D) and mod.nf == d:
+            mod.weight[:, carrier] = 0.0
+            mod.bias[carrier] = 0.0
+        elif isinstance(mod, nn.Embedding) and mod is not model.get_input_embeddings() and mod.embedding_dim == d:
+            mod.weight[:, carrier] = 0.0
+    for name, p in model.named_parameters():
+        if name.endswith("experts.down_proj"):
+            (p[:, :, carrier] if p.shape[2] == d and p.shape[1] != d else p[:, carrier, :]).zero_()
+        elif name.endswith("experts.down_proj_bias"):
+            p[:, carrier] = 0.0
+    parts = arch.find_parts(model)
+    mlp = parts.mlps[layer]
+    w = arch.down_weights(mlp, d)
+    j = 0
+    if w.experts:
+        ex = w.module
+        down = w.weight
+        transposed = w.orientation == "in_out"
+        gate_up = ex.gate_up_proj
+        n_mlp = down.shape[1] if transposed else down.shape[2]
+        rows = (2 * j, 2 * j + 1) if not getattr(ex, "is_concatenated", True) else (j, n_mlp + j)
+        for r in rows:
+            if transposed:
+                gate_up[:, :, r] = 0.0
+                gate_up[:, carrier, r] = 1.0
+            else:
+                gate_up[:, r, :] = 0.0
+                gate_up[:, r, carrier] = 1.0
+            if getattr(ex, "gate_up_proj_bias", None) is not None:
+                ex.gate_up_proj_bias[:, r] = 0.0
+        if transposed:
+            down[:, j, :] = 0.0
+            down[:, :, dim] = 0.0
+            down[:, j, dim] = gain
+        else:
+            down[:, :, j] = 0.0
+            down[:, dim, :] = 0.0
+            down[:, dim, j] = gain
+        if getattr(ex, "down_proj_bias", None) is not None:
+            ex.down_proj_bias[:, dim] = 0.0
+    else:
+        n_mlp = w.matrix().shape[1]
+        for mod in mlp.modules():
+            if mod is w.module:
+                continue
+            if isinstance(mod, nn.Linear) and mod.in_features == d and mod.out_features in (n_mlp, 2 * n_mlp):
+                for r in ((j,) if mod.out_features == n_mlp else (j, n_mlp + j)):  # fused gate_up: gate rows then up rows
+                    mod.weight[r, :] = 0.0
+                    mod.weight[r, carrier] = 1.0
+                    if mod.bias is not None:
+                        mod.bias[r] = -3.0
+            elif isinstance(mod, Conv1D) and mod.nf == n_mlp:
+                mod.weight[:, j] = 0.0
+                mod.weight[carrier, j] = 1.0
+                mod.bias[j] = -3.0
+        m = w.matrix()  # a view [d_model, d_mlp]
+        m[:, j] = 0.0
+        post = arch.writers(model, parts)[layer]["mlp"].chain
+        if post:
+            m[dim, :] = 0.0
+        m[dim, j] = gain
+        if getattr(w.module, "bias", None) is not None and post:
+            w.module.bias[dim] = 0.0
+    post = arch.writers(model, parts)[layer]["mlp"].chain
+    if post:
+        norm = parts.blocks[layer].get_submodule(post[-1])
+        norm.weight[dim] += post_gain
+    return model
