@@ -251,6 +251,10 @@ class Recorder:
         self.means: dict[tuple[str, int], torch.Tensor] = {}
         self.names = {i: name for i, name in enumerate(_attention_names(model))}
         self.explicit_sink = False  # a layer with a learned sink logit per head was recorded
+        attentions = arch.find_parts(model).attentions
+        self.windows = {i: int(a.sliding_window) for i, a in enumerate(attentions)
+                        if isinstance(getattr(a, "sliding_window", None), int) and a.sliding_window > 0}
+        self.notes: dict[int, str] = {}  # layer -> why part of its decomposition is not there
 
     def skipped(self) -> dict[int, str]:
         """Layer -> the one line saying why it has no attention probabilities (a hybrid's linear
@@ -474,6 +478,10 @@ def decomposition(rec: Recorder) -> pd.DataFrame:
         cos = torch.nn.functional.cosine_similarity(x, mean.expand_as(x), dim=-1).mean(dim=(0, 2))
         norm = x.norm(dim=-1).mean(dim=(0, 2))
         for h in range(x.shape[1]):
+            if not scale[h] > 0 and layer in rec.windows:
+                rec.notes[layer] = (f"layer {layer}: sliding-window attention ({rec.windows[layer]} keys): the sampled queries "
+                                    "(second half of the sequence) see no massive token, so its decomposition has no rows")
+                continue
             if not scale[h] > 0:
                 raise NonFiniteError(f"attention: the {name} tokens' part of layer {layer} head {h} is zero in every "
                                      f"calibration sequence, so its rel_std is undefined (no {name} token among them?)")
@@ -553,7 +561,7 @@ def _medians(decomp: pd.DataFrame) -> dict:
 
 def summarise(heads: pd.DataFrame, layers: pd.DataFrame, decomp: pd.DataFrame, emerge: int | None,
               concentration: int | None, random_positions: list[int], explicit_sink: bool = False,
-              skipped: dict | None = None) -> dict:
+              skipped: dict | None = None, notes: list | None = None) -> dict:
     """The headline numbers: emerge and concentration layers, Sink_1 share and attention on the
     first token (overall and where the layer's input holds massive activations), decomposition medians.
 
@@ -570,6 +578,7 @@ def summarise(heads: pd.DataFrame, layers: pd.DataFrame, decomp: pd.DataFrame, e
         "mass_sink_mean": float(layers["mass_sink"].mean()) if explicit_sink else None,
         "mass_sink_massive_in_input": float(after["mass_sink"].mean()) if explicit_sink and len(after) else None,
         "skipped_layers": {int(k): v for k, v in (skipped or {}).items()},
+        "notes": list(notes or []),
         "random_positions": list(random_positions),
         "decomposition_median": _medians(decomp),
         "decomposition_median_massive_in_input": _medians(decomp[decomp["layer"].isin(after["layer"])]) if len(decomp) else {},
@@ -617,7 +626,8 @@ def analyse(model: torch.nn.Module, ids: torch.Tensor, massive_tokens: torch.Ten
     return AttentionResult(heads=heads, layers=layers, decomposition=decomp, emerge=emerge, concentration=concentration,
                            random_positions=positions, recorder=rec,
                            summary=summarise(heads, layers, decomp, emerge, concentration, positions,
-                                             explicit_sink=rec.explicit_sink, skipped=rec.skipped()))
+                                             explicit_sink=rec.explicit_sink, skipped=rec.skipped(),
+                                             notes=[rec.notes[k] for k in sorted(rec.notes)]))
 
 
 def intervened_layers(n_layers: int, emerge: int | None, which: str | Iterable[int] = "massive") -> list[int]:
