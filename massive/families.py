@@ -267,9 +267,16 @@ def check(model_type: str) -> dict:
         row["structure"] = structure(model)
         _check(model, row)
         row["status"] = "supported"
+    except Unsupported as exc:
+        row["why"] = f"model_type={model_type!r}: {exc}"
     except Exception as exc:  # noqa: BLE001 - every failure becomes the family's one line
         msg = " ".join(str(exc).split())[:240]
-        row["why"] = f"model_type={model_type!r}: {step if not row['structure'] else 'a step'} failed: {type(exc).__name__}: {msg}"
+        if "no MLP module of its own" in msg:
+            msg = ("its blocks have no MLP module of their own (encoder-style layers: intermediate + output, with the "
+                   "residual add and norm inside); not known to massive.arch")
+            row["why"] = f"model_type={model_type!r}: {msg}"
+        else:
+            row["why"] = f"model_type={model_type!r}: {step if not row['structure'] else 'a step'} failed: {type(exc).__name__}: {msg}"
     return row
 
 

@@ -2,6 +2,8 @@
 (resid_pre + attn_out + mlp_out == resid_post at every block), and the coverage of every
 causal-LM model_type of the installed transformers (massive.families)."""
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -186,3 +188,102 @@ def test_planted_activation_is_found_zeroed_and_traced(family):
     assert sw["param"] == w.name(model) and sw["channel"] == 0 and sw["block"] == layer
     assert sw["weight"] == 200.0 and sw["abs_rank"] == 1
     assert pd.isna(sw["expert"]) != bool(w.experts)  # a mixture of experts names its expert
+
+
+# ---------------------------------------------------------------- the survey sweep (dry run: no hub needed)
+SURVEY = ["llama3_2_1b", "llama3_1_8b", "qwen2_5_7b", "qwen3_8b", "gemma2_2b", "gemma3_1b", "gemma3_4b", "olmo2_7b",
+          "pythia_160m", "pythia_410m", "pythia_1b", "pythia_1_4b", "pythia_2_8b", "pythia_6_9b", "phi3_mini",
+          "gpt_oss_20b", "mistral_7b"]
+
+
+def test_survey_sweep_plans_every_family_in_its_own_regime(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import REPO
+
+    for name in SURVEY:
+        m = yaml.safe_load((REPO / "conf/model" / f"{name}.yaml").read_text())
+        assert m["name"] == name and m["source"] == "hub" and "/" in m["hub_id"], name
+        assert m["bos"] in ("auto", "always", "never") and m["dtype"] in ("float16", "bfloat16"), name
+        assert m["family"] in families.causal_lm_types(), name
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n",
+                           "--config", "sweep=survey"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = proc.stdout.split("Job stats:")[-1]
+    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    pairs = len(SURVEY) * 2
+    assert counts["fetch_model"] == len(SURVEY)
+    assert counts["capture"] == counts["attention"] == counts["origins"] == pairs
+    assert re.search(r"pipeline\.capture model=gemma2_2b data=wikitext2", proc.stdout)
+
+
+def test_the_coverage_table_lists_every_causal_lm_family():
+    """docs/families.md (scripts/families.py) is current for the installed transformers, and every
+    family the library promises is supported there."""
+    import transformers
+
+    from conftest import REPO
+
+    text = (REPO / "docs/families.md").read_text()
+    assert f"transformers {transformers.__version__}" in text
+    rows = dict(re.findall(r"^\| `([^`]+)` \| (supported|refused) \|", text, re.M))
+    assert sorted(rows) == families.causal_lm_types()
+    assert all(rows[f] == "supported" for f in NAMED), [f for f in NAMED if rows[f] != "supported"]
+    counts = re.search(r"\*\*(\d+) supported, (\d+) refused, of (\d+) causal-LM model types", text)
+    assert counts and int(counts.group(1)) == sum(v == "supported" for v in rows.values())
+
+
+@pytest.mark.parametrize("family", ["bart", "mamba"])
+def test_families_without_a_decoder_stack_of_attention_are_refused_in_one_line(family):
+    row = families.check(family)
+    assert row["status"] == "refused" and family in row["why"] and "\n" not in row["why"]
+    assert ("encoder-decoder" if family == "bart" else "no attention") in row["why"]
+
+
+# ---------------------------------------------------------------- through the rules' entry points
+def _prepared(tmp_path, compose_in, family, name, seq_len=24, n_seq=3):
+    import tiny
+    from conftest import detected_run
+
+    model, layer = _planted(family)
+    path = tiny.save(model, tmp_path / f"hf_{family}")
+    overrides = ["model=tiny_random", "model.source=local", f"model.path={path}", f"model.name={name}",
+                 f"model.family={family}", f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2",
+                 "figures.dpi=40", "origins.num_sequences=2", "origins.max_chunks=2", "origins.batch_size=2",
+                 "++attention.num_sequences=3", "ablate.max_chunks=3", "ablate.batch_size=2"]
+    cfg = compose_in(*overrides)
+    detected_run(cfg, n_seq, seq_len)
+    return cfg, [f"paths.root={tmp_path}", "wandb.mode=disabled", *overrides], layer
+
+
+def test_learned_sink_through_the_attention_rule(tmp_path, compose_in):
+    import json
+
+    from conftest import run_module
+    from pipeline import html
+    from pipeline.io import read_table, run_dir
+
+    cfg, args, _ = _prepared(tmp_path, compose_in, "gpt_oss", "tiny_oss")
+    proc = run_module("attention", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_dir(cfg, "attention")
+    heads = read_table(out / "heads.parquet")
+    summary = json.loads((out / "summary.json").read_text())
+    assert (heads["mass_sink"] > 0).all() and summary["explicit_sink"]
+    assert "learned) attention sink" in html.attention_section(out, cfg.model.name, cfg.data.name)
+
+
+def test_post_norm_family_through_the_origins_rule(tmp_path, compose_in):
+    from conftest import run_module
+    from pipeline.io import read_table, run_dir
+
+    cfg, args, layer = _prepared(tmp_path, compose_in, "gemma2", "tiny_gemma2")
+    proc = run_module("origins", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sub = read_table(run_dir(cfg, "origins") / "sublayers.parquet")
+    assert sub[sub["writes"]][["dim", "block", "part"]].values.tolist() == [[DIM, layer, "mlp"]]
+    assert not ((sub["part"] == "other") & (sub["block"] == layer)).any()  # nothing left unexplained at the writing block
