@@ -251,9 +251,7 @@ class Recorder:
         self.means: dict[tuple[str, int], torch.Tensor] = {}
         self.names = {i: name for i, name in enumerate(_attention_names(model))}
         self.explicit_sink = False  # a layer with a learned sink logit per head was recorded
-        attentions = arch.find_parts(model).attentions
-        self.windows = {i: int(a.sliding_window) for i, a in enumerate(attentions)
-                        if isinstance(getattr(a, "sliding_window", None), int) and a.sliding_window > 0}
+        self.hidden: dict[tuple[str, int], bool] = {}  # (part, layer) -> its tokens exist but every sampled query is masked from them
         self.notes: dict[int, str] = {}  # layer -> why part of its decomposition is not there
 
     def skipped(self) -> dict[int, str]:
@@ -322,7 +320,11 @@ class Recorder:
         self.explicit_sink |= sink
         t = probs.shape[2]
         queries = torch.linspace(t // 2, t - 1, min(self.sample_queries, t - t // 2)).round().long().unique()
+        keysets = {"massive": massive, "other": ~massive, "random": self.random[:, : probs.shape[-1]]}
         for name, x in parts.items():
+            keys = keysets[name][:, None, None, :]
+            seen = bool(((probs[:, :, queries] > 0) & keys).any())
+            self.hidden[(name, layer)] = self.hidden.get((name, layer), True) and bool(keys.any()) and not seen
             _finite(x, f"attention: the {name} tokens' part of layer {layer}'s attention output", self.dtype)
             s = x.sum(0).double().cpu()
             self.sums[(name, layer)] = s if (name, layer) not in self.sums else self.sums[(name, layer)] + s
@@ -478,9 +480,9 @@ def decomposition(rec: Recorder) -> pd.DataFrame:
         cos = torch.nn.functional.cosine_similarity(x, mean.expand_as(x), dim=-1).mean(dim=(0, 2))
         norm = x.norm(dim=-1).mean(dim=(0, 2))
         for h in range(x.shape[1]):
-            if not scale[h] > 0 and layer in rec.windows:
-                rec.notes[layer] = (f"layer {layer}: sliding-window attention ({rec.windows[layer]} keys): the sampled queries "
-                                    "(second half of the sequence) see no massive token, so its decomposition has no rows")
+            if not scale[h] > 0 and rec.hidden.get((name, layer)):
+                rec.notes[layer] = (f"layer {layer}: the mask (a sliding window) hides the {name} tokens from every sampled "
+                                    "query (second half of the sequence): no decomposition rows there")
                 continue
             if not scale[h] > 0:
                 raise NonFiniteError(f"attention: the {name} tokens' part of layer {layer} head {h} is zero in every "
