@@ -150,6 +150,7 @@ class Writer:
     exact: str | None = None
 
 
+_PARALLEL: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
 _WRITERS: "weakref.WeakKeyDictionary[nn.Module, list[dict[str, Writer]]]" = weakref.WeakKeyDictionary()
 
 
@@ -196,6 +197,10 @@ def writers(model: nn.Module, parts: Parts | None = None) -> list[dict[str, Writ
     handles = []
     children = {}
     for block in parts.blocks:
+        def keep_block(mod, args, kwargs):
+            seen[id(mod)] = (_first_tensor(args) if args else _first_tensor(kwargs.get("hidden_states")), None)
+
+        handles.append(block.register_forward_pre_hook(keep_block, with_kwargs=True))
         for name, child in block.named_children():
             children[id(child)] = name
 
@@ -244,6 +249,11 @@ def writers(model: nn.Module, parts: Parts | None = None) -> list[dict[str, Writ
                     module, tensor = nxt[0][1], seen[id(nxt[0][1])][1]
             here[part] = Writer(module=module, index=0, scale=scale, chain=tuple(chain))
         out.append(here)
+        mlp = parts.mlps[i]
+        if id(block) in seen and mlp is not None and id(mlp) in seen and id(parts.attentions[i]) in seen:
+            x, m_in, a_in = seen[id(block)][0], seen[id(mlp)][0], seen[id(parts.attentions[i])][0]
+            feeders = [c for c in block.children() if id(c) in seen and c is not mlp and _same(seen[id(c)][1], m_in)]
+            _PARALLEL[block] = _same(m_in, a_in) or _same(m_in, x) or any(_same(seen[id(c)][0], x) for c in feeders)
     _WRITERS[model] = out
     return out
 
@@ -392,7 +402,10 @@ def linears(block: nn.Module) -> list[tuple[str, nn.Module, str]]:
 
 
 def is_parallel(block: nn.Module) -> bool:
-    """Whether a block's attention and MLP read the same normed input (Phi-2, GPT-J: one norm child)."""
+    """Whether a block's attention and MLP both read the block's input (Phi-2, GPT-J, Falcon, Pythia):
+    as the probe pass of `writers` saw it where it ran, else from the norms (one norm child)."""
+    if block in _PARALLEL:
+        return _PARALLEL[block]
     norms = [k for k, _ in block.named_children() if "norm" in k.lower() or k.lower().startswith("ln")]
     return len(norms) == 1
 

@@ -47,6 +47,10 @@ def test_post_norms_and_multipliers_are_inside_the_hook():
     assert arch.writers(granite)[1]["mlp"].scale == pytest.approx(0.3)
     bloom = families.build("bloom")
     assert arch.writers(bloom)[0]["attn"].residual
+    for family, parallel in (("gpt_neox", True), ("falcon", True), ("gptj", True), ("llama", False), ("olmo2", False)):
+        model = families.build(family)  # Pythia's two norms both read the block's input: parallel all the same
+        arch.writers(model)
+        assert arch.is_parallel(arch.find_parts(model).blocks[0]) == parallel, family
 
 
 def test_replacing_a_transformed_write_changes_what_the_stream_receives():
