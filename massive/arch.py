@@ -26,8 +26,8 @@ vit, ...) needs no code.
                 layer scale applied to it before the add (Gemma-2/3 and OLMo-2/3 "sandwich" norms);
                 times the block's `residual_multiplier` (Granite); minus the residual the module
                 added itself (BLOOM's attention and MLP take the residual as an argument)
-  parallel      a block whose attention and MLP read the same normed input (Phi-2, GPT-J): one
-                norm child instead of two
+  parallel      a block whose attention and MLP both read the block's input (Phi-2, GPT-J, Falcon,
+                Pythia's two norms), as the probe pass saw it (else: one norm child instead of two)
   newline       GPT-2's byte-level BPE writes "\\n" as "Ċ"
   vision layout prefix tokens (CLS, then registers), then one token per patch, row by row
 

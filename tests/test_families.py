@@ -279,15 +279,3 @@ def test_learned_sink_through_the_attention_rule(tmp_path, compose_in):
     summary = json.loads((out / "summary.json").read_text())
     assert (heads["mass_sink"] > 0).all() and summary["explicit_sink"]
     assert "learned) attention sink" in html.attention_section(out, cfg.model.name, cfg.data.name)
-
-
-def test_post_norm_family_through_the_origins_rule(tmp_path, compose_in):
-    from conftest import run_module
-    from pipeline.io import read_table, run_dir
-
-    cfg, args, layer = _prepared(tmp_path, compose_in, "gemma2", "tiny_gemma2")
-    proc = run_module("origins", *args)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    sub = read_table(run_dir(cfg, "origins") / "sublayers.parquet")
-    assert sub[sub["writes"]][["dim", "block", "part"]].values.tolist() == [[DIM, layer, "mlp"]]
-    assert not ((sub["part"] == "other") & (sub["block"] == layer)).any()  # nothing left unexplained at the writing block
