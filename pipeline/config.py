@@ -76,6 +76,17 @@ class TopkBackend(str, Enum):
 
 
 @dataclass
+class SizingConfig:
+    """model.sizing: how the SLURM profile sizes this model's GPU jobs (pipeline/sizing.py). Each null
+    key is found from the model (its config.json: parameter count; model.dtype) and the rule's work."""
+
+    params: Optional[float] = None  # parameter count, when no config.json is at hand before the fetch (GGUF, wheel)
+    gpus: Optional[int] = None  # GPUs of every GPU job of this model (null: from the memory each job needs)
+    mem_mb: Optional[int] = None  # host memory of every GPU job (null: from the weights)
+    runtime_factor: float = 1.0  # multiplies every GPU job's time limit
+
+
+@dataclass
 class ModelConfig:
     name: str = "???"  # short name used in paths, Parquet and plots
     source: SourceKind = SourceKind.hub
@@ -102,6 +113,7 @@ class ModelConfig:
     head: Optional[str] = None
     # source=random with images: the image processor, as kwargs of transformers.<image_processor_type>
     image_processor: Optional[Dict[str, Any]] = None
+    sizing: SizingConfig = field(default_factory=SizingConfig)  # cluster sizing (pipeline/sizing.py)
 
 
 @dataclass
@@ -290,6 +302,10 @@ _POSITIVE = [
     "inference.max_chunks",
     "inference.batch_size",
     "inference.num_sequences",
+    "model.sizing.params",
+    "model.sizing.gpus",
+    "model.sizing.mem_mb",
+    "model.sizing.runtime_factor",
 ]
 
 
