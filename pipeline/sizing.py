@@ -352,15 +352,21 @@ def _weights(argv: tuple[str, ...], root: str) -> Weights:
     return weights(_composed(argv).model, root)
 
 
-@functools.lru_cache(maxsize=None)
-def job(rule: str, wildcards: tuple[tuple[str, str], ...], root: str = ".") -> JobSize:
-    """The size of the job of `rule` with these wildcards, composed as its rule composes it."""
+def job(rule: str, wildcards: dict[str, str], root: str = ".") -> JobSize:
+    """The size of the job of `rule` with these wildcards, composed as its rule composes it. The
+    jobs of one rule and model share one size (their corpus and blocks do not change it): the
+    first one's config is composed, once."""
     if rule not in _JOBS:
         raise MassiveError(f"sizing: rule {rule!r} is not registered (rules/common.smk calls sizing.register)")
-    argv = tuple(_JOBS[rule](**dict(wildcards)))
-    cfg = _composed(argv)
-    model_argv = tuple(a for a in argv if a.startswith(("model=", "model.", "+model")))
-    return size(rule, cfg, _weights(model_argv or argv, root), Site.from_env())
+    key = (rule, wildcards.get("model", ""), str(root))
+    if key not in _SIZES:
+        argv = tuple(_JOBS[rule](**wildcards))
+        model_argv = tuple(a for a in argv if a.startswith(("model=", "model.", "+model")))
+        _SIZES[key] = size(rule, _composed(argv), _weights(model_argv or argv, str(root)), Site.from_env())
+    return _SIZES[key]
+
+
+_SIZES: dict[tuple[str, str, str], JobSize] = {}
 
 
 def resource(rule: str, wildcards, key: str, gpu_type: str = ""):
@@ -369,10 +375,26 @@ def resource(rule: str, wildcards, key: str, gpu_type: str = ""):
     import sys
 
     try:
-        j = job(rule, tuple(sorted(dict(wildcards.items()).items())), os.getcwd())
+        j = job(rule, dict(wildcards.items()), os.getcwd())
     except MassiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     if key == "gres":
         return f"gpu:{gpu_type}:{j.gpus}" if gpu_type else f"gpu:{j.gpus}"
     return getattr(j, key)
+
+
+PLACEHOLDER_ACCOUNT = "my_account"
+
+
+def account(name: str) -> str:
+    """The SLURM account of every job (profile: MA_SLURM_ACCOUNT); the profile's placeholder stops
+    the run, -n included, with one line (exit 2)."""
+    import sys
+
+    if name == PLACEHOLDER_ACCOUNT:
+        print(f"error: SLURM account {name!r} is the profile's placeholder: set MA_SLURM_ACCOUNT=<your account> "
+              "(sacctmgr show assoc user=$USER format=account), or MA_SLURM_ACCOUNT='' to submit without one "
+              "(profiles/slurm/config.yaml)", file=sys.stderr)
+        sys.exit(2)
+    return name
