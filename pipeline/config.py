@@ -124,6 +124,11 @@ class DataConfig:
     wheel_file: Optional[str] = None
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
+    # kind=hub: the repository's revision (a commit, a tag, or a branch such as refs/convert/parquet,
+    # the hub's parquet conversion of a dataset whose loading script `datasets` 4+ no longer runs)
+    revision: Optional[str] = None
+    # kind=hub: files of the repository to read (globs), e.g. ["*.jsonl"]; null: stream hub_config/split
+    data_files: Optional[list[str]] = None
     split: str = "test"
     text_field: str = "text"
     path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)

@@ -372,13 +372,10 @@ _SIZES: dict[tuple[str, str, str], JobSize] = {}
 def resource(rule: str, wildcards, key: str, gpu_type: str = ""):
     """One resource of one job for the SLURM profile: gres (gpu:<type>:<n>), mem_mb, runtime.
     A model that cannot be sized stops the dry run with one line naming it (exit 2)."""
-    import sys
-
     try:
         j = job(rule, dict(wildcards.items()), os.getcwd())
     except MassiveError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        _stop(str(exc))
     if key == "gres":
         return f"gpu:{gpu_type}:{j.gpus}" if gpu_type else f"gpu:{j.gpus}"
     return getattr(j, key)
@@ -390,11 +387,18 @@ PLACEHOLDER_ACCOUNT = "my_account"
 def account(name: str) -> str:
     """The SLURM account of every job (profile: MA_SLURM_ACCOUNT); the profile's placeholder stops
     the run, -n included, with one line (exit 2)."""
+    if name == PLACEHOLDER_ACCOUNT:
+        _stop(f"SLURM account {name!r} is the profile's placeholder: set MA_SLURM_ACCOUNT=<your account> "
+              "(sacctmgr show assoc user=$USER format=account), or MA_SLURM_ACCOUNT='' to submit without one "
+              "(profiles/slurm/config.yaml)")
+    return name
+
+
+def _stop(message: str) -> None:
+    """One line and exit 2, now: Snakemake evaluates resources while it builds the DAG (before any
+    job or lock) and would wrap an exception or SystemExit in a multi-line traceback of its own."""
     import sys
 
-    if name == PLACEHOLDER_ACCOUNT:
-        print(f"error: SLURM account {name!r} is the profile's placeholder: set MA_SLURM_ACCOUNT=<your account> "
-              "(sacctmgr show assoc user=$USER format=account), or MA_SLURM_ACCOUNT='' to submit without one "
-              "(profiles/slurm/config.yaml)", file=sys.stderr)
-        sys.exit(2)
-    return name
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
