@@ -198,6 +198,9 @@ class AblateConfig:
     regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
+    # a folder of local copies of the tasks' hub datasets, laid out like the hub (<dir>/<org>/<name>/...):
+    # for compute nodes without internet (docs/cluster.md); null: the hub
+    zeroshot_datasets: Optional[str] = None
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
     max_images: int = 64  # images (a seeded sample of the corpus) evaluated per intervention (rule ablate_images)
     clip_prompt: str = "a photo of a {}."  # CLIP zero-shot classification: the prompt per class name
