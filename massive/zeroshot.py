@@ -6,7 +6,7 @@ WinoGrande, ARC-Easy and ARC-Challenge with the massive activations zeroed or se
 active (massive.intervene) apply to every forward pass the harness makes. Tasks are the
 harness's (datasets from the Hugging Face hub), or local task YAMLs in a folder (`include`).
 `dataset_root`: a folder laid out like the hub (<root>/<org>/<name>/ with the repository's files,
-e.g. `huggingface-cli download --repo-type dataset allenai/ai2_arc --local-dir <root>/allenai/ai2_arc`):
+e.g. `hf download allenai/ai2_arc --repo-type dataset --local-dir <root>/allenai/ai2_arc`):
 each task whose dataset_path has a copy there reads it from there (compute nodes without internet).
 Every task of the paper (boolq: aps/super_glue, piqa: baber/piqa, winogrande: allenai/winogrande,
 arc_easy/arc_challenge: allenai/ai2_arc in lm-eval 0.4.13) is a parquet repository, none a loading

@@ -141,17 +141,32 @@ def params_from_config(config: dict) -> int:
     return int(layers * block + embed)
 
 
+def active_params(config: dict, params: int) -> int:
+    """Parameters one token passes through: all of them, but for a mixture of experts only the
+    experts each token is routed to (Mixtral-8x7B: about 13B of 47B)."""
+    experts = _get(config, "num_local_experts", "num_experts", "n_routed_experts", default=1) or 1
+    top = _get(config, "num_experts_per_tok", "moe_top_k", default=experts) or experts
+    if experts <= 1 or top >= experts:
+        return params
+    h = _get(config, "hidden_size", "n_embd", "d_model", default=0)
+    inter = _get(config, "intermediate_size", "moe_intermediate_size", default=4 * h)
+    layers = _get(config, "num_hidden_layers", "n_layer", "num_layers", default=0)
+    return int(params - layers * (experts - top) * 3 * h * inter)
+
+
 def tokens_per_image(config: dict) -> int:
-    """Tokens a ViT sees per image: the patches, the class token and the registers."""
+    """Tokens a ViT sees per image: the patches of the image processors' 224-pixel crop (DINOv2's
+    config names the 518 pixels its position embeddings cover), the class token and the registers."""
     config = config.get("vision_config", config)
     size = _get(config, "image_size", default=224)
-    size = size[0] if isinstance(size, (list, tuple)) else size
+    size = min(224, size[0] if isinstance(size, (list, tuple)) else size)
     patch = _get(config, "patch_size", default=16)
     patch = patch[0] if isinstance(patch, (list, tuple)) else patch
     return (size // patch) ** 2 + 1 + int(config.get("num_register_tokens") or 0)
 
 
 def _stored_dtype(config: dict, fallback: str) -> str:
+    """The dtype the weights are stored in (config.json's torch_dtype; float32 where it names none, as GPT-2's)."""
     dtype = str(_get(config, "torch_dtype", "dtype", default=fallback)).replace("torch.", "")
     return dtype if dtype in BYTES else fallback
 
@@ -167,7 +182,7 @@ def _from_dir(hf: Path, source: str, dtype: str) -> Weights:
     config = json.loads((hf / "config.json").read_text())
     params = params_from_config(config)
     on_disk = sum(p.stat().st_size for p in hf.glob("*.safetensors")) or sum(p.stat().st_size for p in hf.glob("*.bin"))
-    download = on_disk or _index_bytes(hf / "model.safetensors.index.json") or params * BYTES[_stored_dtype(config, dtype)]
+    download = on_disk or _index_bytes(hf / "model.safetensors.index.json") or params * BYTES[_stored_dtype(config, "float32")]
     return Weights(params, int(download), source, config)
 
 
@@ -213,14 +228,14 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
                 config = json.loads(path.read_text())
                 params = params_from_config(config)
                 index = _index_bytes(_hub_file(model.hub_id, "model.safetensors.index.json", model.revision))
-                download = index or params * BYTES[_stored_dtype(config, dtype)]
+                download = index or params * BYTES[_stored_dtype(config, "float32")]
                 return Weights(params, int(download), f"the hub's config.json of {model.hub_id}", config)
     except MassiveError as exc:
         raise MassiveError(f"cannot size model {model.name!r}: {exc}; set model.sizing.params") from None
     except Exception as exc:  # offline, gated, unknown repository
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise MassiveError(f"cannot size model {model.name!r}: its config.json is not at hand ({type(exc).__name__}: {first}); "
-                           "log in to the hub (huggingface-cli login), fetch it first (snakemake fetch_model), "
+                           "log in to the hub (hf auth login), fetch it first (snakemake fetch_model), "
                            "or set model.sizing.params") from None
     raise MassiveError(f"cannot size model {model.name!r} (source={source}): no config.json before the fetch; "
                        f"fetch it first (snakemake {paths.fetched(model.name)}) or set model.sizing.params")
@@ -319,7 +334,7 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
                            "(MA_SLURM_GPU_MEM_GB, MA_SLURM_GPUS_PER_NODE, or model.sizing.gpus)")
     mem_mb = int(sizing.get("mem_mb") or max(16000, math.ceil(1.2 * loaded / 1e6 / 1000) * 1000 + 8000))
     tokens, tokens_f32 = work(rule, cfg, w)
-    flops = 2 * w.params
+    flops = 2 * active_params(w.config, w.params)
     rate = site.tflops * 1e12
     seconds = flops * (tokens - tokens_f32) / rate + flops * tokens_f32 / (rate / 4)
     if rule == "ablate_images":

@@ -156,3 +156,11 @@ def test_paper_zeroshot_tasks_read_local_copies_of_their_hub_datasets(tmp_path, 
     assert set(table["task"]) == set(tasks), table
     acc = table[table["metric"] == "acc"].set_index("task")["value"]
     assert acc.between(0, 1).all() and len(acc) == len(tasks)
+
+
+def test_imagenet_folder_comes_from_the_environment(monkeypatch, compose_in):
+    """The paper sweep's ImageNet needs no edit of conf/data/imagenet_val.yaml: MA_IMAGENET_VAL names it."""
+    monkeypatch.delenv("MA_IMAGENET_VAL", raising=False)
+    assert compose_in("data=imagenet_val").data.path == "/datasets/imagenet/val"
+    monkeypatch.setenv("MA_IMAGENET_VAL", "/scratch/in1k/val")
+    assert compose_in("data=imagenet_val").data.path == "/scratch/in1k/val"

@@ -127,9 +127,15 @@ def paper_env(tmp_path, **extra) -> dict:
     return clean_env(MA_SLURM_ACCOUNT="lab42", **hub_env(model_cache(tmp_path / "hf")), **extra)
 
 
-def test_paper_sweep_plan_with_resources(tmp_path):
-    proc = snakemake("-n", "--config", "sweep=paper", cwd=tmp_path, env=paper_env(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_paper_sweep_plan_with_resources_and_its_estimate(tmp_path):
+    """scripts/estimate.py on the paper sweep: its dry run (saved) is the plan checked here, and its
+    table adds up the resources of that plan."""
+    plan = tmp_path / "plan.txt"
+    est = subprocess.run([sys.executable, str(REPO / "scripts/estimate.py"), "--sweep", "paper", "--save-plan", str(plan),
+                          "--directory", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in paper_env(tmp_path).items() if k != "MA_SLURM_ACCOUNT"})
+    assert est.returncode == 0, est.stderr[-3000:]
+    proc = subprocess.CompletedProcess([], 0, plan.read_text(), "")
     counts = job_counts(proc.stdout)
     llm, vit = 6 * 4, 10  # LLMs x corpora, ViTs x ImageNet
     per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": 2 * llm,
@@ -156,9 +162,18 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     assert int(vits["dinov2_reg_s"]["runtime"]) < int(vits["dinov2_reg_g"]["runtime"])
     # a capture of 100 images is not an ablation of 50,000
     assert int(res("capture", "dinov2_g", "imagenet_val")["runtime"]) < int(vits["dinov2_g"]["runtime"]) / 3
+    # the estimate: per rule and in total, jobs, GPU jobs and GPU-hours of this plan; downloads per model
+    rows = {m.group(1): [float(x.replace(",", "")) for x in m.groups()[1:]]
+            for m in re.finditer(r"^(\w+)\s+(\d+)\s+(\d+)\s+([\d,]+)\s+([\d,]+)", est.stdout, re.M)}
+    gpu_hours = sum(int(re.search(r":(\d+)$", j["resources"]["gres"]).group(1)) * int(j["resources"]["runtime"]) / 60
+                    for j in jobs if "gres" in j["resources"])
+    assert rows["total"][:2] == [sum(counts.values()) - 1, sum(counts[r] for r in SIZED_RULES)], est.stdout
+    assert rows["total"][2] == pytest.approx(gpu_hours, abs=1) and rows["zeroshot"][:2] == [12, 12]
+    assert re.search(r"^llama2_7b\s+13\.5\s", est.stdout, re.M) and re.search(r"^mixtral_8x7b\s+93\.4\s", est.stdout, re.M)
+    print(est.stdout)
     for j in jobs:
         r = j["resources"]
-        assert r["slurm_account"] == "lab42", j
+        assert "slurm_account" not in r, j  # the estimate plans without an account when none is set
         if j["rule"] in SIZED_RULES:
             assert r["slurm_partition"] == "gpu" and r["gres"].startswith("gpu:"), j
         elif j["rule"] in CPU_RULES:
