@@ -186,6 +186,17 @@ def _from_dir(hf: Path, source: str, dtype: str) -> Weights:
     return Weights(params, int(download), source, config)
 
 
+def _fetched_dir(marker: Path, root: Path) -> Path | None:
+    """The Hugging Face directory fetch_model recorded, when it holds a config.json (a marker that is
+    not fetch_model's JSON, or a directory since moved, counts as not fetched)."""
+    try:
+        hf = Path(json.loads(marker.read_text())["hf_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    hf = hf if hf.is_absolute() else root / hf
+    return hf if (hf / "config.json").is_file() else None
+
+
 def _hub_file(hub_id: str, name: str, revision: str | None) -> Path | None:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
@@ -206,12 +217,9 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
     if sizing.get("params"):
         params = int(float(sizing["params"]))
         return Weights(params, params * BYTES[dtype], "model.sizing.params", {})
-    marker = Path(root) / paths.fetched(model.name)
-    if marker.is_file():
-        hf = Path(json.loads(marker.read_text())["hf_dir"])
-        hf = hf if hf.is_absolute() else Path(root) / hf
-        if (hf / "config.json").is_file():
-            return _from_dir(hf, f"the fetched {hf / 'config.json'}", dtype)
+    hf = _fetched_dir(Path(root) / paths.fetched(model.name), Path(root))
+    if hf is not None:
+        return _from_dir(hf, f"the fetched {hf / 'config.json'}", dtype)
     source = _value(model.source)
     try:
         if source == "local" and model.path and (Path(model.path) / "config.json").is_file():

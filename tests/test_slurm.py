@@ -32,7 +32,7 @@ def clean_env(**extra) -> dict:
 def snakemake(*args, cwd, env=None, timeout=300):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(PROFILE),
            "--directory", str(cwd), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42"))
 
 
 def job_counts(stdout: str) -> dict[str, int]:
