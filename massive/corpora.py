@@ -134,8 +134,11 @@ def hub_files(hub_id: str, patterns: list[str], revision: str | None = None) -> 
 
 
 def hub_documents(hub_id: str, config: str | None = None, split: str = "test", text_field: str = "text",
-                  max_documents: int = 5000, revision: str | None = None, data_files: list[str] | None = None) -> list[str]:
-    """The first `max_documents` texts of a Hugging Face dataset.
+                  max_documents: int = 5000, revision: str | None = None, data_files: list[str] | None = None,
+                  sample_seed: int | None = None) -> list[str]:
+    """The first `max_documents` texts of a Hugging Face dataset; with `sample_seed`, a seeded random
+    sample of `max_documents` texts of the whole dataset instead (reservoir sampling: every row is
+    read once; the sample keeps the dataset's order), as the paper samples RedPajama.
 
     With `data_files` (globs of files in the repository, e.g. ["*.jsonl"] or
     ["default/*validation/*.parquet"] on revision refs/convert/parquet), those files are downloaded
@@ -158,18 +161,31 @@ def hub_documents(hub_id: str, config: str | None = None, split: str = "test", t
                    for f in hub_files(hub_id, list(data_files), revision)]
     else:
         sources = [(hub_id, lambda: datasets.load_dataset(hub_id, config, split=split, revision=revision, streaming=True))]
-    docs = []
-    bar = tqdm(desc=f"reading {hub_id}", total=max_documents, unit=" docs", mininterval=2)
+    import random
+
+    docs, kept, seen = [], [], 0  # kept: (row index, text) of the reservoir when sampling
+    rng = random.Random(sample_seed)
+    bar = tqdm(desc=f"reading {hub_id}", total=None if sample_seed is not None else max_documents, unit=" docs",
+               mininterval=2)
     try:
         for name, stream in sources:
             for row in stream():
                 if text_field not in row:
                     raise MassiveError(f"dataset {name!r} has no column {text_field!r} (columns: {', '.join(row)}); "
                                        "set data.text_field")
-                docs.append(row[text_field])
                 bar.update()
-                if len(docs) >= max_documents:
-                    return docs
+                if sample_seed is None:
+                    docs.append(row[text_field])
+                    if len(docs) >= max_documents:
+                        return docs
+                    continue
+                if len(kept) < max_documents:
+                    kept.append((seen, row[text_field]))
+                elif (j := rng.randrange(seen + 1)) < max_documents:
+                    kept[j] = (seen, row[text_field])
+                seen += 1
+        if sample_seed is not None:
+            docs = [text for _, text in sorted(kept)]
     except MassiveError:
         raise
     except Exception as exc:  # offline, gated, unknown dataset, a file that does not parse

@@ -129,6 +129,9 @@ class DataConfig:
     revision: Optional[str] = None
     # kind=hub: files of the repository to read (globs), e.g. ["*.jsonl"]; null: stream hub_config/split
     data_files: Optional[list[str]] = None
+    # kind=hub: keep a random sample (seeded by `seed`) of max_documents documents of the whole dataset,
+    # reading every row once, instead of the first max_documents (the paper samples RedPajama)
+    sample: bool = False
     split: str = "test"
     text_field: str = "text"
     path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)

@@ -50,9 +50,10 @@ REPOS = {
         "wikitext-103-raw-v1/test-00000-of-00001.parquet": docs("103", 2),
     },
 }
+REDPAJAMA = [f"arxiv document {i}." for i in range(3)] + [f"book document {i}." for i in range(2)] \
+    + [f"wikipedia document {i}." for i in range(2)]
 EXPECTED = {
-    "redpajama_sample": [f"arxiv document {i}." for i in range(3)] + [f"book document {i}." for i in range(2)]
-                        + [f"wikipedia document {i}." for i in range(2)],
+    "redpajama_sample": REDPAJAMA,  # max_documents above the 7 rows: all of them, in order
     "pg19": [f"validation book document {i}." for i in range(3)],
     "c4": [f"validation document {i}." for i in range(4)],
     "wikitext2": ["= Valkyria =", "It met ."],
@@ -88,6 +89,24 @@ def test_paper_corpus_reads_its_hub_files(name, tmp_path, offline_hub, compose_i
     fetch_corpus.run(cfg)
     table = pd.read_parquet(corpus_file(cfg))
     assert table["text"].tolist() == EXPECTED[name]
+
+
+def test_redpajama_is_a_seeded_sample_of_every_file(tmp_path, offline_hub, compose_in):
+    """data.sample (redpajama_sample.yaml): random documents of all the sources, the same for a seed."""
+    from pipeline import fetch_corpus
+    from pipeline.io import corpus_file
+
+    hub_cache(tmp_path, "redpajama_sample")
+    picked = {}
+    for seed in (1, 1, 2):
+        cfg = compose_in("data=redpajama_sample", "data.max_documents=4", f"seed={seed}")
+        assert cfg.data.sample
+        fetch_corpus.run(cfg)
+        picked.setdefault(seed, []).append(pd.read_parquet(corpus_file(cfg))["text"].tolist())
+    first = picked[1][0]
+    assert picked[1][1] == first and picked[2][0] != first  # seeded
+    assert len(first) == 4 and set(first) <= set(REDPAJAMA) and first != REDPAJAMA[:4]
+    assert first == sorted(first, key=REDPAJAMA.index)  # in the files' order
 
 
 def test_redpajama_through_the_entry_point_and_a_missing_revision(tmp_path):
