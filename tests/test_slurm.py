@@ -16,6 +16,9 @@ import yte
 from conftest import REPO
 from hub import hub_env, model_cache
 
+sys.path.insert(0, str(REPO / "scripts"))
+from estimate import planned_jobs  # noqa: E402  (the jobs of a dry run: rule, wildcards, resources)
+
 PROFILE = REPO / "profiles/slurm"
 SITE_VARS = ["MA_SLURM_ACCOUNT", "MA_SLURM_CPU_PARTITION", "MA_SLURM_GPU_PARTITION", "MA_SLURM_GPU_TYPE"]
 GPU_RULES = ["capture", "ablate", "attention", "train"]
@@ -38,20 +41,6 @@ def snakemake(*args, cwd, env=None, timeout=300):
 def job_counts(stdout: str) -> dict[str, int]:
     table = stdout.split("Job stats:")[-1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
-def planned_jobs(stdout: str) -> list[dict]:
-    """The jobs of a dry run: rule, wildcards and resources of each."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", stdout):
-        head = re.match(r"(?:local)?rule (\w+):\n", block)
-        if not head:
-            continue
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        split = lambda s: dict(kv.split("=", 1) for kv in s.split(", ")) if s else {}
-        jobs.append({"rule": head.group(1), "wildcards": split(fields.get("wildcards", "")),
-                     "resources": split(fields.get("resources", ""))})
-    return jobs
 
 
 def tiny_sweep(tmp_path) -> Path:
