@@ -251,6 +251,25 @@ class InferenceConfig:
 
 
 @dataclass
+class RetrofitSection:
+    """Rule retrofit (massive/retrofit.py): an explicit attention bias trained on the frozen model
+    with its massive activations zeroed from the block where they emerge."""
+
+    variants: list[str] = field(default_factory=lambda: ["attn_bias", "sink_logit", "value_bias", "mlp_bias"])
+    kept: list[str] = field(default_factory=lambda: ["attn_bias"])  # also trained with the massive activations kept
+    steps: int = 20
+    eval_every: int = 10
+    batch_size: int = 4
+    seq_len: int = 64  # tokens per training and held-out chunk
+    eval_chunks: int = 8  # held out: the corpus's first chunks
+    train_chunks: int = 64  # the chunks after them
+    lr: float = 1e-2
+    logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
+    init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
+    bootstrap: int = 1000
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = WandbMode.offline
     project: str = "massive-activations"
@@ -276,6 +295,7 @@ class Config:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     origins: OriginsConfig = field(default_factory=OriginsConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    retrofit: RetrofitSection = field(default_factory=RetrofitSection)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
@@ -317,6 +337,15 @@ _POSITIVE = [
     "model.sizing.gpus",
     "model.sizing.mem_mb",
     "model.sizing.runtime_factor",
+    "retrofit.steps",
+    "retrofit.eval_every",
+    "retrofit.batch_size",
+    "retrofit.seq_len",
+    "retrofit.eval_chunks",
+    "retrofit.train_chunks",
+    "retrofit.lr",
+    "retrofit.logit_lr",
+    "retrofit.bootstrap",
 ]
 
 
@@ -398,6 +427,14 @@ def check_values(cfg: Any) -> None:
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
     check_inference(cfg.inference)
+    from massive.retrofit import VARIANTS as RETROFIT_VARIANTS
+
+    for key in ("retrofit.variants", "retrofit.kept"):
+        unknown = [v for v in OmegaConf.select(cfg, key) if v not in RETROFIT_VARIANTS]
+        if unknown:
+            raise MassiveError(f"unknown retrofit variant {unknown[0]!r} in {key} (known: {', '.join(RETROFIT_VARIANTS)})")
+    if cfg.retrofit.eval_chunks < 2:
+        raise MassiveError(f"retrofit.eval_chunks={cfg.retrofit.eval_chunks}: a bootstrap interval needs at least 2 held-out chunks")
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:
