@@ -3,7 +3,6 @@ each from a local copy laid out like its hub repository (tests/hub.py: a hugging
 HF_HUB_OFFLINE=1), through the code a cluster runs: fetch_corpus (massive.corpora.hub_files +
 datasets' packaged builders) and the zero-shot tasks' own dataset_path/dataset_name/revision."""
 
-import json
 
 import pandas as pd
 import pytest
