@@ -89,8 +89,8 @@ def test_an_unknown_model_is_sized_or_stops_with_one_line(tmp_path, compose_in, 
     with pytest.raises(MassiveError, match=r"cannot size model 'gone'.*model\.sizing\.params"):
         sized(compose_in, "capture", "model=llama2_7b", "model.name=gone", "model.hub_id=org/not-here")
     with pytest.raises(MassiveError, match=r"cannot size model 'smollm2_135m' \(source=wheel\)"):
-        sized(compose_in, "capture", "model=smollm2_135m")
-    stated = sized(compose_in, "capture", "model=smollm2_135m", "model.sizing.params=134515008")
+        sized(compose_in, "capture", "model=smollm2_135m", "model.sizing.params=null")
+    stated = sized(compose_in, "capture", "model=smollm2_135m")  # its YAML states sizing.params
     assert stated.gpus == 1 and stated.gpu_gb > 134515008 * 4 / 1e9
 
 
