@@ -76,6 +76,17 @@ class TopkBackend(str, Enum):
 
 
 @dataclass
+class SizingConfig:
+    """model.sizing: how the SLURM profile sizes this model's GPU jobs (pipeline/sizing.py). Each null
+    key is found from the model (its config.json: parameter count; model.dtype) and the rule's work."""
+
+    params: Optional[float] = None  # parameter count, when no config.json is at hand before the fetch (GGUF, wheel)
+    gpus: Optional[int] = None  # GPUs of every GPU job of this model (null: from the memory each job needs)
+    mem_mb: Optional[int] = None  # host memory of every GPU job (null: from the weights)
+    runtime_factor: float = 1.0  # multiplies every GPU job's time limit
+
+
+@dataclass
 class ModelConfig:
     name: str = "???"  # short name used in paths, Parquet and plots
     source: SourceKind = SourceKind.hub
@@ -102,6 +113,7 @@ class ModelConfig:
     head: Optional[str] = None
     # source=random with images: the image processor, as kwargs of transformers.<image_processor_type>
     image_processor: Optional[Dict[str, Any]] = None
+    sizing: SizingConfig = field(default_factory=SizingConfig)  # cluster sizing (pipeline/sizing.py)
 
 
 @dataclass
@@ -112,6 +124,14 @@ class DataConfig:
     wheel_file: Optional[str] = None
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
+    # kind=hub: the repository's revision (a commit, a tag, or a branch such as refs/convert/parquet,
+    # the hub's parquet conversion of a dataset whose loading script `datasets` 4+ no longer runs)
+    revision: Optional[str] = None
+    # kind=hub: files of the repository to read (globs), e.g. ["*.jsonl"]; null: stream hub_config/split
+    data_files: Optional[list[str]] = None
+    # kind=hub: keep a random sample (seeded by `seed`) of max_documents documents of the whole dataset,
+    # reading every row once, instead of the first max_documents (the paper samples RedPajama)
+    sample: bool = False
     split: str = "test"
     text_field: str = "text"
     path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)
@@ -181,6 +201,9 @@ class AblateConfig:
     regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
+    # a folder of local copies of the tasks' hub datasets, laid out like the hub (<dir>/<org>/<name>/...):
+    # for compute nodes without internet (docs/cluster.md); null: the hub
+    zeroshot_datasets: Optional[str] = None
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
     max_images: int = 64  # images (a seeded sample of the corpus) evaluated per intervention (rule ablate_images)
     clip_prompt: str = "a photo of a {}."  # CLIP zero-shot classification: the prompt per class name
@@ -310,6 +333,10 @@ _POSITIVE = [
     "inference.max_chunks",
     "inference.batch_size",
     "inference.num_sequences",
+    "model.sizing.params",
+    "model.sizing.gpus",
+    "model.sizing.mem_mb",
+    "model.sizing.runtime_factor",
     "retrofit.steps",
     "retrofit.eval_every",
     "retrofit.batch_size",
