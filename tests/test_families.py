@@ -201,27 +201,27 @@ SURVEY = ["llama3_2_1b", "llama3_1_8b", "qwen2_5_7b", "qwen3_8b", "gemma2_2b", "
 
 
 def test_survey_sweep_plans_every_family_in_its_own_regime(tmp_path):
-    import re
-    import subprocess
-    import sys
-
+    """`snakemake -n --config sweep=survey` with the SLURM profile, offline: every model sized (from its
+    sizing.params, or the hub's config.json fixture for the paper's Mistral-7B)."""
     import yaml
 
     from conftest import REPO
+    from test_slurm import job_counts, paper_env, planned_jobs, snakemake
 
     for name in SURVEY:
         m = yaml.safe_load((REPO / "conf/model" / f"{name}.yaml").read_text())
         assert m["name"] == name and m["source"] == "hub" and "/" in m["hub_id"], name
         assert m["bos"] in ("auto", "always", "never") and m["dtype"] in ("float16", "bfloat16"), name
         assert m["family"] in families.causal_lm_types(), name
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "-n",
-                           "--config", "sweep=survey"], capture_output=True, text=True, timeout=300)
+    proc = snakemake("-n", "--config", "sweep=survey", cwd=tmp_path, env=paper_env(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    table = proc.stdout.split("Job stats:")[-1]
-    counts = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    counts = job_counts(proc.stdout)
     pairs = len(SURVEY) * 2
     assert counts["fetch_model"] == len(SURVEY)
     assert counts["capture"] == counts["attention"] == counts["origins"] == pairs
+    capture = {j["wildcards"]["model"]: j["resources"] for j in planned_jobs(proc.stdout) if j["rule"] == "capture"}
+    assert sorted(capture) == sorted(SURVEY) and all(r["gres"].startswith("gpu:") for r in capture.values())
+    assert int(capture["pythia_160m"]["runtime"]) < int(capture["gpt_oss_20b"]["runtime"])
     assert re.search(r"pipeline\.capture model=gemma2_2b data=wikitext2", proc.stdout)
 
 
