@@ -20,7 +20,7 @@ vit, ...) needs no code.
                 in a mixture of experts (Mixtral) the experts' 3-D parameter `down_proj`
                 [experts, d_model, d_mlp] and the router that picks each token's experts
                 (`down_weights`, `route`, `expert_hidden`)
-  writers       what the residual stream receives from each sublayer (`writers`, found once per
+  writers       (massive.hooks.writers) what the residual stream receives from each sublayer (`writers`, found once per
                 model by a 3-token probe pass that follows each sublayer's output tensor through
                 the block's children): the sublayer's own output, or the post-norm / dropout /
                 layer scale applied to it before the add (Gemma-2/3 and OLMo-2/3 "sandwich" norms);
@@ -131,138 +131,6 @@ def find_parts(model: nn.Module) -> Parts:
         attentions.append(attn[0])
         mlps.append(next((m for k, m in block.named_children() if k in MLP_NAMES), None))
     return Parts(blocks=blocks, final_norm=final_norm, attentions=attentions, mlps=mlps)
-
-
-@dataclass(frozen=True)
-class Writer:
-    """What the residual stream receives from one sublayer of a block: the output (element `index`
-    of a tuple) of `module` (the sublayer itself, or the last of the post-norm / dropout / layer
-    scale children applied to its output before the add: `chain`, their names), times `scale`
-    (Granite's residual_multiplier), minus the module's `residual` argument where the module adds
-    the residual itself (BLOOM). `exact`: None when resid_pre + attn_out + mlp_out == resid_post
-    holds at this block, else the one-line reason it cannot."""
-
-    module: nn.Module
-    index: int = 0
-    scale: float = 1.0
-    residual: bool = False
-    chain: tuple[str, ...] = ()
-    exact: str | None = None
-
-
-_PARALLEL: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
-_WRITERS: "weakref.WeakKeyDictionary[nn.Module, list[dict[str, Writer]]]" = weakref.WeakKeyDictionary()
-
-
-def _first_tensor(x):
-    if isinstance(x, torch.Tensor):
-        return x
-    if isinstance(x, (tuple, list)) and x and isinstance(x[0], torch.Tensor):
-        return x[0]
-    return None
-
-
-def _same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    return a is not None and b is not None and a.data_ptr() == b.data_ptr() and a.shape == b.shape
-
-
-def probe_input(model: nn.Module) -> dict:
-    """A 3-token (or one blank image's) forward input for `model`, on its input device."""
-    device = next(model.parameters()).device
-    config = model.config
-    if getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None), "vocab_size", None):
-        vocab = getattr(config, "vocab_size", None) or config.text_config.vocab_size
-        return {"input_ids": torch.arange(3, device=device)[None] % int(vocab), "use_cache": False}
-    vc = vision_config(config)
-    size = vc.image_size if isinstance(vc.image_size, int) else vc.image_size[0]
-    pixels = torch.zeros(1, int(getattr(vc, "num_channels", 3)), size, size, device=device,
-                         dtype=next(model.parameters()).dtype)
-    return forward_kwargs(model, pixels)
-
-
-def writers(model: nn.Module, parts: Parts | None = None) -> list[dict[str, Writer]]:
-    """Per block, {"attn": Writer, "mlp": Writer}: where the residual stream receives each sublayer's
-    write (massive.hooks' hook_attn_out / hook_mlp_out). Found once per model by a probe pass that
-    follows each sublayer's output tensor through the block's other children (a post-norm, a
-    dropout, a layer scale: each child whose input is the tensor the previous one returned), and
-    cached; with no forward hooks of the caller active.
-
-        >>> w = writers(gemma2)[0]["attn"]; w.chain
-        ('post_attention_layernorm',)
-    """
-    if model in _WRITERS:
-        return _WRITERS[model]
-    parts = parts or find_parts(model)
-    seen: dict[int, tuple] = {}  # id(module) -> (input tensor, output tensor)
-    handles = []
-    children = {}
-    for block in parts.blocks:
-        def keep_block(mod, args, kwargs):
-            seen[id(mod)] = (_first_tensor(args) if args else _first_tensor(kwargs.get("hidden_states")), None)
-
-        handles.append(block.register_forward_pre_hook(keep_block, with_kwargs=True))
-        for name, child in block.named_children():
-            children[id(child)] = name
-
-            def keep(mod, args, kwargs, out):
-                seen[id(mod)] = (_first_tensor(args) if args else _first_tensor(kwargs.get("hidden_states")), _first_tensor(out))
-
-            handles.append(child.register_forward_hook(keep, with_kwargs=True))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(**probe_input(model))
-    except Exception as exc:  # noqa: BLE001 - any failure of the probe is reported with the family
-        raise MassiveError(f"model_type={model.config.model_type!r}: the probe pass that finds where each sublayer writes "
-                           f"to the residual stream failed: {type(exc).__name__}: {exc}") from None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    scale = 1.0
-    out = []
-    for i, block in enumerate(parts.blocks):
-        scale = float(getattr(block, "residual_multiplier", 1.0) or 1.0)
-        here = {}
-        for part, sub in (("attn", parts.attentions[i]), ("mlp", parts.mlps[i])):
-            if sub is None:
-                continue
-            params = inspect.signature(sub.forward).parameters
-            if "residual" in params:  # BLOOM: the module returns residual + its write
-                exact = None
-                if getattr(model.config, "apply_residual_connection_post_layernorm", False):
-                    exact = (f"model_type={model.config.model_type!r} with apply_residual_connection_post_layernorm adds "
-                             "the normed stream as the residual, so resid_pre + attn_out + mlp_out != resid_post")
-                here[part] = Writer(module=sub, index=0, residual=True, exact=exact)
-                continue
-            module, chain = sub, []
-            if id(sub) in seen:
-                tensor = seen[id(sub)][1]
-                while True:
-                    nxt = [(children[id(c)], c) for c in block.children() if c is not module and id(c) in seen
-                           and c is not parts.attentions[i] and c is not parts.mlps[i] and _same(seen[id(c)][0], tensor)
-                           and any(True for _ in c.parameters())]  # dropouts (no weights) are the identity in eval
-                    if len(nxt) != 1:
-                        break
-                    chain.append(nxt[0][0])
-                    module, tensor = nxt[0][1], seen[id(nxt[0][1])][1]
-            here[part] = Writer(module=module, index=0, scale=scale, chain=tuple(chain))
-        out.append(here)
-        mlp = parts.mlps[i]
-        if id(block) in seen and mlp is not None and id(mlp) in seen and id(parts.attentions[i]) in seen:
-            x, m_in, a_in = seen[id(block)][0], seen[id(mlp)][0], seen[id(parts.attentions[i])][0]
-            feeders = [c for c in block.children() if id(c) in seen and c is not mlp and _same(seen[id(c)][1], m_in)]
-            _PARALLEL[block] = _same(m_in, a_in) or _same(m_in, x) or any(_same(seen[id(c)][0], x) for c in feeders)
-    _WRITERS[model] = out
-    return out
-
-
-def decomposition_note(model: nn.Module, parts: Parts | None = None) -> str | None:
-    """None when resid_pre + attn_out + mlp_out == resid_post at every block of `model`, else the
-    one line that says why not (the origins table's `other` is then not a post-norm remainder)."""
-    notes = {w.exact for ws in writers(model, parts) for w in ws.values() if w.exact}
-    return "; ".join(sorted(notes)) or None
 
 
 def down_projection(mlp: nn.Module, d_model: int) -> tuple[nn.Module, str]:
@@ -401,9 +269,12 @@ def linears(block: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return out
 
 
+_PARALLEL: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()  # filled by massive.hooks.writers
+
+
 def is_parallel(block: nn.Module) -> bool:
     """Whether a block's attention and MLP both read the block's input (Phi-2, GPT-J, Falcon, Pythia):
-    as the probe pass of `writers` saw it where it ran, else from the norms (one norm child)."""
+    as the probe pass of massive.hooks.writers saw it where it ran, else from the norms (one norm child)."""
     if block in _PARALLEL:
         return _PARALLEL[block]
     norms = [k for k, _ in block.named_children() if "norm" in k.lower() or k.lower().startswith("ln")]

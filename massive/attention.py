@@ -201,8 +201,7 @@ def _observe_outside_interface(model: torch.nn.Module) -> None:
             if mode is not None:
                 mode.__exit__(None, None, None)
 
-        module.register_forward_pre_hook(enter)
-        module.register_forward_hook(leave, always_call=True)
+        hooks.module_hooks(module, pre=enter, post=leave, always_call=True)
     _OBSERVED.add(model)
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from massive import arch
+from massive import arch, hooks
 
 D, HEADS, KV_HEADS, HEAD_DIM, MLP, LAYERS, EXPERTS, ROUTED, VOCAB = 64, 4, 2, 16, 128, 2, 4, 2, 258
 
@@ -193,13 +193,13 @@ def plant(model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: in
                 mod.bias[j] = -3.0
         m = w.matrix()  # a view [d_model, d_mlp]
         m[:, j] = 0.0
-        post = arch.writers(model, parts)[layer]["mlp"].chain
+        post = hooks.writers(model, parts)[layer]["mlp"].chain
         if post:
             m[dim, :] = 0.0
         m[dim, j] = gain
         if getattr(w.module, "bias", None) is not None and post:
             w.module.bias[dim] = 0.0
-    post = arch.writers(model, parts)[layer]["mlp"].chain
+    post = hooks.writers(model, parts)[layer]["mlp"].chain
     if post:
         norm = parts.blocks[layer].get_submodule(post[-1])
         norm.weight[dim] += post_gain
@@ -220,7 +220,7 @@ def causal_lm_types() -> list[str]:
 def structure(model: nn.Module) -> str:
     """The structure that decides where the residual stream is measured, in a few words."""
     parts = arch.find_parts(model)
-    ws = arch.writers(model, parts)
+    ws = hooks.writers(model, parts)
     d = arch.hidden_size(model.config)
     words = []
     if any(w.chain for b in ws for w in b.values()):
@@ -307,7 +307,7 @@ def _check(model: nn.Module, row: dict) -> None:
     names = [f(L) for L in range(n) for f in (hooks.resid_pre, hooks.attn_out, hooks.mlp_out, hooks.resid_post)]
     with torch.no_grad(), hooks.cache(model, names) as st:
         model(ids[:1], use_cache=False)
-    note = arch.decomposition_note(model, parts)
+    note = hooks.decomposition_note(model, parts)
     worst = max(float((st[hooks.resid_pre(L)] + st[hooks.attn_out(L)] + st[hooks.mlp_out(L)] - st[hooks.resid_post(L)]).abs().max()
                       / st[hooks.resid_post(L)].abs().max().clamp_min(1e-12)) for L in range(n))
     if worst > 1e-4 and note is None:

@@ -10,7 +10,7 @@ orientation, Mixtral's experts and router, parallel blocks) come from massive.ar
                 and `other` (what the two do not explain: ~0, as attn_out and mlp_out are what the
                 residual stream receives, after post-norms and multipliers; a family where
                 resid_pre + attn_out + mlp_out != resid_post has no `other` row and says why in
-                Origins.note, massive.arch.decomposition_note); parallel
+                Origins.note, massive.hooks.decomposition_note); parallel
                 blocks (Phi-2, GPT-J: both parts read the same input) are flagged. Later blocks
                 are listed when a part changes the value by more than `min_share` of its value
                 after the peak block (detect's peak_layer).
@@ -174,7 +174,7 @@ def find(model: nn.Module, ids: torch.Tensor, found: Any, seq_ids: Sequence[int]
         return empty
     emerge = sorted({e for e, _, _ in per.values()})
     weights = {e: arch.down_weights(parts.mlps[e], d_model) for e in emerge}  # an unknown MLP fails here, before any pass
-    note = arch.decomposition_note(model, parts)
+    note = hooks.decomposition_note(model, parts)
     names = [hooks.resid_pre(L) for L in range(n)] + [hooks.resid_post(L) for L in range(n)]
     names += [hooks.attn_out(L) for L in range(n)] + [hooks.mlp_out(L) for L in range(n)]
     names += [hooks.mlp_in(e) if weights[e].experts else hooks.mlp_post(e) for e in emerge]

@@ -36,20 +36,20 @@ def test_sublayer_writes_add_up_to_each_block(family):
         total = store[hooks.resid_pre(L)] + store[hooks.attn_out(L)] + store[hooks.mlp_out(L)]
         post = store[hooks.resid_post(L)]
         assert torch.allclose(total, post, rtol=1e-5, atol=1e-5 * float(post.abs().max())), (family, L)
-    assert arch.decomposition_note(model) is None
+    assert hooks.decomposition_note(model) is None
 
 
 def test_post_norms_and_multipliers_are_inside_the_hook():
     gemma = families.build("gemma2")
-    w = arch.writers(gemma)[0]
+    w = hooks.writers(gemma)[0]
     assert w["attn"].chain == ("post_attention_layernorm",) and w["mlp"].chain == ("post_feedforward_layernorm",)
     granite = families.build("granite", config=_config("granite"))
-    assert arch.writers(granite)[1]["mlp"].scale == pytest.approx(0.3)
+    assert hooks.writers(granite)[1]["mlp"].scale == pytest.approx(0.3)
     bloom = families.build("bloom")
-    assert arch.writers(bloom)[0]["attn"].residual
+    assert hooks.writers(bloom)[0]["attn"].residual
     for family, parallel in (("gpt_neox", True), ("falcon", True), ("gptj", True), ("llama", False), ("olmo2", False)):
         model = families.build(family)  # Pythia's two norms both read the block's input: parallel all the same
-        arch.writers(model)
+        hooks.writers(model)
         assert arch.is_parallel(arch.find_parts(model).blocks[0]) == parallel, family
 
 
@@ -78,7 +78,7 @@ def test_attention_is_found_by_what_it_is_not_by_its_name():
 def test_a_residual_added_after_the_norm_is_named_in_one_line():
     config = families.tiny_config("bloom")
     config.apply_residual_connection_post_layernorm = True
-    note = arch.decomposition_note(families.build("bloom", config=config))
+    note = hooks.decomposition_note(families.build("bloom", config=config))
     assert "apply_residual_connection_post_layernorm" in note and "\n" not in note
 
 
