@@ -23,7 +23,7 @@ rule train:
         py=PY,
         args=args("train"),
     shell:
-        "{params.py} -m pipeline.train {params.args} train.num_threads={threads} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train {params.args} train.num_threads={threads} 2>&1 | tee {log:q}"
 
 
 rule train_compare:
@@ -44,7 +44,7 @@ rule train_compare:
         args=args("train_compare"),
         run=lambda w: paths.train_compare_run_dir(w.train),
     shell:
-        "{params.py} -m pipeline.train_compare {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train_compare {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule train_scale:
@@ -65,4 +65,4 @@ rule train_scale:
         args=args("train_scale"),
         run=lambda w: paths.train_scale_run_dir(w.train),
     shell:
-        "{params.py} -m pipeline.train_scale {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train_scale {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
