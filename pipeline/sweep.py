@@ -352,7 +352,8 @@ def hydra_value(text: str) -> str:
     """
     if re.fullmatch(r"[A-Za-z0-9_./@+-]+", text):
         return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("${", "\\${") + "'"
+    text = re.sub(r"(\\+)(?='|$|\$\{)", lambda m: m.group(1) * 2, text)  # Hydra: backslashes escape only before a quote
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def export_group(stem: str) -> None:

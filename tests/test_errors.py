@@ -52,12 +52,13 @@ def _local_model(tmp_path):
     return root, args, tmp_path / "hf" / "model.safetensors"
 
 
-@pytest.mark.parametrize("damage", ["missing", "garbage"])
-def test_weights_damaged_after_fetching_fail_at_load(tmp_path, damage):
+@pytest.mark.parametrize("damage, needle", [("missing", "model.safetensors is missing"),
+                                            ("garbage", "bytes, fetch_model recorded")])
+def test_weights_damaged_after_fetching_fail_at_load(tmp_path, damage, needle):
     root, args, weights = _local_model(tmp_path)
     weights.unlink() if damage == "missing" else weights.write_bytes(b"\x00garbage" * 100)
     proc = run_module("capture", *args)
-    assert_one_line_error(proc, "cannot load the weights of 'tiny_random'")
+    assert_one_line_error(proc, needle, "fetch the model again")
     assert list((root / "results/tiny_random/wiki_sample").glob("capture*")) == []
 
 
