@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.io import git_commit, package_versions, root
 
-INIT_TIMEOUT = 10  # seconds an online run may take to start before the rule continues offline
+INIT_TIMEOUT = float(os.environ.get("WANDB_INIT_TIMEOUT", 10))  # seconds an online run may take to start before the rule continues offline
 MODES = ("offline", "online", "disabled")
 log = logging.getLogger(__name__)
 _warned: set[str] = set()

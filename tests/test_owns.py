@@ -56,7 +56,7 @@ def test_unsafe_names_fail_the_dry_run_in_one_line(work):
     bad = work.parent / "bad.yaml"
     bad.write_text(yaml.safe_dump({"models": ["tiny_random"], "corpora": ["news_sample"], "overrides": ["data.name=../../x"]}))
     proc = snakemake("-n", "--config", f"sweep={bad}", cwd=work)
-    assert_one_line_error(proc, "rule fetch_corpus (news_sample)", "data.name='../../x' is not a safe name")
+    assert_one_line_error(proc, "rule fetch_model (tiny_random)", "data.name='../../x' is not a safe name")
     # 2. a sweep file whose name would run commands: refused at -n, nothing run, nothing written
     weird = work.parent / "a|touch PWNED|b; $(touch PWNED2) 'my sweep.yaml"
     weird.write_text(bad.read_text())
@@ -85,7 +85,7 @@ def test_a_resume_with_other_settings_is_refused(work):
     assert run_module("train", *args).returncode == 0
     good = tree(work)
     proc = run_module("train", *args, "train.lr=0.0001", "seed=7")
-    assert_one_line_error(proc, "trained with other settings", "seed=1 there, 7 now", "train.lr=0.003 there, 0.0001 now",
+    assert_one_line_error(proc, "trained with other settings", "seed=1 there, 7 now", "train.lr=0.01 there, 0.0001 now",
                           "train.resume=false")
     assert tree(work) == good
     assert run_module("train", *args, "train.max_iters=6").returncode == 0  # extending a constant schedule is a resume
