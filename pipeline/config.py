@@ -363,6 +363,11 @@ def check_names(cfg: Any) -> None:
         names.check("data.name", cfg.data.name)
     if "train" in cfg:
         names.check("train.name", cfg.train.name)
+    for key in ("cache", "results"):  # folders inside the working directory (paths.root)
+        value = (cfg.get("paths") or {}).get(key)
+        if value is not None and (PurePath(value).is_absolute() or ".." in PurePath(value).parts):
+            raise MassiveError(f"paths.{key}={value!r} must be a folder inside the working directory (paths.root): "
+                               f"relative, without '..'")
     if cfg.get("sweep_name") is not None:  # a conf/sweep name or a path to a sweep YAML: its file name becomes paths
         sweep = str(cfg.sweep_name)
         names.check("sweep_name" if PurePath(sweep).stem == sweep else "sweep_name (its file name)", PurePath(sweep).stem)

@@ -21,9 +21,9 @@ import re
 
 from massive.errors import MassiveError
 
-SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-SAFE_RUN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}(?:@[A-Za-z0-9_]+)?")  # model.name: gpt2, gpt2@bos
-RULE = "letters, digits, _ . - (not first: . -), at most 128 characters"
+SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
+SAFE_RUN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}(?:@[A-Za-z0-9_]+)?")  # model.name: gpt2, gpt2@bos
+RULE = "letters, digits, _ . - (not first: . -), at most 200 characters"
 
 
 def check(key: str, value, run: bool = False) -> str:

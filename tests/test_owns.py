@@ -100,27 +100,30 @@ def test_a_resume_with_other_settings_is_refused(work):
 # ---------------------------------------------------------------- 8. resume under Snakemake after kill -9
 def test_training_killed_with_kill_9_resumes_from_its_checkpoint_under_snakemake(work):
     sweep = work.parent / "tr.yaml"
-    grid = {"max_iters": [400], "checkpoint_interval": [20], "eval_interval": [200], "model.n_layer": [1], "model.n_embd": [16],
+    grid = {"max_iters": [200], "checkpoint_interval": [20], "eval_interval": [100], "model.n_layer": [1], "model.n_embd": [16],
             "model.n_head": [2], "model.block_size": [16], "batch_size": [4], "eval_iters": [1], "probe_batch_size": [2]}
     sweep.write_text(yaml.safe_dump({"models": [], "corpora": [], "train": {"configs": ["cpu_backcopy"], "variants": ["default"],
                                                                            "scale": grid}}))
-    name = "cpu_backcopy_max_iters400_checkpoint_interval20_eval_interval200_n_layer1_n_embd16_n_head2_block_size16" \
-           "_batch_size4_eval_iters1_probe_batch_size2"
+    from pipeline.sweep import train_runs
+
+    name = train_runs(yaml.safe_load(sweep.read_text()))[0][0]  # cpu_backcopy_batch_size4_..._probe_batch_size2
     out = work / "results/train" / name / "default"
     target = str(out / "metrics.parquet").replace(str(work) + "/", "")
     cmd = [*SNAKEMAKE, "--directory", str(work), "--cores", "1", target, "--config", f"sweep={sweep}"]
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    log = open(work.parent / "first.log", "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     deadline = time.time() + 300
     while not (out / "resume.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, (work.parent / "first.log").read_text()[-3000:]
     os.killpg(proc.pid, signal.SIGKILL)  # snakemake and the training job, mid-run
     proc.wait()
     import torch
 
     assert (out / "resume.pt").exists(), "no checkpoint before the kill"
     killed_at = torch.load(out / "resume.pt", weights_only=False)["step"]
-    assert 0 < killed_at < 400
+    assert 0 < killed_at < 200
     again = snakemake("--cores", "1", target, "--config", f"sweep={sweep}", cwd=work)
     if "--unlock" in again.stderr + again.stdout:  # the README's step after a kill -9 of snakemake itself
         assert snakemake("--unlock", "--config", f"sweep={sweep}", cwd=work).returncode == 0
@@ -129,7 +132,7 @@ def test_training_killed_with_kill_9_resumes_from_its_checkpoint_under_snakemake
     text = (work / "logs/train" / name / "default.log").read_text()
     resumed = [int(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if "resuming" in ln and "at step" in ln]
     assert resumed and resumed[0] >= killed_at, text[-2000:]
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 400
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["step"] == 200
 
 
 # ---------------------------------------------------------------- 5, 7. checks at snakemake -n, before any deletion
@@ -179,3 +182,15 @@ def test_a_copied_or_changed_cache_is_detected(fetched_work, tmp_path):
     proc = run_module("tokenize", "model=tiny_random", "data=news_sample", f"paths.root={copy}")
     assert_one_line_error(proc, "model.safetensors changed since fetch_model recorded it", "fetch the model again")
     assert tree(fetched_work) == original
+
+
+# ---------------------------------------------------------------- 8. a deleted output is made again
+def test_a_deleted_summary_json_is_made_again(tiny_dag, tmp_path):
+    from test_dag import job_counts
+
+    copy = tmp_path / "dag"
+    shutil.copytree(tiny_dag, copy, symlinks=True)  # mtimes kept; fetched.json's paths are relative: the copy's own
+    (copy / "results/tiny_random/news_sample/detect/summary.json").unlink()
+    proc = snakemake("-n", "--config", f"sweep={copy / 'sweep.yaml'}", cwd=copy)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert job_counts(proc.stdout).get("detect") == 1, proc.stdout[-3000:]
