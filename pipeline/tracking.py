@@ -56,9 +56,9 @@ class _Safe:
     def __init__(self, run):
         self._run = run
 
-    def log(self, *args, **kwargs) -> None:
+    def log(self, data: dict, *args, **kwargs) -> None:
         try:
-            self._run.log(*args, **kwargs)
+            self._run.log({k: v for k, v in data.items() if v is not None}, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - tracking is a copy: never fail the rule
             warn("logging failed, the rule's tables are written", exc)
 
@@ -121,22 +121,31 @@ def stage_run(cfg: DictConfig, name: str | None = None) -> Iterator["wandb.sdk.w
 
 
 def table(df: pd.DataFrame):
-    """A W&B table of `df`; a column of numbers with missing values (detect's fade_layer: None or a
-    layer) becomes float with NaN, any other mixed column strings, so W&B's type check accepts it."""
+    """A W&B table of `df`. Missing values W&B's type check refuses become ones it takes: a nullable
+    integer column (detect's fade_layer: a layer, or null when it lasts to the final block) becomes
+    float with NaN, other nullable or mixed columns objects with None. A table W&B still refuses is a
+    warning line and None (`_Safe.log` leaves it out): the Parquet table is the source of truth."""
     import wandb
 
     df = df.reset_index(drop=True).copy()
     for col in df.columns:
-        if df[col].dtype != object:
-            continue
-        values = df[col].dropna()
-        if values.empty:
-            continue
-        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-        elif len({type(v) for v in values}) > 1 or len(values) < len(df):
-            df[col] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in df[col]]
-    return wandb.Table(dataframe=df)
+        dtype = df[col].dtype
+        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype) \
+                and not pd.api.types.is_bool_dtype(dtype):
+            df[col] = df[col].astype("float64")
+        elif isinstance(dtype, pd.api.extensions.ExtensionDtype) or dtype == object:
+            values = [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in df[col]]
+            kinds = {type(v) for v in values if v is not None}
+            if kinds and all(issubclass(k, (int, float)) and not issubclass(k, bool) for k in kinds) and None in values:
+                values = [float("nan") if v is None else float(v) for v in values]
+            elif len(kinds) > 1:
+                values = [None if v is None else str(v) for v in values]
+            df[col] = pd.Series(values, index=df.index, dtype=object)
+    try:
+        return wandb.Table(dataframe=df)
+    except Exception as exc:  # noqa: BLE001 - tracking is a copy: never fail the rule
+        warn("a table was left out of the run", exc)
+        return None
 
 
 def image(path: str | Path):

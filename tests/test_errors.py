@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 
@@ -205,7 +206,12 @@ def good_copy(good_run, tmp_path):
     root, args = good_run
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
-    return copy, [a if not a.startswith("paths.root=") else f"paths.root={copy}" for a in args], tree(root)
+    args = [a if not a.startswith("paths.root=") else f"paths.root={copy}" for a in args]
+    from pipeline.cli import compose
+    from pipeline.model import hf_dir
+
+    assert hf_dir(compose(args)) == copy / "cache/models/tiny_random/hf"  # its own files, verified once (.verified.json)
+    return copy, args, tree(root)
 
 
 def test_a_corrupt_parquet_input_names_the_file_and_its_rule(good_copy, good_run):
