@@ -76,6 +76,12 @@ def test_a_sweep_in_a_folder_named_like_a_shell_command_is_quoted(work):
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = [ln for ln in proc.stdout.splitlines() if "-m pipeline.report " in ln]
     assert len(report) == 1 and "sweep_name='\"'\"'" in report[0], report  # shell-quoted, then Hydra-quoted
+    command = report[0].split("Shell command: ", 1)[-1].strip()
+    (work / "logs/report").mkdir(parents=True)
+    ran = subprocess.run(["bash", "-c", f"set -euo pipefail; {command}"], cwd=work, capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "WANDB_MODE": "disabled"})  # the job's command, as Snakemake runs it
+    ran.stderr = ran.stdout + ran.stderr  # 2>&1 | tee {log:q}
+    assert_one_line_error(ran, "is missing")  # it read the sweep at that path (and wants the training first)
     assert not list(work.parent.rglob("PWNED"))
 
 
