@@ -328,8 +328,12 @@ def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: 
     return composed
 
 
+_COMPOSED: dict[tuple, object] = {}  # (config_name, overrides but stage): a config composed once for all its rules
+
+
 def _compose_one(name: str, what: str, argv: list[str], config_name: str) -> None:
     from hydra.errors import HydraException
+    from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.checks import dry_run
@@ -338,7 +342,15 @@ def _compose_one(name: str, what: str, argv: list[str], config_name: str) -> Non
 
     try:
         check_overrides(argv)
-        dry_run(compose(argv, config_name=config_name))
+        stage = _stage(argv)
+        key = (config_name, *(a for a in argv if not a.startswith("stage=")))
+        if key not in _COMPOSED:
+            _COMPOSED[key] = compose([a for a in argv if not a.startswith("stage=")], config_name=config_name)
+        cfg = _COMPOSED[key].copy()
+        if stage is not None:
+            with open_dict(cfg):
+                cfg.stage = stage
+        dry_run(cfg)
     except (MassiveError, HydraException, OmegaConfBaseException) as exc:
         raise MassiveError(f"sweep {name!r}: {what}: {one_line(exc)}") from None
 
