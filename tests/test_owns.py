@@ -101,6 +101,14 @@ def test_a_resume_with_other_settings_is_refused(work):
 
     ckpt = torch.load(work / "results/train/cpu_backcopy/default/checkpoint.pt", weights_only=False)
     assert (ckpt["train"]["lr"], ckpt["seed"], ckpt["step"]) == (0.0001, 7, 4)
+    # the same check runs while Snakemake builds the DAG (check_configs -> dry_run), before it deletes outputs
+    from massive.errors import MassiveError
+    from pipeline.checks import dry_run
+    from pipeline.cli import compose
+
+    dry_run(compose([*args, "stage=train", "train.lr=0.0001", "seed=7"], config_name="train"))
+    with pytest.raises(MassiveError, match="train.lr=0.0001 there, 0.5 now"):
+        dry_run(compose([*args, "stage=train", "train.lr=0.5", "seed=7"], config_name="train"))
 
 
 # ---------------------------------------------------------------- 8. resume under Snakemake after kill -9
