@@ -14,7 +14,6 @@ so every fixture table is one of its tables, the sweep-wide ablation tables rest
 fixture's rows.
 """
 
-import json
 import math
 
 import numpy as np

@@ -7,13 +7,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error, run_module
+from conftest import assert_one_line_error, run_module
 from test_dag import SNAKEMAKE, snakemake
 from test_errors import tree
 
