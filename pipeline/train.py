@@ -6,9 +6,14 @@
 The science (the loop, the loss estimates, the emergence metrics on a fixed probe batch,
 checkpoints) is massive/training.py; this rule builds its arguments from cfg.train, sets up the
 device and DDP, and writes the outputs in results/train/<train.name>/<variant>/:
-  checkpoint.pt     model, optimizer, next step, RNG states, metric rows, per-step losses:
-                    a killed run started again resumes from it with the same next-step loss
-                    (the batches are a function of the step, not of a stream position)
+  resume.pt         model, optimizer, next step, RNG states, metric rows, per-step losses, and
+                    the whole train config and seed it was made with; rewritten every
+                    train.checkpoint_interval steps: a killed run started again resumes from it
+                    with the same next-step loss (the batches are a function of the step, not of a
+                    stream position). Not a Snakemake output, so Snakemake never deletes it as an
+                    incomplete output of a killed job (--rerun-incomplete). A resume with other
+                    settings (any key but RESUME_FREE) is a one-line error.
+  checkpoint.pt     the finished run's resume.pt (a hard link, or a copy): train_compare reads it
   metrics.parquet   one row per (eval step, layer), rewritten atomically at every evaluation
 """
 
@@ -58,6 +63,57 @@ def specs(cfg: DictConfig) -> tuple[GPTConfig, training.TrainSpec]:
     return GPTConfig(**t.model, variant=_value(t.variant)), spec
 
 
+# train.* keys that do not change the trained weights or the metrics: a resume may change them. max_iters
+# extends (or shortens) a run with a constant schedule; the cosine schedule depends on it.
+RESUME_FREE = ("name", "num_threads", "device", "compile", "log_interval", "checkpoint_interval", "resume")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_meta(cfg: DictConfig) -> dict:
+    """What a checkpoint records of the run that made it: the whole train config (data included) and the seed."""
+    return {"train": OmegaConf.to_container(cfg.train, resolve=True, enum_to_str=True), "seed": cfg.seed}
+
+
+def check_resume(path: Path, meta: dict) -> None:
+    """A checkpoint is resumed only by a run of the same settings: its train config (but RESUME_FREE)
+    and seed equal `meta`'s, else a MassiveError naming the first differences."""
+    saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    free = set(RESUME_FREE) | ({"max_iters"} if meta["train"].get("schedule") == "constant" else set())
+    old = {f"train.{k}": v for k, v in _flat(saved.get("train") or {}).items() if k not in free}
+    new = {f"train.{k}": v for k, v in _flat(meta["train"]).items() if k not in free}
+    old["seed"], new["seed"] = saved.get("seed"), meta["seed"]
+    diff = [f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} now" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    if diff:
+        raise MassiveError(f"{path} was trained with other settings ({'; '.join(diff[:3])}"
+                           f"{'; ...' if len(diff) > 3 else ''}): choose another train.name, or set train.resume=false "
+                           f"to start afresh (it overwrites this run)")
+
+
+def _link(src: Path, dest: Path) -> None:
+    """dest becomes src's content, atomically (a hard link where the file system allows, else a copy)."""
+    import os
+    import shutil
+
+    from massive.files import atomic_path
+
+    with atomic_path(dest) as tmp:
+        try:
+            tmp.unlink()
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
 def _wandb_metrics(rows: list[dict]) -> dict:
     out = {k: rows[0][k] for k in ("train_loss", "val_loss", "sink1", "lr")}
     for r in rows:
@@ -78,13 +134,18 @@ def run(cfg: DictConfig) -> None:
     autocast, scaler = training.precision(device, _value(t.dtype))
 
     out = out_dir(cfg)
-    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.parquet"
+    resume_path, ckpt_path, metrics_path = out / "resume.pt", out / "checkpoint.pt", out / "metrics.parquet"
     gpt, spec = specs(cfg)
     raw, optimizer = training.build(gpt, spec, cfg.seed, device)
     step, state = 0, None
-    if ckpt_path.exists():
-        step, state = training.load_checkpoint(ckpt_path, raw, optimizer)
-        log.info("resuming %s at step %d", ckpt_path, step)
+    meta = resume_meta(cfg)
+    found = resume_path if resume_path.exists() else ckpt_path if ckpt_path.exists() else None  # checkpoint.pt: older runs
+    if found is not None and t.resume:
+        check_resume(found, meta)
+        step, state = training.load_checkpoint(found, raw, optimizer)
+        log.info("resuming %s at step %d", found, step)
+    elif found is not None:
+        log.info("train.resume=false: starting afresh over %s", found)
     model = torch.compile(raw) if t.compile else raw
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -95,7 +156,6 @@ def run(cfg: DictConfig) -> None:
     log.info("train %s/%s: %.2fM parameters, %d steps from %d, device %s x%d", t.name, variant,
              raw.num_params() / 1e6, t.max_iters, step, device.type, world)
 
-    meta = {"train": OmegaConf.to_container(t, resolve=True, enum_to_str=True), "seed": cfg.seed}
     master = rank == 0
     with tracking.stage_run(cfg, name=f"train/{t.name}/{variant}") if master else contextlib.nullcontext() as wb:
         def on_eval(step: int, rows: list[dict], history: list[dict]) -> None:
@@ -105,9 +165,12 @@ def run(cfg: DictConfig) -> None:
         state = training.train(model, optimizer, data, spec, probe, raw=raw, step=step, state=state, device=device,
                                autocast=autocast, scaler=scaler, rank=rank, world=world,
                                dtype=_value(t.dtype) if device.type == "cuda" else "float32",
-                               checkpoint=ckpt_path, meta=meta, on_eval=on_eval,
+                               checkpoint=resume_path, meta=meta, on_eval=on_eval,
                                on_log=lambda step, metrics: wb.log(metrics, step=step))
     if master:  # also when a finished checkpoint was found and nothing ran
+        if not resume_path.exists():  # an older run's checkpoint.pt, finished: keep it as the rolling one too
+            _link(ckpt_path, resume_path)
+        _link(resume_path, ckpt_path)
         write_table(pd.DataFrame(state["rows"]), metrics_path, cfg)
     if world > 1:
         from torch.distributed import destroy_process_group
