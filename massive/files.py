@@ -68,3 +68,13 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def link(src: Path, dest: Path) -> None:
+    """dest becomes src's content, atomically (a hard link where the file system allows, else a copy)."""
+    with atomic_path(dest) as tmp:
+        try:
+            tmp.unlink()
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)

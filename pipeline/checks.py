@@ -139,7 +139,7 @@ def dry_run(cfg: DictConfig) -> None:
     """The checks a job's rule runs before loading anything, made while Snakemake builds the DAG
     (pipeline.sweep.check_configs), so `snakemake -n` fails on them before any output is deleted: a
     rule's values against the fetched model's config.json (preflight), and a training run's
-    resume.pt against its settings (pipeline.train.check_resume)."""
+    resume.pt against its settings (pipeline.resume.check_resume)."""
     if "train" in cfg and "model" not in cfg:
         if cfg.stage == "train" and cfg.train.resume:
             from pipeline.io import results_dir
@@ -148,7 +148,7 @@ def dry_run(cfg: DictConfig) -> None:
             variant = getattr(cfg.train.variant, "value", cfg.train.variant)
             resume = Path(train_run_file(cfg.train.name, variant, "resume.pt", results_dir(cfg)))
             if resume.is_file():
-                from pipeline.train import check_resume, resume_meta
+                from pipeline.resume import check_resume, resume_meta
 
                 check_resume(resume, resume_meta(cfg))
         return

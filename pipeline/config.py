@@ -603,7 +603,7 @@ class TrainConfig:
     checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
     sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
     # continue from the run's checkpoint (resume.pt) when there is one; it must have been made with the same
-    # settings (pipeline.train.RESUME_FREE lists the keys that may differ); false: start afresh and overwrite it
+    # settings (pipeline.resume.RESUME_FREE lists the keys that may differ); false: start afresh and overwrite it
     resume: bool = True
 
 

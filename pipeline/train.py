@@ -6,13 +6,10 @@
 The science (the loop, the loss estimates, the emergence metrics on a fixed probe batch,
 checkpoints) is massive/training.py; this rule builds its arguments from cfg.train, sets up the
 device and DDP, and writes the outputs in results/train/<train.name>/<variant>/:
-  resume.pt         model, optimizer, next step, RNG states, metric rows, per-step losses, and
-                    the whole train config and seed it was made with; rewritten every
-                    train.checkpoint_interval steps: a killed run started again resumes from it
-                    with the same next-step loss (the batches are a function of the step, not of a
-                    stream position). Not a Snakemake output, so Snakemake never deletes it as an
-                    incomplete output of a killed job (--rerun-incomplete). A resume with other
-                    settings (any key but RESUME_FREE) is a one-line error.
+  resume.pt         model, optimizer, next step, RNG states, metric rows, per-step losses, the train
+                    config and seed; rewritten every train.checkpoint_interval steps: a killed run
+                    resumes from it with the same next-step loss. Not a Snakemake output (never deleted
+                    as incomplete). A resume with other settings (pipeline.resume) is a one-line error.
   checkpoint.pt     the finished run's resume.pt (a hard link, or a copy): train_compare reads it
   metrics.parquet   one row per (eval step, layer), rewritten atomically at every evaluation
 """
@@ -31,9 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 from massive import training
 from massive.backcopy import BackcopySpec
 from massive.errors import MassiveError
+from massive.files import link
 from massive.gpt import GPTConfig
 from pipeline import cli, paths, tracking
 from pipeline.io import results_dir, root, write_table
+from pipeline.resume import check_resume, resume_meta
 
 log = logging.getLogger(__name__)
 
@@ -61,57 +60,6 @@ def specs(cfg: DictConfig) -> tuple[GPTConfig, training.TrainSpec]:
     names = [f.name for f in fields(training.TrainSpec) if f.name != "block_size"]
     spec = training.TrainSpec(block_size=t.model.block_size, **{k: _value(t[k]) for k in names})
     return GPTConfig(**t.model, variant=_value(t.variant)), spec
-
-
-# train.* keys that do not change the trained weights or the metrics: a resume may change them. max_iters
-# extends (or shortens) a run with a constant schedule; the cosine schedule depends on it.
-RESUME_FREE = ("name", "num_threads", "device", "compile", "log_interval", "checkpoint_interval", "resume")
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def resume_meta(cfg: DictConfig) -> dict:
-    """What a checkpoint records of the run that made it: the whole train config (data included) and the seed."""
-    return {"train": OmegaConf.to_container(cfg.train, resolve=True, enum_to_str=True), "seed": cfg.seed}
-
-
-def check_resume(path: Path, meta: dict) -> None:
-    """A checkpoint is resumed only by a run of the same settings: its train config (but RESUME_FREE)
-    and seed equal `meta`'s, else a MassiveError naming the first differences."""
-    saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    free = set(RESUME_FREE) | ({"max_iters"} if meta["train"].get("schedule") == "constant" else set())
-    old = {f"train.{k}": v for k, v in _flat(saved.get("train") or {}).items() if k not in free}
-    new = {f"train.{k}": v for k, v in _flat(meta["train"]).items() if k not in free}
-    old["seed"], new["seed"] = saved.get("seed"), meta["seed"]
-    diff = [f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} now" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
-    if diff:
-        raise MassiveError(f"{path} was trained with other settings ({'; '.join(diff[:3])}"
-                           f"{'; ...' if len(diff) > 3 else ''}): choose another train.name, or set train.resume=false "
-                           f"to start afresh (it overwrites this run)")
-
-
-def _link(src: Path, dest: Path) -> None:
-    """dest becomes src's content, atomically (a hard link where the file system allows, else a copy)."""
-    import os
-    import shutil
-
-    from massive.files import atomic_path
-
-    with atomic_path(dest) as tmp:
-        try:
-            tmp.unlink()
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
 
 
 def _wandb_metrics(rows: list[dict]) -> dict:
@@ -169,8 +117,8 @@ def run(cfg: DictConfig) -> None:
                                on_log=lambda step, metrics: wb.log(metrics, step=step))
     if master:  # also when a finished checkpoint was found and nothing ran
         if not resume_path.exists():  # an older run's checkpoint.pt, finished: keep it as the rolling one too
-            _link(ckpt_path, resume_path)
-        _link(resume_path, ckpt_path)
+            link(ckpt_path, resume_path)
+        link(resume_path, ckpt_path)
         write_table(pd.DataFrame(state["rows"]), metrics_path, cfg)
     if world > 1:
         from torch.distributed import destroy_process_group
