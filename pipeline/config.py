@@ -76,6 +76,17 @@ class TopkBackend(str, Enum):
 
 
 @dataclass
+class SizingConfig:
+    """model.sizing: how the SLURM profile sizes this model's GPU jobs (pipeline/sizing.py). Each null
+    key is found from the model (its config.json: parameter count; model.dtype) and the rule's work."""
+
+    params: Optional[float] = None  # parameter count, when no config.json is at hand before the fetch (GGUF, wheel)
+    gpus: Optional[int] = None  # GPUs of every GPU job of this model (null: from the memory each job needs)
+    mem_mb: Optional[int] = None  # host memory of every GPU job (null: from the weights)
+    runtime_factor: float = 1.0  # multiplies every GPU job's time limit
+
+
+@dataclass
 class ModelConfig:
     name: str = "???"  # short name used in paths, Parquet and plots
     source: SourceKind = SourceKind.hub
@@ -102,6 +113,7 @@ class ModelConfig:
     head: Optional[str] = None
     # source=random with images: the image processor, as kwargs of transformers.<image_processor_type>
     image_processor: Optional[Dict[str, Any]] = None
+    sizing: SizingConfig = field(default_factory=SizingConfig)  # cluster sizing (pipeline/sizing.py)
 
 
 @dataclass
@@ -112,6 +124,14 @@ class DataConfig:
     wheel_file: Optional[str] = None
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
+    # kind=hub: the repository's revision (a commit, a tag, or a branch such as refs/convert/parquet,
+    # the hub's parquet conversion of a dataset whose loading script `datasets` 4+ no longer runs)
+    revision: Optional[str] = None
+    # kind=hub: files of the repository to read (globs), e.g. ["*.jsonl"]; null: stream hub_config/split
+    data_files: Optional[list[str]] = None
+    # kind=hub: keep a random sample (seeded by `seed`) of max_documents documents of the whole dataset,
+    # reading every row once, instead of the first max_documents (the paper samples RedPajama)
+    sample: bool = False
     split: str = "test"
     text_field: str = "text"
     path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)
@@ -129,6 +149,8 @@ class TokenizeConfig:
     num_documents: int = 500  # documents sampled (seeded) and joined by blank lines
     separator: str = "\n\n"  # (whether sequences begin with a BOS: model.bos)
     seq_len: Optional[int] = None  # null: the model config's seq_len
+    # a corpus that gives fewer than num_sequences sequences is an error, unless this is set (text corpora)
+    allow_fewer: bool = False
 
 
 @dataclass
@@ -181,6 +203,9 @@ class AblateConfig:
     regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
+    # a folder of local copies of the tasks' hub datasets, laid out like the hub (<dir>/<org>/<name>/...):
+    # for compute nodes without internet (docs/cluster.md); null: the hub
+    zeroshot_datasets: Optional[str] = None
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
     max_images: int = 64  # images (a seeded sample of the corpus) evaluated per intervention (rule ablate_images)
     clip_prompt: str = "a photo of a {}."  # CLIP zero-shot classification: the prompt per class name
@@ -248,7 +273,7 @@ class RetrofitSection:
 
 @dataclass
 class WandbConfig:
-    mode: WandbMode = WandbMode.offline
+    mode: Optional[WandbMode] = None  # null: the environment's WANDB_MODE, else offline (pipeline/tracking.py)
     project: str = "massive-activations"
     entity: Optional[str] = None
 
@@ -343,6 +368,10 @@ _POSITIVE = [
     "inference.max_chunks",
     "inference.batch_size",
     "inference.num_sequences",
+    "model.sizing.params",
+    "model.sizing.gpus",
+    "model.sizing.mem_mb",
+    "model.sizing.runtime_factor",
     "retrofit.steps",
     "retrofit.eval_every",
     "retrofit.batch_size",
@@ -391,10 +420,54 @@ def layers_slug(value: Any) -> str:
     return spec if isinstance(spec, str) else "_".join(map(str, spec))
 
 
+def check_finite_values(cfg: Any) -> None:
+    """Every float of the composed config is finite: `detect.min_abs=nan` fails at compose time (and so at
+    `snakemake -n`), not after the model is loaded."""
+    import math
+
+    from omegaconf import OmegaConf
+
+    def walk(node, prefix):
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            where = f"{prefix}.{key}" if isinstance(key, str) and prefix else f"{prefix}[{key}]" if prefix else str(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MassiveError(f"{where}={value} is not a finite number")
+            walk(value, where)
+
+    walk(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), "")
+
+
+def check_names(cfg: Any) -> None:
+    """The names that become paths (pipeline/names.py): model, data, sweep, training run, revision."""
+    from pathlib import PurePath
+
+    from pipeline import names
+
+    if "model" in cfg:
+        names.check("model.name", cfg.model.name, run=True)
+        if cfg.model.get("revision") is not None:
+            names.check("model.revision", cfg.model.revision)
+    if "data" in cfg:
+        names.check("data.name", cfg.data.name)
+    if "train" in cfg:
+        names.check("train.name", cfg.train.name)
+    for key in ("cache", "results"):  # folders inside the working directory (paths.root)
+        value = (cfg.get("paths") or {}).get(key)
+        if value is not None and (PurePath(value).is_absolute() or ".." in PurePath(value).parts):
+            raise MassiveError(f"paths.{key}={value!r} must be a folder inside the working directory (paths.root): "
+                               f"relative, without '..'")
+    if cfg.get("sweep_name") is not None:  # a conf/sweep name or a path to a sweep YAML: its file name becomes paths
+        sweep = str(cfg.sweep_name)
+        names.check("sweep_name" if PurePath(sweep).stem == sweep else "sweep_name (its file name)", PurePath(sweep).stem)
+
+
 def check_values(cfg: Any) -> None:
     """Range checks that a type system cannot express. Raises MassiveError naming the value."""
     from omegaconf import OmegaConf
 
+    check_names(cfg)
+    check_finite_values(cfg)
     if "train" in cfg and "model" not in cfg:  # conf/train.yaml: the training section below
         return check_train_values(cfg)
 
@@ -563,6 +636,9 @@ class TrainConfig:
     probe_batch_size: int = 16  # the fixed batch of the emergence metrics
     checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
     sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
+    # continue from the run's checkpoint (resume.pt) when there is one; it must have been made with the same
+    # settings (pipeline.resume.RESUME_FREE lists the keys that may differ); false: start afresh and overwrite it
+    resume: bool = True
 
 
 @dataclass

@@ -24,6 +24,8 @@ from massive.errors import MassiveError
 from pipeline import paths, stages
 from pipeline import sweep as sweeps
 
+RULES = ("fetch_model", "fetch_corpus", "tokenize", "capture", "detect", "figures", "attention", "origins", "inference",
+         "ablate", "zeroshot", "ablate_images", "ablation", "report", "train", "train_compare", "train_scale")  # Plan.args
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
 IDS_CACHE = ".snakemake/stage_ids.json"  # the config ids of composed configs, kept while conf/ and the code stay as they are
@@ -79,6 +81,7 @@ class Plan:
         self.llm_pairs = [(m, c) for m in self.models for c in self.corpora] + self.protocol_pairs
         self.ablate = sweep.get("ablate") or {}
         self.zeroshot = self.ablate.get("zeroshot_tasks") or []
+        self.zeroshot_pairs = sweeps.zeroshot_pairs(sweep)  # each LLM once, on the sweep's first corpus
         self.attention, self.origins = sweep.get("attention"), sweep.get("origins")
         self.inference = sweep.get("inference")
         self.inference_pairs = sweeps.inference_pairs(sweep)
@@ -112,7 +115,7 @@ class Plan:
         """A job's Hydra overrides from its wildcards (hydra.run.dir aside)."""
         s = self.sweep
         sizes = [f"ablate.{key}={self.ablate[key]}" for key in ("max_chunks", "bootstrap") if key in self.ablate]
-        sweep_args = [f"sweep_name={self.name}", *sweeps.overrides(s)]
+        sweep_args = [f"sweep_name={sweeps.hydra_value(self.name)}", *sweeps.overrides(s)]
         if rule == "fetch_model":
             return [f"model={w['model']}", *stages.relevant(sweeps.overrides(s, w["model"]), rule)]
         if rule == "fetch_corpus":
@@ -136,7 +139,7 @@ class Plan:
         if rule == "train_compare":  # the sweep's name reaches it through WANDB_RUN_GROUP only
             return self.train_args(w["train"])
         if rule == "train_scale":
-            return [f"train={w['train']}", f"sweep_name={self.name}"]
+            return [f"train={w['train']}", f"sweep_name={sweeps.hydra_value(self.name)}"]
         raise KeyError(rule)
 
     def jobs(self):
@@ -147,7 +150,7 @@ class Plan:
         for name in ("tokenize", "capture", "detect", "figures"):
             yield from ((name, {"model": m, "corpus": c}) for m, c in self.pairs)
         for name in ["ablate"] * bool(self.ablate) + ["zeroshot"] * bool(self.zeroshot):
-            pairs = self.llm_pairs if name == "ablate" else llm_pairs
+            pairs = self.llm_pairs if name == "ablate" else self.zeroshot_pairs
             yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in pairs for layers in self.ablate["layers"])
         yield from (("attention", {"model": m, "corpus": c}) for m, c in self.llm_pairs if self.attention)
         yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if self.origins is not None)
@@ -165,7 +168,7 @@ class Plan:
         """(what, overrides, config name) of every job, for sweep.check_configs."""
         for rule, w in self.jobs():
             what = f"rule {rule} ({', '.join(w.values())})" if w else f"rule {rule}"
-            yield what, self.args(rule, **w), CONFIG_NAME.get(rule, "config")
+            yield what, [f"stage={rule}", *self.args(rule, **w)], CONFIG_NAME.get(rule, "config")
 
     # ------------------------------------------------------------ the config ids of the keyed stages
     def ids(self, cache: str | Path | None = IDS_CACHE, root: str | Path = ".") -> dict[tuple[str, ...], str]:

@@ -21,7 +21,7 @@ rule ablate:
         py=PY,
         args=args("ablate"),
     shell:
-        "{params.py} -m pipeline.ablate {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablate {params.args} 2>&1 | tee {log:q}"
 
 
 rule zeroshot:
@@ -42,14 +42,14 @@ rule zeroshot:
         py=PY,
         args=args("zeroshot"),
     shell:
-        "{params.py} -m pipeline.zeroshot {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.zeroshot {params.args} 2>&1 | tee {log:q}"
 
 
 rule ablation:
     input:
         keyed("ablate", [(m, c) for m in MODELS for c in CORPORA],
               lambda m, c, lay, cid: [paths.ablate_file(m, c, lay, cid, n) for n in paths.ABLATE_FILES], ABLATE.get("layers", [])),
-        keyed("zeroshot", [(m, c) for m in MODELS for c in CORPORA],
+        keyed("zeroshot", ZEROSHOT_PAIRS,
               lambda m, c, lay, cid: paths.ablate_file(m, c, lay, cid, "zeroshot.parquet"), ABLATE.get("layers", [])) if ZEROSHOT else [],
     output:
         [paths.ablation_file(SWEEP_STEM, ext) for ext in paths.ABLATION_EXTS] if ABLATE else [],
@@ -66,7 +66,7 @@ rule ablation:
         args=args("ablation"),
         run=paths.sweep_run_dir("ablation", SWEEP_STEM),
     shell:
-        "{params.py} -m pipeline.ablation {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablation {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule ablate_images:
@@ -89,4 +89,4 @@ rule ablate_images:
         py=PY,
         args=args("ablate_images"),
     shell:
-        "{params.py} -m pipeline.ablate_images {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablate_images {params.args} 2>&1 | tee {log:q}"

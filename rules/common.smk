@@ -5,7 +5,7 @@ import shlex
 import sys
 
 from massive.errors import MassiveError
-from pipeline import jobs, paths, stages
+from pipeline import jobs, paths, sizing, stages
 from pipeline import sweep as sweeps
 
 SWEEP_NAME = str(config.get("sweep", "default"))
@@ -41,6 +41,7 @@ PROTOCOL_PAIRS = PLAN.protocol_pairs
 LLM_PAIRS = PLAN.llm_pairs
 ABLATE = PLAN.ablate
 ZEROSHOT = PLAN.zeroshot
+ZEROSHOT_PAIRS = PLAN.zeroshot_pairs  # each LLM once, on the sweep's first corpus (the detection it uses)
 ATTENTION = PLAN.attention
 ORIGINS = PLAN.origins
 INFERENCE_PAIRS = PLAN.inference_pairs  # the LLMs x the section's corpora (all by default)
@@ -92,6 +93,12 @@ def args(rule):
     return lambda w: " ".join(shlex.quote(a) for a in PLAN.args(rule, **{k: v for k, v in w.items() if k != "cid"}))
 
 
+# For each rule, its job's Hydra overrides from the job's wildcards: the SLURM profile sizes each
+# GPU job from its composed config (pipeline/sizing.py).
+ARGS = {rule: (lambda rule: lambda **w: PLAN.args(rule, **w))(rule) for rule in jobs.RULES}
+sizing.register(ARGS)
+
+
 CHECKED = ".snakemake/checked_configs.json"  # the configs that composed, kept while conf/ and the code stay as they are
 
 
@@ -101,7 +108,7 @@ def check_configs():
     of jobs whose parameters changed). Each distinct config is composed once, and not again by a
     later snakemake while conf/ and the code stay the same (CHECKED)."""
     try:
-        return sweeps.check_configs(SWEEP_NAME, PLAN.described(), cache=CHECKED, composed=PLAN.composed)
+        return sweeps.check_configs(SWEEP_NAME, PLAN.described(), cache=CHECKED)
     except MassiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

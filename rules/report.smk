@@ -21,7 +21,7 @@ rule report:
         args=args("report"),
         run=paths.sweep_run_dir("report", SWEEP_STEM),
     shell:
-        "{params.py} -m pipeline.report {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.report {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 # Two experiments side by side (pipeline/compare.py): `--config sweep=b.yaml compare=a` after both ran.
