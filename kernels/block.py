@@ -1,0 +1,219 @@
+"""The capture's reduction of one block output: every statistic massive/capture.py records, in one call.
+
+`block_stats(h, k, thr)` takes a block output h [n, T, D] (n sequences) and returns, per sequence,
+in float32 whatever h's dtype (a BlockStats of tensors on h's device):
+  median   [n]       the median |a| (the lower middle value, as torch.median)
+  values   [n, k]    the k largest |a|, descending; among equal |a| the lowest flat index first
+  signed   [n, k]    the signed a at those entries
+  indices  [n, k]    flat indices into h[i] ([T, D] row-major)
+  counts   [n, 3]    exact counts of |a| > min_abs, > min_ratio x median, > both (massive)
+  dim_max  [D]       max |a| per feature dim over every sequence and position
+  dim_counts [2, D]  per dim, the positions with |a| > outlier_abs and > outlier_ratio x median
+                     (outlier), and above both massive thresholds
+  finite   [n] bool  whether h[i] is free of inf and NaN (the statistics of a row that is not are
+                     meaningless: the caller raises)
+  tied     [n] bool  the device path met a tie at the k-th value that crosses the cut (which of the
+                     tied entries to keep needs the exact path; the caller redoes the batch with it)
+
+Two paths:
+  host    (CPU tensors; `sync=True`): reads small results on the host to skip work. The median is
+          selected without a sort: a strided sample brackets it, one pass counts the entries below
+          the bracket and keeps those inside (a few percent), a selection among those gives the exact
+          median (a row whose bracket misses falls back to torch.kthvalue). The counts above a
+          threshold at or above the k-th largest |a| are read off the top-k (every such entry is in
+          it); only thresholds below it (more entries than k pass: saturation) and the outlier
+          count's candidate dims (dim_max above the threshold) are counted over the tensor.
+  device  (CUDA; `sync=False`): no value goes to the host, so the device is never synchronised:
+          torch.kthvalue for the median, then the Triton kernel (kernels/triton_topk.py: top-k,
+          dim max and every count in one read of h per sequence) or, without Triton, torch ops.
+Both give the same numbers: the same median element, the same top-k entries in the same order, the
+same exact counts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from kernels.topk import top_abs_torch, triton_available
+
+SAMPLE = 4096  # entries per row that bracket the median (host path)
+SMALL = 16384  # rows shorter than this take torch.kthvalue at once
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the exact counts count: |a| > min_abs, > min_ratio x median (both: massive); per dim
+    |a| > outlier_abs and > outlier_ratio x median (outlier features)."""
+
+    min_abs: float = 100.0
+    min_ratio: float = 1000.0
+    outlier_abs: float = 6.0
+    outlier_ratio: float = 9.0
+
+    def of(self, med: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(count thresholds [n, 3], per-dim thresholds [n, 2]) for the medians `med` [n], in float32
+        (as |a| is compared)."""
+        f32 = torch.float32
+        ratio = med * torch.tensor(self.min_ratio, dtype=f32)
+        massive = torch.clamp(ratio, min=float(torch.tensor(self.min_abs, dtype=f32)))
+        outlier = torch.clamp(med * torch.tensor(self.outlier_ratio, dtype=f32),
+                              min=float(torch.tensor(self.outlier_abs, dtype=f32)))
+        return (torch.stack([torch.full_like(ratio, self.min_abs), ratio, massive], dim=1),
+                torch.stack([outlier, massive], dim=1))
+
+
+@dataclass
+class BlockStats:
+    median: torch.Tensor
+    values: torch.Tensor
+    signed: torch.Tensor
+    indices: torch.Tensor
+    counts: torch.Tensor
+    dim_max: torch.Tensor
+    dim_counts: torch.Tensor
+    finite: torch.Tensor
+    tied: torch.Tensor
+
+
+def _coprime_step(n: int, d: int) -> int:
+    """A stride near n / SAMPLE that shares no factor with the row width d, so that a strided sample
+    walks through every feature dim instead of a few."""
+    step = max(1, n // SAMPLE)
+    while math.gcd(step, d) != 1:
+        step += 1
+    return step
+
+
+def median_lower(a: torch.Tensor, d: int = 1) -> torch.Tensor:
+    """The lower median of each row of a [n, N] (float32, |a| >= 0), exactly torch.median's value,
+    selected without sorting the row (the host path; `d`: the feature width, for the sample).
+
+        >>> median_lower(torch.tensor([[1.0, 3.0, 2.0, 5.0]]))
+        tensor([2.])
+    """
+    n, size = a.shape
+    m = (size - 1) // 2  # 0-based rank of the lower middle value
+    if size < SMALL:
+        return a.kthvalue(m + 1, dim=1).values
+    sample = a[:, :: _coprime_step(size, d)]
+    s = sample.shape[1]
+    ordered = torch.sort(sample, dim=1).values
+    j = m * s // size  # the median's rank in the sample, and a bracket of about 4 standard deviations
+    half = int(4 * math.sqrt(s) / 2) + 2
+    lo, hi = ordered[:, max(j - half, 0)], ordered[:, min(j + half, s - 1)]
+    below = (a < lo[:, None]).sum(dim=1)
+    inside = (a >= lo[:, None]) & (a <= hi[:, None])
+    n_inside = inside.sum(dim=1)
+    kept = a[inside]  # the rows' entries inside their bracket, row after row
+    out = torch.empty(n, dtype=a.dtype)
+    start = 0
+    for r, (b, c) in enumerate(zip(below.tolist(), n_inside.tolist())):
+        part = kept[start : start + c]
+        start += c
+        if b <= m < b + c:
+            out[r] = part.kthvalue(m - b + 1).values
+        else:  # the sample missed (or a NaN): select over the whole row
+            out[r] = a[r].kthvalue(m + 1).values
+    return out
+
+
+def _order(a: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kept flat indices idx [n, k] in the capture's order (|a| descending, then index
+    ascending) -> (values, signed, indices)."""
+    idx, _ = torch.sort(idx, dim=1)
+    order = torch.sort(torch.gather(a, 1, idx), dim=1, descending=True, stable=True).indices
+    idx = torch.gather(idx, 1, order)
+    return torch.gather(a, 1, idx), torch.gather(x.reshape(len(x), -1), 1, idx).to(torch.float32), idx
+
+
+def _dim_counts_full(a3: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """[C, D]: per dim, the entries of a3 [n, T, D] above thr [n, C] (a pass per threshold)."""
+    return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=(0, 1)) for c in range(thr.shape[1])])
+
+
+def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockStats:
+    n, d = x.shape[0], x.shape[-1]
+    size = a.shape[1]
+    vals, idx = torch.topk(a, min(k + 1, size), dim=1, sorted=True)
+    finite = torch.isfinite(vals[:, 0])
+    if not bool(finite.all()):  # the caller raises: no statistic of it is used
+        z = torch.zeros
+        return BlockStats(torch.full((n,), float("nan")), vals[:, :k], vals[:, :k], idx[:, :k], z(n, 3, dtype=torch.int64),
+                          z(d), z(2, d, dtype=torch.int64), finite, z(n, dtype=torch.bool))
+    if k < size:
+        for r in torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten().tolist():  # a tie cut at the k-th value
+            idx[r, :k] = top_abs_torch(x[r], k).indices
+        vals, idx = vals[:, :k], idx[:, :k]
+    values, signed, idx = _order(a, x, idx)
+    med = median_lower(a, d)
+    count_thr, dim_thr = thr.of(med)
+    kth = values[:, -1:]
+    # every entry above a threshold >= the k-th |a| is in the top-k: count it there
+    counts = (values[:, None, :] > count_thr[:, :, None]).sum(dim=2)
+    for r, c in torch.nonzero(count_thr < kth).tolist():  # more entries pass than k keeps
+        counts[r, c] = int((a[r] > count_thr[r, c]).sum())
+    a3 = a.view(n, -1, d)
+    dim_max = a3.amax(dim=(0, 1))
+    dim_counts = torch.zeros(dim_thr.shape[1], d, dtype=torch.int64)
+    dims = idx % d
+    for c in range(dim_thr.shape[1]):
+        col = dim_thr[:, c]
+        if bool((col >= kth[:, 0]).all()):  # from the top-k, as the counts
+            above = values > col[:, None]
+            dim_counts[c] = torch.bincount(dims[above], minlength=d)
+        else:  # over the dims whose max passes the smallest threshold (every dim when they are many)
+            cand = torch.nonzero(dim_max > col.min()).flatten()
+            if len(cand) > d // 8:
+                dim_counts[c] = (a3 > col[:, None, None]).sum(dim=(0, 1))
+            elif len(cand):
+                dim_counts[c, cand] = (a3[:, :, cand] > col[:, None, None]).sum(dim=(0, 1))
+    return BlockStats(med, values, signed, idx, counts, dim_max, dim_counts, finite, torch.zeros(n, dtype=torch.bool))
+
+
+def _device(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds, backend: str) -> BlockStats:
+    n, d, size = x.shape[0], x.shape[-1], a.shape[1]
+    med = a.kthvalue((size - 1) // 2 + 1, dim=1).values
+    count_thr, dim_thr = thr.of(med)
+    if backend == "triton":
+        from kernels.triton_topk import top_abs_triton
+
+        parts = [top_abs_triton(x[i], k, count_above=count_thr[i], dim_count_above=dim_thr[i], check=False) for i in range(n)]
+        stack = lambda f: torch.stack([getattr(p, f) for p in parts])  # noqa: E731
+        finite = torch.isfinite(stack("token_max")).all(dim=1) & torch.isfinite(med)
+        return BlockStats(med, stack("values"), stack("signed"), stack("indices"), stack("counts"),
+                          stack("dim_max").amax(dim=0), stack("dim_counts").sum(dim=0), finite,
+                          torch.zeros(n, dtype=torch.bool, device=x.device))
+    vals, idx = torch.topk(a, min(k + 1, size), dim=1, sorted=True)
+    finite = torch.isfinite(vals[:, 0])
+    tied = (vals[:, k] == vals[:, k - 1]) if k < size else torch.zeros(n, dtype=torch.bool, device=x.device)
+    values, signed, idx = _order(a, x, idx[:, :k])
+    counts = torch.stack([(a > count_thr[:, c, None]).sum(dim=1) for c in range(count_thr.shape[1])], dim=1)
+    a3 = a.view(n, -1, d)
+    return BlockStats(med, values, signed, idx, counts, a3.amax(dim=(0, 1)), _dim_counts_full(a3, dim_thr), finite, tied)
+
+
+def block_stats(x: torch.Tensor, k: int, thr: Thresholds = Thresholds(), backend: str = "auto", sync: bool | None = None,
+                out: torch.Tensor | None = None) -> BlockStats:
+    """The capture's statistics of x [n, ..., D] per x[i] (module docstring). `sync` None: the host
+    path on the CPU, the device path elsewhere; `backend` (auto | torch | triton) picks the device
+    path's top-k; `out` (float32, x's shape) is a buffer for |x| to reuse."""
+    backend = getattr(backend, "value", backend)
+    if backend not in ("auto", "torch", "triton"):
+        raise ValueError(f"unknown top-k backend {backend!r} (auto, torch, triton)")
+    n = x.shape[0]
+    x = x.detach()
+    if out is None:
+        a = x.to(torch.float32).abs()
+    else:
+        a = torch.abs(x, out=out) if x.dtype == torch.float32 else out.copy_(x).abs_()
+    a = a.view(n, -1)
+    if sync is None:
+        sync = not x.is_cuda
+    if backend == "auto":
+        backend = "triton" if x.is_cuda and triton_available() else "torch"
+    if sync and backend == "torch":
+        return _host(x, a, k, thr)
+    return _device(x, a, k, thr, backend)
