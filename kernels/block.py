@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from kernels.topk import top_abs_torch, triton_available
@@ -87,37 +88,61 @@ def _coprime_step(n: int, d: int) -> int:
     return step
 
 
+def _bracket(x: np.ndarray, d: int, ranks: list[int]) -> list[float]:
+    """Order statistics of a strided sample of the row x (a stride coprime with the width d)
+    at the fractional ranks `ranks` of the row (0-based), each from the sample's matching rank."""
+    step = _coprime_step(x.size, d)
+    s = x[::step]
+    at = [min(max(r * s.size // x.size, 0), s.size - 1) for r in ranks]
+    part = np.partition(s, sorted(set(at)))
+    return [float(part[i]) for i in at]
+
+
+def median_row(x: np.ndarray, d: int = 1) -> np.float32:
+    """The lower median of the row x (float32 |a| >= 0, finite): exactly np.partition's value, from a
+    strided sample's bracket around it (about 4 standard deviations wide), one pass that counts the
+    entries below it and keeps those inside, and a selection among those."""
+    size = x.size
+    m = (size - 1) // 2
+    if size >= SMALL:
+        s = size // _coprime_step(size, d) + 1
+        half = (2 * int(math.sqrt(s)) + 2) * size // s  # about 4 standard deviations of the sample's rank
+        lo, hi = _bracket(x, d, [m - half, m + half])
+        ge = x >= np.float32(lo)
+        below = size - int(np.count_nonzero(ge))
+        kept = x[ge & (x <= np.float32(hi))]
+        if below <= m < below + kept.size:
+            return np.partition(kept, m - below)[m - below]
+    return np.partition(x, m)[m]
+
+
 def median_lower(a: torch.Tensor, d: int = 1) -> torch.Tensor:
-    """The lower median of each row of a [n, N] (float32, |a| >= 0), exactly torch.median's value,
-    selected without sorting the row (the host path; `d`: the feature width, for the sample).
+    """The lower median of each row of a [n, N] (float32, |a| >= 0, on the CPU), exactly torch.median's
+    value, selected without sorting the row (median_row).
 
         >>> median_lower(torch.tensor([[1.0, 3.0, 2.0, 5.0]]))
         tensor([2.])
     """
-    n, size = a.shape
-    m = (size - 1) // 2  # 0-based rank of the lower middle value
-    if size < SMALL:
-        return a.kthvalue(m + 1, dim=1).values
-    sample = a[:, :: _coprime_step(size, d)]
-    s = sample.shape[1]
-    ordered = torch.sort(sample, dim=1).values
-    j = m * s // size  # the median's rank in the sample, and a bracket of about 4 standard deviations
-    half = int(4 * math.sqrt(s) / 2) + 2
-    lo, hi = ordered[:, max(j - half, 0)], ordered[:, min(j + half, s - 1)]
-    below = (a < lo[:, None]).sum(dim=1)
-    inside = (a >= lo[:, None]) & (a <= hi[:, None])
-    n_inside = inside.sum(dim=1)
-    kept = a[inside]  # the rows' entries inside their bracket, row after row
-    out = torch.empty(n, dtype=a.dtype)
-    start = 0
-    for r, (b, c) in enumerate(zip(below.tolist(), n_inside.tolist())):
-        part = kept[start : start + c]
-        start += c
-        if b <= m < b + c:
-            out[r] = part.kthvalue(m - b + 1).values
-        else:  # the sample missed (or a NaN): select over the whole row
-            out[r] = a[r].kthvalue(m + 1).values
-    return out
+    x = a.numpy()
+    return torch.from_numpy(np.array([median_row(row, d) for row in x], dtype=np.float32))
+
+
+def top_row(x: np.ndarray, k: int, d: int = 1) -> tuple[np.ndarray, float] | None:
+    """(the flat indices of the k largest entries of the row x, |a| descending, among equal |a| the
+    lowest index first; the value t such that every entry above t is among `candidates`) or None
+    when the sample's guess keeps fewer than k entries: the candidates are the entries above a
+    value that a strided sample puts at about 4k entries, compacted in index order, so a stable
+    sort of them gives the order at once."""
+    size = x.size
+    want = 4 * (k + 1) + 32
+    if want * 4 > size:
+        return None
+    (t,) = _bracket(x, d, [size - want])
+    cand = np.flatnonzero(x > np.float32(t))
+    if cand.size < k + 1:
+        return None
+    order = np.argsort(-x[cand], kind="stable")[:k]
+    return cand, t, cand[order]
 
 
 def _order(a: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -134,43 +159,50 @@ def _dim_counts_full(a3: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
     return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=(0, 1)) for c in range(thr.shape[1])])
 
 
+def _count_above(x: np.ndarray, cand: np.ndarray, t: float, thr: float) -> int:
+    """|a| > thr in the row x, counted over the candidates (every entry above t) when thr >= t."""
+    return int(np.count_nonzero(x[cand] > thr)) if thr >= t else int(np.count_nonzero(x > thr))
+
+
 def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockStats:
     n, d = x.shape[0], x.shape[-1]
-    size = a.shape[1]
-    vals, idx = torch.topk(a, min(k + 1, size), dim=1, sorted=True)
-    finite = torch.isfinite(vals[:, 0])
+    row_max = a.view(n, -1, d).amax(dim=1)  # [n, D]; inf and NaN propagate
+    finite = torch.isfinite(row_max).all(dim=1)
     if not bool(finite.all()):  # the caller raises: no statistic of it is used
         z = torch.zeros
-        return BlockStats(torch.full((n,), float("nan")), vals[:, :k], vals[:, :k], idx[:, :k], z(n, 3, dtype=torch.int64),
-                          z(d), z(2, d, dtype=torch.int64), finite, z(n, dtype=torch.bool))
-    if k < size:
-        for r in torch.nonzero(vals[:, k] == vals[:, k - 1]).flatten().tolist():  # a tie cut at the k-th value
-            idx[r, :k] = top_abs_torch(x[r], k).indices
-        vals, idx = vals[:, :k], idx[:, :k]
-    values, signed, idx = _order(a, x, idx)
-    med = median_lower(a, d)
-    count_thr, dim_thr = thr.of(med)
-    kth = values[:, -1:]
-    # every entry above a threshold >= the k-th |a| is in the top-k: count it there
-    counts = (values[:, None, :] > count_thr[:, :, None]).sum(dim=2)
-    for r, c in torch.nonzero(count_thr < kth).tolist():  # more entries pass than k keeps
-        counts[r, c] = int((a[r] > count_thr[r, c]).sum())
-    a3 = a.view(n, -1, d)
-    dim_max = a3.amax(dim=(0, 1))
-    dim_counts = torch.zeros(dim_thr.shape[1], d, dtype=torch.int64)
-    dims = idx % d
-    for c in range(dim_thr.shape[1]):
-        col = dim_thr[:, c]
-        if bool((col >= kth[:, 0]).all()):  # from the top-k, as the counts
-            above = values > col[:, None]
-            dim_counts[c] = torch.bincount(dims[above], minlength=d)
-        else:  # over the dims whose max passes the smallest threshold (every dim when they are many)
-            cand = torch.nonzero(dim_max > col.min()).flatten()
-            if len(cand) > d // 8:
-                dim_counts[c] = (a3 > col[:, None, None]).sum(dim=(0, 1))
-            elif len(cand):
-                dim_counts[c, cand] = (a3[:, :, cand] > col[:, None, None]).sum(dim=(0, 1))
-    return BlockStats(med, values, signed, idx, counts, dim_max, dim_counts, finite, torch.zeros(n, dtype=torch.bool))
+        return BlockStats(z(n), z(n, k), z(n, k), z(n, k, dtype=torch.int64), z(n, 3, dtype=torch.int64),
+                          row_max.amax(dim=0), z(2, d, dtype=torch.int64), finite, z(n, dtype=torch.bool))
+    an, mn = a.numpy(), row_max.numpy()
+    med = np.array([median_row(row, d) for row in an], dtype=np.float32)
+    count_thr, dim_thr = (t.numpy() for t in thr.of(torch.from_numpy(med)))
+    idx = np.empty((n, k), dtype=np.int64)
+    counts = np.empty((n, count_thr.shape[1]), dtype=np.int64)
+    dim_counts = np.zeros((dim_thr.shape[1], d), dtype=np.int64)
+    for r in range(n):
+        row = an[r]
+        top = top_row(row, k, d)
+        if top is None:  # k near the row's size: torch.topk with the ties cut by index
+            i = top_abs_torch(x[r], k).indices.numpy()
+            cand, t = i, float(row[i[-1]])  # every entry above the k-th |a| is in the top-k
+        else:
+            cand, t, i = top
+        idx[r] = i
+        for c, v in enumerate(count_thr[r]):
+            counts[r, c] = _count_above(row, cand, t, v)
+        for c, v in enumerate(dim_thr[r]):
+            if v >= t:
+                dim_counts[c] += np.bincount(cand[row[cand] > v] % d, minlength=d)
+                continue
+            cols = np.flatnonzero(mn[r] > v)  # only dims whose max passes can count
+            if len(cols) > d // 8:
+                dim_counts[c] += np.count_nonzero(row.reshape(-1, d) > v, axis=0)
+            elif len(cols):
+                dim_counts[c, cols] += np.count_nonzero(row.reshape(-1, d)[:, cols] > v, axis=0)
+    t = torch.from_numpy
+    values = np.take_along_axis(an, idx, axis=1)
+    signed = torch.gather(x.reshape(n, -1), 1, t(idx)).to(torch.float32)
+    return BlockStats(t(med), t(values), signed, t(idx), t(counts), row_max.amax(dim=0), t(dim_counts), finite,
+                      torch.zeros(n, dtype=torch.bool))
 
 
 def _device(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds, backend: str) -> BlockStats:
