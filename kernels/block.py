@@ -57,11 +57,10 @@ class Thresholds:
     def of(self, med: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(count thresholds [n, 3], per-dim thresholds [n, 2]) for the medians `med` [n], in float32
         (as |a| is compared)."""
-        f32 = torch.float32
-        ratio = med * torch.tensor(self.min_ratio, dtype=f32)
-        massive = torch.clamp(ratio, min=float(torch.tensor(self.min_abs, dtype=f32)))
-        outlier = torch.clamp(med * torch.tensor(self.outlier_ratio, dtype=f32),
-                              min=float(torch.tensor(self.outlier_abs, dtype=f32)))
+        f32 = np.float32  # scalars, so that nothing is read back from a device
+        ratio = med * f32(self.min_ratio)
+        massive = torch.clamp(ratio, min=f32(self.min_abs))
+        outlier = torch.clamp(med * f32(self.outlier_ratio), min=f32(self.outlier_abs))
         return (torch.stack([torch.full_like(ratio, self.min_abs), ratio, massive], dim=1),
                 torch.stack([outlier, massive], dim=1))
 
