@@ -16,16 +16,23 @@ in float32 whatever h's dtype (a BlockStats of tensors on h's device):
                      tied entries to keep needs the exact path; the caller redoes the batch with it)
 
 Two paths:
-  host    (CPU tensors; `sync=True`): reads small results on the host to skip work. The median is
-          selected without a sort: a strided sample brackets it, one pass counts the entries below
-          the bracket and keeps those inside (a few percent), a selection among those gives the exact
-          median (a row whose bracket misses falls back to torch.kthvalue). The counts above a
-          threshold at or above the k-th largest |a| are read off the top-k (every such entry is in
-          it); only thresholds below it (more entries than k pass: saturation) and the outlier
-          count's candidate dims (dim_max above the threshold) are counted over the tensor.
+  host    (CPU tensors; `sync=True`): numpy, row by row, reading small results to skip work. A
+          strided sample of the row (a stride coprime with D, so every dim is sampled) gives
+          order statistics that bracket what is wanted:
+            median: one pass counts the entries below the bracket and keeps those inside (about
+            6%), a selection among those gives the exact median (median_row; a row whose bracket
+            misses falls back to a selection over the whole row);
+            top-k: the entries above a value that the sample puts at about 4k entries are the
+            candidates, compacted in index order, and a stable sort of them gives the top-k with
+            ties cut by index (top_row; too few candidates: torch.topk with the tie fix).
+          Every count above a threshold at or above that value is counted over the candidates;
+          only lower thresholds (more entries pass than the top-k holds: saturation; or the
+          outlier magnitude) are counted over the row, and per dim only over dims whose max passes.
   device  (CUDA; `sync=False`): no value goes to the host, so the device is never synchronised:
           torch.kthvalue for the median, then the Triton kernel (kernels/triton_topk.py: top-k,
-          dim max and every count in one read of h per sequence) or, without Triton, torch ops.
+          dim max and every count in one read of h per sequence) or, without Triton, torch ops
+          (a tie at the k-th value that crosses the cut is flagged in `tied`: the caller redoes the
+          batch on the host path).
 Both give the same numbers: the same median element, the same top-k entries in the same order, the
 same exact counts.
 """

@@ -2,17 +2,22 @@
 
 A hook at every block's output (`blocks.L.hook_resid_post`: the residual stream after both
 residual adds, as the paper measures) reduces it at once, per sequence, in float32 whatever the
-model's dtype: the top-k |a| with their positions, dims, tokens and signed values
-(kernels.topk.top_abs_rows), the median |a|, the max |a| per feature dim, and exact counts in the
-same pass: per (layer, sequence) the entries above min_abs, above min_ratio x the median and above
-both (massive: so detection knows when the top-k is saturated), per (layer, dim) the positions
-above outlier_abs and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive thresholds. No hidden state
-outlives its hook, so memory does not grow with depth, and the hooks return nothing, so the
-logits are bit-identical to a plain forward pass.
+model's dtype, with one call (kernels.block.block_stats): the top-k |a| with their positions, dims,
+tokens and signed values, the median |a|, the max |a| per feature dim, and exact counts: per
+(layer, sequence) the entries above min_abs, above min_ratio x the median and above both (massive:
+so detection knows when the top-k is saturated), per (layer, dim) the positions above outlier_abs
+and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive
+thresholds. No hidden state outlives its hook, so memory does not grow with depth, and the hooks
+return nothing, so the logits are bit-identical to a plain forward pass.
 
-Each block's output is checked for inf and NaN as it comes: the first block (in forward order)
-with a non-finite value stops the capture with a NonFiniteError naming the block, what it found
-and the dtype (float16 overflows above 65,504), before any statistic is made of it.
+The reductions stay on the model's device until the batch is done: on a GPU no hook reads a value
+back (the device is not synchronised once per block), and `Reducer.flush()` copies the batch's
+statistics to the host at once. The tables (with token texts) are built once, at the end.
+
+Each block's output is checked for inf and NaN: when a batch holds one, the batch runs again with
+every block checked as it comes, and the first block (in forward order) with a non-finite value
+stops the capture with a NonFiniteError naming the block, what it found and the dtype (float16
+overflows above 65,504); no statistic of that batch is kept.
 
 Inputs are token ids (a LongTensor [n, seq_len]: a language model) or pixel values (a float
 tensor [n, 3, H, W]: a vision transformer, whose tokens are named by its layout, `[CLS]`,
