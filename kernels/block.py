@@ -253,5 +253,8 @@ def block_stats(x: torch.Tensor, k: int, thr: Thresholds = Thresholds(), backend
     if backend == "auto":
         backend = "triton" if x.is_cuda and triton_available() else "torch"
     if sync and backend == "torch":
+        if a.is_cuda:  # (the exact redo of a batch whose ties the device path could not cut)
+            r = _host(x.cpu(), a.cpu(), k, thr)
+            return BlockStats(*(getattr(r, f).to(x.device) for f in BlockStats.__dataclass_fields__))
         return _host(x, a, k, thr)
     return _device(x, a, k, thr, backend)

@@ -394,3 +394,32 @@ def test_capture_on_cuda_never_synchronises_inside_a_hook(monkeypatch, backend):
     got = capture(model.cuda(), ids, k=8, batch_size=2, backend=backend)
     for table in ("layer_stats", "topk"):
         pd.testing.assert_frame_equal(getattr(want, table), getattr(got, table), check_exact=False, rtol=1e-5)
+
+
+def test_a_tie_at_the_kth_value_is_redone_on_the_exact_path():
+    """The device path cannot cut a tie at the k-th |a| by index without reading back: its flush
+    says so (False, the batch dropped) and the batch again on the host path gives the host path's
+    tables, the lowest flat indices kept."""
+    h = torch.zeros(2, 6, 4)
+    h[:, 1:, 2] = -5.0  # 5 entries of |a| = 5 per sequence, the top-3 keeps 3 of them
+    h[1, 0, 0] = 9.0
+    name = hooks.resid_post(0)
+
+    def run(sync):
+        r = Reducer(k=3, backend="torch", sync=sync)
+        r.batch([0, 1])
+        r(h, name)
+        return r
+
+    device, host = run(False), run(True)
+    assert not device.flush() and host.flush()
+    device.sync = True
+    device.batch([0, 1])
+    device(h, name)
+    assert device.flush()
+    names_of = lambda ids: {int(i): str(int(i)) for i in ids}  # noqa: E731
+    for want, got in zip(host.tables(names_of), device.tables(names_of)):
+        pd.testing.assert_frame_equal(want, got, check_exact=True)
+    topk = host.tables(names_of)[1]
+    assert topk.query("seq_id == 0")["position"].tolist() == [1, 2, 3]  # the lowest indices among the tied
+    assert topk.query("seq_id == 1")["position"].tolist() == [0, 1, 2]
