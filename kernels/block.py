@@ -94,10 +94,11 @@ def _coprime_step(n: int, d: int) -> int:
     return step
 
 
-def _bracket(x: np.ndarray, d: int, ranks: list[int]) -> list[float]:
-    """Order statistics of a strided sample of the row x (a stride coprime with the width d)
-    at the fractional ranks `ranks` of the row (0-based), each from the sample's matching rank."""
-    step = _coprime_step(x.size, d)
+def _bracket(x: np.ndarray, d: int, ranks: list[int], step: int | None = None) -> list[float]:
+    """Order statistics of a strided sample of the row x (a stride coprime with the width d, by
+    default about x.size / SAMPLE) at the ranks `ranks` of the row (0-based), each from the
+    sample's matching rank."""
+    step = _coprime_step(x.size, d) if step is None else step
     s = x[::step]
     at = [min(max(r * s.size // x.size, 0), s.size - 1) for r in ranks]
     part = np.partition(s, sorted(set(at)))
@@ -143,7 +144,8 @@ def top_row(x: np.ndarray, k: int, d: int = 1) -> tuple[np.ndarray, float] | Non
     want = 4 * (k + 1) + 32
     if want * 4 > size:
         return None
-    (t,) = _bracket(x, d, [size - want])
+    # a sample that puts about 16 of its entries above t, whatever the row's length
+    (t,) = _bracket(x, d, [size - want], _coprime_step(min(size, want * SAMPLE // 16), d))
     cand = np.flatnonzero(x > np.float32(t))
     if cand.size < k + 1:
         return None
