@@ -492,3 +492,33 @@ def train_scale(table: pd.DataFrame) -> Figure:
     axes[2].legend(fontsize="small")
     fig.tight_layout()
     return fig
+
+
+def retrofit_curves(curves: pd.DataFrame, title: str) -> Figure:
+    """Perplexity over the intact model's (log scale, with the bootstrap interval) against the
+    training step, one line per retrofit arm (massive/retrofit.py; rule retrofit): the untrained
+    ablation as a dashed line, arms trained with the massive activations kept dotted.
+
+        >>> c = pd.DataFrame({"arm": ["none", "attn_bias", "attn_bias"], "massive": ["ablated"] * 3, "step": [0, 0, 10],
+        ...                   "params": [0, 10, 10], "ratio_to_intact": [9.0, 9.0, 2.0], "ratio_lo": [8.0, 8.0, 1.8],
+        ...                   "ratio_hi": [10.0, 10.0, 2.2]})
+        >>> fig = retrofit_curves(c, "m / c")
+    """
+    fig = new_figure((9, 4.8))
+    ax = fig.subplots()
+    end = max(int(curves["step"].max()), 1)
+    for i, (arm, c) in enumerate(curves.groupby("arm", sort=False)):
+        c = c.sort_values("step")
+        label = f"{arm} ({int(c['params'].iloc[0]):,} params)"
+        if len(c) == 1:  # untrained: a level across the plot
+            ax.hlines(c["ratio_to_intact"].iloc[0], 0, end, colors=f"C{i}", linestyles="--", label=label)
+            ax.axhspan(c["ratio_lo"].iloc[0], c["ratio_hi"].iloc[0], color=f"C{i}", alpha=0.1)
+            continue
+        style = ":" if (c["massive"] == "kept").all() else "-"
+        ax.plot(c["step"], c["ratio_to_intact"], marker=".", color=f"C{i}", linestyle=style, label=label)
+        ax.fill_between(c["step"], c["ratio_lo"], c["ratio_hi"], color=f"C{i}", alpha=0.15)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set(yscale="log", xlabel="training step", ylabel="perplexity / intact model's", title=title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig

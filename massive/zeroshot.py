@@ -5,6 +5,13 @@ WinoGrande, ARC-Easy and ARC-Challenge with the massive activations zeroed or se
 `evaluate` wraps the loaded model in the harness's HFLM, so the hooks of an intervention that is
 active (massive.intervene) apply to every forward pass the harness makes. Tasks are the
 harness's (datasets from the Hugging Face hub), or local task YAMLs in a folder (`include`).
+`dataset_root`: a folder laid out like the hub (<root>/<org>/<name>/ with the repository's files,
+e.g. `hf download allenai/ai2_arc --repo-type dataset --local-dir <root>/allenai/ai2_arc`):
+each task whose dataset_path has a copy there reads it from there (compute nodes without internet).
+Every task of the paper (boolq: aps/super_glue, piqa: baber/piqa, winogrande: allenai/winogrande,
+arc_easy/arc_challenge: allenai/ai2_arc in lm-eval 0.4.13) is a parquet repository, none a loading
+script (lm-eval issue #3171); a task whose repository is a script fails in the harness with
+"Dataset scripts are no longer supported".
 Needs the optional extra: pip install -e '.[zeroshot]'. `bos` (the run's Protocol.bos) sets
 whether every input begins with the BOS, through the harness's own `add_bos_token` (and the
 tokenizer's, so a tokenizer that adds none by default gets it); None keeps the tokenizer's default.
@@ -26,11 +33,12 @@ from massive.errors import MassiveError
 
 
 def evaluate(model: nn.Module, tok, tasks: list[str], include: str | None = None, limit: int | None = None,
-             batch_size: int = 4, seed: int = 1, bos: bool | None = None) -> pd.DataFrame:
+             batch_size: int = 4, seed: int = 1, bos: bool | None = None, dataset_root: str | None = None) -> pd.DataFrame:
     """One row per (task, metric) from the harness (columns task, metric, value, stderr; stderr
     NaN where the harness gives none), for `model` as it is hooked now. `include`: a folder of
     local task YAMLs; `limit`: examples per task (None: all); `seed`: every seed of the harness;
-    `bos`: every input begins with the BOS (True), never (False), as the tokenizer does (None)."""
+    `bos`: every input begins with the BOS (True), never (False), as the tokenizer does (None);
+    `dataset_root`: local copies of the tasks' hub datasets (task_specs)."""
     try:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
@@ -44,7 +52,7 @@ def evaluate(model: nn.Module, tok, tasks: list[str], include: str | None = None
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
         raise MassiveError(f"unknown zero-shot task {unknown[0]!r}")
-    out = simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager, limit=limit, random_seed=seed,
+    out = simple_evaluate(model=lm, tasks=task_specs(manager, tasks, dataset_root), task_manager=manager, limit=limit, random_seed=seed,
                           numpy_random_seed=seed, torch_random_seed=seed, fewshot_random_seed=seed, log_samples=False)
     rows = []
     for task, metrics in out["results"].items():
@@ -54,6 +62,31 @@ def evaluate(model: nn.Module, tok, tasks: list[str], include: str | None = None
                 rows.append({"task": task, "metric": name, "value": float(value),
                              "stderr": float(metrics.get(f"{name}_stderr,{_filter}", float("nan")) or float("nan"))})
     return pd.DataFrame(rows)
+
+
+def task_specs(manager, tasks: list[str], dataset_root: str | None = None) -> list:
+    """What the harness is asked to run: the task names, or with `dataset_root` each task's full
+    config (its YAML, includes and functions resolved) reading its dataset from
+    <dataset_root>/<dataset_path> where that copy exists (else from the hub, as named)."""
+    if not dataset_root:
+        return list(tasks)
+    from pathlib import Path
+
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    specs = []
+    for name in tasks:
+        entry = manager.task_index[name]
+        if entry.yaml_path is None:
+            specs.append(name)
+            continue
+        cfg = load_yaml(entry.yaml_path, resolve_func=True)
+        local = Path(dataset_root) / str(cfg.get("dataset_path"))
+        if cfg.get("dataset_path") and local.is_dir():
+            cfg = {**cfg, "dataset_path": str(local)}
+            cfg.pop("revision", None)
+        specs.append(cfg)
+    return specs
 
 
 def with_bos(tok, bos: bool):

@@ -90,7 +90,8 @@ def run(cfg: DictConfig) -> None:
     dtypes = {t["model"].iloc[0]: dtype_of(d / "perplexity.parquet") for d, t in zip(dirs, tables) if len(t)}
     table = verdicts(pd.concat(tables, ignore_index=True), cfg.ablate.harmful_factor, cfg.ablate.harmless_factor, dtypes)
     regrowth = pd.concat([read_table(d / "regrowth.parquet") for d in dirs], ignore_index=True)
-    zeroshot = [read_table(d / "zeroshot.parquet") for d in dirs if spec.get("zeroshot_tasks")]
+    zeroshot = [read_table(Path(paths.ablate_dir(m, c, layers, results_dir(cfg))) / "zeroshot.parquet")
+                for m, c in sweeps.zeroshot_pairs(sweep) for layers in spec.get("layers", ["emerge"])]
     out, figs = outputs(cfg), regrowth_outputs(cfg, sweep["models"])
     write_table(table, out["parquet"], cfg)
     write_table(regrowth, figs[None], cfg)

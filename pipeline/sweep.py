@@ -214,6 +214,15 @@ def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
     return [(m, c) for m in sweep["models"] for c in section.get("corpora") or sweep["corpora"]]
 
 
+def zeroshot_pairs(sweep: dict) -> list[tuple[str, str]]:
+    """The (model, corpus) pairs of rule zeroshot: each LLM once, with the massive activations (and
+    means) found on the sweep's first corpus (the paper: RedPajama). Zero-shot tasks bring their own
+    data, so running them once per corpus would repeat the same evaluation."""
+    if not (sweep.get("ablate") or {}).get("zeroshot_tasks"):
+        return []
+    return [(m, sweep["corpora"][0]) for m in sweep["models"]]
+
+
 def overrides(sweep: dict, model: str | None = None, corpus: str | None = None) -> list[str]:
     """The Hydra overrides of every rule of this sweep (plus a model's own, plus the protocols
     section's for a run such as gpt2@bos, plus the vision section's for a vision model on image data)."""

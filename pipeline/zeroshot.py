@@ -6,7 +6,8 @@ The model is loaded once; the harness (massive.zeroshot.evaluate: lm_eval.simple
 an HFLM wrapping the loaded model) runs every task under every intervention of
 ablate.interventions, with the same hooks as the ablate rule (massive.interventions.intervene).
 Tasks come from ablate.zeroshot_tasks; their datasets come from the Hugging Face hub (cluster
-runs), or from local task YAMLs in ablate.zeroshot_include (a folder).
+runs; ablate.zeroshot_datasets: local copies laid out like the hub, for compute nodes without
+internet), or from local task YAMLs in ablate.zeroshot_include (a folder).
 Every input begins as model.bos says (the harness's add_bos_token).
 Output: results/<model>/<corpus>/ablate/<layers>/zeroshot.parquet, one row per (intervention,
 task, metric).
@@ -42,7 +43,8 @@ def run(cfg: DictConfig) -> None:
                                                              min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio,
                                                              delimiters=cfg.detect.delimiters):
             df = evaluate(model, tok, tasks, cfg.ablate.zeroshot_include, cfg.ablate.zeroshot_limit,
-                          cfg.ablate.batch_size, cfg.seed, bos=protocol(cfg, tok).bos)
+                          cfg.ablate.batch_size, cfg.seed, bos=protocol(cfg, tok).bos,
+                          dataset_root=cfg.ablate.zeroshot_datasets)
         df.insert(0, "intervention", name)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)

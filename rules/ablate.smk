@@ -50,7 +50,7 @@ rule zeroshot:
 rule ablation:
     input:
         expand(rules.ablate.output, model=MODELS, corpus=CORPORA, layers=ABLATE.get("layers", [])),
-        expand(rules.zeroshot.output, model=MODELS, corpus=CORPORA, layers=ABLATE.get("layers", [])) if ZEROSHOT else [],
+        [expand(rules.zeroshot.output, model=m, corpus=c, layers=ABLATE.get("layers", [])) for m, c in ZEROSHOT_PAIRS],
     output:
         [paths.ablation_file(SWEEP_STEM, ext) for ext in paths.ABLATION_EXTS] if ABLATE else [],
         [paths.regrowth_file(SWEEP_STEM, model) for model in [None, *MODELS]] if ABLATE else [],

@@ -5,7 +5,7 @@ import shlex
 import sys
 
 from massive.errors import MassiveError
-from pipeline import paths
+from pipeline import paths, sizing
 from pipeline import sweep as sweeps
 
 SWEEP_NAME = str(config.get("sweep", "default"))
@@ -29,6 +29,7 @@ PROTOCOL_PAIRS = sweeps.protocol_pairs(SWEEP)
 LLM_PAIRS = [(m, c) for m in MODELS for c in CORPORA] + PROTOCOL_PAIRS
 ABLATE = SWEEP.get("ablate") or {}
 ZEROSHOT = ABLATE.get("zeroshot_tasks") or []
+ZEROSHOT_PAIRS = sweeps.zeroshot_pairs(SWEEP)  # each LLM once, on the sweep's first corpus (the detection it uses)
 ATTENTION = SWEEP.get("attention")
 ORIGINS = SWEEP.get("origins")
 INFERENCE = SWEEP.get("inference")
@@ -116,6 +117,7 @@ ARGS = {
     "train_compare": lambda train: [*train_args(train), f"sweep_name={SWEEP_NAME}"],
     "train_scale": lambda train: [f"train={train}", f"sweep_name={SWEEP_NAME}"],
 }
+sizing.register(ARGS)  # the SLURM profile sizes each GPU job from its composed config (pipeline/sizing.py)
 CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
 
 
@@ -132,7 +134,7 @@ def jobs():
     for name in ("tokenize", "capture", "detect", "figures"):
         yield from ((name, {"model": m, "corpus": c}) for m, c in PAIRS)
     for name in ["ablate"] * bool(ABLATE) + ["zeroshot"] * bool(ZEROSHOT):
-        pairs = LLM_PAIRS if name == "ablate" else llm_pairs
+        pairs = LLM_PAIRS if name == "ablate" else ZEROSHOT_PAIRS
         yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in pairs for layers in ABLATE["layers"])
     yield from (("attention", {"model": m, "corpus": c}) for m, c in LLM_PAIRS if ATTENTION)
     yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if ORIGINS is not None)

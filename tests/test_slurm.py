@@ -14,10 +14,15 @@ import yaml
 import yte
 
 from conftest import REPO
+from hub import hub_env, model_cache
+
+sys.path.insert(0, str(REPO / "scripts"))
+from estimate import planned_jobs  # noqa: E402  (the jobs of a dry run: rule, wildcards, resources)
 
 PROFILE = REPO / "profiles/slurm"
 SITE_VARS = ["MA_SLURM_ACCOUNT", "MA_SLURM_CPU_PARTITION", "MA_SLURM_GPU_PARTITION", "MA_SLURM_GPU_TYPE"]
 GPU_RULES = ["capture", "ablate", "attention", "train"]
+SIZED_RULES = ["capture", "ablate", "ablate_images", "zeroshot", "attention", "origins", "inference"]
 CPU_RULES = ["tokenize", "detect", "figures"]
 LOCAL_RULES = ["fetch_model", "fetch_corpus", "report"]
 
@@ -30,26 +35,12 @@ def clean_env(**extra) -> dict:
 def snakemake(*args, cwd, env=None, timeout=300):
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(PROFILE),
            "--directory", str(cwd), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env())
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42"))
 
 
 def job_counts(stdout: str) -> dict[str, int]:
     table = stdout.split("Job stats:")[-1]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
-def planned_jobs(stdout: str) -> list[dict]:
-    """The jobs of a dry run: rule, wildcards and resources of each."""
-    jobs = []
-    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", stdout):
-        head = re.match(r"(?:local)?rule (\w+):\n", block)
-        if not head:
-            continue
-        fields = dict(re.findall(r"^    (\w+): (.*)$", block, re.M))
-        split = lambda s: dict(kv.split("=", 1) for kv in s.split(", ")) if s else {}
-        jobs.append({"rule": head.group(1), "wildcards": split(fields.get("wildcards", "")),
-                     "resources": split(fields.get("resources", ""))})
-    return jobs
 
 
 def tiny_sweep(tmp_path) -> Path:
@@ -88,8 +79,11 @@ def test_profile_submits_to_slurm_and_resumes():
 def test_gpu_rules_request_gpus_and_cpu_rules_do_not():
     res = load_profile()["set-resources"]
     for rule in GPU_RULES:
-        assert "gpu:" in res[rule]["gres"], rule
+        assert "gpu:" in res[rule]["gres"] or "pipeline.sizing" in res[rule]["gres"], rule
         assert res[rule]["slurm_partition"] == "gpu", rule
+    for rule in SIZED_RULES:  # sized per job from the model (pipeline/sizing.py), never from a table of names
+        for key in ("gres", "mem_mb", "runtime"):
+            assert f"resource({rule!r}, wildcards, {key!r}" in res[rule][key], (rule, key)
     for rule in CPU_RULES:
         assert not {"gres", "gpu", "gpu_model"} & set(res.get(rule, {})), rule
     assert "gpu" not in str(load_profile()["default-resources"])
@@ -98,12 +92,14 @@ def test_gpu_rules_request_gpus_and_cpu_rules_do_not():
 def test_site_settings_come_from_one_place():
     p = load_profile(MA_SLURM_ACCOUNT="lab42", MA_SLURM_CPU_PARTITION="short", MA_SLURM_GPU_PARTITION="ampere",
                      MA_SLURM_GPU_TYPE="h100")
-    assert p["default-resources"]["slurm_account"] == "lab42"
+    assert "'lab42'" in p["default-resources"]["slurm_account"]
     assert p["default-resources"]["slurm_partition"] == "short"
     assert p["set-resources"]["capture"]["slurm_partition"] == "ampere"
-    assert "'gpu:h100:1'" in p["set-resources"]["capture"]["gres"]
+    assert p["set-resources"]["capture"]["gres"].endswith("'gres', 'h100')")
+    assert p["set-resources"]["train"]["gres"] == "gpu:h100:1"
     untyped = load_profile(MA_SLURM_GPU_TYPE="", MA_SLURM_ACCOUNT="")
-    assert "'gpu:1'" in untyped["set-resources"]["capture"]["gres"]
+    assert untyped["set-resources"]["capture"]["gres"].endswith("'gres', '')")
+    assert untyped["set-resources"]["train"]["gres"] == "gpu:1"
     assert "slurm_account" not in untyped["default-resources"]
 
 
@@ -115,30 +111,59 @@ def test_internet_rules_are_local():
 
 # ---- dry runs (no SLURM needed) ----------------------------------------------------------------
 
-def test_paper_sweep_plan_with_resources(tmp_path):
-    proc = snakemake("-n", "--config", "sweep=paper", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def paper_env(tmp_path, **extra) -> dict:
+    """A site (account lab42) and the hub's config.json of every model, offline (tests/hub.py)."""
+    return clean_env(MA_SLURM_ACCOUNT="lab42", **hub_env(model_cache(tmp_path / "hf")), **extra)
+
+
+def test_paper_sweep_plan_with_resources_and_its_estimate(tmp_path):
+    """scripts/estimate.py on the paper sweep: its dry run (saved) is the plan checked here, and its
+    table adds up the resources of that plan."""
+    plan = tmp_path / "plan.txt"
+    est = subprocess.run([sys.executable, str(REPO / "scripts/estimate.py"), "--sweep", "paper", "--save-plan", str(plan),
+                          "--directory", str(tmp_path)], capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in paper_env(tmp_path).items() if k != "MA_SLURM_ACCOUNT"})
+    assert est.returncode == 0, est.stderr[-3000:]
+    proc = subprocess.CompletedProcess([], 0, plan.read_text(), "")
     counts = job_counts(proc.stdout)
     llm, vit = 6 * 4, 10  # LLMs x corpora, ViTs x ImageNet
     per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": 2 * llm,
-                "zeroshot": 2 * llm, "attention": llm, "origins": llm, "inference": llm,
+                "zeroshot": 2 * 6, "attention": llm, "origins": llm, "inference": llm,  # zero-shot: once per model
                 "ablate_images": vit}
     assert counts == {"fetch_model": 16, "fetch_corpus": 5, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
     jobs = planned_jobs(proc.stdout)
     assert len(jobs) == sum(counts.values())
-    capture = {(j["wildcards"]["model"], j["wildcards"]["corpus"]): j["resources"] for j in jobs if j["rule"] == "capture"}
-    assert capture[("mixtral_8x7b", "wikitext2")]["gres"] == "gpu:a100:4"
-    assert int(capture[("mixtral_8x7b", "wikitext2")]["mem_mb"]) >= 100000
-    assert capture[("llama2_13b", "redpajama_sample")]["gres"] == "gpu:a100:2"
-    assert capture[("gpt2", "wikitext2")]["gres"] == "gpu:a100:1"
-    assert int(capture[("gpt2", "wikitext2")]["runtime"]) < int(capture[("mixtral_8x7b", "wikitext2")]["runtime"])
+    assert {j["wildcards"]["corpus"] for j in jobs if j["rule"] == "zeroshot"} == {"redpajama_sample"}
+    res = lambda rule, model, corpus: next(j["resources"] for j in jobs if j["rule"] == rule  # noqa: E731
+                                           and j["wildcards"]["model"] == model and j["wildcards"]["corpus"] == corpus)
+    # sized from each model's config.json: 46.7B fp16 weights need two 80 GB GPUs, 13B and 7B one
+    assert res("capture", "mixtral_8x7b", "wikitext2")["gres"] == "gpu:a100:2"
+    assert int(res("capture", "mixtral_8x7b", "wikitext2")["mem_mb"]) >= 100000
+    assert res("capture", "llama2_13b", "redpajama_sample")["gres"] == "gpu:a100:1"
+    assert res("capture", "gpt2", "wikitext2")["gres"] == "gpu:a100:1"
+    # inference holds the float32 reference and a float16 copy: 7B = 40 GB of weights, on one 80 GB GPU
+    assert res("inference", "llama2_7b", "c4")["gres"] == "gpu:a100:1"
+    assert res("inference", "mixtral_8x7b", "c4")["gres"] == "gpu:a100:5"
+    for rule in ("capture", "ablate", "inference"):  # time follows the work: GPT-2 is quicker than Mixtral
+        assert int(res(rule, "gpt2", "wikitext2")["runtime"]) < int(res(rule, "mixtral_8x7b", "wikitext2")["runtime"])
     vits = {j["wildcards"]["model"]: j["resources"] for j in jobs if j["rule"] == "ablate_images"}
     assert all(r["gres"] == "gpu:a100:1" for r in vits.values())
     assert int(vits["dinov2_reg_s"]["runtime"]) < int(vits["dinov2_reg_g"]["runtime"])
+    # a capture of 100 images is not an ablation of 50,000
+    assert int(res("capture", "dinov2_g", "imagenet_val")["runtime"]) < int(vits["dinov2_g"]["runtime"]) / 3
+    # the estimate: per rule and in total, jobs, GPU jobs and GPU-hours of this plan; downloads per model
+    rows = {m.group(1): [float(x.replace(",", "")) for x in m.groups()[1:]]
+            for m in re.finditer(r"^(\w+)\s+(\d+)\s+(\d+)\s+([\d,]+)\s+([\d,]+)", est.stdout, re.M)}
+    gpu_hours = sum(int(re.search(r":(\d+)$", j["resources"]["gres"]).group(1)) * int(j["resources"]["runtime"]) / 60
+                    for j in jobs if "gres" in j["resources"])
+    assert rows["total"][:2] == [sum(counts.values()) - 1, sum(counts[r] for r in SIZED_RULES)], est.stdout
+    assert rows["total"][2] == pytest.approx(gpu_hours, abs=1) and rows["zeroshot"][:2] == [12, 12]
+    assert re.search(r"^llama2_7b\s+13\.5\s", est.stdout, re.M) and re.search(r"^mixtral_8x7b\s+93\.4\s", est.stdout, re.M)
+    print(est.stdout)
     for j in jobs:
         r = j["resources"]
-        assert r["slurm_account"] == "my_account", j
-        if j["rule"] in ("capture", "ablate", "zeroshot", "attention", "origins", "inference", "ablate_images"):
+        assert "slurm_account" not in r, j  # the estimate plans without an account when none is set
+        if j["rule"] in SIZED_RULES:
             assert r["slurm_partition"] == "gpu" and r["gres"].startswith("gpu:"), j
         elif j["rule"] in CPU_RULES:
             assert r["slurm_partition"] == "cpu" and "gres" not in r, j
@@ -147,6 +172,22 @@ def test_paper_sweep_plan_with_resources(tmp_path):
     vit = re.findall(r"^Shell command: (.*pipeline\.ablate_images model=dinov2_reg_g data=imagenet_val ablate\.layers=emerge.*)$",
                      proc.stdout, re.M)
     assert len(vit) == 1 and "ablate.max_images=50000" in vit[0] and "fix_register_mean" in vit[0]
+
+
+def test_placeholder_account_and_unsizable_models_fail_the_dry_run(tmp_path):
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(yaml.safe_dump({"models": ["llama2_7b"], "corpora": ["wikitext2"]}))
+    placeholder = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path,
+                            env={**paper_env(tmp_path), "MA_SLURM_ACCOUNT": "my_account"}, timeout=120)
+    assert placeholder.returncode == 2, placeholder.stdout[-2000:]
+    errors = [line for line in placeholder.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "'my_account' is the profile's placeholder" in errors[0] and "MA_SLURM_ACCOUNT" in errors[0]
+    # a hub model whose config.json is not at hand (offline, empty cache) is never sized silently small
+    empty = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path, timeout=120,
+                      env=clean_env(MA_SLURM_ACCOUNT="lab42", **hub_env(tmp_path / "empty")))
+    assert empty.returncode == 2, empty.stdout[-2000:]
+    errors = [line for line in empty.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot size model 'llama2_7b'" in errors[0] and "model.sizing.params" in errors[0], errors
 
 
 def test_reruns_only_what_is_missing(tmp_path):
