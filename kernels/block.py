@@ -39,7 +39,9 @@ same exact counts.
 
 from __future__ import annotations
 
+import functools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,6 +169,16 @@ def _dim_counts_full(a3: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
     return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=(0, 1)) for c in range(thr.shape[1])])
 
 
+@functools.lru_cache(maxsize=None)
+def _pools(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="block_stats")
+
+
+def _pool() -> ThreadPoolExecutor:
+    """A pool of as many threads as torch uses, for the host path's rows."""
+    return _pools(torch.get_num_threads())
+
+
 def _count_above(x: np.ndarray, cand: np.ndarray, t: float, thr: float) -> int:
     """|a| > thr in the row x, counted over the candidates (every entry above t) when thr >= t."""
     return int(np.count_nonzero(x[cand] > thr)) if thr >= t else int(np.count_nonzero(x > thr))
@@ -181,12 +193,11 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
         return BlockStats(z(n), z(n, k), z(n, k), z(n, k, dtype=torch.int64), z(n, 3, dtype=torch.int64),
                           row_max.amax(dim=0), z(2, d, dtype=torch.int64), finite, z(n, dtype=torch.bool))
     an, mn = a.numpy(), row_max.numpy()
-    med = np.array([median_row(row, d) for row in an], dtype=np.float32)
+    med = np.array(list(_pool().map(lambda row: median_row(row, d), an)) if n > 1 and torch.get_num_threads() > 1
+                   else [median_row(row, d) for row in an], dtype=np.float32)
     count_thr, dim_thr = (t.numpy() for t in thr.of(torch.from_numpy(med)))
-    idx = np.empty((n, k), dtype=np.int64)
-    counts = np.empty((n, count_thr.shape[1]), dtype=np.int64)
-    dim_counts = np.zeros((dim_thr.shape[1], d), dtype=np.int64)
-    for r in range(n):
+
+    def one(r: int) -> tuple[np.ndarray, list[int], np.ndarray]:  # (top-k indices, counts, dim counts) of row r
         row = an[r]
         top = top_row(row, k, d)
         if top is None:  # k near the row's size: torch.topk with the ties cut by index
@@ -194,18 +205,23 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
             cand, t = i, float(row[i[-1]])  # every entry above the k-th |a| is in the top-k
         else:
             cand, t, i = top
-        idx[r] = i
-        for c, v in enumerate(count_thr[r]):
-            counts[r, c] = _count_above(row, cand, t, v)
+        dc = np.zeros((dim_thr.shape[1], d), dtype=np.int64)
         for c, v in enumerate(dim_thr[r]):
             if v >= t:
-                dim_counts[c] += np.bincount(cand[row[cand] > v] % d, minlength=d)
+                dc[c] = np.bincount(cand[row[cand] > v] % d, minlength=d)
                 continue
             cols = np.flatnonzero(mn[r] > v)  # only dims whose max passes can count
             if len(cols) > d // 8:
-                dim_counts[c] += np.count_nonzero(row.reshape(-1, d) > v, axis=0)
+                dc[c] = np.count_nonzero(row.reshape(-1, d) > v, axis=0)
             elif len(cols):
-                dim_counts[c, cols] += np.count_nonzero(row.reshape(-1, d)[:, cols] > v, axis=0)
+                dc[c, cols] = np.count_nonzero(row.reshape(-1, d)[:, cols] > v, axis=0)
+        return i, [_count_above(row, cand, t, v) for v in count_thr[r]], dc
+
+    # the rows side by side on torch's threads (numpy lets go of the GIL in these loops)
+    rows = list(_pool().map(one, range(n))) if n > 1 and torch.get_num_threads() > 1 else [one(r) for r in range(n)]
+    idx = np.stack([i for i, _, _ in rows])
+    counts = np.array([c for _, c, _ in rows], dtype=np.int64).reshape(n, count_thr.shape[1])
+    dim_counts = np.sum([dc for _, _, dc in rows], axis=0)
     t = torch.from_numpy
     values = np.take_along_axis(an, idx, axis=1)
     signed = torch.gather(x.reshape(n, -1), 1, t(idx)).to(torch.float32)
