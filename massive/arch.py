@@ -10,7 +10,9 @@ vit, ...) needs no code.
   final norm    the first norm module registered after the stack, among its siblings or, failing
                 those, its parent's siblings (a ViT's `layernorm` / `post_layernorm` beside its
                 `encoder`)
-  attention     a block's one child whose name contains "attn" or "attention" and is not a norm
+  attention     a block's one child whose name contains "attn" or "attention", that holds weights
+                (so not Pythia's `post_attention_dropout` or Phi-3's `resid_attn_dropout`) and is not
+                a norm
   MLP           a block's child named mlp / feed_forward / block_sparse_moe / ffn (None when the
                 family splits it, as ViT-MAE's intermediate + output)
   down proj.    the MLP's projection from the hidden width back to the residual width: an
@@ -18,8 +20,14 @@ vit, ...) needs no code.
                 in a mixture of experts (Mixtral) the experts' 3-D parameter `down_proj`
                 [experts, d_model, d_mlp] and the router that picks each token's experts
                 (`down_weights`, `route`, `expert_hidden`)
-  parallel      a block whose attention and MLP read the same normed input (Phi-2, GPT-J): one
-                norm child instead of two
+  writers       (massive.hooks.writers) what the residual stream receives from each sublayer (`writers`, found once per
+                model by a 3-token probe pass that follows each sublayer's output tensor through
+                the block's children): the sublayer's own output, or the post-norm / dropout /
+                layer scale applied to it before the add (Gemma-2/3 and OLMo-2/3 "sandwich" norms);
+                times the block's `residual_multiplier` (Granite); minus the residual the module
+                added itself (BLOOM's attention and MLP take the residual as an argument)
+  parallel      a block whose attention and MLP both read the block's input (Phi-2, GPT-J, Falcon,
+                Pythia's two norms), as the probe pass saw it (else: one norm child instead of two)
   newline       GPT-2's byte-level BPE writes "\\n" as "Ċ"
   vision layout prefix tokens (CLS, then registers), then one token per patch, row by row
 
@@ -31,6 +39,7 @@ vit, ...) needs no code.
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -84,9 +93,16 @@ class Parts:
     mlps: list[nn.Module | None]
 
 
-def _is_attention(name: str) -> bool:
+def _is_norm(name: str, module: nn.Module) -> bool:
     k = name.lower()
-    return ("attn" in k or "attention" in k) and "norm" not in k and not k.startswith("ln")
+    return "norm" in k or k.startswith("ln") or "norm" in type(module).__name__.lower()
+
+
+def _is_attention(name: str, module: nn.Module) -> bool:
+    """An attention child: named so, holding weights of its own (Pythia's `post_attention_dropout`
+    and Phi-3's `resid_attn_dropout` hold none), and not a norm."""
+    k = name.lower()
+    return ("attn" in k or "attention" in k) and not _is_norm(name, module) and any(True for _ in module.parameters())
 
 
 def find_parts(model: nn.Module) -> Parts:
@@ -107,9 +123,11 @@ def find_parts(model: nn.Module) -> Parts:
         final_norm = norms[0] if norms else None
     attentions, mlps = [], []
     for i, block in enumerate(blocks):
-        attn = [m for k, m in block.named_children() if _is_attention(k)]
+        attn = [m for k, m in block.named_children() if _is_attention(k, m)]
         if len(attn) != 1:
-            raise MassiveError(f"block {i} of {type(model).__name__} has {len(attn)} attention children, expected 1")
+            raise MassiveError(f"block {i} of {type(model).__name__} (model_type={model.config.model_type!r}) has "
+                               f"{len(attn)} attention children ({', '.join(type(m).__name__ for m in attn) or 'none'}), "
+                               "expected 1")
         attentions.append(attn[0])
         mlps.append(next((m for k, m in block.named_children() if k in MLP_NAMES), None))
     return Parts(blocks=blocks, final_norm=final_norm, attentions=attentions, mlps=mlps)
@@ -167,7 +185,7 @@ class DownWeights:
         """The down-projection matrix (of `expert`) as [d_model, d_mlp], a view of the weight."""
         w = self.weight.detach()
         if self.experts:
-            return w[int(expert)]
+            w = w[int(expert)]
         return w if self.orientation == "out_in" else w.t()
 
     def name(self, model: nn.Module) -> str:
@@ -182,11 +200,12 @@ def down_weights(mlp: nn.Module | None, d_model: int) -> DownWeights:
         raise MassiveError("the block has no MLP module of its own (an MLP named mlp / feed_forward / block_sparse_moe / ffn)")
     for _, mod in mlp.named_modules():
         p = getattr(mod, "down_proj", None)
-        if isinstance(p, nn.Parameter) and p.dim() == 3 and p.shape[1] == d_model:
+        transposed = bool(getattr(mod, "is_transposed", False))  # gpt-oss: [experts, d_mlp, d_model]
+        if isinstance(p, nn.Parameter) and p.dim() == 3 and p.shape[2 if transposed else 1] == d_model:
             routers = [m for k, m in mlp.named_children() if k in ("gate", "router")]
             if len(routers) != 1:
                 raise MassiveError(f"{type(mlp).__name__}: experts found but no router (a child named gate or router)")
-            return DownWeights(module=mod, weight=p, orientation="out_in", router=routers[0])
+            return DownWeights(module=mod, weight=p, orientation="in_out" if transposed else "out_in", router=routers[0])
     try:
         module, orientation = down_projection(mlp, d_model)
     except MassiveError as exc:
@@ -207,13 +226,28 @@ def route(mlp: nn.Module, w: DownWeights, x: torch.Tensor) -> tuple[torch.Tensor
 
 
 def expert_hidden(w: DownWeights, x: torch.Tensor, expert: int) -> torch.Tensor:
-    """The input of expert `expert`'s down projection for x [tokens, d_model] (Mixtral's experts:
-    act(gate) * up from the fused gate_up_proj [experts, 2 * d_mlp, d_model])."""
+    """The input of expert `expert`'s down projection for x [tokens, d_model]: act(gate) * up from the
+    fused gate_up_proj ([experts, 2 * d_mlp, d_model], Mixtral; gate rows then up rows), or its
+    transposed, interleaved, biased form ([experts, d_model, 2 * d_mlp], gpt-oss, with the experts'
+    own `_apply_gate`)."""
     experts = w.module
     gate_up = getattr(experts, "gate_up_proj", None)
-    if gate_up is None or not hasattr(experts, "act_fn"):
+    if gate_up is None or not (hasattr(experts, "act_fn") or hasattr(experts, "_apply_gate")):
         raise MassiveError(f"{type(experts).__name__}: experts without a fused gate_up_proj and act_fn are not known to massive.arch")
-    gate, up = torch.nn.functional.linear(x, gate_up[int(expert)]).chunk(2, dim=-1)
+    e = int(expert)
+    if getattr(experts, "is_transposed", False):
+        h = x @ gate_up[e]
+    else:
+        h = torch.nn.functional.linear(x, gate_up[e])
+    bias = getattr(experts, "gate_up_proj_bias", None)
+    if bias is not None:
+        h = h + bias[e]
+    if hasattr(experts, "_apply_gate"):
+        return experts._apply_gate(h)
+    if getattr(experts, "is_concatenated", True):
+        gate, up = h.chunk(2, dim=-1)
+    else:
+        gate, up = h[..., ::2], h[..., 1::2]
     return experts.act_fn(gate) * up
 
 
@@ -235,8 +269,14 @@ def linears(block: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return out
 
 
+_PARALLEL: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()  # filled by massive.hooks.writers
+
+
 def is_parallel(block: nn.Module) -> bool:
-    """Whether a block's attention and MLP read the same normed input (Phi-2, GPT-J: one norm child)."""
+    """Whether a block's attention and MLP both read the block's input (Phi-2, GPT-J, Falcon, Pythia):
+    as the probe pass of massive.hooks.writers saw it where it ran, else from the norms (one norm child)."""
+    if block in _PARALLEL:
+        return _PARALLEL[block]
     norms = [k for k, _ in block.named_children() if "norm" in k.lower() or k.lower().startswith("ln")]
     return len(norms) == 1
 

@@ -36,6 +36,7 @@ Where detection found none, the first token stands in.
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 import torch
+from torch.overrides import TorchFunctionMode
 from tqdm import tqdm
 
 from massive import arch, hooks
@@ -109,13 +111,98 @@ def register() -> None:
 
 def use_recording_attention(model: torch.nn.Module) -> torch.nn.Module:
     """Switch a loaded model to the recording attention (the outputs stay eager's, bit for bit).
+    Families whose attention does not go through transformers' attention interface (Falcon, GPT-J,
+    BLOOM, Qwen3-Next's attention layers) run their own eager code, observed by `Softmaxes`.
 
         >>> model = use_recording_attention(model)
     """
     register()
-    if getattr(model.config, "_attn_implementation", None) != IMPLEMENTATION:
+    if getattr(model, "_supports_attention_backend", True) is False:
+        _observe_outside_interface(model)
+    elif getattr(model.config, "_attn_implementation", None) != IMPLEMENTATION:
         model.set_attn_implementation(IMPLEMENTATION)
     return model
+
+
+def _attention_names(model: torch.nn.Module) -> list[str]:
+    """Each block's attention module as `path (Type)`."""
+    attentions = {id(m): i for i, m in enumerate(arch.find_parts(model).attentions)}
+    out = [""] * len(attentions)
+    for path, mod in model.named_modules():
+        if id(mod) in attentions:
+            out[attentions[id(mod)]] = f"{path.rsplit('.', 1)[-1]} ({type(mod).__name__})"
+    return out
+
+
+_SOFTMAX = {torch.nn.functional.softmax, torch.softmax, torch.Tensor.softmax}
+_MATMUL = {torch.matmul, torch.bmm, torch.Tensor.__matmul__, torch.Tensor.matmul, torch.Tensor.bmm}
+_OBSERVED: "weakref.WeakSet[torch.nn.Module]" = weakref.WeakSet()
+
+
+class Softmaxes(TorchFunctionMode):
+    """Inside the forward of an attention module that runs its own eager code: its softmax output
+    (the probabilities, [batch, heads, queries, keys]) and the product of it (or of a view, cast or
+    dropout of it) with the values, handed to the active recorder as massive_eager does; the
+    product the recorder returns replaces the module's. Nothing else changes."""
+
+    def __init__(self, module: torch.nn.Module, rec: "Recorder"):
+        super().__init__()
+        self.module, self.rec = module, rec
+        self.probs: torch.Tensor | None = None
+        self.scores: torch.Tensor | None = None
+        self.derived: list[torch.Tensor] = []
+
+    def _is_derived(self, x) -> bool:
+        return isinstance(x, torch.Tensor) and any(x is d for d in self.derived)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if func in _SOFTMAX and self.probs is None and isinstance(out, torch.Tensor) and out.dim() == 4:
+            self.probs, self.scores, self.derived = out, args[0], [out]
+        elif self.probs is not None and args and self._is_derived(args[0]):
+            if func in _MATMUL and len(args) > 1:
+                return self._observe(args[1], out)
+            if isinstance(out, torch.Tensor) and out.numel() == self.probs.numel():
+                self.derived.append(out)  # .to(dtype), dropout, view: still the probabilities
+        return out
+
+    def _observe(self, value: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        b, h, q, k = self.probs.shape
+        d = out.shape[-1]
+        values = repeat_kv(value.reshape(b, -1, k, value.shape[-1]), h // (value.numel() // (b * k * value.shape[-1])))
+        heads_first = out.reshape(b, h, q, d)
+        scores = self.scores
+
+        def kept() -> dict:
+            x = scores.float()
+            visible = (x > torch.finfo(x.dtype).min / 2) & (self.probs > 0)
+            return {"logits": x.masked_fill(~visible, float("-inf")), "visible": visible}
+
+        new = self.rec.observe_heads(self.module, self.probs, values, heads_first.transpose(1, 2), kept if self.rec.keep else None)
+        self.probs = None  # one attention product per forward
+        return new.transpose(1, 2).reshape(out.shape).to(out.dtype)
+
+
+def _observe_outside_interface(model: torch.nn.Module) -> None:
+    """Register, once, the hooks that run each attention module's forward under `Softmaxes` while a recorder is active."""
+    if model in _OBSERVED:
+        return
+    for module in arch.find_parts(model).attentions:
+        def enter(mod, _args):
+            rec = _ACTIVE[-1] if _ACTIVE else None
+            if rec is not None and (rec.mode != "off" or rec.keep):
+                mode = Softmaxes(mod, rec)
+                mode.__enter__()
+                mod._massive_softmaxes = mode
+
+        def leave(mod, _args, _out):
+            mode = mod.__dict__.pop("_massive_softmaxes", None)
+            if mode is not None:
+                mode.__exit__(None, None, None)
+
+        hooks.module_hooks(module, pre=enter, post=leave, always_call=True)
+    _OBSERVED.add(model)
 
 
 def _dtype(model: torch.nn.Module) -> torch.dtype:
@@ -161,6 +248,17 @@ class Recorder:
         self.count = 0  # sequences recorded (counted once per batch, at layer 0)
         self.samples: dict[tuple[str, int], list[torch.Tensor]] = defaultdict(list)  # [batch, heads, queries, d]
         self.means: dict[tuple[str, int], torch.Tensor] = {}
+        self.names = {i: name for i, name in enumerate(_attention_names(model))}
+        self.explicit_sink = False  # a layer with a learned sink logit per head was recorded
+        self.hidden: dict[tuple[str, int], bool] = {}  # (part, layer) -> its tokens exist but every sampled query is masked from them
+        self.notes: dict[int, str] = {}  # layer -> why part of its decomposition is not there
+
+    def skipped(self) -> dict[int, str]:
+        """Layer -> the one line saying why it has no attention probabilities (a hybrid's linear
+        attention): the layers no recorded pass saw."""
+        return {layer: f"block {layer}'s {self.names.get(layer, 'attention')} computes no attention probabilities "
+                       "(linear attention): skipped"
+                for layer in range(self.n_layers) if layer not in self.mass}
 
     @contextmanager
     def active(self, mode: str = "record", keep: bool = False):
@@ -181,14 +279,20 @@ class Recorder:
         return torch.matmul(probs.float() * mask, values.float())
 
     def observe(self, module, query, key, value, attention_mask, probs, out, kwargs) -> torch.Tensor:
-        layer = self.layer_of.get(id(module), getattr(module, "layer_idx", None))
         values = repeat_kv(value, query.shape[1] // value.shape[1])
+        kept = (lambda: logits(query, repeat_kv(key, query.shape[1] // key.shape[1]), attention_mask, kwargs)) if self.keep else None
+        return self.observe_heads(module, probs, values, out, kept)
+
+    def observe_heads(self, module, probs: torch.Tensor, values: torch.Tensor, out: torch.Tensor,
+                      kept_logits: Callable[[], dict] | None) -> torch.Tensor:
+        """One layer's probabilities [batch, heads, queries, keys], values [batch, heads, keys, d] and
+        output [batch, queries, heads, d]: recorded, kept, or edited (the new output)."""
+        layer = self.layer_of.get(id(module), getattr(module, "layer_idx", None))
         if self.keep:
             self.kept[layer] = {"probs": probs.detach().clone(), "values": values.detach().clone(),
-                                "output": out.detach().transpose(1, 2).clone(),
-                                **logits(query, repeat_kv(key, query.shape[1] // key.shape[1]), attention_mask, kwargs)}
+                                "output": out.detach().transpose(1, 2).clone(), **kept_logits()}
         if self.mode == "record":
-            self.record(layer, probs, values)
+            self.record(layer, probs, values, sink=isinstance(getattr(module, "sinks", None), torch.Tensor))
         elif self.mode != "off" and layer in self.layers:
             kind, by = REPLACE[self.mode]
             keys = {"massive": self.massive, "random": self.random, "other": ~self.massive}[kind]
@@ -201,7 +305,7 @@ class Recorder:
             out = (out.float() + (new - part).transpose(1, 2)).to(out.dtype)
         return out
 
-    def record(self, layer: int, probs: torch.Tensor, values: torch.Tensor) -> None:
+    def record(self, layer: int, probs: torch.Tensor, values: torch.Tensor, sink: bool = False) -> None:
         massive = self.massive[:, : probs.shape[-1]]
         _finite(probs, f"attention: the attention probabilities of layer {layer}", self.dtype)
         parts = {"massive": self.part(probs, values, massive), "other": self.part(probs, values, ~massive),
@@ -209,10 +313,17 @@ class Recorder:
         p = probs.float()[:, :, 1:]  # queries at positions >= 1 (position 0 can only see itself)
         first = p[..., 0].mean(-1)
         on_massive = (p * massive[:, None, None, :].float()).sum(-1).mean(-1)
-        self.mass[layer].append(torch.stack([first, on_massive], dim=-1).cpu())
+        # a learned sink (gpt-oss `sinks`) takes part in the softmax and its column is dropped: its share is 1 - row sum
+        on_sink = (1.0 - p.sum(-1)).mean(-1) if sink else torch.zeros_like(first)
+        self.mass[layer].append(torch.stack([first, on_massive, on_sink], dim=-1).cpu())
+        self.explicit_sink |= sink
         t = probs.shape[2]
         queries = torch.linspace(t // 2, t - 1, min(self.sample_queries, t - t // 2)).round().long().unique()
+        keysets = {"massive": massive, "other": ~massive, "random": self.random[:, : probs.shape[-1]]}
         for name, x in parts.items():
+            keys = keysets[name][:, None, None, :]
+            seen = bool(((probs[:, :, queries] > 0) & keys).any())
+            self.hidden[(name, layer)] = self.hidden.get((name, layer), True) and bool(keys.any()) and not seen
             _finite(x, f"attention: the {name} tokens' part of layer {layer}'s attention output", self.dtype)
             s = x.sum(0).double().cpu()
             self.sums[(name, layer)] = s if (name, layer) not in self.sums else self.sums[(name, layer)] + s
@@ -299,19 +410,25 @@ def at(positions: torch.Tensor, n: int, t: int, exclude: torch.Tensor) -> torch.
 # ---------------------------------------------------------------- measures
 def head_table(rec: Recorder, sink_threshold: float) -> pd.DataFrame:
     """Per (layer, head): mean attention that queries at positions >= 1 put on the first token
-    (mass_first), on the massive tokens (mass_massive), on the rest (mass_other); sink: a Sink_1
-    head (mass_first > sink_threshold, Gu et al. 2024).
+    (mass_first), on the massive tokens (mass_massive), on a learned sink (mass_sink: gpt-oss's
+    `sinks` logit, the share its dropped softmax column took; 0 where the model has none), on the
+    rest (mass_other; the four sum to 1 with mass_first inside mass_massive when the first token is
+    massive); sink: a Sink_1 head (mass_first > sink_threshold, Gu et al. 2024). Layers without
+    attention probabilities (a hybrid's linear attention, Recorder.skipped) have no rows.
 
         >>> head_table(rec, sink_threshold=0.3).columns.tolist()
-        ['layer', 'head', 'mass_first', 'mass_massive', 'mass_other', 'sink']
+        ['layer', 'head', 'mass_first', 'mass_massive', 'mass_sink', 'mass_other', 'sink']
     """
     rows = []
-    for layer in range(rec.n_layers):
-        m = torch.cat(rec.mass[layer]).mean(0)  # [heads, 2], mean over sequences
+    for layer in sorted(rec.mass):
+        m = torch.cat(rec.mass[layer]).mean(0)  # [heads, 3], mean over sequences
         for h in range(m.shape[0]):
-            first, massive = float(m[h, 0]), float(m[h, 1])
-            rows.append({"layer": layer, "head": h, "mass_first": first, "mass_massive": massive,
-                         "mass_other": 1.0 - massive, "sink": first > sink_threshold})
+            first, massive, sink = float(m[h, 0]), float(m[h, 1]), float(m[h, 2])
+            rows.append({"layer": layer, "head": h, "mass_first": first, "mass_massive": massive, "mass_sink": sink,
+                         "mass_other": 1.0 - massive - sink, "sink": first > sink_threshold})
+    if not rows:
+        raise MassiveError("attention: no layer computed attention probabilities ("
+                           + "; ".join(rec.skipped().values()) + ")")
     return pd.DataFrame(rows)
 
 
@@ -323,7 +440,8 @@ def layer_table(heads: pd.DataFrame, emerge: int | None, layer_stats: pd.DataFra
         [False, False, True, True]
     """
     out = heads.groupby("layer", as_index=False).agg(mass_first=("mass_first", "mean"), mass_massive=("mass_massive", "mean"),
-                                                     mass_other=("mass_other", "mean"), sink_1_share=("sink", "mean"),
+                                                     mass_sink=("mass_sink", "mean"), mass_other=("mass_other", "mean"),
+                                                     sink_1_share=("sink", "mean"),
                                                      n_sink_heads=("sink", "sum"), max_head_mass_first=("mass_first", "max"))
     out["massive_in_input"] = out["layer"] > emerge if emerge is not None else False  # block L reads block L-1's output
     if layer_stats is not None:
@@ -361,6 +479,10 @@ def decomposition(rec: Recorder) -> pd.DataFrame:
         cos = torch.nn.functional.cosine_similarity(x, mean.expand_as(x), dim=-1).mean(dim=(0, 2))
         norm = x.norm(dim=-1).mean(dim=(0, 2))
         for h in range(x.shape[1]):
+            if not scale[h] > 0 and rec.hidden.get((name, layer)):
+                rec.notes[layer] = (f"layer {layer}: the mask (a sliding window) hides the {name} tokens from every sampled "
+                                    "query (second half of the sequence): no decomposition rows there")
+                continue
             if not scale[h] > 0:
                 raise NonFiniteError(f"attention: the {name} tokens' part of layer {layer} head {h} is zero in every "
                                      f"calibration sequence, so its rel_std is undefined (no {name} token among them?)")
@@ -439,7 +561,8 @@ def _medians(decomp: pd.DataFrame) -> dict:
 
 
 def summarise(heads: pd.DataFrame, layers: pd.DataFrame, decomp: pd.DataFrame, emerge: int | None,
-              concentration: int | None, random_positions: list[int]) -> dict:
+              concentration: int | None, random_positions: list[int], explicit_sink: bool = False,
+              skipped: dict | None = None, notes: list | None = None) -> dict:
     """The headline numbers: emerge and concentration layers, Sink_1 share and attention on the
     first token (overall and where the layer's input holds massive activations), decomposition medians.
 
@@ -452,6 +575,11 @@ def summarise(heads: pd.DataFrame, layers: pd.DataFrame, decomp: pd.DataFrame, e
         "sink_1_share_massive_in_input": float(after["sink_1_share"].mean()) if len(after) else None,
         "mass_first_mean": float(layers["mass_first"].mean()),
         "mass_first_massive_in_input": float(after["mass_first"].mean()) if len(after) else None,
+        "explicit_sink": bool(explicit_sink),  # a learned sink logit per head (gpt-oss `sinks`): its share beside the first token's
+        "mass_sink_mean": float(layers["mass_sink"].mean()) if explicit_sink else None,
+        "mass_sink_massive_in_input": float(after["mass_sink"].mean()) if explicit_sink and len(after) else None,
+        "skipped_layers": {int(k): v for k, v in (skipped or {}).items()},
+        "notes": list(notes or []),
         "random_positions": list(random_positions),
         "decomposition_median": _medians(decomp),
         "decomposition_median_massive_in_input": _medians(decomp[decomp["layer"].isin(after["layer"])]) if len(decomp) else {},
@@ -498,7 +626,9 @@ def analyse(model: torch.nn.Module, ids: torch.Tensor, massive_tokens: torch.Ten
     positions = random_pos.tolist()
     return AttentionResult(heads=heads, layers=layers, decomposition=decomp, emerge=emerge, concentration=concentration,
                            random_positions=positions, recorder=rec,
-                           summary=summarise(heads, layers, decomp, emerge, concentration, positions))
+                           summary=summarise(heads, layers, decomp, emerge, concentration, positions,
+                                             explicit_sink=rec.explicit_sink, skipped=rec.skipped(),
+                                             notes=[rec.notes[k] for k in sorted(rec.notes)]))
 
 
 def intervened_layers(n_layers: int, emerge: int | None, which: str | Iterable[int] = "massive") -> list[int]:

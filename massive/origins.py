@@ -7,7 +7,10 @@ orientation, Mixtral's experts and router, parallel blocks) come from massive.ar
 
   sublayers     at the block where it emerges (its writing block), the residual update of the
                 massive dim split into `attn` (blocks.L.hook_attn_out), `mlp` (blocks.L.hook_mlp_out)
-                and `other` (what the two do not explain: post-norms; ~0 otherwise); parallel
+                and `other` (what the two do not explain: ~0, as attn_out and mlp_out are what the
+                residual stream receives, after post-norms and multipliers; a family where
+                resid_pre + attn_out + mlp_out != resid_post has no `other` row and says why in
+                Origins.note, massive.hooks.decomposition_note); parallel
                 blocks (Phi-2, GPT-J: both parts read the same input) are flagged. Later blocks
                 are listed when a part changes the value by more than `min_share` of its value
                 after the peak block (detect's peak_layer).
@@ -89,6 +92,7 @@ class Origins:
     writers: dict[tuple[int, str], int] = field(default_factory=dict)
     means: dict = field(default_factory=dict)
     thresholds: dict = field(default_factory=dict)
+    note: str | None = None  # why the family's sublayer writes do not add up to the block's update (no `other` rows)
 
     @property
     def primary(self) -> pd.DataFrame:
@@ -170,6 +174,7 @@ def find(model: nn.Module, ids: torch.Tensor, found: Any, seq_ids: Sequence[int]
         return empty
     emerge = sorted({e for e, _, _ in per.values()})
     weights = {e: arch.down_weights(parts.mlps[e], d_model) for e in emerge}  # an unknown MLP fails here, before any pass
+    note = hooks.decomposition_note(model, parts)
     names = [hooks.resid_pre(L) for L in range(n)] + [hooks.resid_post(L) for L in range(n)]
     names += [hooks.attn_out(L) for L in range(n)] + [hooks.mlp_out(L) for L in range(n)]
     names += [hooks.mlp_in(e) if weights[e].experts else hooks.mlp_post(e) for e in emerge]
@@ -186,7 +191,8 @@ def find(model: nn.Module, ids: torch.Tensor, found: Any, seq_ids: Sequence[int]
         for L in range(n):
             delta = at(hooks.resid_post(L)) - at(hooks.resid_pre(L))
             values = {"attn": at(hooks.attn_out(L)), "mlp": at(hooks.mlp_out(L))}
-            values["other"] = delta - values["attn"] - values["mlp"]
+            if note is None:
+                values["other"] = delta - values["attn"] - values["mlp"]
             for part, v in values.items():
                 r = {"dim": dim, "role": role, "block": L, "part": part, "contribution": v, "value": at(hooks.resid_post(L)),
                      "share": v / ref if ref else float("nan"), "n_tokens": len(toks), "writes": L == e and part == writes_part,
@@ -202,7 +208,7 @@ def find(model: nn.Module, ids: torch.Tensor, found: Any, seq_ids: Sequence[int]
     sw["expert"] = sw["expert"].astype("Int64")
     return Origins(sublayers=sub, contributions=pd.DataFrame(contrib, columns=SUBLAYER_COLUMNS), superweights=sw,
                    weights=weights, writers=writers, means=massive_means(found.massive),
-                   thresholds=dict(getattr(found, "thresholds", {}) or {}))
+                   thresholds=dict(getattr(found, "thresholds", {}) or {}), note=note)
 
 
 def _superweights(model, mlp, w: arch.DownWeights, rows, k, toks, dim, role, block, share, most) -> list[dict]:

@@ -375,6 +375,8 @@ def sink_curve(layers: pd.DataFrame, emerge: int | None, concentration: int | No
     a.plot(layers["layer"], layers["mass_first"], "o-", ms=3, label="on first token")
     a.plot(layers["layer"], layers["mass_massive"], "s--", ms=3, label="on massive tokens")
     a.plot(layers["layer"], layers["sink_1_share"], "^:", ms=3, label="Sink_1 share of heads")
+    if "mass_sink" in layers and (layers["mass_sink"] > 0).any():
+        a.plot(layers["layer"], layers["mass_sink"], "d-.", ms=3, label="on the learned sink")
     a.set_ylim(-0.02, 1.02)
     a.set_xlabel("layer (attention of block L)")
     a.set_ylabel("mean attention (queries >= 1)")

@@ -100,12 +100,15 @@ def run(cfg: DictConfig) -> None:
                "massive_tokens": "detected" if len(massive) else "first token (none detected)",
                **res.summary, "heatmap_layers": hm_layers, **ppl}
     write_json(summary, out / "summary.json")
-    log.info("%s: attention concentrates from layer %s; Sink_1 share %.2f; perplexity %s", name, res.concentration,
-             summary["sink_1_share"], ", ".join(f"{k} {v:.3f}" for k, v in ppl["perplexity"].items()))
+    log.info("%s: attention concentrates from layer %s; Sink_1 share %.2f%s; perplexity %s", name, res.concentration,
+             summary["sink_1_share"], f"; learned sink share {summary['mass_sink_mean']:.3f}" if summary["explicit_sink"] else "",
+             ", ".join(f"{k} {v:.3f}" for k, v in ppl["perplexity"].items()))
+    for note in summary["skipped_layers"].values():
+        log.info("%s: %s", name, note)
     with tracking.stage_run(cfg) as wb:
         for _, row in res.layers.iterrows():
             wb.log({"layer": int(row.layer), "mass_first": row.mass_first, "mass_massive": row.mass_massive,
-                    "sink_1_share": row.sink_1_share})
+                    "mass_sink": row.mass_sink, "sink_1_share": row.sink_1_share})
         wb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None})
         wb.summary.update({f"perplexity/{k}": v for k, v in ppl["perplexity"].items()})
         wb.log({"heads": tracking.table(res.heads), "decomposition": tracking.table(res.decomposition),

@@ -26,6 +26,7 @@ A model that is not fetched yet is not checked here: the rule reports that itsel
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -132,3 +133,23 @@ def preflight(cfg: DictConfig, stage: str) -> None:
         return
     for check in CHECKS[stage]:
         check(cfg, config)
+
+
+def dry_run(cfg: DictConfig) -> None:
+    """The checks a job's rule runs before loading anything, made while Snakemake builds the DAG
+    (pipeline.sweep.check_configs), so `snakemake -n` fails on them before any output is deleted: a
+    rule's values against the fetched model's config.json (preflight), and a training run's
+    resume.pt against its settings (pipeline.resume.check_resume)."""
+    if "train" in cfg and "model" not in cfg:
+        if cfg.stage == "train" and cfg.train.resume:
+            from pipeline.io import results_dir
+            from pipeline.paths import train_run_file
+
+            variant = getattr(cfg.train.variant, "value", cfg.train.variant)
+            resume = Path(train_run_file(cfg.train.name, variant, "resume.pt", results_dir(cfg)))
+            if resume.is_file():
+                from pipeline.resume import check_resume, resume_meta
+
+                check_resume(resume, resume_meta(cfg))
+        return
+    preflight(cfg, cfg.stage)

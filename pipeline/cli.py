@@ -109,3 +109,10 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
             raise
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # a full disk outside pipeline.io's atomic writes (a checkpoint, W&B, a library's cache)
+        from massive.files import disk_full, is_disk_full
+
+        if not is_disk_full(exc) or os.environ.get("PIPELINE_FULL_ERROR"):
+            raise
+        print(f"error: {disk_full(exc.filename or Path.cwd())}", file=sys.stderr)
+        sys.exit(2)

@@ -149,6 +149,8 @@ class TokenizeConfig:
     num_documents: int = 500  # documents sampled (seeded) and joined by blank lines
     separator: str = "\n\n"  # (whether sequences begin with a BOS: model.bos)
     seq_len: Optional[int] = None  # null: the model config's seq_len
+    # a corpus that gives fewer than num_sequences sequences is an error, unless this is set (text corpora)
+    allow_fewer: bool = False
 
 
 @dataclass
@@ -271,7 +273,7 @@ class RetrofitSection:
 
 @dataclass
 class WandbConfig:
-    mode: WandbMode = WandbMode.offline
+    mode: Optional[WandbMode] = None  # null: the environment's WANDB_MODE, else offline (pipeline/tracking.py)
     project: str = "massive-activations"
     entity: Optional[str] = None
 
@@ -385,10 +387,54 @@ def layers_slug(value: Any) -> str:
     return spec if isinstance(spec, str) else "_".join(map(str, spec))
 
 
+def check_finite_values(cfg: Any) -> None:
+    """Every float of the composed config is finite: `detect.min_abs=nan` fails at compose time (and so at
+    `snakemake -n`), not after the model is loaded."""
+    import math
+
+    from omegaconf import OmegaConf
+
+    def walk(node, prefix):
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            where = f"{prefix}.{key}" if isinstance(key, str) and prefix else f"{prefix}[{key}]" if prefix else str(key)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise MassiveError(f"{where}={value} is not a finite number")
+            walk(value, where)
+
+    walk(OmegaConf.to_container(cfg, resolve=False, enum_to_str=True), "")
+
+
+def check_names(cfg: Any) -> None:
+    """The names that become paths (pipeline/names.py): model, data, sweep, training run, revision."""
+    from pathlib import PurePath
+
+    from pipeline import names
+
+    if "model" in cfg:
+        names.check("model.name", cfg.model.name, run=True)
+        if cfg.model.get("revision") is not None:
+            names.check("model.revision", cfg.model.revision)
+    if "data" in cfg:
+        names.check("data.name", cfg.data.name)
+    if "train" in cfg:
+        names.check("train.name", cfg.train.name)
+    for key in ("cache", "results"):  # folders inside the working directory (paths.root)
+        value = (cfg.get("paths") or {}).get(key)
+        if value is not None and (PurePath(value).is_absolute() or ".." in PurePath(value).parts):
+            raise MassiveError(f"paths.{key}={value!r} must be a folder inside the working directory (paths.root): "
+                               f"relative, without '..'")
+    if cfg.get("sweep_name") is not None:  # a conf/sweep name or a path to a sweep YAML: its file name becomes paths
+        sweep = str(cfg.sweep_name)
+        names.check("sweep_name" if PurePath(sweep).stem == sweep else "sweep_name (its file name)", PurePath(sweep).stem)
+
+
 def check_values(cfg: Any) -> None:
     """Range checks that a type system cannot express. Raises MassiveError naming the value."""
     from omegaconf import OmegaConf
 
+    check_names(cfg)
+    check_finite_values(cfg)
     if "train" in cfg and "model" not in cfg:  # conf/train.yaml: the training section below
         return check_train_values(cfg)
 
@@ -556,6 +602,9 @@ class TrainConfig:
     probe_batch_size: int = 16  # the fixed batch of the emergence metrics
     checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
     sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
+    # continue from the run's checkpoint (resume.pt) when there is one; it must have been made with the same
+    # settings (pipeline.resume.RESUME_FREE lists the keys that may differ); false: start afresh and overwrite it
+    resume: bool = True
 
 
 @dataclass

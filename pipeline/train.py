@@ -6,9 +6,11 @@
 The science (the loop, the loss estimates, the emergence metrics on a fixed probe batch,
 checkpoints) is massive/training.py; this rule builds its arguments from cfg.train, sets up the
 device and DDP, and writes the outputs in results/train/<train.name>/<variant>/:
-  checkpoint.pt     model, optimizer, next step, RNG states, metric rows, per-step losses:
-                    a killed run started again resumes from it with the same next-step loss
-                    (the batches are a function of the step, not of a stream position)
+  resume.pt         model, optimizer, next step, RNG states, metric rows, per-step losses, the train
+                    config and seed; rewritten every train.checkpoint_interval steps: a killed run
+                    resumes from it with the same next-step loss. Not a Snakemake output (never deleted
+                    as incomplete). A resume with other settings (pipeline.resume) is a one-line error.
+  checkpoint.pt     the finished run's resume.pt (a hard link, or a copy): train_compare reads it
   metrics.parquet   one row per (eval step, layer), rewritten atomically at every evaluation
 """
 
@@ -26,9 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 from massive import training
 from massive.backcopy import BackcopySpec
 from massive.errors import MassiveError
+from massive.files import link
 from massive.gpt import GPTConfig
 from pipeline import cli, paths, tracking
 from pipeline.io import results_dir, root, write_table
+from pipeline.resume import check_resume, resume_meta
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +82,18 @@ def run(cfg: DictConfig) -> None:
     autocast, scaler = training.precision(device, _value(t.dtype))
 
     out = out_dir(cfg)
-    ckpt_path, metrics_path = out / "checkpoint.pt", out / "metrics.parquet"
+    resume_path, ckpt_path, metrics_path = out / "resume.pt", out / "checkpoint.pt", out / "metrics.parquet"
     gpt, spec = specs(cfg)
     raw, optimizer = training.build(gpt, spec, cfg.seed, device)
     step, state = 0, None
-    if ckpt_path.exists():
-        step, state = training.load_checkpoint(ckpt_path, raw, optimizer)
-        log.info("resuming %s at step %d", ckpt_path, step)
+    meta = resume_meta(cfg)
+    found = resume_path if resume_path.exists() else ckpt_path if ckpt_path.exists() else None  # checkpoint.pt: older runs
+    if found is not None and t.resume:
+        check_resume(found, meta)
+        step, state = training.load_checkpoint(found, raw, optimizer)
+        log.info("resuming %s at step %d", found, step)
+    elif found is not None:
+        log.info("train.resume=false: starting afresh over %s", found)
     model = torch.compile(raw) if t.compile else raw
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -95,7 +104,6 @@ def run(cfg: DictConfig) -> None:
     log.info("train %s/%s: %.2fM parameters, %d steps from %d, device %s x%d", t.name, variant,
              raw.num_params() / 1e6, t.max_iters, step, device.type, world)
 
-    meta = {"train": OmegaConf.to_container(t, resolve=True, enum_to_str=True), "seed": cfg.seed}
     master = rank == 0
     with tracking.stage_run(cfg, name=f"train/{t.name}/{variant}") if master else contextlib.nullcontext() as wb:
         def on_eval(step: int, rows: list[dict], history: list[dict]) -> None:
@@ -105,9 +113,12 @@ def run(cfg: DictConfig) -> None:
         state = training.train(model, optimizer, data, spec, probe, raw=raw, step=step, state=state, device=device,
                                autocast=autocast, scaler=scaler, rank=rank, world=world,
                                dtype=_value(t.dtype) if device.type == "cuda" else "float32",
-                               checkpoint=ckpt_path, meta=meta, on_eval=on_eval,
+                               checkpoint=resume_path, meta=meta, on_eval=on_eval,
                                on_log=lambda step, metrics: wb.log(metrics, step=step))
     if master:  # also when a finished checkpoint was found and nothing ran
+        if not resume_path.exists():  # an older run's checkpoint.pt, finished: keep it as the rolling one too
+            link(ckpt_path, resume_path)
+        link(resume_path, ckpt_path)
         write_table(pd.DataFrame(state["rows"]), metrics_path, cfg)
     if world > 1:
         from torch.distributed import destroy_process_group

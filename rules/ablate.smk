@@ -22,7 +22,7 @@ rule ablate:
         args=args("ablate"),
         run=lambda w: paths.ablate_dir(w.model, w.corpus, w.layers),
     shell:
-        "{params.py} -m pipeline.ablate {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablate {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule zeroshot:
@@ -44,7 +44,7 @@ rule zeroshot:
         args=args("zeroshot"),
         run=lambda w: paths.ablate_file(w.model, w.corpus, w.layers, ".zeroshot"),
     shell:
-        "{params.py} -m pipeline.zeroshot {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.zeroshot {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule ablation:
@@ -66,7 +66,7 @@ rule ablation:
         args=args("ablation"),
         run=paths.sweep_run_dir("ablation", SWEEP_STEM),
     shell:
-        "{params.py} -m pipeline.ablation {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablation {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule ablate_images:
@@ -90,4 +90,4 @@ rule ablate_images:
         args=args("ablate_images"),
         run=lambda w: paths.ablate_file(w.model, w.corpus, w.layers, ".images"),
     shell:
-        "{params.py} -m pipeline.ablate_images {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.ablate_images {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"

@@ -21,4 +21,4 @@ rule attention:
         py=PY,
         args=args("attention"),
     shell:
-        "{params.py} -m pipeline.attention {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.attention {params.args} 2>&1 | tee {log:q}"

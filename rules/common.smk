@@ -94,7 +94,7 @@ def ablate_args(model, corpus, layers, interventions, *extra):
 ABLATE_SIZES = [f"ablate.{key}={ABLATE[key]}" for key in ("max_chunks", "bootstrap") if key in ABLATE]  # rule ablate only
 
 
-SWEEP_ARGS = [f"sweep_name={SWEEP_NAME}", *sweeps.overrides(SWEEP)]  # the rules that read the whole sweep
+SWEEP_ARGS = [f"sweep_name={sweeps.hydra_value(SWEEP_NAME)}", *sweeps.overrides(SWEEP)]  # the rules that read the whole sweep
 # For each rule, the Hydra overrides of one of its jobs from the job's wildcards (hydra.run.dir
 # aside). The rules' `args` param (args() below) and the check at the end of the Snakefile use it.
 ARGS = {
@@ -114,8 +114,8 @@ ARGS = {
     "ablation": lambda: SWEEP_ARGS,
     "report": lambda: SWEEP_ARGS,
     "train": lambda train, variant: [*train_args(train), f"train.variant={variant}"],  # + train.num_threads={threads}
-    "train_compare": lambda train: [*train_args(train), f"sweep_name={SWEEP_NAME}"],
-    "train_scale": lambda train: [f"train={train}", f"sweep_name={SWEEP_NAME}"],
+    "train_compare": lambda train: [*train_args(train), SWEEP_ARGS[0]],
+    "train_scale": lambda train: [f"train={train}", SWEEP_ARGS[0]],
 }
 sizing.register(ARGS)  # the SLURM profile sizes each GPU job from its composed config (pipeline/sizing.py)
 CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
@@ -157,7 +157,7 @@ def check_configs():
     `snakemake -n` with one line, before any job runs (and before Snakemake deletes the outputs
     of jobs whose parameters changed). Each distinct config is composed once, and not again by a
     later snakemake while conf/ and the code stay the same (CHECKED)."""
-    described = ((f"rule {rule} ({', '.join(w.values())})" if w else f"rule {rule}", ARGS[rule](**w),
+    described = ((f"rule {rule} ({', '.join(w.values())})" if w else f"rule {rule}", [f"stage={rule}", *ARGS[rule](**w)],
                   CONFIG_NAME.get(rule, "config")) for rule, w in jobs())
     try:
         return sweeps.check_configs(SWEEP_NAME, described, cache=CHECKED)

@@ -17,7 +17,7 @@ rule fetch_model:
         args=args("fetch_model"),
         run=lambda w: paths.model_dir(w.model),
     shell:
-        "{params.py} -m pipeline.fetch_model {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.fetch_model {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 # A run of a model in another sequence protocol (gpt2@bos) uses the model's fetch: its marker is a copy.
@@ -34,7 +34,7 @@ rule protocol_model:
     conda:
         "../environment.yml"
     shell:
-        "cp {input} {output} 2>&1 | tee {log}"
+        "cp {input:q} {output:q} 2>&1 | tee {log:q}"
 
 
 rule fetch_corpus:
@@ -52,7 +52,7 @@ rule fetch_corpus:
         args=args("fetch_corpus"),
         run=lambda w: paths.corpus_run_dir(w.corpus),
     shell:
-        "{params.py} -m pipeline.fetch_corpus {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.fetch_corpus {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule tokenize:
@@ -72,4 +72,4 @@ rule tokenize:
         py=PY,
         args=args("tokenize"),
     shell:
-        "{params.py} -m pipeline.tokenize {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.tokenize {params.args} 2>&1 | tee {log:q}"

@@ -22,4 +22,4 @@ rule inference:
         py=PY,
         args=args("inference"),
     shell:
-        "{params.py} -m pipeline.inference {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.inference {params.args} 2>&1 | tee {log:q}"

@@ -18,7 +18,7 @@ rule capture:
         py=PY,
         args=args("capture"),
     shell:
-        "{params.py} -m pipeline.capture {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.capture {params.args} 2>&1 | tee {log:q}"
 
 
 rule detect:
@@ -39,7 +39,7 @@ rule detect:
         py=PY,
         args=args("detect"),
     shell:
-        "{params.py} -m pipeline.detect {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.detect {params.args} 2>&1 | tee {log:q}"
 
 
 rule figures:
@@ -59,4 +59,4 @@ rule figures:
         py=PY,
         args=args("figures"),
     shell:
-        "{params.py} -m pipeline.figures {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.figures {params.args} 2>&1 | tee {log:q}"

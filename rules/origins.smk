@@ -21,4 +21,4 @@ rule origins:
         py=PY,
         args=args("origins"),
     shell:
-        "{params.py} -m pipeline.origins {params.args} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.origins {params.args} 2>&1 | tee {log:q}"

@@ -27,4 +27,4 @@ rule report:
         args=args("report"),
         run=paths.sweep_run_dir("report", SWEEP_STEM),
     shell:
-        "{params.py} -m pipeline.report {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.report {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"

@@ -4,8 +4,10 @@
 # with `scale: {model.n_embd: [128, 256, 512], model.n_layer: [2, 4]}` each config is trained at every
 # grid point (runs <config>_n_embd128_n_layer2, ...) and rule train_scale compares them (sweep=retrain_scale).
 # Every training run uses one core (the CPU test bed: about 11 minutes a variant, see docs/retraining.md).
-# checkpoint.pt is rewritten during training; a killed job resumes from it when rerun with
-# --keep-incomplete (otherwise Snakemake deletes it as an incomplete output and training restarts).
+# resume.pt (not an output: Snakemake never deletes it) is rewritten every train.checkpoint_interval
+# steps; a killed job resumes from it when rerun with the same command (after `snakemake --unlock` if
+# snakemake itself was killed), provided the settings are the same (else one line: another train.name,
+# or train.resume=false). checkpoint.pt is the finished run's resume.pt. docs/safety.md.
 # The paper's run (conf/train/gpt2_124m_owt.yaml) needs 8 GPUs under torchrun: launch it by hand.
 rule train:
     output:
@@ -23,7 +25,7 @@ rule train:
         py=PY,
         args=args("train"),
     shell:
-        "{params.py} -m pipeline.train {params.args} train.num_threads={threads} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train {params.args} train.num_threads={threads} 2>&1 | tee {log:q}"
 
 
 rule train_compare:
@@ -44,7 +46,7 @@ rule train_compare:
         args=args("train_compare"),
         run=lambda w: paths.train_compare_run_dir(w.train),
     shell:
-        "{params.py} -m pipeline.train_compare {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train_compare {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"
 
 
 rule train_scale:
@@ -65,4 +67,4 @@ rule train_scale:
         args=args("train_scale"),
         run=lambda w: paths.train_scale_run_dir(w.train),
     shell:
-        "{params.py} -m pipeline.train_scale {params.args} hydra.run.dir={params.run} 2>&1 | tee {log}"
+        "{params.py} -m pipeline.train_scale {params.args} hydra.run.dir={params.run:q} 2>&1 | tee {log:q}"

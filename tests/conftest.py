@@ -55,11 +55,12 @@ def detected_run(cfg, n_seq: int, seq_len: int) -> None:
     detect.run(cfg)
 
 
-# The tiny sweep of the whole-DAG tests (tests/test_dag.py, tests/test_browser.py): every LLM rule
-# (ablation, attention, origins, inference) on two corpora, and the ViT smoke run.
+# The tiny sweep of the whole-DAG tests (tests/test_dag.py, tests/test_browser.py, tests/test_golden.py):
+# every LLM rule (ablation, attention, origins, inference) on two corpora, and the ViT smoke run. It holds
+# the golden sweep (tests/golden.py SWEEP: its tables are the golden test's), hence the ablation at "all".
 TINY_SWEEP = dict(models=["tiny_random"], corpora=["news_sample", "wiki_sample"],
                   overrides=["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
-                  ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge"]},
+                  ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge", "all"]},
                   attention={"num_sequences": 4}, origins={"num_sequences": 2, "max_chunks": 2},
                   inference={"max_chunks": 1, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
                   vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})

@@ -170,7 +170,7 @@ def test_a_checked_sweep_is_not_composed_again_but_a_new_typo_is_caught(tmp_path
     good = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8"])
     assert snakemake("-n", "--config", f"sweep={good}", cwd=tmp_path).returncode == 0
     checked = json.loads((tmp_path / ".snakemake/checked_configs.json").read_text())
-    assert len(checked["passed"]) == 4  # fetch_model, fetch_corpus, tokenize to figures (one config), report
+    assert len(checked["passed"]) == 7  # fetch_model, fetch_corpus, tokenize, capture, detect, figures, report
     bad = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8", "detect.min_ab=1"])
     assert "detect.min_ab" in assert_one_error_line(snakemake("-n", "--config", f"sweep={bad}", cwd=tmp_path))
     assert json.loads((tmp_path / ".snakemake/checked_configs.json").read_text()) == checked

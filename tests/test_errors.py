@@ -3,12 +3,18 @@ earlier good output removed or changed."""
 
 import hashlib
 import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
 
 import pandas as pd
 import pytest
 
 import tiny
-from conftest import assert_one_line_error, run_module
+from conftest import REPO, assert_one_line_error, run_module
 
 
 def files_under(path):
@@ -52,12 +58,13 @@ def _local_model(tmp_path):
     return root, args, tmp_path / "hf" / "model.safetensors"
 
 
-@pytest.mark.parametrize("damage", ["missing", "garbage"])
-def test_weights_damaged_after_fetching_fail_at_load(tmp_path, damage):
+@pytest.mark.parametrize("damage, needle", [("missing", "model.safetensors is missing"),
+                                            ("garbage", "bytes, fetch_model recorded")])
+def test_weights_damaged_after_fetching_fail_at_load(tmp_path, damage, needle):
     root, args, weights = _local_model(tmp_path)
     weights.unlink() if damage == "missing" else weights.write_bytes(b"\x00garbage" * 100)
     proc = run_module("capture", *args)
-    assert_one_line_error(proc, "cannot load the weights of 'tiny_random'")
+    assert_one_line_error(proc, needle, "fetch the model again")
     assert list((root / "results/tiny_random/wiki_sample").glob("capture*")) == []
 
 
@@ -187,3 +194,77 @@ def test_preflight_checks_only_a_fetched_model(compose_in):
     from pipeline.checks import preflight
 
     preflight(compose_in("model=tiny_random", "capture.top_k=1000000000"), "capture")  # not fetched: the rule says so
+
+
+# ---------------------------------------------------------------- #24: one line, exit 2, nothing lost
+@pytest.fixture
+def good_copy(good_run, tmp_path):
+    """A copy of good_run's working directory (its fetched.json names paths relative to it, so the copy
+    uses its own files), the original's tree to compare with, and its overrides rooted in the copy."""
+    import shutil
+
+    root, args = good_run
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    args = [a if not a.startswith("paths.root=") else f"paths.root={copy}" for a in args]
+    from pipeline.cli import compose
+    from pipeline.model import hf_dir
+
+    assert hf_dir(compose(args)) == copy / "cache/models/tiny_random/hf"  # its own files, verified once (.verified.json)
+    return copy, args, tree(root)
+
+
+def test_a_corrupt_parquet_input_names_the_file_and_its_rule(good_copy, good_run):
+    copy, args, original = good_copy
+    tokens = copy / "results/tiny_random/news_sample/tokens.parquet"
+    tokens.write_bytes(tokens.read_bytes()[: tokens.stat().st_size // 2])
+    before = tree(copy)
+    proc = run_module("capture", *args)
+    assert_one_line_error(proc, str(tokens), "not a readable Parquet file", "rule tokenize")
+    assert tree(copy) == before and tree(good_run[0]) == original
+
+
+def test_fewer_sequences_than_asked_is_an_error_unless_allowed(good_copy, good_run):
+    copy, args, original = good_copy
+    before = tree(copy)
+    proc = run_module("tokenize", *args, "tokenize.num_sequences=100000")
+    assert_one_line_error(proc, "gives only", "of tokenize.num_sequences=100000", "tokenize.allow_fewer=true")
+    assert tree(copy) == before
+    proc = run_module("tokenize", *args, "tokenize.num_sequences=100000", "tokenize.allow_fewer=true")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert tree(good_run[0]) == original
+
+
+def test_detect_tracks_missing_values_and_survives_a_tracker_that_cannot_start(good_copy):
+    """detect.min_abs=0 detect.min_ratio=1: fade_layer mixes null and layers in the W&B table; W&B online
+    without a reachable server (WANDB_MODE from the environment): one warning line, offline, exit 0."""
+    copy, args, _ = good_copy
+    args = [*args, "detect.min_abs=0", "detect.min_ratio=1"]
+    assert run_module("capture", *args).returncode == 0  # counted with detect's thresholds
+    proc = run_module("detect", *args, "wandb.mode=offline")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5"}
+    started = time.time()
+    proc = run_module("detect", *args, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert time.time() - started < 60
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: wandb:")]
+    assert len(warnings) >= 1 and "continuing offline" in warnings[0], proc.stderr[-2000:]
+    assert list((copy / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare (a user namespace to mount a small tmpfs)")
+def test_a_full_disk_is_one_line_naming_the_path(good_copy):
+    copy, args, _ = good_copy
+    detect = copy / "results/tiny_random/news_sample/detect"
+    detect.mkdir(parents=True, exist_ok=True)
+    (detect / "earlier.json").write_text("{}")
+    before = tree(copy)
+    cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "pipeline.detect", *args])
+    script = f"mount -t tmpfs -o size=12k none {shlex.quote(str(detect))} && {cmd}"
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "WANDB_MODE": "disabled"})
+    if "mount" in proc.stderr and proc.returncode != 2:
+        pytest.skip(f"no tmpfs in a user namespace here: {proc.stderr[-300:]}")
+    assert_one_line_error(proc, "no space left on the device writing", str(detect))
+    assert tree(copy) == before  # the tmpfs is gone with the namespace: the earlier outputs as they were

@@ -14,7 +14,12 @@ def test_offline_run_is_written_with_group_and_job_type(tmp_path, compose_in):
     assert list(runs[0].glob("run-*.wandb"))  # the offline run's record, for `wandb sync`
 
 
-def test_default_mode_is_offline():
+def test_default_mode_is_offline_unless_wandb_mode_says(monkeypatch):
+    from pipeline import tracking
     from pipeline.cli import compose
 
-    assert compose([]).wandb.mode.value == "offline"
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert tracking.mode(compose([])) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert tracking.mode(compose([])) == "online"  # #24: the environment is respected
+    assert tracking.mode(compose(["wandb.mode=disabled"])) == "disabled"  # an explicit wandb.mode wins

@@ -198,3 +198,8 @@ def photos(n: int, seed: int = 0) -> list:
 
     g = torch.Generator().manual_seed(seed)
     return [Image.fromarray(torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()) for _ in range(n)]
+
+
+
+# ---------------------------------------------------------------- every family (massive.families' tiny configs)
+from massive.families import plant as plant_family  # noqa: E402  (the same planting for any family)
