@@ -69,6 +69,7 @@ def main(argv: list[str]) -> None:
             for i, b in enumerate(batches):
                 stats.batch(range(i * bs, i * bs + len(b)), b)
                 model(b, use_cache=False)
+                stats.flush()  # the batch's statistics to the host, as massive.capture does
 
     def hidden_states():
         stats = Reducer(k, cfg.capture.backend)
@@ -77,6 +78,7 @@ def main(argv: list[str]) -> None:
             out = model(b, use_cache=False, output_hidden_states=True)
             for layer, h in enumerate(out.hidden_states[1:-1]):
                 stats(h, hooks.resid_post(layer))
+            stats.flush()
 
     modes = {"plain": plain, "capture": hooked, "hidden_states": hidden_states}
     times = {m: [] for m in modes}

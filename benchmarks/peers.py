@@ -1,6 +1,7 @@
 """The same per-layer statistics through this library and through its peers, side by side in one run.
 
-For the same sequences (default: SmolLM2-135M, 16 x 256 tokens of the default corpus, batch 4)
+For the same sequences (default: SmolLM2-135M, 16 x 256 tokens of the default corpus, batch 4, and a
+long-sequence shape, 2 x 2,048 tokens in one batch: `--shapes`)
 every mode computes the top-k |a| and the median |a| of every block's output
 (`blocks.L.hook_resid_post`, per sequence, float32):
   plain             model(ids), nothing captured (the baseline of every ratio)
@@ -15,12 +16,12 @@ compare the mechanisms, not two medians. The library's capture also keeps positi
 values, per-dim maxima and the token tables. Each mode gets its own copy of the model: nnsight
 wraps the modules' forward methods and TransformerLens switches the model to eager attention.
 
-Times are medians over `--rounds` rounds, the modes interleaved within each round, after one
-checking pass per mode. Memory is the peak resident set size during the pass above the resident
+Times are medians over `--rounds` rounds, the modes interleaved within each round (in reverse order
+every other round), after one checking pass per mode; the per-round ratios are printed too. Memory is the peak resident set size during the pass above the resident
 size before it (Linux VmHWM, reset through /proc/self/clear_refs), measured as in
 benchmarks/capture_overhead.py: the script re-runs itself with glibc returning every block of
 64 KiB or more to the system at once (MALLOC_MMAP_THRESHOLD_), so that the resident size follows
-live memory. CPU only.
+live memory. With `--device cuda`: torch's peak allocation above the allocation before the pass.
 
 The checking pass compares, batch by batch, each mode's logits with the plain pass's (bit-identical,
 or the max |difference|) and its statistics with the library's (max |difference| of the top-1
@@ -31,6 +32,8 @@ The peers are an optional extra: pip install -e .[peers]
 
   python benchmarks/peers.py                              # needs cache/models/smollm2_135m/hf (snakemake)
   python benchmarks/peers.py --model DIR --texts corpus.parquet --rounds 3
+  python benchmarks/peers.py --shapes 16x256 --peers nnsight --threads 2
+  python benchmarks/peers.py --device cuda                # on a GPU: time with synchronisation, torch's peak allocation
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ Stats = tuple[np.ndarray, np.ndarray]  # top-k |a| [layers, sequences, k], media
 # ---------------------------------------------------------------- statistics
 def reduce(outputs: list[torch.Tensor], k: int) -> Stats:
     """The peers' reduction of one batch: every block's output [batch, seq, dim] -> (top-k |a|, median |a|)."""
-    top = [h.detach().float().abs().flatten(1).topk(k, dim=1).values.numpy() for h in outputs]
+    top = [h.detach().float().abs().flatten(1).topk(k, dim=1).values.cpu().numpy() for h in outputs]
     return np.stack(top), np.stack([median_abs(h) for h in outputs])
 
 
@@ -108,11 +111,11 @@ def ours_mode(model, ids, k, bs) -> Mode:
     return Mode("massive.capture", step, lambda: massive.capture(model, ids, k=k, batch_size=bs))
 
 
-def nnsight_mode(path, tok, batches, k) -> Mode:
+def nnsight_mode(path, tok, batches, k, device) -> Mode:
     from nnsight import LanguageModel
 
     warnings.filterwarnings("ignore", message="LanguageModel is deprecated")
-    lm = LanguageModel(load_model(path), tokenizer=tok)
+    lm = LanguageModel(load_model(path, device=device), tokenizer=tok)
 
     def trace(batch):
         outs = []  # (a list comprehension inside the trace does not hand its values back)
@@ -133,10 +136,11 @@ def nnsight_mode(path, tok, batches, k) -> Mode:
     return Mode("nnsight", step, run)
 
 
-def transformer_lens_mode(path, tok, batches, k) -> Mode:
+def transformer_lens_mode(path, tok, batches, k, device) -> Mode:
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(str(path), hf_model=load_model(path), tokenizer=tok, device="cpu")
+    bridge = TransformerBridge.boot_transformers(str(path), hf_model=load_model(path, device=device), tokenizer=tok,
+                                                 device=str(device))
     names = [hooks.resid_post(layer) for layer in range(bridge.cfg.n_layers)]  # the bridge's names are ours
     keep = set(names)
 
@@ -184,42 +188,60 @@ def logit_text(diff: float | None) -> str:
     return "-" if diff is None else "identical" if diff == 0 else f"{diff:.1e}"
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face model directory")
-    parser.add_argument("--texts", default="cache/corpora/wiki_sample.parquet", help="a Parquet file with a `text` column")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--n", type=int, default=16, help="sequences")
-    parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--k", type=int, default=64, help="top-k |a| kept per layer and sequence")
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args(argv)
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
-    torch.manual_seed(args.seed)
-    model, tok = massive.load(args.model)
-    docs = pd.read_parquet(args.texts, columns=["text"])["text"].tolist()
-    ids = massive.sequences(tok, docs, seq_len=args.seq_len, n=args.n, seed=args.seed)
-    bs, k = args.batch_size, args.k
+class Meter:
+    """Pass memory: on the CPU the peak resident set size above the resident size before the pass
+    (VmHWM, reset through /proc/self/clear_refs); on CUDA torch's peak allocation above the
+    allocation before it. Times wait for the device."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.before = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self.before = status_kb("VmRSS") * 1024
+            reset_peak()
+        self.t0 = time.perf_counter()
+
+    def stop(self) -> tuple[float, int]:
+        """(seconds, peak bytes above the start)"""
+        if self.cuda:
+            torch.cuda.synchronize()
+            return time.perf_counter() - self.t0, torch.cuda.max_memory_allocated() - self.before
+        return time.perf_counter() - self.t0, status_kb("VmHWM") * 1024 - self.before
+
+
+def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device) -> None:
+    """Every mode on `shape` (sequences, tokens), side by side: the table of one shape."""
+    n, seq_len = shape
+    model, tok = massive.load(args.model, device=device)
+    ids = massive.sequences(tok, docs, seq_len=seq_len, n=n, seed=args.seed).to(device)
+    bs, k = min(args.batch_size, n), args.k
     batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
 
-    eager_model = load_model(args.model, attn_implementation="eager")
+    eager_model = load_model(args.model, attn_implementation="eager", device=device)
     modes = [plain_mode("plain", model, batches), plain_mode("plain (eager)", eager_model, batches),
              ours_mode(model, ids, k, bs)]
+    if not args.eager:
+        modes.pop(1)
     skipped = []
     for name, make in (("nnsight", nnsight_mode), ("transformer_lens", transformer_lens_mode)):
+        if name not in args.peers:
+            continue
         try:
-            modes.append(make(args.model, tok, batches, k))
+            modes.append(make(args.model, tok, batches, k, device))
         except ImportError as exc:
             skipped.append(f"{name}: not installed ({exc}; pip install -e .[peers])")
         except Exception as exc:  # a peer that cannot load the model: say why and go on
             skipped.append(f"{name}: cannot load {args.model}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
+    meter = Meter(device)
     with torch.inference_mode():
         plain_logits = [model(b, use_cache=False).logits for b in batches]
-        eager_logits = [modes[1].step(b, None)[0] for b in batches]
+        eager_logits = [eager_model(b, use_cache=False).logits for b in batches]
         checks = {}
         for mode in modes:  # the checking pass, which is also each mode's warm-up
             try:
@@ -230,21 +252,21 @@ def main(argv: list[str]) -> None:
         modes = [m for m in modes if m.name in checks]
         times = {m.name: [] for m in modes}
         peaks = {m.name: 0 for m in modes}
-        for _ in range(args.rounds):
-            for mode in modes:
-                before = status_kb("VmRSS")
-                reset_peak()
-                t0 = time.perf_counter()
+        for r in range(args.rounds):
+            for mode in (modes if r % 2 == 0 else modes[::-1]):  # interleaved, the order reversed every other round
+                meter.start()
                 mode.run()
-                times[mode.name].append(time.perf_counter() - t0)
-                peaks[mode.name] = max(peaks[mode.name], status_kb("VmHWM") - before)
+                t, peak = meter.stop()
+                times[mode.name].append(t)
+                peaks[mode.name] = max(peaks[mode.name], peak)
 
     if "massive.capture" not in checks or "plain" not in checks:
         sys.exit("\n".join(["the library's capture or the plain pass failed: nothing to compare with", *skipped]))
     ours = checks["massive.capture"]["stats"]
     base_t, base_m = statistics.median(times["plain"]), peaks["plain"]
-    print(f"model {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
-          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
+    where = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    print(f"\nmodel {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
+          f"{where}, median of {args.rounds} rounds")
     head = (f"{'mode':<17} {'time s':>7} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'logits vs plain':>16} "
             f"{'vs eager':>10} {'Δ top-1':>9} {'Δ median':>9} {'Δ top-k':>9}")
     print(head)
@@ -257,9 +279,12 @@ def main(argv: list[str]) -> None:
             top, med = c["stats"]
             deltas = [number(np.abs(top[..., 0] - ours[0][..., 0]).max()), number(np.abs(med - ours[1]).max()),
                       number(np.abs(top - ours[0]).max())]
-        print(f"{mode.name:<17} {t:7.2f} {t / base_t:8.2f} {peaks[mode.name] / 1024:9.1f} {ratio(peaks[mode.name], base_m):>8} "
+        print(f"{mode.name:<17} {t:7.2f} {t / base_t:8.3f} {peaks[mode.name] / 2**20:9.1f} {ratio(peaks[mode.name], base_m):>8} "
               f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}")
     print("Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)")
+    print("per round, massive.capture / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times["plain"]))
+          + ("; nnsight / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["nnsight"], times["plain"]))
+             if "nnsight" in times else ""))
     if "transformer_lens" in checks:  # is its difference TransformerLens's, or eager attention's?
         with torch.inference_mode():
             eager = ours_stats(massive.capture(eager_model, ids, k=k, batch_size=bs))
@@ -269,6 +294,35 @@ def main(argv: list[str]) -> None:
               f"Δ top-k {number(np.abs(top - eager[0]).max())}")
     for line in skipped:
         print("skipped", line)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face model directory")
+    parser.add_argument("--texts", default="cache/corpora/wiki_sample.parquet", help="a Parquet file with a `text` column")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--shapes", default="16x256,2x2048",
+                        help="sequences x tokens, comma-separated: one table each (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=4, help="at most (a shape with fewer sequences: one batch)")
+    parser.add_argument("--k", type=int, default=64, help="top-k |a| kept per layer and sequence")
+    parser.add_argument("--peers", default="nnsight,transformer_lens", help="which peers to run (comma-separated)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--no-eager", dest="eager", action="store_false", help="leave out the timed eager-attention pass")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    args.peers = [p for p in args.peers.split(",") if p]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    torch.manual_seed(args.seed)
+    docs = pd.read_parquet(args.texts, columns=["text"])["text"].tolist()
+    for shape in shapes:
+        compare(args, shape, docs, device)
 
 
 if __name__ == "__main__":

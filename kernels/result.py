@@ -24,10 +24,11 @@ class TopAbs:
     dim_counts: torch.Tensor | None = None
 
 
-def thresholds(values: Sequence[float] | torch.Tensor | None, device) -> torch.Tensor:
-    """Count thresholds as a float32 tensor (the precision |a| is compared in); NaN is an error."""
+def thresholds(values: Sequence[float] | torch.Tensor | None, device, check: bool = True) -> torch.Tensor:
+    """Count thresholds as a float32 tensor (the precision |a| is compared in); NaN is an error
+    (`check=False`: not looked at, so that no value goes to the host: the caller vouches for them)."""
     t = torch.as_tensor([] if values is None else values, dtype=torch.float32, device=device)
-    if bool(torch.isnan(t).any()):
+    if check and bool(torch.isnan(t).any()):
         raise ValueError("a count threshold is NaN")
     return t
 

@@ -351,11 +351,12 @@ def top_abs_pass(x: torch.Tensor, k: int, *, block_r: int | None = None, block_d
                  num_programs: int | None = None, chunk: int | None = None, num_warps: int = 8,
                  maxnreg: int | None = 128,
                  max_launch_numel: int = MAX_LAUNCH_NUMEL, count_above=None, dim_count_above=None,
-                 stats: dict | None = None):
+                 stats: dict | None = None, check: bool = True):
     """Run the pass kernel. Returns (dim_max, token_max, partials) with partials a list of
     (first flat index, number of elements, keys [P * BUF], signed [P * BUF]), one per launch.
     With `stats` (a dict) it also fills stats["counts"] [C] and stats["dim_counts"] [C', D]
-    (int64) for the thresholds `count_above` and `dim_count_above`."""
+    (int64) for the thresholds `count_above` and `dim_count_above` (`check=False`: their NaN check,
+    which reads them on the host, is skipped)."""
     check_args(x, k)
     if x.dtype not in SUPPORTED_DTYPES:
         raise TypeError(f"top_abs_triton supports float32, float16 and bfloat16, got {x.dtype}; "
@@ -372,7 +373,8 @@ def top_abs_pass(x: torch.Tensor, k: int, *, block_r: int | None = None, block_d
     n = x.numel() // d
     dim_max = torch.zeros(d, dtype=torch.float32, device=x.device)
     token_max = torch.empty(n, dtype=torch.float32, device=x.device)
-    cnt_thr, dcnt_thr = thresholds(count_above, x.device).reshape(-1), thresholds(dim_count_above, x.device).reshape(-1)
+    cnt_thr = thresholds(count_above, x.device, check).reshape(-1)
+    dcnt_thr = thresholds(dim_count_above, x.device, check).reshape(-1)
     nc, ndc = cnt_thr.numel(), dcnt_thr.numel()
     cb = _next_pow2(max(nc, 1))
     dcnt = torch.zeros(max(ndc, 1), d, dtype=torch.int32, device=x.device)
@@ -425,14 +427,17 @@ def merge_partials(k: int, partials) -> tuple[torch.Tensor, torch.Tensor, torch.
     return vals[order], signed[order], idx[order]
 
 
-def top_abs_triton(x: torch.Tensor, k: int, count_above=None, dim_count_above=None, **tuning) -> TopAbs:
+def top_abs_triton(x: torch.Tensor, k: int, count_above=None, dim_count_above=None, check: bool = True,
+                   **tuning) -> TopAbs:
     """`top_abs` with the Triton kernel: see the module docstring. `tuning` (block_r, block_d,
     num_programs, chunk, num_warps, maxnreg) overrides the launch configuration, e.g. for tests.
-    `count_above` / `dim_count_above`: the exact counts (kernels.result.TopAbs)."""
+    `count_above` / `dim_count_above`: the exact counts (kernels.result.TopAbs). `check=False`
+    skips the NaN checks (of x and the thresholds), the only steps that synchronise the device:
+    a NaN in x then shows as a NaN in token_max, for the caller to look at when it reads back."""
     stats: dict = {}
     dim_max, token_max, partials = top_abs_pass(x, k, count_above=count_above, dim_count_above=dim_count_above,
-                                                stats=stats, **tuning)
-    if bool(torch.isnan(token_max).any()):
+                                                stats=stats, check=check, **tuning)
+    if check and bool(torch.isnan(token_max).any()):
         raise ValueError("top_abs input contains NaN: top-k of |a| is undefined; "
                          "clean the hidden state or check the model for overflow")
     values, signed, indices = merge_partials(k, partials)

@@ -2,17 +2,22 @@
 
 A hook at every block's output (`blocks.L.hook_resid_post`: the residual stream after both
 residual adds, as the paper measures) reduces it at once, per sequence, in float32 whatever the
-model's dtype: the top-k |a| with their positions, dims, tokens and signed values
-(kernels.topk.top_abs_rows), the median |a|, the max |a| per feature dim, and exact counts in the
-same pass: per (layer, sequence) the entries above min_abs, above min_ratio x the median and above
-both (massive: so detection knows when the top-k is saturated), per (layer, dim) the positions
-above outlier_abs and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive thresholds. No hidden state
-outlives its hook, so memory does not grow with depth, and the hooks return nothing, so the
-logits are bit-identical to a plain forward pass.
+model's dtype, with one call (kernels.block.block_stats): the top-k |a| with their positions, dims,
+tokens and signed values, the median |a|, the max |a| per feature dim, and exact counts: per
+(layer, sequence) the entries above min_abs, above min_ratio x the median and above both (massive:
+so detection knows when the top-k is saturated), per (layer, dim) the positions above outlier_abs
+and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive
+thresholds. No hidden state outlives its hook, so memory does not grow with depth, and the hooks
+return nothing, so the logits are bit-identical to a plain forward pass.
 
-Each block's output is checked for inf and NaN as it comes: the first block (in forward order)
-with a non-finite value stops the capture with a NonFiniteError naming the block, what it found
-and the dtype (float16 overflows above 65,504), before any statistic is made of it.
+The reductions stay on the model's device until the batch is done: on a GPU no hook reads a value
+back (the device is not synchronised once per block), and `Reducer.flush()` copies the batch's
+statistics to the host at once. The tables (with token texts) are built once, at the end.
+
+Each block's output is checked for inf and NaN: when a batch holds one, the batch runs again with
+every block checked as it comes, and the first block (in forward order) with a non-finite value
+stops the capture with a NonFiniteError naming the block, what it found and the dtype (float16
+overflows above 65,504); no statistic of that batch is kept.
 
 Inputs are token ids (a LongTensor [n, seq_len]: a language model) or pixel values (a float
 tensor [n, 3, H, W]: a vision transformer, whose tokens are named by its layout, `[CLS]`,
@@ -36,7 +41,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kernels.topk import top_abs_rows
+from kernels.block import BlockStats, Thresholds, block_stats, median_lower
 from massive import arch, hooks
 from massive.errors import DTYPE_HINT, MassiveError, NonFiniteError
 
@@ -119,45 +124,53 @@ def check_output(h: torch.Tensor, name: str, seq_ids: Sequence | str | None = No
 
 
 def median_abs(h: torch.Tensor) -> np.ndarray:
-    """The median |a| of each sequence h[i] (the lower middle value, as torch.median), in float32.
-
-    On the CPU numpy's introselect is about 7x faster than torch.median; on a GPU torch is used.
+    """The median |a| of each sequence h[i] (the lower middle value, as torch.median), in float32,
+    selected without a sort (kernels.block.median_lower on the CPU, torch.kthvalue on a GPU).
 
         >>> median_abs(torch.tensor([[[1.0, -3.0], [2.0, 5.0]]]))
         array([2.], dtype=float32)
     """
     a = h.detach().to(torch.float32).abs().reshape(h.shape[0], -1)
-    m = (a.shape[1] - 1) // 2
     if a.is_cuda:
-        return a.median(dim=1).values.cpu().numpy()
-    return np.partition(a.numpy(), m, axis=1)[:, m]
+        return a.kthvalue((a.shape[1] - 1) // 2 + 1, dim=1).values.cpu().numpy()
+    return median_lower(a, h.shape[-1]).numpy()
+
+
+FIELDS = ("median", "values", "signed", "indices", "counts", "finite", "tied")  # per (layer, sequence)
 
 
 class Reducer:
     """The capture's hook function: reduces each block output it is given, per sequence, in
-    float32, and keeps only the reductions. Set `batch(seq_ids, token_ids)` before each forward
-    pass (token_ids None: images, the token id is the position).
+    float32 (kernels.block.block_stats: one call per block), and keeps only the reductions, on the
+    model's device: nothing goes to the host inside the forward pass. Set `batch(seq_ids,
+    token_ids)` before each forward pass (token_ids None: images, the token id is the position);
+    `flush()` after it checks the batch (non-finite values, ties the device path cannot cut) and
+    copies its statistics to the host at once.
 
         >>> reducer = Reducer(k=8, min_abs=100, min_ratio=1000, outlier_abs=6)
         >>> with hooks.hooked(model, reducer.hooks(model)):
         ...     reducer.batch([0, 1], ids)
         ...     model(ids)
+        >>> reducer.flush()
+        True
         >>> layer_stats, topk, dim_max = reducer.tables(lambda ids: {i: str(i) for i in ids})
     """
 
     def __init__(self, k: int, backend: str = "auto", min_abs: float = 100.0, min_ratio: float = 1000.0,
-                 outlier_abs: float = 6.0, outlier_ratio: float = 9.0):
-        self.k, self.backend = k, backend
+                 outlier_abs: float = 6.0, outlier_ratio: float = 9.0, sync: bool | None = None):
+        self.k, self.backend, self.sync = k, backend, sync
         self.min_abs, self.min_ratio, self.outlier_abs = float(min_abs), float(min_ratio), float(outlier_abs)
         self.outlier_ratio = float(outlier_ratio)
+        self.thr = Thresholds(self.min_abs, self.min_ratio, self.outlier_abs, self.outlier_ratio)
         self.dim_counts: dict[int, torch.Tensor] = {}  # layer -> [2, D]: positions above outlier_abs, massive
+        self.dim_max: dict[int, torch.Tensor] = {}  # layer -> [D], on the device until tables()
         self.positions: dict[int, int] = {}
         self.seq_ids: list[int] = []
         self.token_ids: torch.Tensor | None = None
-        self.seq_len = 0
-        self.layer_rows: list[dict] = []
-        self.topk_rows: dict[str, list] = defaultdict(list)
-        self.dim_max: dict[int, torch.Tensor] = {}
+        self.seq_len = self.width = 0
+        self.pending: list[tuple[int, str, BlockStats]] = []  # this batch's blocks, on the device
+        self.done: dict[str, list] = defaultdict(list)  # flushed batches, on the host
+        self._buf: torch.Tensor | None = None
 
     def hooks(self, model: nn.Module) -> dict:
         """{hook name: self} for every block's output."""
@@ -165,62 +178,102 @@ class Reducer:
 
     def batch(self, seq_ids: Sequence[int], token_ids: torch.Tensor | None = None) -> None:
         self.seq_ids, self.token_ids = list(seq_ids), token_ids
+        self.pending = []
+
+    def _abs_buffer(self, h: torch.Tensor) -> torch.Tensor | None:
+        """A float32 buffer of h's shape for |h| on the CPU, reused from block to block (a fresh
+        one per block would be paged in anew each time)."""
+        if h.is_cuda:
+            return None
+        if self._buf is None or self._buf.shape != h.shape:
+            self._buf = torch.empty(h.shape, dtype=torch.float32)
+        return self._buf
 
     def __call__(self, h: torch.Tensor, name: str) -> None:
         layer = hooks.layer_of(name)
         n, d = len(self.seq_ids), h.shape[-1]
         h = h[:n]
-        check_output(h, name, self.seq_ids)
         if self.k > h[0].numel():
             raise MassiveError(f"k={self.k} is above the {h[0].numel()} entries of one layer and sequence "
                                f"({h.shape[1]} tokens x {d} dims)")
-        medians = median_abs(h)
-        # the count thresholds per sequence, in float32 (as |a| is compared): min_abs, min_ratio x
-        # median, both (massive); per dim: outlier_abs and outlier_ratio x median (outlier), massive
-        med = torch.from_numpy(np.asarray(medians, dtype=np.float32))
-        ratio_thr = med * np.float32(self.min_ratio)
-        massive_thr = torch.clamp(ratio_thr, min=np.float32(self.min_abs))
-        outlier_thr = torch.clamp(med * np.float32(self.outlier_ratio), min=np.float32(self.outlier_abs))
-        count_above = torch.stack([torch.full_like(ratio_thr, self.min_abs), ratio_thr, massive_thr], dim=1).to(h.device)
-        dim_above = torch.stack([outlier_thr, massive_thr], dim=1).to(h.device)
-        r = top_abs_rows(h, self.k, backend=self.backend, count_above=count_above, dim_count_above=dim_above)
-        counts = r.counts.cpu().numpy()
-        top, idx, signed = r.values.cpu().numpy(), r.indices.cpu().numpy(), r.signed.cpu().numpy()
-        pos, dim = idx // d, idx % d
-        k = top.shape[1]
-        for b, seq_id in enumerate(self.seq_ids):
-            self.layer_rows.append({"layer": layer, "hook": name, "seq_id": seq_id, "median_abs": float(medians[b]),
-                                    "top1_abs": top[b, 0], "top2_abs": top[b, min(1, k - 1)], "top3_abs": top[b, min(2, k - 1)],
-                                    "n_above_abs": int(counts[b, 0]), "n_above_ratio": int(counts[b, 1]),
-                                    "n_massive": int(counts[b, 2])})
-        rows = self.topk_rows
-        rows["layer"].append(np.full(n * k, layer))
-        rows["seq_id"].append(np.repeat(np.asarray(self.seq_ids), k))
-        rows["rank"].append(np.tile(np.arange(k), n))
-        rows["position"].append(pos.ravel())
-        rows["dim"].append(dim.ravel())
-        ids = pos if self.token_ids is None else np.take_along_axis(self.token_ids[:n].cpu().numpy(), pos, axis=1)
-        rows["token_id"].append(ids.ravel())
-        rows["value"].append(signed.ravel())
-        rows["abs_value"].append(top.ravel())
-        self.seq_len = h.shape[1]
-        dm = r.dim_max.amax(dim=0).cpu()
-        self.dim_max[layer] = dm if layer not in self.dim_max else torch.maximum(self.dim_max[layer], dm)
-        dc = r.dim_counts.sum(dim=0).cpu()
-        self.dim_counts[layer] = dc if layer not in self.dim_counts else self.dim_counts[layer] + dc
+        r = block_stats(h, self.k, self.thr, backend=self.backend, sync=self.sync, out=self._abs_buffer(h))
+        self.pending.append((layer, name, r))
+        self.seq_len, self.width = h.shape[1], d
+        self.dim_max[layer] = r.dim_max if layer not in self.dim_max else torch.maximum(self.dim_max[layer], r.dim_max)
+        self.dim_counts[layer] = r.dim_counts if layer not in self.dim_counts else self.dim_counts[layer] + r.dim_counts
         self.positions[layer] = self.positions.get(layer, 0) + n * h[0].numel() // d
+
+    def flush(self) -> bool:
+        """Check the batch's blocks and move their statistics to the host (one copy per field).
+        A NonFiniteError names the first block (in forward order) with an inf or NaN; False means a
+        tie at the k-th value that the device path cannot cut: redo the batch with `sync=True`
+        (the batch's statistics are dropped, the per-dim ones included)."""
+        if not self.pending:
+            return True
+        layers = [layer for layer, _, _ in self.pending]
+        got = {f: torch.stack([getattr(r, f) for _, _, r in self.pending]).cpu() for f in FIELDS}
+        finite = got["finite"].numpy()
+        if not finite.all():
+            i, row = (int(v[0]) for v in np.nonzero(~finite))
+            top = float(got["values"][i, row, 0])
+            raise NonFiniteError(f"capture: block {layers[i]}'s output ({self.pending[i][1]}) holds "
+                                 f"{'NaN' if np.isnan(top) else 'inf'} (first in sequence {self.seq_ids[row]}): the first "
+                                 f"block with a non-finite value ({DTYPE_HINT})")
+        if got["tied"].any():
+            for layer, _, r in self.pending:  # (the redo's dim maxima are these again)
+                self.dim_counts[layer] = self.dim_counts[layer] - r.dim_counts
+                self.positions[layer] -= len(self.seq_ids) * self.seq_len
+            self.pending = []
+            return False
+        n, k = len(self.seq_ids), got["values"].shape[2]
+        pos = got["indices"].numpy() // self.width
+        ids = pos if self.token_ids is None else \
+            np.take_along_axis(np.broadcast_to(self.token_ids[:n].cpu().numpy(), (len(layers), *self.token_ids[:n].shape)), pos, axis=2)
+        out = self.done
+        out["token_id"].append(ids.reshape(len(layers) * n, k))
+        out["layer"].append(np.repeat(layers, n))
+        out["seq_id"].append(np.tile(self.seq_ids, len(layers)))
+        for f in ("median", "values", "signed", "indices", "counts"):
+            out[f].append(got[f].numpy().reshape(len(layers) * n, *got[f].shape[2:]))
+        self.pending = []
+        return True
+
+    @property
+    def layer_rows(self) -> list[dict]:
+        """The layer_stats rows made so far (flushing the current batch)."""
+        return self.tables(lambda ids: {})[0].to_dict("records") if self.flush() and self.done else []
 
     def tables(self, token_names: Callable[[np.ndarray], dict[int, str]]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         """(layer_stats, topk, dim_max), sorted; `token_names(token_ids)` names the tokens."""
-        layer_stats = pd.DataFrame(self.layer_rows).sort_values(["layer", "seq_id"], kind="stable").reset_index(drop=True)
-        topk = pd.DataFrame({key: np.concatenate(v) for key, v in self.topk_rows.items()})
+        if not self.flush():
+            raise MassiveError("capture: a tie at the k-th |a| that the device path cannot cut: "
+                               "redo the batch with Reducer(sync=True) (massive.capture does)")
+        got = {key: np.concatenate(v) for key, v in self.done.items()}
+        layer, seq_id, values, counts = got["layer"], got["seq_id"], got["values"], got["counts"]
+        rows, k = values.shape
+        names = {int(i): hooks.resid_post(int(i)) for i in np.unique(layer)}
+        top = lambda j: values[:, min(j, k - 1)]  # noqa: E731
+        layer_stats = pd.DataFrame({"layer": layer, "hook": [names[i] for i in layer], "seq_id": seq_id,
+                                    "median_abs": got["median"].astype(np.float64), "top1_abs": top(0), "top2_abs": top(1),
+                                    "top3_abs": top(2), "n_above_abs": counts[:, 0], "n_above_ratio": counts[:, 1],
+                                    "n_massive": counts[:, 2]})
+        layer_stats = layer_stats.sort_values(["layer", "seq_id"], kind="stable").reset_index(drop=True)
+        idx = got["indices"].ravel()
+        topk = pd.DataFrame({"layer": np.repeat(layer, k), "seq_id": np.repeat(seq_id, k), "rank": np.tile(np.arange(k), rows),
+                             "position": idx // self.width, "dim": idx % self.width, "token_id": got["token_id"].ravel(),
+                             "value": got["signed"].ravel(), "abs_value": values.ravel()})
         topk.insert(topk.columns.get_loc("token_id") + 1, "token", topk["token_id"].map(token_names(topk["token_id"].to_numpy())))
-        topk.insert(1, "hook", topk["layer"].map(hooks.resid_post))
+        topk.insert(1, "hook", topk["layer"].map(names))
         topk = topk.sort_values(["layer", "seq_id", "rank"], kind="stable").reset_index(drop=True)
-        dim_max = pd.DataFrame([{"layer": layer, "hook": hooks.resid_post(layer), "dim": d, "max_abs": float(v),
-                                 "n_outlier": int(self.dim_counts[layer][0, d]), "n_massive": int(self.dim_counts[layer][1, d]),
-                                 "n_positions": self.positions[layer]}
-                                for layer, m in sorted(self.dim_max.items()) for d, v in enumerate(m.tolist())])
+        layers = sorted(self.dim_max)
+        dm = torch.stack([self.dim_max[i] for i in layers]).cpu().numpy() if layers else np.zeros((0, 0), np.float32)
+        dc = torch.stack([self.dim_counts[i] for i in layers]).cpu().numpy() if layers else np.zeros((0, 2, 0), np.int64)
+        d = dm.shape[1]
+        dim_max = pd.DataFrame({"layer": np.repeat(np.asarray(layers, dtype=np.int64), d),
+                                "hook": np.repeat([hooks.resid_post(i) for i in layers], d).astype(object),
+                                "dim": np.tile(np.arange(d), len(layers)), "max_abs": dm.ravel().astype(np.float64),
+                                "n_outlier": dc[:, 0].ravel().astype(np.int64), "n_massive": dc[:, 1].ravel().astype(np.int64),
+                                "n_positions": np.repeat([self.positions[i] for i in layers], d).astype(np.int64)})
         return layer_stats, topk, dim_max
 
     @property
@@ -280,11 +333,26 @@ def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch
     forward = forward or default_forward(model, device)
     reducer = Reducer(k, backend, min_abs=min_abs, min_ratio=min_ratio, outlier_abs=outlier_abs, outlier_ratio=outlier_ratio)
     starts = range(0, len(inputs), batch_size)
-    with torch.inference_mode(), hooks.hooked(model, reducer.hooks(model)):
+    with torch.inference_mode():
         for start in (progress(starts) if progress else starts):
-            batch = inputs[start : start + batch_size]
-            reducer.batch(seq_ids[start : start + batch_size], None if vision else batch)
-            forward(batch)
+            batch, ids = inputs[start : start + batch_size], seq_ids[start : start + batch_size]
+            with hooks.hooked(model, reducer.hooks(model)):
+                reducer.batch(ids, None if vision else batch)
+                forward(batch)
+            try:
+                exact = reducer.flush()
+            except NonFiniteError:  # the forward pass again, checking each block as it comes: the exact message
+                with hooks.hooked(model, {name: lambda h, name: check_output(h[: len(ids)], name, ids)
+                                          for name in reducer.hooks(model)}):
+                    forward(batch)
+                raise
+            if not exact:  # a tie at the k-th value on the device path: this batch again, on the exact path
+                reducer.sync = True
+                with hooks.hooked(model, reducer.hooks(model)):
+                    reducer.batch(ids, None if vision else batch)
+                    forward(batch)
+                reducer.sync = None
+                reducer.flush()
     if vision:
         lay = arch.layout(model.config, inputs.shape, reducer.seq_len)
         names = lambda ids: {p: lay.name(p) for p in range(reducer.seq_len)}  # noqa: E731

@@ -306,3 +306,120 @@ def test_provenance_in_every_table(tmp_path, compose_in):
     meta = read_provenance(run_dir(cfg, "capture") / "topk.parquet")
     assert {"config", "git_commit", "packages", "seed"} <= set(meta)
     assert "tiny_llama" in meta["config"] and '"torch"' in meta["packages"]
+
+
+# ---------------------------------------------------------------- #28: no host synchronisation per block
+HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
+
+
+def count_host_reads(monkeypatch) -> tuple[dict, list]:
+    """Counts every host read of a tensor (HOST_READS) made inside the Reducer's hook and its flush:
+    on a GPU each of them would synchronise the device."""
+    counts, where = {"hook": 0, "flush": 0}, []
+
+    def counting(name):
+        orig = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, **kwargs):
+            if where:
+                counts[where[-1]] += 1
+            return orig(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+    for name in HOST_READS:
+        counting(name)
+    for method, key in (("__call__", "hook"), ("flush", "flush")):
+        orig = getattr(Reducer, method)
+
+        def inside(self, *args, _orig=orig, _key=key, **kwargs):
+            where.append(_key)
+            try:
+                return _orig(self, *args, **kwargs)
+            finally:
+                where.pop()
+
+        monkeypatch.setattr(Reducer, method, inside)
+    return counts, where
+
+
+def test_device_path_reads_nothing_back_inside_the_forward_pass(monkeypatch):
+    """What a capture on CUDA does (Reducer(sync=False): kernels.block's device path), run on the CPU
+    with every host read counted: none in any block's hook; a fixed number per batch in flush(),
+    whatever the number of blocks; and the same tables as the host path."""
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    ids = tiny.sequences(4, 32)
+    names = hooks.names(model, "blocks.*.hook_resid_post")
+    host = Reducer(k=8, backend="torch", sync=True)
+    with torch.inference_mode(), hooks.hooked(model, host.hooks(model)):
+        for b in (0, 2):
+            host.batch([b, b + 1], ids[b : b + 2])
+            model(ids[b : b + 2])
+            assert host.flush()
+    counts, _ = count_host_reads(monkeypatch)
+    per_batch = {}
+    for blocks in (names[:2], names):
+        device = Reducer(k=8, backend="torch", sync=False)
+        counts.update(hook=0, flush=0)
+        with torch.inference_mode(), hooks.hooked(model, {name: device for name in blocks}):
+            for b in (0, 2):
+                device.batch([b, b + 1], ids[b : b + 2])
+                model(ids[b : b + 2])
+                assert device.flush()
+        assert counts["hook"] == 0, counts
+        per_batch[len(blocks)] = counts["flush"] / 2
+    assert per_batch[2] == per_batch[tiny.L] > 0, per_batch  # one copy per field per batch, not per block
+    names_of = lambda ids: {int(i): str(int(i)) for i in ids}  # noqa: E731
+    for want, got in zip(host.tables(names_of), device.tables(names_of)):
+        pd.testing.assert_frame_equal(want, got, check_exact=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (scripts/gpu_check.sh runs it)")
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_capture_on_cuda_never_synchronises_inside_a_hook(monkeypatch, backend):
+    """On CUDA, torch's sync debug mode turns any synchronising call inside a block's hook into an error."""
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    ids = tiny.sequences(4, 32)
+    want = capture(model, ids, k=8, batch_size=2)
+    orig = Reducer.__call__
+
+    def strict(self, h, name):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return orig(self, h, name)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(Reducer, "__call__", strict)
+    got = capture(model.cuda(), ids, k=8, batch_size=2, backend=backend)
+    for table in ("layer_stats", "topk"):
+        pd.testing.assert_frame_equal(getattr(want, table), getattr(got, table), check_exact=False, rtol=1e-5)
+
+
+def test_a_tie_at_the_kth_value_is_redone_on_the_exact_path():
+    """The device path cannot cut a tie at the k-th |a| by index without reading back: its flush
+    says so (False, the batch dropped) and the batch again on the host path gives the host path's
+    tables, the lowest flat indices kept."""
+    h = torch.zeros(2, 6, 4)
+    h[:, 1:, 2] = -5.0  # 5 entries of |a| = 5 per sequence, the top-3 keeps 3 of them
+    h[1, 0, 0] = 9.0
+    name = hooks.resid_post(0)
+
+    def run(sync):
+        r = Reducer(k=3, backend="torch", sync=sync)
+        r.batch([0, 1])
+        r(h, name)
+        return r
+
+    device, host = run(False), run(True)
+    assert not device.flush() and host.flush()
+    device.sync = True
+    device.batch([0, 1])
+    device(h, name)
+    assert device.flush()
+    names_of = lambda ids: {int(i): str(int(i)) for i in ids}  # noqa: E731
+    for want, got in zip(host.tables(names_of), device.tables(names_of)):
+        pd.testing.assert_frame_equal(want, got, check_exact=True)
+    topk = host.tables(names_of)[1]
+    assert topk.query("seq_id == 0")["position"].tolist() == [1, 2, 3]  # the lowest indices among the tied
+    assert topk.query("seq_id == 1")["position"].tolist() == [0, 1, 2]
