@@ -83,7 +83,7 @@ class Capture:
         """A capture saved with `save`, or a pipeline run's capture folder."""
         from massive.results import load_capture
 
-        return load_capture(folder)
+        return load_capture(folder, cls)
 
     @property
     def k(self) -> int:

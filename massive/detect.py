@@ -98,7 +98,7 @@ class Detection:
         """A detection saved with `save`, or a pipeline run's detect folder."""
         from massive.results import load_detection
 
-        return load_detection(folder, k, thresholds)
+        return load_detection(folder, cls, k, thresholds)
 
     @property
     def dims(self) -> list[int]:

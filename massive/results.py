@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -22,10 +22,6 @@ import pyarrow.parquet as pq
 
 from massive.errors import MassiveError
 from massive.files import atomic_path
-
-if TYPE_CHECKING:
-    from massive.capture import Capture
-    from massive.detect import Detection
 
 KEY = "massive"  # the schema metadata key of the object's own fields
 CAPTURE_TABLES = ("layer_stats", "topk", "dim_max")
@@ -59,7 +55,7 @@ def write_json(obj: Any, path: str | Path) -> Path:
     return Path(path)
 
 
-def save_capture(stats: Capture, folder: str | Path, meta: dict[str, str] | None = None) -> Path:
+def save_capture(stats: Any, folder: str | Path, meta: dict[str, str] | None = None) -> Path:
     folder = Path(folder)
     own = {KEY: json.dumps({"thresholds": stats.thresholds, "vision": bool(stats.vision)}, sort_keys=True), **(meta or {})}
     for name in CAPTURE_TABLES:
@@ -69,18 +65,17 @@ def save_capture(stats: Capture, folder: str | Path, meta: dict[str, str] | None
     return folder
 
 
-def load_capture(folder: str | Path) -> Capture:
-    from massive.capture import Capture
-
+def load_capture(folder: str | Path, cls: type) -> Any:
+    """A `cls` (massive.capture.Capture, which calls this) from the files of `folder`."""
     folder = Path(folder)
     layer_stats, own = read_parquet(folder / "layer_stats.parquet")
     topk, _ = read_parquet(folder / "topk.parquet")
     dim_max = read_parquet(folder / "dim_max.parquet")[0] if (folder / "dim_max.parquet").is_file() else None
-    return Capture(layer_stats=layer_stats, topk=topk, dim_max=dim_max, vision=bool(own.get("vision", False)),
+    return cls(layer_stats=layer_stats, topk=topk, dim_max=dim_max, vision=bool(own.get("vision", False)),
                    thresholds=own.get("thresholds"))
 
 
-def save_detection(found: Detection, folder: str | Path, meta: dict[str, str] | None = None,
+def save_detection(found: Any, folder: str | Path, meta: dict[str, str] | None = None,
                    summary_extra: dict | None = None) -> Path:
     """The tables and summary.json ({**result, n_layers, k, **summary_extra}: the pipeline adds the
     model, corpus and protocol)."""
@@ -93,10 +88,9 @@ def save_detection(found: Detection, folder: str | Path, meta: dict[str, str] | 
     return folder
 
 
-def load_detection(folder: str | Path, k: int | None = None, thresholds: dict | None = None) -> Detection:
-    """A Detection from `folder` (`k`, `thresholds`: where the files predate their metadata)."""
-    from massive.detect import Detection
-
+def load_detection(folder: str | Path, cls: type, k: int | None = None, thresholds: dict | None = None) -> Any:
+    """A `cls` (massive.detect.Detection, which calls this) from `folder` (`k`, `thresholds`: where the
+    files predate their metadata)."""
     folder = Path(folder)
     if not (folder / SUMMARY_JSON).is_file():
         raise MassiveError(f"{folder / SUMMARY_JSON} is missing (save the detection there first, or run the detect rule)")
@@ -109,7 +103,7 @@ def load_detection(folder: str | Path, k: int | None = None, thresholds: dict | 
             continue
         tables[name], meta = read_parquet(folder / f"{name}.parquet")
         own = own or meta
-    return Detection(**tables, result=result, n_layers=n_layers,
+    return cls(**tables, result=result, n_layers=n_layers,
                      k=own.get("k", k if k is not None else saved_k),
                      capped=bool(own.get("capped", result.get("saturated"))),
                      thresholds=own.get("thresholds", thresholds or {}))

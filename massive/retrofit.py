@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -439,3 +440,49 @@ def run_arm(model: nn.Module, name: str, variant: str | None, ablation: Callable
     back = evaluate(model, rf, held, None, cfg.batch_size, where=f"{where}: arm {name!r}, massive set back")
     set_back = ratio_interval(back.nll, intact.nll, resamples, cfg.seed, where=f"{where}: arm {name!r} set back")
     return Arm(name, variant or "none", ablation is not None, rf.n_params if rf else 0, curve, last["ev"], set_back)
+
+
+# ---------------------------------------------------------------- what the arms say
+MASS_ONLY, VALUE_ONLY, BOTH = ("sink_logit", "softmax_plus_one"), ("value_bias",), ("attn_bias",)
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:,.0f}x" if ratio >= 100 else f"{ratio:.2f}x"
+
+
+def reading(summary: pd.DataFrame, layers: pd.DataFrame | None = None, factor: float = 10.0) -> str:
+    """One paragraph on what the arms of a retrofit run support (summary: rule retrofit's
+    summary.parquet; layers: its layers.parquet, to tell whether attn_bias's slot ever opened).
+    Recovery is read on the log scale: an arm recovers log(ratio of none) - log(its ratio); one reading
+    is called "far more" than another when its remaining ratio is `factor` times smaller."""
+    rows = summary[summary["massive"] == "ablated"].set_index("arm")
+    if "none" not in rows.index or len(rows) < 2:
+        return "No trained arm under the ablation: nothing to read."
+    base = float(rows.loc["none", "ratio_to_intact"])
+    parts = [f"Zeroing the massive activations from their emergence block multiplies the held-out perplexity by "
+             f"{base:,.0f}."]
+    for arm, r in rows.drop(index="none").iterrows():
+        parts.append(f"{arm} ({int(r['params']):,} parameters, {int(r['step'])} steps) leaves {_x(r['ratio_to_intact'])} "
+                     f"[{_x(r['ratio_lo'])}, {_x(r['ratio_hi'])}].")
+    best = lambda names: min((float(rows.loc[n, "ratio_to_intact"]) for n in names if n in rows.index), default=None)  # noqa: E731
+    mass, value, both = best(MASS_ONLY), best(VALUE_ONLY), best(BOTH)
+    if value is not None and mass is not None:
+        if value * factor <= mass:
+            parts.append("Value alone recovers far more than mass alone: here the massive activations act mainly as a "
+                         "constant value offset to attention outputs.")
+        elif mass * factor <= value:
+            parts.append("Mass alone recovers far more than value alone: the attention-sink reading (the sink absorbs "
+                         "softmax weight) is supported here.")
+        else:
+            parts.append("Mass alone and value alone recover comparably.")
+    if "mlp_bias" in rows.index and value is not None:
+        control = float(rows.loc["mlp_bias", "ratio_to_intact"])
+        parts.append(f"The parameter-matched control (mlp_bias) leaves {_x(control)}: "
+                     + ("value_bias does better, so where the bias enters matters." if value < control else
+                        "as good as value_bias, so a bias anywhere in the residual stream does as well."))
+    if both is not None and layers is not None and "attn_bias" in set(layers["arm"]):
+        opened = float(layers[layers["arm"] == "attn_bias"]["slot_share"].max())
+        if opened < 0.01:
+            parts.append(f"attn_bias's slot stayed closed (at most {opened:.3f} of the attention): its result says "
+                         "nothing about mass and value together yet; train longer or raise retrofit.logit_lr.")
+    return " ".join(parts)

@@ -167,6 +167,25 @@ def origins_section(folder: Path, model: str, corpus: str) -> Markup:
                   images=[("contributions", png(folder / "contributions.png"))])
 
 
+RETROFIT_SHOWN = ["arm", "variant", "massive", "params", "step", "perplexity", "ratio_to_intact", "ratio_lo", "ratio_hi",
+                  "ratio_set_back", "set_back_lo", "set_back_hi"]
+
+
+def retrofit_section(folder: Path, model: str, corpus: str) -> Markup:
+    """Rule retrofit: what an explicit attention bias recovers of the ablated model, in words, the
+    arms' table and the recovery curves (folder: results/<model>/<corpus>/retrofit/<config id>)."""
+    from massive.retrofit import reading
+
+    summary, layers = read_table(folder / "summary.parquet"), read_table(folder / "layers.parquet")
+    first = summary.iloc[0] if len(summary) else None
+    return render("retrofit.html.j2", model=model, corpus=corpus, reading=reading(summary, layers),
+                  held=first["eval_chunks"] if first is not None else "", train=first["train_chunks"] if first is not None else "",
+                  seq_len=int(first["seq_len"]) if first is not None else 0,
+                  arms=table(summary[RETROFIT_SHOWN], float_format=lambda v: f"{v:,.2f}" if abs(v) < 1000 else number(v),
+                             none_found=True),
+                  images=[("recovery", png(folder / "recovery.png"))])
+
+
 QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", "ratio_to_float", "rel_error", "kept", "note"]
 WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", "ratio_to_full", "entries_changed"]
 
@@ -196,7 +215,7 @@ def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
     stage's settings.yaml beside its outputs); `layer_stats` and `attention` (its summary.json, or
     None) feed the sweep's summary and curves."""
     det, figs, cap = dirs["detect"], dirs["figures"], dirs["capture"]
-    attention, origins, inference = (dirs.get(s) for s in ("attention", "origins", "inference"))
+    attention, origins, retrofit, inference = (dirs.get(s) for s in ("attention", "origins", "retrofit", "inference"))
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")
     result = json.loads((det / "summary.json").read_text())
@@ -220,6 +239,7 @@ def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
         "attention": json.loads((attention / "summary.json").read_text()) if attention else None,
         "attention_html": attention_section(attention, model, corpus) if attention else Markup(""),
         "origins_html": origins_section(origins, model, corpus) if origins else Markup(""),
+        "retrofit_html": retrofit_section(retrofit, model, corpus) if retrofit else Markup(""),
         "inference_html": inference_section(inference, model, corpus) if inference else Markup(""),
         "settings": {stage: (d / paths.MANIFEST).read_text() if (d / paths.MANIFEST).is_file() else None
                      for stage, d in dirs.items() if d is not None},

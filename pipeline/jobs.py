@@ -24,7 +24,7 @@ from massive.errors import MassiveError
 from pipeline import paths, stages
 from pipeline import sweep as sweeps
 
-RULES = ("fetch_model", "fetch_corpus", "tokenize", "capture", "detect", "figures", "attention", "origins", "inference",
+RULES = ("fetch_model", "fetch_corpus", "tokenize", "capture", "detect", "figures", "attention", "origins", "retrofit", "inference",
          "ablate", "zeroshot", "ablate_images", "ablation", "report", "train", "train_compare", "train_scale")  # Plan.args
 TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
 CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
@@ -84,6 +84,7 @@ class Plan:
         self.zeroshot_pairs = sweeps.zeroshot_pairs(sweep)  # each LLM once, on the sweep's first corpus
         self.attention, self.origins = sweep.get("attention"), sweep.get("origins")
         self.inference = sweep.get("inference")
+        self.retrofit = sweep.get("retrofit")  # None: no retrofit jobs ({}: with the defaults)
         self.inference_pairs = sweeps.inference_pairs(sweep)
         self.vision = sweep.get("vision") or {"models": [], "images": [], "layers": [], "interventions": [], "overrides": []}
         train = sweep.get("train") or {}
@@ -122,8 +123,9 @@ class Plan:
             return [f"data={w['corpus']}", *stages.relevant(sweeps.overrides(s), rule)]
         if rule in ("tokenize", "capture", "detect", "figures"):
             return self.pair_args(rule, w["model"], w["corpus"])
-        if rule in ("attention", "origins", "inference"):
-            section = {"attention": self.attention, "origins": self.origins, "inference": self.inference}[rule]
+        if rule in ("attention", "origins", "retrofit", "inference"):
+            section = {"attention": self.attention, "origins": self.origins, "retrofit": self.retrofit,
+                       "inference": self.inference}[rule]
             return self.pair_args(rule, w["model"], w["corpus"], *section_overrides(section, rule, skip=("corpora",)))
         if rule == "ablate":
             return self.ablate_args(rule, w["model"], w["corpus"], w["layers"], self.ablate["interventions"], *sizes)
@@ -154,6 +156,7 @@ class Plan:
             yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in pairs for layers in self.ablate["layers"])
         yield from (("attention", {"model": m, "corpus": c}) for m, c in self.llm_pairs if self.attention)
         yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if self.origins is not None)
+        yield from (("retrofit", {"model": m, "corpus": c}) for m, c in llm_pairs if self.retrofit is not None)
         yield from (("inference", {"model": m, "corpus": c}) for m, c in self.inference_pairs)
         yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in self.vision["models"]
                     for i in self.vision["images"] for layers in self.vision["layers"])

@@ -34,6 +34,7 @@ FIGURES = ("layerwise", "prompt_3d", "token_map")
 ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
                    "sink_curve.png", "summary.json")
 ORIGINS_FILES = ("sublayers.parquet", "superweights.parquet", "perplexity.parquet", "contributions.png")
+RETROFIT_FILES = ("curves.parquet", "layers.parquet", "summary.parquet", "recovery.png")
 INFERENCE_FILES = ("headroom.parquet", "quantization.parquet", "window.parquet", "summary.json", "headroom.png",
                    "quantization.png")
 RETROFIT_FILES = ("summary.parquet", "curves.parquet", "layers.parquet", "recovery.png")  # pipeline/retrofit.py
@@ -130,6 +131,11 @@ def attention_file(model: str, corpus: str, cid: str, name: str, results: str = 
 def origins_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
     """An output of rule origins (ORIGINS_FILES)."""
     return f"{run_dir(model, corpus, 'origins', cid, results)}/{name}"
+
+
+def retrofit_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:
+    """An output of rule retrofit (RETROFIT_FILES)."""
+    return f"{run_dir(model, corpus, 'retrofit', cid, results)}/{name}"
 
 
 def inference_file(model: str, corpus: str, cid: str, name: str, results: str = RESULTS) -> str:

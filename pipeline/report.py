@@ -22,7 +22,7 @@ from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
 from pipeline.io import atomic_path, provenance, read_table, results_dir
 
 
-PAIR_STAGES = ("tokenize", "capture", "detect", "figures", "attention", "origins", "inference")  # a pair's tab
+PAIR_STAGES = ("tokenize", "capture", "detect", "figures", "attention", "origins", "retrofit", "inference")  # a pair's tab
 
 
 def report_path(cfg: DictConfig) -> Path:

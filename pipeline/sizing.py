@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 from massive.errors import MassiveError
 
-GPU_RULES = ("capture", "ablate", "zeroshot", "attention", "origins", "inference", "ablate_images")
+GPU_RULES = ("capture", "ablate", "zeroshot", "attention", "origins", "retrofit", "inference", "ablate_images")
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
 GATED_ACTS = ("silu", "swish", "swiglu")  # gated MLPs (up, gate, down): LLaMA, Mistral, Mixtral, Qwen, ...
 GIB = 1024**3
@@ -284,6 +284,11 @@ def work(rule: str, cfg, w: Weights) -> tuple[float, float]:
         tokens = 3 * cfg.attention.num_sequences * seq
     elif rule == "origins":
         tokens = len(o.interventions) * o.max_chunks * seq + 2 * o.num_sequences * seq
+    elif rule == "retrofit":  # per arm: training steps (forward + backward ~ 3 forwards) and evaluations
+        r = cfg.retrofit
+        arms = 1 + len(r.variants) + len(r.kept)
+        evals = r.steps // r.eval_every + 3  # step 0, every eval_every, the set-back and the norms
+        tokens = arms * (3 * r.steps * r.batch_size + evals * r.eval_chunks) * r.seq_len
     elif rule == "inference":
         runs = 1 + len(inf.schemes) * (2 if inf.with_mean else 1) + len(inf.windows) * (1 + len(inf.sinks) * (1 + len(inf.sink_interventions)))
         reference = runs * inf.max_chunks * seq + inf.num_sequences * seq
@@ -308,6 +313,8 @@ def _batch_bytes(rule: str, cfg, w: Weights, batch: int, seq: int) -> float:
     total = batch * seq * per_token
     if rule == "attention":
         total += 2 * batch * heads * seq * seq * 4
+    if rule == "retrofit":  # training: every layer's activations are kept for the backward pass
+        total *= _get(c, "num_hidden_layers", "n_layer", default=32) or 32
     return total
 
 
@@ -316,9 +323,10 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
     site = site or Site()
     m, a, inf = cfg.model, cfg.ablate, cfg.inference
     dtype = _value(m.dtype)
-    seq = cfg.tokenize.seq_len or m.seq_len
+    seq = cfg.retrofit.seq_len if rule == "retrofit" else cfg.tokenize.seq_len or m.seq_len
     batch = {"capture": cfg.capture.batch_size, "ablate": a.batch_size, "zeroshot": a.batch_size,
              "attention": 1, "origins": cfg.origins.batch_size, "inference": inf.batch_size,
+             "retrofit": cfg.retrofit.batch_size,
              "ablate_images": a.batch_size}[rule]
     if _is_vit(cfg):
         seq = tokens_per_image(w.config) if w.config else 257

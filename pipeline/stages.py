@@ -66,6 +66,8 @@ STAGES = {s.name: s for s in [
     Stage("attention", (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
           ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES),
     Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES),
+    Stage("retrofit", (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"), ("detect",),
+          files=paths.RETROFIT_FILES),
     Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
           files=paths.INFERENCE_FILES),
     # pipeline/retrofit.py (not a rule of the DAG yet): its folder is keyed like the others'

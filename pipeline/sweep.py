@@ -332,7 +332,7 @@ def _stage(argv: list[str]) -> str | None:
 
 
 # the config sections read by one rule: a bad key there is reported under that rule's first job
-SECTION_RULES = ("tokenize", "capture", "detect", "figures", "ablate", "attention", "origins", "inference")
+SECTION_RULES = ("tokenize", "capture", "detect", "figures", "ablate", "attention", "origins", "retrofit", "inference")
 
 
 def check_configs(name: str, jobs: Iterable[tuple[str, list[str], str]], cache: str | Path | None = None) -> int:

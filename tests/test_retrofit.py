@@ -219,3 +219,25 @@ def test_rule_retrofit_unknown_variant_is_one_line(detected):
 
     _, base, _ = detected
     assert_one_line_error(run_module("retrofit", *base, "retrofit.variants=[halve]"), "unknown retrofit variant 'halve'")
+
+
+# ---------------------------------------------------------------- rule retrofit in the DAG
+def test_a_retrofit_section_plans_one_job_per_model_and_corpus(tmp_path):
+    from test_dag import job_counts, snakemake, write_sweep
+
+    sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["wiki_sample", "news_sample"],
+                        retrofit={"variants": ["value_bias", "mlp_bias"], "steps": 4})
+    proc = snakemake("-n", "-p", "--config", f"sweep={sweep}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert job_counts(proc.stdout)["retrofit"] == 2
+    commands = [ln for ln in proc.stdout.splitlines() if "-m pipeline.retrofit " in ln]
+    assert all("retrofit.variants=[value_bias,mlp_bias]" in c and "retrofit.steps=4" in c for c in commands), commands
+
+
+def test_an_unknown_retrofit_variant_fails_the_dry_run_in_one_line(tmp_path):
+    from test_dag import snakemake, write_sweep
+
+    sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["wiki_sample"], retrofit={"variants": ["halve"]})
+    proc = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode != 0 and len(errors) == 1 and "unknown retrofit variant 'halve'" in errors[0], proc.stderr[-2000:]
