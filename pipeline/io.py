@@ -104,7 +104,7 @@ def writer_of(path: str | Path) -> str:
     if path.name.startswith("ablation_"):
         return "ablation"
     parts = path.parts
-    for stage in ("capture", "detect", "attention", "origins", "inference", "ablate", "train"):
+    for stage in ("capture", "detect", "attention", "origins", "retrofit", "inference", "ablate", "train"):
         if stage in parts[:-1]:
             return stage
     return "the rule that makes it"

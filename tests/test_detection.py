@@ -242,9 +242,11 @@ def test_float16_capture_fails_in_one_line_and_writes_nothing(tmp_path, compose_
     args = [f"paths.root={tmp_path}", "wandb.mode=disabled", "model=tiny_random", "model.source=local",
             f"model.path={tmp_path / 'hf_llama'}", "model.name=tiny_llama", "model.seq_len=32", "capture.top_k=16",
             "model.dtype=float16"]
+    half = compose_in(*args[2:])  # the model's dtype is part of the token stage's identity: its own tokens
+    write_table(read_table(tokens_file(cfg)), tokens_file(half), half)
     proc = run_module("capture", *args)
     assert_one_line_error(proc, f"block {LAYER}'s output", "inf", "float16", "float32 or bfloat16")
-    assert not run_dir(cfg, "capture").exists()
+    assert not run_dir(half, "capture").exists()
 
 
 # ---------------------------------------------------------------- the rules

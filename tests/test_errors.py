@@ -170,7 +170,9 @@ def good_run(tmp_path_factory):
     for stage in ("fetch_model", "fetch_corpus", "tokenize", "capture"):
         proc = run_module(stage, *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (root / "results/tiny_random/news_sample/capture/.hydra/config.yaml").is_file()
+    from conftest import only_id
+
+    assert (only_id(root / "results/tiny_random/news_sample/capture") / ".hydra/config.yaml").is_file()
     return root, args
 
 
@@ -216,7 +218,9 @@ def good_copy(good_run, tmp_path):
 
 def test_a_corrupt_parquet_input_names_the_file_and_its_rule(good_copy, good_run):
     copy, args, original = good_copy
-    tokens = copy / "results/tiny_random/news_sample/tokens.parquet"
+    from conftest import only_id
+
+    tokens = only_id(copy / "results/tiny_random/news_sample/tokenize") / "tokens.parquet"
     tokens.write_bytes(tokens.read_bytes()[: tokens.stat().st_size // 2])
     before = tree(copy)
     proc = run_module("capture", *args)

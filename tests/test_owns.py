@@ -55,7 +55,7 @@ def test_unsafe_names_fail_the_dry_run_in_one_line(work):
     bad = work.parent / "bad.yaml"
     bad.write_text(yaml.safe_dump({"models": ["tiny_random"], "corpora": ["news_sample"], "overrides": ["data.name=../../x"]}))
     proc = snakemake("-n", "--config", f"sweep={bad}", cwd=work)
-    assert_one_line_error(proc, "rule fetch_model (tiny_random)", "data.name='../../x' is not a safe name")
+    assert_one_line_error(proc, "rule tokenize (tiny_random, news_sample)", "data.name='../../x' is not a safe name")
     # 2. a sweep file whose name would run commands: refused at -n, nothing run, nothing written
     weird = work.parent / "a|touch PWNED|b; $(touch PWNED2) 'my sweep.yaml"
     weird.write_text(bad.read_text())
@@ -165,7 +165,7 @@ def fetched_work(tmp_path_factory):
     ("tokenize.seq_len=100000", ["rule tokenize (tiny_random, news_sample)", "seq_len=100000", "maximum positions"]),
     ("detect.min_abs=nan", ["detect.min_abs=nan is not a finite number"]),
     ("capture.topk=3", ["rule capture (tiny_random, news_sample)", "topk"]),
-    ("ablate.layers=[1,99]", ["rule ablate (tiny_random, news_sample, 1_99)", "block 99"]),
+    ("ablate.layers=[1,99]", ["overrides entry 'ablate.layers=[1,99]'", "the DAG sets per job"]),  # blocks: test_experiments
 ])
 def test_values_known_from_the_config_fail_before_snakemake_deletes_anything(fetched_work, override, needles):
     sweep = fetched_work.parent / "s.yaml"
@@ -203,7 +203,9 @@ def test_a_deleted_summary_json_is_made_again(tiny_dag, tmp_path):
 
     copy = tmp_path / "dag"
     shutil.copytree(tiny_dag, copy, symlinks=True)  # mtimes kept; fetched.json's paths are relative: the copy's own
-    (copy / "results/tiny_random/news_sample/detect/summary.json").unlink()
+    from conftest import only_id
+
+    (only_id(copy / "results/tiny_random/news_sample/detect") / "summary.json").unlink()
     proc = snakemake("-n", "--config", f"sweep={copy / 'sweep.yaml'}", cwd=copy)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert job_counts(proc.stdout).get("detect") == 1, proc.stdout[-3000:]

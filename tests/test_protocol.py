@@ -131,7 +131,8 @@ def test_bos_always_for_a_tokenizer_without_one_fails_in_one_line(tmp_path, comp
     cfg, argv = setup_run(tmp_path, compose_in, "model.bos=always")
     tok = byte_tokenizer()
     tok.bos_token = None
-    tok.save_pretrained(tmp_path / "hf")  # the fetched model's tokenizer has no BOS token now
+    tok.save_pretrained(tmp_path / "hf")  # the model's tokenizer has no BOS token now
+    fetch_model.run(cfg)  # fetched again (fetch_model records the files' hashes)
     proc = run_module("tokenize", *argv)
     assert_one_line_error(proc, "model.bos=always", "'tiny_bos'", "no BOS token")
     assert not tokens_file(cfg).exists()

@@ -84,10 +84,14 @@ def test_two_processes_write_byte_identical_tables(tmp_path):
         for proc in procs:
             _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, (stage, err[-3000:])
+    from conftest import only_id
+
     out = "results/tiny_llama/news_sample"
-    files = [f"{out}/tokens.parquet"] + [f"{out}/{stage}/{table}.parquet" for stage, table in TABLES] + [f"{out}/detect/summary.json"]
+    at = lambda folder, stage: only_id(folder / out / stage).relative_to(folder)  # noqa: E731 (the same config id in both)
+    files = [at(folders[0], "tokenize") / "tokens.parquet"] + [at(folders[0], stage) / f"{table}.parquet" for stage, table in TABLES]
+    files += [at(folders[0], "detect") / "summary.json"]
     for rel in files:
         a, b = (folder / rel for folder in folders)
         assert digest(a) == digest(b), rel
-    summary = read_table(folders[0] / out / "detect/summary.parquet")
+    summary = read_table(folders[0] / at(folders[0], "detect") / "summary.parquet")
     assert summary[["dim", "role", "emerge_layer"]].values.tolist() == [[DIM, "delimiter", LAYER]]  # the planted one, found

@@ -197,11 +197,16 @@ def test_reruns_only_what_is_missing(tmp_path):
     assert summary.returncode == 0, summary.stderr[-3000:]
     outputs = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line]
     assert len(outputs) > 20
+    from conftest import run_module
+
+    fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)  # a real marker: it is checked
+    assert fetched.returncode == 0, fetched.stderr[-2000:]
     now = time.time()
     for out in outputs:  # a finished run: every output present, all of one age
         path = tmp_path / out
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("done")
+        if not path.name == "fetched.json":
+            path.write_text("done")
         os.utime(path, (now, now))
     done = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert done.returncode == 0 and "Nothing to be done" in done.stdout + done.stderr, done.stdout[-2000:]
@@ -209,8 +214,9 @@ def test_reruns_only_what_is_missing(tmp_path):
     # a capture job failed on the cluster: it left no outputs, and nothing downstream of it was made
     failed = tmp_path / "results/tiny_random/wiki_sample"
     for sub in ["capture", "detect", "figures"]:
-        for f in (failed / sub).iterdir():
-            f.unlink()
+        for f in (failed / sub).rglob("*"):
+            if f.is_file():
+                f.unlink()
     (tmp_path / "results/report_sweep.html").unlink()
     again = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -306,9 +312,12 @@ def test_tiny_dag_runs_as_slurm_jobs(tmp_path, local_slurm):
     results = tmp_path / "results"
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report
-    for f in ["tokens.parquet", "capture/topk.parquet", "capture/layer_stats.parquet", "detect/summary.json",
+    from conftest import only_id
+
+    for f in ["tokenize/tokens.parquet", "capture/topk.parquet", "capture/layer_stats.parquet", "detect/summary.json",
               "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:
-        assert (results / "tiny_random/news_sample" / f).stat().st_size > 0, f
+        stage, name = f.split("/")
+        assert (only_id(results / "tiny_random/news_sample" / stage) / name).stat().st_size > 0, f
     # (mtime only: the outputs are all there and in order, whatever edits the Snakefile got meanwhile)
     rerun = snakemake("-n", *args, "--rerun-triggers", "mtime", cwd=tmp_path, env=env, timeout=120)
     assert rerun.returncode == 0 and "Nothing to be done" in rerun.stdout + rerun.stderr, \
