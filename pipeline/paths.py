@@ -37,7 +37,6 @@ ORIGINS_FILES = ("sublayers.parquet", "superweights.parquet", "perplexity.parque
 RETROFIT_FILES = ("curves.parquet", "layers.parquet", "summary.parquet", "recovery.png")
 INFERENCE_FILES = ("headroom.parquet", "quantization.parquet", "window.parquet", "summary.json", "headroom.png",
                    "quantization.png")
-RETROFIT_FILES = ("summary.parquet", "curves.parquet", "layers.parquet", "recovery.png")  # pipeline/retrofit.py
 ABLATION_EXTS = ("parquet", "png", "html")
 ABLATE_FILES = ("perplexity.parquet", "regrowth.parquet")  # rule ablate, per model x corpus x layers
 TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")

@@ -70,9 +70,6 @@ STAGES = {s.name: s for s in [
           files=paths.RETROFIT_FILES),
     Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
           files=paths.INFERENCE_FILES),
-    # pipeline/retrofit.py (not a rule of the DAG yet): its folder is keyed like the others'
-    Stage("retrofit", (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"), ("detect",),
-          files=paths.RETROFIT_FILES),
 ]}
 # the unkeyed rules that read a model's or a corpus's config: the overrides that reach them
 FETCH_READS = {"fetch_model": ("model", "seed"), "fetch_corpus": ("data", "seed")}
