@@ -22,7 +22,7 @@ from estimate import planned_jobs  # noqa: E402  (the jobs of a dry run: rule, w
 PROFILE = REPO / "profiles/slurm"
 SITE_VARS = ["MA_SLURM_ACCOUNT", "MA_SLURM_CPU_PARTITION", "MA_SLURM_GPU_PARTITION", "MA_SLURM_GPU_TYPE"]
 GPU_RULES = ["capture", "ablate", "attention", "train"]
-SIZED_RULES = ["capture", "ablate", "ablate_images", "zeroshot", "attention", "origins", "inference"]
+SIZED_RULES = ["capture", "ablate", "ablate_images", "zeroshot", "attention", "origins", "retrofit", "inference"]
 CPU_RULES = ["tokenize", "detect", "figures"]
 LOCAL_RULES = ["fetch_model", "fetch_corpus", "report"]
 
@@ -128,7 +128,7 @@ def test_paper_sweep_plan_with_resources_and_its_estimate(tmp_path):
     counts = job_counts(proc.stdout)
     llm, vit = 6 * 4, 10  # LLMs x corpora, ViTs x ImageNet
     per_pair = {"tokenize": llm + vit, "capture": llm + vit, "detect": llm + vit, "figures": llm + vit, "ablate": 2 * llm,
-                "zeroshot": 2 * 6, "attention": llm, "origins": llm, "inference": llm,  # zero-shot: once per model
+                "zeroshot": 2 * 6, "attention": llm, "origins": llm, "retrofit": llm, "inference": llm,  # zero-shot: once per model
                 "ablate_images": vit}
     assert counts == {"fetch_model": 16, "fetch_corpus": 5, **per_pair, "ablation": 1, "report": 1, "all": 1}, counts
     jobs = planned_jobs(proc.stdout)
