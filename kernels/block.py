@@ -6,10 +6,11 @@ in float32 whatever h's dtype (a BlockStats of tensors on h's device):
   values   [n, k]    the k largest |a|, descending; among equal |a| the lowest flat index first
   signed   [n, k]    the signed a at those entries
   indices  [n, k]    flat indices into h[i] ([T, D] row-major)
-  counts   [n, 3]    exact counts of |a| > min_abs, > min_ratio x median, > both (massive)
+  counts   [n, C]    exact counts of |a| > max(min_abs, min_ratio x median) (massive), for each of
+                     the C (min_abs, min_ratio) pairs of the thresholds' ladders (Thresholds.massive)
   dim_max  [D]       max |a| per feature dim over every sequence and position
-  dim_counts [2, D]  per dim, the positions with |a| > outlier_abs and > outlier_ratio x median
-                     (outlier), and above both massive thresholds
+  dim_counts [C', D] per dim, the positions with |a| > outlier_abs and > outlier_ratio x median
+                     (outlier, each pair of Thresholds.outlier), then above each massive pair
   finite   [n] bool  whether h[i] is free of inf and NaN (the statistics of a row that is not are
                      meaningless: the caller raises)
   tied     [n] bool  the device path met a tie at the k-th value that crosses the cut (which of the
@@ -25,9 +26,10 @@ Two paths:
             top-k: the entries above a value that the sample puts at about 4k entries are the
             candidates, compacted in index order, and a stable sort of them gives the top-k with
             ties cut by index (top_row; too few candidates: torch.topk with the tie fix).
-          Every count above a threshold at or above that value is counted over the candidates;
-          only lower thresholds (more entries pass than the top-k holds: saturation; or the
-          outlier magnitude) are counted over the row, and per dim only over dims whose max passes.
+          The entries above the lowest massive threshold are found among the candidates (one pass
+          over the row only when it lies below their value: more pass than the top-k holds,
+          saturation), and every massive count of the ladder is a search in their sorted values;
+          the outlier magnitude is counted over the row, per dim only over dims whose max passes.
   device  (CUDA; `sync=False`): no value goes to the host, so the device is never synchronised:
           torch.kthvalue for the median, then the Triton kernel (kernels/triton_topk.py: top-k,
           dim max and every count in one read of h per sequence) or, without Triton, torch ops
@@ -53,25 +55,48 @@ SAMPLE = 4096  # entries per row that bracket the median (host path)
 SMALL = 16384  # rows shorter than this take torch.kthvalue at once
 
 
+def _ladder(values) -> tuple[float, ...]:
+    """A threshold or a ladder of them as a sorted tuple of floats without repeats."""
+    values = [values] if isinstance(values, (int, float)) else list(values)
+    return tuple(sorted({float(v) for v in values}))
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """What the exact counts count: |a| > min_abs, > min_ratio x median (both: massive); per dim
-    |a| > outlier_abs and > outlier_ratio x median (outlier features)."""
+    """What the exact counts count, each a threshold or a ladder of them: per sequence and per dim,
+    |a| above max(a, r x median) for every (a, r) of min_abs x min_ratio (massive); per dim, |a|
+    above max(a, r x median) for every (a, r) of outlier_abs x outlier_ratio (outlier features).
+    A ladder lets detection pick any of its thresholds later without a new capture."""
 
-    min_abs: float = 100.0
-    min_ratio: float = 1000.0
-    outlier_abs: float = 6.0
-    outlier_ratio: float = 9.0
+    min_abs: tuple[float, ...] | float = 100.0
+    min_ratio: tuple[float, ...] | float = 1000.0
+    outlier_abs: tuple[float, ...] | float = 6.0
+    outlier_ratio: tuple[float, ...] | float = 9.0
+
+    def __post_init__(self):
+        for name in ("min_abs", "min_ratio", "outlier_abs", "outlier_ratio"):
+            object.__setattr__(self, name, _ladder(getattr(self, name)))
+
+    @property
+    def massive(self) -> list[tuple[float, float]]:
+        """The (min_abs, min_ratio) pairs counted, in the order of the counts' columns."""
+        return [(a, r) for a in self.min_abs for r in self.min_ratio]
+
+    @property
+    def outlier(self) -> list[tuple[float, float]]:
+        """The (outlier_abs, outlier_ratio) pairs counted per dim, before the massive pairs."""
+        return [(a, r) for a in self.outlier_abs for r in self.outlier_ratio]
 
     def of(self, med: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(count thresholds [n, 3], per-dim thresholds [n, 2]) for the medians `med` [n], in float32
-        (as |a| is compared)."""
+        """(count thresholds [n, len(massive)], per-dim thresholds [n, len(outlier) + len(massive)])
+        for the medians `med` [n], in float32 (as |a| is compared)."""
         f32 = np.float32  # scalars, so that nothing is read back from a device
-        ratio = med * f32(self.min_ratio)
-        massive = torch.clamp(ratio, min=f32(self.min_abs))
-        outlier = torch.clamp(med * f32(self.outlier_ratio), min=f32(self.outlier_abs))
-        return (torch.stack([torch.full_like(ratio, self.min_abs), ratio, massive], dim=1),
-                torch.stack([outlier, massive], dim=1))
+
+        def above(pairs):
+            return [torch.clamp(med * f32(r), min=f32(a)) for a, r in pairs]
+
+        massive = above(self.massive)
+        return torch.stack(massive, dim=1), torch.stack(above(self.outlier) + massive, dim=1)
 
 
 @dataclass
@@ -179,19 +204,15 @@ def _pool() -> ThreadPoolExecutor:
     return _pools(torch.get_num_threads())
 
 
-def _count_above(x: np.ndarray, cand: np.ndarray, t: float, thr: float) -> int:
-    """|a| > thr in the row x, counted over the candidates (every entry above t) when thr >= t."""
-    return int(np.count_nonzero(x[cand] > thr)) if thr >= t else int(np.count_nonzero(x > thr))
-
-
 def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockStats:
     n, d = x.shape[0], x.shape[-1]
     row_max = a.view(n, -1, d).amax(dim=1)  # [n, D]; inf and NaN propagate
     finite = torch.isfinite(row_max).all(dim=1)
     if not bool(finite.all()):  # the caller raises: no statistic of it is used
         z = torch.zeros
-        return BlockStats(z(n), z(n, k), z(n, k), z(n, k, dtype=torch.int64), z(n, 3, dtype=torch.int64),
-                          row_max.amax(dim=0), z(2, d, dtype=torch.int64), finite, z(n, dtype=torch.bool))
+        return BlockStats(z(n), z(n, k), z(n, k), z(n, k, dtype=torch.int64), z(n, len(thr.massive), dtype=torch.int64),
+                          row_max.amax(dim=0), z(len(thr.outlier) + len(thr.massive), d, dtype=torch.int64), finite,
+                          z(n, dtype=torch.bool))
     an, mn = a.numpy(), row_max.numpy()
     med = np.array(list(_pool().map(lambda row: median_row(row, d), an)) if n > 1 and torch.get_num_threads() > 1
                    else [median_row(row, d) for row in an], dtype=np.float32)
@@ -205,17 +226,23 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
             cand, t = i, float(row[i[-1]])  # every entry above the k-th |a| is in the top-k
         else:
             cand, t, i = top
+        # the entries above the lowest count threshold: among the candidates when it is at or above t,
+        # else one pass; each count above a threshold at or above it is then counted over those alone
+        low = np.float32(count_thr[r].min())
+        hot = cand[row[cand] > low] if low >= t else np.flatnonzero(row > low)
+        ranked = np.sort(row[hot])
+        counts = ranked.size - np.searchsorted(ranked, count_thr[r], side="right")
         dc = np.zeros((dim_thr.shape[1], d), dtype=np.int64)
         for c, v in enumerate(dim_thr[r]):
-            if v >= t:
-                dc[c] = np.bincount(cand[row[cand] > v] % d, minlength=d)
+            if v >= low:
+                dc[c] = np.bincount(hot[row[hot] > v] % d, minlength=d)
                 continue
             cols = np.flatnonzero(mn[r] > v)  # only dims whose max passes can count
             if len(cols) > d // 8:
                 dc[c] = np.count_nonzero(row.reshape(-1, d) > v, axis=0)
             elif len(cols):
                 dc[c, cols] = np.count_nonzero(row.reshape(-1, d)[:, cols] > v, axis=0)
-        return i, [_count_above(row, cand, t, v) for v in count_thr[r]], dc
+        return i, counts, dc
 
     # the rows side by side on torch's threads (numpy lets go of the GIL in these loops)
     rows = list(_pool().map(one, range(n))) if n > 1 and torch.get_num_threads() > 1 else [one(r) for r in range(n)]

@@ -4,10 +4,13 @@ A hook at every block's output (`blocks.L.hook_resid_post`: the residual stream 
 residual adds, as the paper measures) reduces it at once, per sequence, in float32 whatever the
 model's dtype, with one call (kernels.block.block_stats): the top-k |a| with their positions, dims,
 tokens and signed values, the median |a|, the max |a| per feature dim, and exact counts: per
-(layer, sequence) the entries above min_abs, above min_ratio x the median and above both (massive:
-so detection knows when the top-k is saturated), per (layer, dim) the positions above outlier_abs
-and outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive
-thresholds. No hidden state outlives its hook, so memory does not grow with depth, and the hooks
+(layer, sequence) the entries above both massive thresholds, min_abs and min_ratio x the median (so
+detection knows when the top-k is saturated), per (layer, dim) the positions above outlier_abs and
+outlier_ratio x the median (outlier features, Dettmers et al. 2022) and above both massive
+thresholds. The counts are made at ladders of thresholds (COUNTS: each pair of their values), so
+detection's thresholds are not the capture's: any pair of the ladders is exact without a new
+capture (Capture.at), and another is an error. No hidden state outlives its hook, so memory does
+not grow with depth, and the hooks
 return nothing, so the logits are bit-identical to a plain forward pass.
 
 The reductions stay on the model's device until the batch is done: on a GPU no hook reads a value
@@ -45,21 +48,40 @@ from kernels.block import BlockStats, Thresholds, block_stats, median_lower
 from massive import arch, hooks
 from massive.errors import DTYPE_HINT, MassiveError, NonFiniteError
 
+# The ladders the exact counts are made at (each pair of min_abs x min_ratio; of outlier_abs x outlier_ratio):
+# detection may use any of their pairs without a new capture (Capture.at). The paper: 100 and about 1000x.
+COUNTS = {"min_abs": (50.0, 100.0, 200.0), "min_ratio": (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0),
+          "outlier_abs": (6.0,), "outlier_ratio": (9.0,)}
+LAYER_COLUMNS = ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs"]
+
+
+def count_column(what: str, a: float, r: float) -> str:
+    """The column of a count at one pair of thresholds: count_column("n_massive", 100, 1000) -> 'n_massive_100_1000'."""
+    return f"{what}_{float(a):g}_{float(r):g}"
+
+
+def is_ladder(thresholds: dict | None) -> bool:
+    """Whether a capture's `thresholds` are ladders (lists: counts per pair) rather than one set (numbers)."""
+    return bool(thresholds) and all(isinstance(v, (list, tuple)) for v in thresholds.values())
+
 
 @dataclass
 class Capture:
     """The capture's tables (schemas in README.md, "Result tables").
 
-    layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs,
-                 n_above_abs, n_above_ratio, n_massive (exact counts: |a| > min_abs, |a| >
-                 min_ratio x median_abs, both)
+    layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs, and
+                 n_massive_<a>_<r> for each (a, r) of the min_abs x min_ratio ladders (exact counts
+                 of |a| > a and > r x median_abs)
     topk         one row per (layer, sequence, rank): layer, hook, seq_id, rank, position, dim,
                  token_id, token, value (signed), abs_value
-    dim_max      one row per (layer, dim): layer, hook, dim, max_abs, n_outlier (positions with
-                 |a| > outlier_abs and > outlier_ratio x median_abs), n_massive (positions above both massive thresholds),
-                 n_positions (None when not at hand, e.g. tables read back for detection only)
+    dim_max      one row per (layer, dim): layer, hook, dim, max_abs, n_outlier_<a>_<r> (positions
+                 with |a| > a and > r x median_abs, for each pair of the outlier ladders),
+                 n_massive_<a>_<r> (positions above each massive pair), n_positions
     vision       whether the inputs were images (tokens named by the ViT layout)
-    thresholds   the min_abs, min_ratio, outlier_abs and outlier_ratio the counts were made with
+    thresholds   the ladders the counts were made at ({min_abs: [...], min_ratio: [...], outlier_abs:
+                 [...], outlier_ratio: [...]}); `at(...)` gives the tables at one pair of them, with
+                 the columns n_massive (layer_stats), n_outlier and n_massive (dim_max) that
+                 detection reads (and thresholds holding numbers: tables of one set of thresholds)
     """
 
     layer_stats: pd.DataFrame
@@ -84,6 +106,39 @@ class Capture:
         from massive.results import load_capture
 
         return load_capture(folder, cls)
+
+    def at(self, min_abs: float, min_ratio: float, outlier_abs: float | None = None,
+           outlier_ratio: float | None = None) -> "Capture":
+        """The capture with its counts at one set of thresholds, each one of its ladders' values
+        (None: the ladder's only value): layer_stats.n_massive, dim_max.n_outlier and n_massive, as
+        massive.detect reads them. A threshold the capture did not count at is a MassiveError
+        naming it, never a count at another one.
+
+            >>> stats.at(100, 500).layer_stats["n_massive"].max()
+            3
+        """
+        if not is_ladder(self.thresholds):  # tables of one set of thresholds already (detect checks them)
+            return self
+        chosen = {}
+        for key, value in (("min_abs", min_abs), ("min_ratio", min_ratio), ("outlier_abs", outlier_abs),
+                           ("outlier_ratio", outlier_ratio)):
+            ladder = [float(v) for v in self.thresholds[key]]
+            shown = ", ".join(f"{v:g}" for v in ladder)
+            if value is None and len(ladder) != 1:
+                raise MassiveError(f"{key}: the capture counted at {shown}: name one of them")
+            value = ladder[0] if value is None else float(value)
+            if value not in ladder:
+                raise MassiveError(f"{key}={value:g} is not a threshold the capture counted at ({key}: {shown}): add it "
+                                   f"to capture.counts.{key} (the capture runs again) or use one of those")
+            chosen[key] = value
+        a, r, oa, orr = chosen.values()
+        layer_stats = self.layer_stats[LAYER_COLUMNS].assign(n_massive=self.layer_stats[count_column("n_massive", a, r)])
+        dim_max = None
+        if self.dim_max is not None:
+            dim_max = self.dim_max[["layer", "hook", "dim", "max_abs"]].assign(
+                n_outlier=self.dim_max[count_column("n_outlier", oa, orr)], n_massive=self.dim_max[count_column("n_massive", a, r)],
+                n_positions=self.dim_max["n_positions"])
+        return Capture(layer_stats=layer_stats, topk=self.topk, dim_max=dim_max, vision=self.vision, thresholds=chosen)
 
     @property
     def k(self) -> int:
@@ -147,7 +202,7 @@ class Reducer:
     `flush()` after it checks the batch (non-finite values, ties the device path cannot cut) and
     copies its statistics to the host at once.
 
-        >>> reducer = Reducer(k=8, min_abs=100, min_ratio=1000, outlier_abs=6)
+        >>> reducer = Reducer(k=8, min_abs=[100], min_ratio=[500, 1000], outlier_abs=6)
         >>> with hooks.hooked(model, reducer.hooks(model)):
         ...     reducer.batch([0, 1], ids)
         ...     model(ids)
@@ -156,13 +211,11 @@ class Reducer:
         >>> layer_stats, topk, dim_max = reducer.tables(lambda ids: {i: str(i) for i in ids})
     """
 
-    def __init__(self, k: int, backend: str = "auto", min_abs: float = 100.0, min_ratio: float = 1000.0,
-                 outlier_abs: float = 6.0, outlier_ratio: float = 9.0, sync: bool | None = None):
+    def __init__(self, k: int, backend: str = "auto", min_abs=COUNTS["min_abs"], min_ratio=COUNTS["min_ratio"],
+                 outlier_abs=COUNTS["outlier_abs"], outlier_ratio=COUNTS["outlier_ratio"], sync: bool | None = None):
         self.k, self.backend, self.sync = k, backend, sync
-        self.min_abs, self.min_ratio, self.outlier_abs = float(min_abs), float(min_ratio), float(outlier_abs)
-        self.outlier_ratio = float(outlier_ratio)
-        self.thr = Thresholds(self.min_abs, self.min_ratio, self.outlier_abs, self.outlier_ratio)
-        self.dim_counts: dict[int, torch.Tensor] = {}  # layer -> [2, D]: positions above outlier_abs, massive
+        self.thr = Thresholds(min_abs, min_ratio, outlier_abs, outlier_ratio)  # each a threshold or a ladder
+        self.dim_counts: dict[int, torch.Tensor] = {}  # layer -> [outlier pairs + massive pairs, D]
         self.dim_max: dict[int, torch.Tensor] = {}  # layer -> [D], on the device until tables()
         self.positions: dict[int, int] = {}
         self.seq_ids: list[int] = []
@@ -255,8 +308,8 @@ class Reducer:
         top = lambda j: values[:, min(j, k - 1)]  # noqa: E731
         layer_stats = pd.DataFrame({"layer": layer, "hook": [names[i] for i in layer], "seq_id": seq_id,
                                     "median_abs": got["median"].astype(np.float64), "top1_abs": top(0), "top2_abs": top(1),
-                                    "top3_abs": top(2), "n_above_abs": counts[:, 0], "n_above_ratio": counts[:, 1],
-                                    "n_massive": counts[:, 2]})
+                                    "top3_abs": top(2),
+                                    **{count_column("n_massive", a, r): counts[:, c] for c, (a, r) in enumerate(self.thr.massive)}})
         layer_stats = layer_stats.sort_values(["layer", "seq_id"], kind="stable").reset_index(drop=True)
         idx = got["indices"].ravel()
         topk = pd.DataFrame({"layer": np.repeat(layer, k), "seq_id": np.repeat(seq_id, k), "rank": np.tile(np.arange(k), rows),
@@ -267,19 +320,20 @@ class Reducer:
         topk = topk.sort_values(["layer", "seq_id", "rank"], kind="stable").reset_index(drop=True)
         layers = sorted(self.dim_max)
         dm = torch.stack([self.dim_max[i] for i in layers]).cpu().numpy() if layers else np.zeros((0, 0), np.float32)
-        dc = torch.stack([self.dim_counts[i] for i in layers]).cpu().numpy() if layers else np.zeros((0, 2, 0), np.int64)
+        pairs = [("n_outlier", a, r) for a, r in self.thr.outlier] + [("n_massive", a, r) for a, r in self.thr.massive]
+        dc = torch.stack([self.dim_counts[i] for i in layers]).cpu().numpy() if layers else np.zeros((0, len(pairs), 0), np.int64)
         d = dm.shape[1]
         dim_max = pd.DataFrame({"layer": np.repeat(np.asarray(layers, dtype=np.int64), d),
                                 "hook": np.repeat([hooks.resid_post(i) for i in layers], d).astype(object),
                                 "dim": np.tile(np.arange(d), len(layers)), "max_abs": dm.ravel().astype(np.float64),
-                                "n_outlier": dc[:, 0].ravel().astype(np.int64), "n_massive": dc[:, 1].ravel().astype(np.int64),
+                                **{count_column(what, a, r): dc[:, c].ravel().astype(np.int64) for c, (what, a, r) in enumerate(pairs)},
                                 "n_positions": np.repeat([self.positions[i] for i in layers], d).astype(np.int64)})
         return layer_stats, topk, dim_max
 
     @property
     def thresholds(self) -> dict:
-        return {"min_abs": self.min_abs, "min_ratio": self.min_ratio, "outlier_abs": self.outlier_abs,
-                "outlier_ratio": self.outlier_ratio}
+        """The ladders counted at: {min_abs: [...], min_ratio: [...], outlier_abs: [...], outlier_ratio: [...]}."""
+        return {key: list(getattr(self.thr, key)) for key in COUNTS}
 
 
 def decoder(tok) -> Callable[[np.ndarray], dict[int, str]]:
@@ -310,15 +364,16 @@ def default_forward(model: nn.Module, device=None) -> Callable[[torch.Tensor], o
 def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch_size: int = 4,
             backend: str = "auto", seq_ids: Sequence[int] | None = None, device=None,
             forward: Callable[[torch.Tensor], object] | None = None,
-            progress: Callable | None = None, min_abs: float = 100.0, min_ratio: float = 1000.0,
-            outlier_abs: float = 6.0, outlier_ratio: float = 9.0) -> Capture:
+            progress: Callable | None = None, min_abs=COUNTS["min_abs"], min_ratio=COUNTS["min_ratio"],
+            outlier_abs=COUNTS["outlier_abs"], outlier_ratio=COUNTS["outlier_ratio"]) -> Capture:
     """The per-layer statistics of `inputs`: token ids [n, seq_len] (a language model; `tok`
     names the tokens, else they are named by their id) or pixel values [n, 3, H, W] (a ViT;
     tokens named by its layout). `seq_ids` number the sequences (default 0..n-1); `forward(batch)`
     replaces the default forward pass; `backend` picks the top-k path (auto | torch | triton);
     `progress` wraps the batch iterator (e.g. tqdm). `min_abs`, `min_ratio` (detection's massive
     thresholds), `outlier_abs` and `outlier_ratio` (the outlier-feature magnitude: above both it and
-    outlier_ratio x the median) set what the exact counts count.
+    outlier_ratio x the median), each a threshold or a ladder of them (default COUNTS), set what the
+    exact counts count: every pair of a ladder's values is counted, so detection may use any of them.
 
         >>> stats = capture(model, ids, k=64, tok=tok)
         >>> stats.layer_stats.groupby("layer")["top1_abs"].mean().idxmax()

@@ -366,8 +366,9 @@ def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters:
     """Detection on a capture: a massive.capture.Capture, or any object or mapping with its
     `topk` and `layer_stats` tables (and `dim_max`, `thresholds`; e.g. read back from Parquet).
     `vision` (None: the capture's own flag) names the roles by the ViT layout; `bos`: every
-    sequence begins with the BOS token (role "bos"). The capture's counts must have been made
-    with the same min_abs and min_ratio (and outlier_abs, outlier_ratio; None: the capture's); else MassiveError.
+    sequence begins with the BOS token (role "bos"). The capture's counts must have been made at
+    min_abs and min_ratio (and outlier_abs, outlier_ratio; None: the capture's only one): a pair of
+    its ladders (massive.capture.COUNTS, Capture.at); else MassiveError.
 
         >>> found = detect(stats, min_abs=100, min_ratio=1000)
         >>> found.found, found.dims, found.emerge_layer
@@ -375,6 +376,13 @@ def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters:
         >>> detect({"topk": topk, "layer_stats": layer_stats}).summary.empty
         True
     """
+    from massive.capture import Capture, is_ladder
+
+    if isinstance(stats, Mapping) and is_ladder(stats.get("thresholds")):
+        stats = Capture(**{key: stats.get(key) for key in ("layer_stats", "topk", "dim_max", "thresholds")},
+                        vision=bool(stats.get("vision")))
+    if hasattr(stats, "at"):  # a Capture: its counts at these thresholds (one of its ladders' pairs, else an error)
+        stats = stats.at(min_abs, min_ratio, outlier_abs, outlier_ratio)
     topk, layer_stats, dim_max, own_vision, counted = _tables(stats)
     vision = bool(own_vision) if vision is None else vision
     wanted = {"min_abs": float(min_abs), "min_ratio": float(min_ratio)}

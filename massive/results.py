@@ -4,6 +4,7 @@
     stats = Capture.load("out/capture")
     found.save("out/detect")                   # massive, summary, per_layer, outliers .parquet + summary.json
     found = Detection.load("results/smollm2_135m/wiki_sample/detect/6b9ac1e6")   # a pipeline run's
+    AttentionTables.load("results/smollm2_135m/wiki_sample/attention/2c4e6a8b").heads   # the other rules' (Tables)
 
 Every Parquet file carries, in its schema metadata under `massive`, what the object needs beyond its
 tables (a capture's count thresholds, a detection's k and thresholds); `meta` adds more (the
@@ -44,7 +45,12 @@ def read_parquet(path: str | Path) -> tuple[pd.DataFrame, dict]:
     path = Path(path)
     if not path.is_file():
         raise MassiveError(f"{path} is missing (save the result there first, or run the rule that writes it)")
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:  # truncated, overwritten, not Parquet
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise MassiveError(f"{path} is not a readable Parquet file ({first}): delete it and save it again "
+                           "(or rerun the rule that writes it)") from None
     own = (table.schema.metadata or {}).get(KEY.encode())
     return table.to_pandas(), (json.loads(own) if own else {})
 
@@ -107,3 +113,115 @@ def load_detection(folder: str | Path, cls: type, k: int | None = None, threshol
                      k=own.get("k", k if k is not None else saved_k),
                      capped=bool(own.get("capped", result.get("saturated"))),
                      thresholds=own.get("thresholds", thresholds or {}))
+
+
+# ---------------------------------------------------------------- the other rules' results: named tables (+ summary.json)
+class Tables:
+    """A result that is named tables and, for some, a JSON record (`result`, as Detection's): what one
+    rule writes, saved to and loaded from a folder as that rule's files (<name>.parquet, summary.json).
+    Each subclass names its tables (TABLES) and whether it has the record (SUMMARY); the tables are
+    attributes.
+
+        >>> res = AttentionTables(heads=h, layers=l, decomposition=d, perplexity=p, result={"sink_1_share": 0.8})
+        >>> res.save("out/attention")                       # heads.parquet, ..., summary.json
+        >>> AttentionTables.load("results/smollm2_135m/wiki_sample/attention/1a2b3c4d").result["sink_1_share"]
+    """
+
+    TABLES: tuple[str, ...] = ()
+    SUMMARY = False
+
+    def __init__(self, result: dict | None = None, **tables: pd.DataFrame):
+        missing = [n for n in self.TABLES if n not in tables]
+        extra = [n for n in tables if n not in self.TABLES]
+        if missing or extra:
+            raise MassiveError(f"{type(self).__name__} holds the tables {', '.join(self.TABLES)}; "
+                               + (f"missing: {', '.join(missing)}" if missing else f"unknown: {', '.join(extra)}"))
+        if self.SUMMARY and result is None:
+            raise MassiveError(f"{type(self).__name__} needs its result (summary.json)")
+        self.tables, self.result = dict(tables), result
+
+    def __getattr__(self, name: str):
+        tables = self.__dict__.get("tables", {})
+        if name in tables:
+            return tables[name]
+        raise AttributeError(name)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{n}: {len(t)} rows" for n, t in self.tables.items())
+        return f"{type(self).__name__}({shapes}{', result' if self.result is not None else ''})"
+
+    @classmethod
+    def files(cls) -> tuple[str, ...]:
+        """The files `save` writes (the rule's outputs besides its figures)."""
+        return tuple(f"{n}.parquet" for n in cls.TABLES) + ((SUMMARY_JSON,) if cls.SUMMARY else ())
+
+    def save(self, folder: str | Path, meta: dict[str, str] | None = None) -> Path:
+        """Every table as <folder>/<name>.parquet (`meta`: schema metadata, the pipeline's provenance)
+        and the result as summary.json, each atomically."""
+        folder = Path(folder)
+        for name in self.TABLES:
+            write_parquet(self.tables[name], folder / f"{name}.parquet", meta)
+        if self.SUMMARY:
+            write_json(self.result, folder / SUMMARY_JSON)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "Tables":
+        """The result saved in `folder` (a pipeline run's keyed folder, or `save`'s); a missing file is one line."""
+        folder = Path(folder)
+        result = None
+        if cls.SUMMARY:
+            if not (folder / SUMMARY_JSON).is_file():
+                raise MassiveError(f"{folder / SUMMARY_JSON} is missing (save the result there first, or run the rule that writes it)")
+            result = json.loads((folder / SUMMARY_JSON).read_text())
+        return cls(result=result, **{n: read_parquet(folder / f"{n}.parquet")[0] for n in cls.TABLES})
+
+
+class AblateTables(Tables):
+    """Rule ablate (massive.ablation, massive.regrowth): perplexity with intervals per intervention, regrowth per block."""
+
+    TABLES = ("perplexity", "regrowth")
+
+
+class ZeroshotTables(Tables):
+    """Rule zeroshot (massive.zeroshot): accuracy per task and intervention."""
+
+    TABLES = ("zeroshot",)
+
+
+class ImagesTables(Tables):
+    """Rule ablate_images (massive.vision): accuracy and attention per intervention on image data."""
+
+    TABLES = ("images",)
+
+
+class AttentionTables(Tables):
+    """Rule attention (massive.attention.analyse): per head, per layer, the decomposition, perplexities; summary.json."""
+
+    TABLES = ("heads", "layers", "decomposition", "perplexity")
+    SUMMARY = True
+
+
+class OriginsTables(Tables):
+    """Rule origins (massive.origins.find): the writing sublayers, the super weights, perplexities."""
+
+    TABLES = ("sublayers", "superweights", "perplexity")
+
+
+class RetrofitTables(Tables):
+    """Rule retrofit (massive.retrofit): the arms' curves, per-layer shares and summary rows."""
+
+    TABLES = ("curves", "layers", "summary")
+
+
+class InferenceTables(Tables):
+    """Rule inference (massive.precision, quantize, window): headroom, quantization, windows; summary.json."""
+
+    TABLES = ("headroom", "quantization", "window")
+    SUMMARY = True
+
+
+# the result of each keyed stage besides capture and detect (pipeline/stages.py): its saved form
+STAGE_TABLES = {"ablate": AblateTables, "zeroshot": ZeroshotTables, "ablate_images": ImagesTables,
+                "attention": AttentionTables, "origins": OriginsTables, "retrofit": RetrofitTables,
+                "inference": InferenceTables}

@@ -32,10 +32,11 @@ from massive import ablation, arch, interventions, regrowth
 from massive.errors import MassiveError
 from massive.perplexity import chunk_nll
 from massive.sequences import perplexity_chunks
+from massive.results import AblateTables
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import layers_slug, layers_spec
-from pipeline.io import corpus_file, read_detection, read_table, run_dir, write_table
+from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
@@ -74,8 +75,7 @@ def run(cfg: DictConfig) -> None:
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (2, "layers", slug)):
         regrow.insert(at, column, value)
     out = run_dir(cfg, "ablate")  # results/<model>/<corpus>/ablate/<slug>/<config id>
-    write_table(table, out / "perplexity.parquet", cfg)
-    write_table(regrow, out / "regrowth.parquet", cfg)
+    AblateTables(perplexity=table, regrowth=regrow).save(out, meta=provenance(cfg))
     with tracking.stage_run(cfg, name=f"ablate/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in rows:
             wb.log({f"perplexity/{row['intervention']}": row["perplexity"], f"entries_changed/{row['intervention']}": row["entries_changed"]})

@@ -25,9 +25,10 @@ from massive import images, vision
 from massive import interventions as iv
 from massive.arch import num_layers
 from massive.errors import MassiveError
+from massive.results import ImagesTables
 from pipeline import cli, tracking
 from pipeline.config import is_images, layers_slug, layers_spec
-from pipeline.io import corpus_file, read_detection, read_table, run_dir, tokens_file, write_table
+from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir, tokens_file
 from pipeline.model import hf_dir, load_model, pick_device
 
 
@@ -57,7 +58,7 @@ def run(cfg: DictConfig) -> None:
     slug = layers_slug(cfg.ablate.layers)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (3, "layers", slug)):
         table.insert(at, column, value)  # the README's column order
-    write_table(table, run_dir(cfg, "ablate_images") / "images.parquet", cfg)
+    ImagesTables(images=table).save(run_dir(cfg, "ablate_images"), meta=provenance(cfg))
     with tracking.stage_run(cfg, name=f"ablate_images/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in table.itertuples():
             wb.log({f"cls_cosine/{row.intervention}": float(row.cls_cosine),

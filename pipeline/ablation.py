@@ -28,8 +28,9 @@ from omegaconf import DictConfig
 
 from massive import ablation, plots
 from massive.errors import check_finite
+from massive.results import AblateTables, ZeroshotTables
 from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
-from pipeline.io import atomic_path, read_provenance, read_table, results_dir, write_table
+from pipeline.io import atomic_path, read_provenance, results_dir, write_table
 
 
 def outputs(cfg: DictConfig) -> dict[str, Path]:
@@ -89,11 +90,12 @@ def run(cfg: DictConfig) -> None:
     where = plan.where(results_dir(cfg))
     runs = [(m, c, layers) for m in sweep["models"] for c in sweep["corpora"] for layers in spec.get("layers", ["emerge"])]
     dirs = [where("ablate", *run) for run in runs]
-    tables = [read_table(d / "perplexity.parquet") for d in dirs]
+    saved = [AblateTables.load(d) for d in dirs]  # rule ablate's tables (massive.results)
+    tables = [s.perplexity for s in saved]
     dtypes = {t["model"].iloc[0]: dtype_of(d / "perplexity.parquet") for d, t in zip(dirs, tables) if len(t)}
     table = verdicts(pd.concat(tables, ignore_index=True), cfg.ablate.harmful_factor, cfg.ablate.harmless_factor, dtypes)
-    regrowth = pd.concat([read_table(d / "regrowth.parquet") for d in dirs], ignore_index=True)
-    zeroshot = [read_table(where("zeroshot", m, c, layers) / "zeroshot.parquet")
+    regrowth = pd.concat([s.regrowth for s in saved], ignore_index=True)
+    zeroshot = [ZeroshotTables.load(where("zeroshot", m, c, layers)).zeroshot
                 for m, c in sweeps.zeroshot_pairs(sweep) for layers in spec.get("layers", ["emerge"])] if spec.get("zeroshot_tasks") else []
     out, figs = outputs(cfg), regrowth_outputs(cfg, sweep["models"])
     write_table(table, out["parquet"], cfg)

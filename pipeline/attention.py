@@ -29,11 +29,12 @@ from omegaconf import DictConfig, OmegaConf
 from massive import attention, plots
 from massive.errors import MassiveError
 from massive.sequences import encode_prompt, perplexity_chunks
+from massive.results import AttentionTables
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import AttentionConfig
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, run_dir, write_json, write_table
+from pipeline.io import corpus_file, provenance, read_detection, read_table, read_token_ids, run_dir
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -90,16 +91,14 @@ def run(cfg: DictConfig) -> None:
                                                     s.intervene_layers, cfg.ablate.batch_size, device)
 
     out = run_dir(cfg, "attention")
-    for key, table in (("heads", res.heads), ("layers", res.layers), ("decomposition", res.decomposition),
-                       ("perplexity", ppl_table)):
-        write_table(table, out / f"{key}.parquet", cfg)
     for key, fig in figs.items():
         save_figure(fig, out / f"{key}.png", cfg.figures.dpi)
     ppl = attention.perplexity_summary(ppl_table)
     summary = {"model": cfg.model.name, "corpus": cfg.data.name, **proto.record(), "settings": asdict(s),
                "massive_tokens": "detected" if len(massive) else "first token (none detected)",
                **res.summary, "heatmap_layers": hm_layers, **ppl}
-    write_json(summary, out / "summary.json")
+    AttentionTables(heads=res.heads, layers=res.layers, decomposition=res.decomposition, perplexity=ppl_table,
+                    result=summary).save(out, meta=provenance(cfg))
     log.info("%s: attention concentrates from layer %s; Sink_1 share %.2f%s; perplexity %s", name, res.concentration,
              summary["sink_1_share"], f"; learned sink share {summary['mass_sink_mean']:.3f}" if summary["explicit_sink"] else "",
              ", ".join(f"{k} {v:.3f}" for k, v in ppl["perplexity"].items()))

@@ -4,11 +4,13 @@ Reads the tokenize rule's tokens.parquet (token ids, or a ViT's pixel values), r
 with the capture's hooks and writes results/<model>/<corpus>/capture/ (schemas in README.md,
 "Result tables"):
   layer_stats.parquet  one row per (layer, sequence): median |a|, top-1/2/3 |a|, and the exact
-                       number of entries above detect.min_abs, above detect.min_ratio x the
-                       median, and above both (massive)
+                       number of entries above both massive thresholds, for each pair of the
+                       ladders capture.counts.min_abs x min_ratio (n_massive_<abs>_<ratio>)
   topk.parquet         one row per (layer, sequence, rank): the top-k entries
   dim_max.parquet      one row per (layer, dim): max |a| over all tokens and sequences, the
-                       positions with |a| > detect.outlier_abs and those above both massive thresholds
+                       positions above each pair of capture.counts.outlier_abs x outlier_ratio and
+                       of the massive ladders (detect picks its thresholds' columns: Capture.at,
+                       so a change of detect's thresholds never runs the capture again)
   prompt.parquet       one row per (layer, position) of capture.prompt, beginning as the sequences
                        do (model.bos), or a ViT's first image: the full signed vector
 A block output with inf or NaN (float16 overflow) stops the rule with one line naming the block
@@ -47,9 +49,8 @@ def run(cfg: DictConfig) -> None:
     progress = partial(tqdm, desc=f"capture {cfg.model.name}/{cfg.data.name}", unit=" batch")
     stats = capture(model, inputs, k=cfg.capture.top_k, tok=tok, batch_size=cfg.capture.batch_size,
                     backend=getattr(cfg.capture.backend, "value", cfg.capture.backend),
-                    seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress, min_abs=cfg.detect.min_abs,
-                    min_ratio=cfg.detect.min_ratio, outlier_abs=cfg.detect.outlier_abs,
-                    outlier_ratio=cfg.detect.outlier_ratio)
+                    seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress,
+                    **{key: list(value) for key, value in cfg.capture.counts.items()})
     first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt, protocol=protocol(cfg, tok))
     table = prompt(model, first, tok, device=device)
 

@@ -16,6 +16,7 @@ import re
 from hydra.core.config_store import ConfigStore
 
 from massive.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
+from massive.capture import COUNTS
 from massive.detect import DELIMITERS
 from massive.errors import MassiveError
 from massive.interventions import LAYER_KEYWORDS, LAYER_WORDS
@@ -154,7 +155,20 @@ class TokenizeConfig:
 
 
 @dataclass
+class CountsConfig:
+    """The ladders the capture's exact counts are made at (every pair of min_abs x min_ratio, of
+    outlier_abs x outlier_ratio): detect's thresholds must be among them (then a change of detect's
+    thresholds never runs the capture again); a value outside them is an error at `snakemake -n`."""
+
+    min_abs: list[float] = field(default_factory=lambda: list(COUNTS["min_abs"]))
+    min_ratio: list[float] = field(default_factory=lambda: list(COUNTS["min_ratio"]))
+    outlier_abs: list[float] = field(default_factory=lambda: list(COUNTS["outlier_abs"]))
+    outlier_ratio: list[float] = field(default_factory=lambda: list(COUNTS["outlier_ratio"]))
+
+
+@dataclass
 class CaptureConfig:
+    counts: CountsConfig = field(default_factory=CountsConfig)
     top_k: int = 64  # entries of largest |a| kept per layer and sequence
     batch_size: int = 4
     backend: TopkBackend = TopkBackend.auto
@@ -481,8 +495,15 @@ def check_values(cfg: Any) -> None:
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
     for key in ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio"):
-        if OmegaConf.select(cfg, key) < 0:
-            raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
+        value = OmegaConf.select(cfg, key)
+        if value < 0:
+            raise MassiveError(f"{key}={value} must be >= 0")
+        ladder = [float(v) for v in OmegaConf.select(cfg, "capture.counts." + key.split(".")[1])]
+        if any(v < 0 for v in ladder) or not ladder:
+            raise MassiveError(f"capture.counts.{key.split('.')[1]}={ladder} must be a non-empty list of values >= 0")
+        if float(value) not in ladder:  # the capture's counts are exact at its ladders' values only
+            raise MassiveError(f"{key}={value:g} is not a threshold the capture counts at (capture.counts.{key.split('.')[1]}: "
+                               f"{', '.join(f'{v:g}' for v in ladder)}): add it there (the capture runs again) or use one of those")
     layers_spec(cfg.ablate.layers)
     a = cfg.ablate
     if a.harmless_factor > a.harmful_factor:

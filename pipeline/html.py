@@ -46,6 +46,7 @@ import yaml
 from markupsafe import Markup
 
 from massive import interactive
+from massive.results import AttentionTables, InferenceTables, OriginsTables, RetrofitTables
 from pipeline import columns, paths
 from pipeline.cli import CONF_DIR
 from pipeline.io import atomic_path, read_table
@@ -132,8 +133,8 @@ def reference(key: str) -> pd.DataFrame:
 # ---------------------------------------------------------------- sections
 def attention_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule attention's numbers, perplexity table and both figures (folder: results/<model>/<corpus>/attention)."""
-    res = json.loads((folder / "summary.json").read_text())
-    ppl = read_table(folder / "perplexity.parquet")[["variant", "perplexity", "ratio_to_none"]]
+    saved = AttentionTables.load(folder)
+    res, ppl = saved.result, saved.perplexity[["variant", "perplexity", "ratio_to_none"]]
     return render("attention.html.j2", model=model, corpus=corpus, res=res,
                   decomposition=res.get("decomposition_median_massive_in_input") or res.get("decomposition_median") or {},
                   perplexity=table(ppl),
@@ -150,8 +151,8 @@ ORIGINS_PERPLEXITY = ["intervention", "kind", "edited", "weights_changed", "entr
 def origins_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule origins: the writing sublayers, the super weights, the perplexities and the figure
     (folder: results/<model>/<corpus>/origins), "Where they come from"."""
-    sub, sw = read_table(folder / "sublayers.parquet"), read_table(folder / "superweights.parquet")
-    ppl = read_table(folder / "perplexity.parquet")
+    saved = OriginsTables.load(folder)
+    sub, sw, ppl = saved.sublayers, saved.superweights, saved.perplexity
     writers = []
     for _, w in sub[sub["writes"].astype(bool)].iterrows() if len(sub) else []:
         top = sw[(sw["dim"] == w["dim"]) & (sw["role"] == w["role"]) & sw["primary"].astype(bool)] if len(sw) else sw
@@ -176,7 +177,8 @@ def retrofit_section(folder: Path, model: str, corpus: str) -> Markup:
     arms' table and the recovery curves (folder: results/<model>/<corpus>/retrofit/<config id>)."""
     from massive.retrofit import reading
 
-    summary, layers = read_table(folder / "summary.parquet"), read_table(folder / "layers.parquet")
+    saved = RetrofitTables.load(folder)
+    summary, layers = saved.tables["summary"], saved.layers
     first = summary.iloc[0] if len(summary) else None
     return render("retrofit.html.j2", model=model, corpus=corpus, reading=reading(summary, layers),
                   held=first["eval_chunks"] if first is not None else "", train=first["train_chunks"] if first is not None else "",
@@ -193,14 +195,14 @@ WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", "rat
 def inference_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule inference: headroom, quantization and window tables and both figures
     (folder: results/<model>/<corpus>/inference), "What they cost at inference"."""
-    res = json.loads((folder / "summary.json").read_text())
-    h = read_table(folder / "headroom.parquet")
+    saved = InferenceTables.load(folder)
+    res, h = saved.result, saved.headroom
     shown, formats = ["headroom", "spacing", "overflow", "measured_max_abs", "measured_inf", "measured_nan"], list(dict.fromkeys(h["format"]))
     per_block = h.pivot_table(index=["layer", "max_abs", "dim"], columns="format", aggfunc="first", values=shown)
     per_block = per_block[[(col, fmt) for fmt in formats for col in shown]]
     per_block.columns = [f"{fmt} {col}" for col, fmt in per_block.columns]
     per_block = per_block.reset_index()
-    q, w = read_table(folder / "quantization.parquet"), read_table(folder / "window.parquet")
+    q, w = saved.quantization, saved.window
     w["window"] = w["window"].astype(object).where(w["window"].notna(), "-")
     return render("inference.html.j2", model=model, corpus=corpus, res=res, with_mean="mean" in set(q["massive"]),
                   headroom=table(per_block, float_format=lambda v: f"{v:,.4g}"),
@@ -214,8 +216,9 @@ def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
     results/<model>/<corpus>/<stage>/<config id>, None where the sweep has no such job, with the
     stage's settings.yaml beside its outputs); `layer_stats` and `attention` (its summary.json, or
     None) feed the sweep's summary and curves."""
-    det, figs, cap = dirs["detect"], dirs["figures"], dirs["capture"]
-    attention, origins, retrofit, inference = (dirs.get(s) for s in ("attention", "origins", "retrofit", "inference"))
+    from pipeline.stages import STAGES
+
+    det, figs, cap, attention = dirs["detect"], dirs["figures"], dirs["capture"], dirs.get("attention")
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")
     result = json.loads((det / "summary.json").read_text())
@@ -237,10 +240,9 @@ def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
         "static": [(f, png(figs / f"{f}.png")) for f in STATIC],
         "layer_stats": layer_stats,
         "attention": json.loads((attention / "summary.json").read_text()) if attention else None,
-        "attention_html": attention_section(attention, model, corpus) if attention else Markup(""),
-        "origins_html": origins_section(origins, model, corpus) if origins else Markup(""),
-        "retrofit_html": retrofit_section(retrofit, model, corpus) if retrofit else Markup(""),
-        "inference_html": inference_section(inference, model, corpus) if inference else Markup(""),
+        # each stage's own section (its declaration names the function), "" where the sweep has no such job
+        **{f"{name}_html": globals()[s.section](dirs[name], model, corpus) if dirs.get(name) else Markup("")
+           for name, s in STAGES.items() if s.section},
         "settings": {stage: (d / paths.MANIFEST).read_text() if (d / paths.MANIFEST).is_file() else None
                      for stage, d in dirs.items() if d is not None},
     }

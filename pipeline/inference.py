@@ -32,10 +32,11 @@ from massive import plots, precision, quantize, window
 from massive.errors import NonFiniteError
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
+from massive.results import InferenceTables
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, run_dir, write_json, write_table
+from pipeline.io import corpus_file, provenance, read_detection, read_table, read_token_ids, run_dir
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,7 @@ def run(cfg: DictConfig) -> None:
                "window_skipped": skipped, "superweights_kept": {k: [list(i) for i in v] for k, v in keep.items()}}
 
     out = lambda f: run_dir(cfg, "inference") / f  # noqa: E731
-    write_table(headroom, out("headroom.parquet"), cfg)
-    write_table(quant, out("quantization.parquet"), cfg)
-    write_table(win, out("window.parquet"), cfg)
-    write_json(summary, out("summary.json"))
+    InferenceTables(headroom=headroom, quantization=quant, window=win, result=summary).save(run_dir(cfg, "inference"), meta=provenance(cfg))
     save_figure(plots.headroom(headroom, f"{name}: max |a| per block against float16 and bfloat16"),
                 out("headroom.png"), cfg.figures.dpi)
     save_figure(plots.quantization(quant, f"{name}: perplexity per quantization configuration"),

@@ -99,7 +99,7 @@ class Plan:
     def pair_args(self, stage: str, model: str, corpus: str, *extra: str) -> list[str]:
         """model= (a run <model>@<protocol>: its model, name and model.bos), data=, the rule's own
         overrides, then the sweep's that reach this stage (listed last, so they win)."""
-        return [*sweeps.run_args(model), f"data={corpus}", *extra,
+        return [*sweeps.run_args(model), f"data={corpus}", *extra, *sweeps.search_path(self.sweep, model, corpus),
                 *stages.relevant(sweeps.overrides(self.sweep, model, corpus), stage)]
 
     def ablate_args(self, stage, model, corpus, layers, interventions, *extra):
@@ -118,9 +118,9 @@ class Plan:
         sizes = [f"ablate.{key}={self.ablate[key]}" for key in ("max_chunks", "bootstrap") if key in self.ablate]
         sweep_args = [f"sweep_name={sweeps.hydra_value(self.name)}", *sweeps.overrides(s)]
         if rule == "fetch_model":
-            return [f"model={w['model']}", *stages.relevant(sweeps.overrides(s, w["model"]), rule)]
+            return [f"model={w['model']}", *sweeps.search_path(s, model=w["model"]), *stages.relevant(sweeps.overrides(s, w["model"]), rule)]
         if rule == "fetch_corpus":
-            return [f"data={w['corpus']}", *stages.relevant(sweeps.overrides(s), rule)]
+            return [f"data={w['corpus']}", *sweeps.search_path(s, corpus=w["corpus"]), *stages.relevant(sweeps.overrides(s), rule)]
         if rule in ("tokenize", "capture", "detect", "figures"):
             return self.pair_args(rule, w["model"], w["corpus"])
         if rule in ("attention", "origins", "retrofit", "inference"):

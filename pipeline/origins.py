@@ -27,10 +27,11 @@ from omegaconf import DictConfig
 from massive import origins, plots
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
+from massive.results import OriginsTables
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, read_token_ids, run_dir, write_table
+from pipeline.io import corpus_file, provenance, read_detection, read_table, read_token_ids, run_dir
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
@@ -60,9 +61,7 @@ def run(cfg: DictConfig) -> None:
     ppl["n_chunks"] = len(chunks)
 
     out = lambda f: run_dir(cfg, "origins") / f  # noqa: E731
-    write_table(o.sublayers, out("sublayers.parquet"), cfg)
-    write_table(o.superweights, out("superweights.parquet"), cfg)
-    write_table(ppl, out("perplexity.parquet"), cfg)
+    OriginsTables(sublayers=o.sublayers, superweights=o.superweights, perplexity=ppl).save(run_dir(cfg, "origins"), meta=provenance(cfg))
     save_figure(plots.contributions(o.contributions, f"{name}: contribution to the massive dim at its token"),
                 out("contributions.png"), cfg.figures.dpi)
     if o.note:

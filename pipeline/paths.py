@@ -93,6 +93,12 @@ def corpus_run_dir(corpus: str, cache: str = CACHE) -> str:
 # ---------------------------------------------------------------- per model and corpus, keyed by config id
 # `cid` is the stage's config id (pipeline/stages.py: a hash of its settings.yaml, MANIFEST, written
 # beside the outputs); results of different settings live side by side under it.
+def user_conf(digest: str, cache: str = CACHE) -> str:
+    """A model or data YAML that a sweep names by path, copied where Hydra finds it (a search path:
+    <this>/model/<name>.yaml or <this>/data/<name>.yaml), under the digest of its settings."""
+    return f"{cache}/conf/{digest}"
+
+
 def pair_dir(model: str, corpus: str, results: str = RESULTS) -> str:
     return f"{results}/{model}/{corpus}"
 

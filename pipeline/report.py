@@ -18,11 +18,11 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
+from pipeline import cli, html, jobs, paths, stages, sweep as sweeps, tracking
 from pipeline.io import atomic_path, provenance, read_table, results_dir
 
 
-PAIR_STAGES = ("tokenize", "capture", "detect", "figures", "attention", "origins", "retrofit", "inference")  # a pair's tab
+PAIR_STAGES = stages.tab_stages()  # a pair's tab: the stages keyed by model and corpus (pipeline/stages.py declares each)
 
 
 def report_path(cfg: DictConfig) -> Path:

@@ -34,9 +34,10 @@ from massive import arch, interventions, plots
 from massive import retrofit as R
 from massive.errors import MassiveError
 from massive.sequences import perplexity_chunks
+from massive.results import RetrofitTables
 from pipeline import cli, tracking
 from pipeline.html import save_figure
-from pipeline.io import corpus_file, read_detection, read_table, run_dir, write_table
+from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
@@ -87,8 +88,7 @@ def run(cfg: DictConfig) -> None:
                         "ratio_set_back": arm.set_back.ratio, "set_back_lo": arm.set_back.ratio_lo,
                         "set_back_hi": arm.set_back.ratio_hi})
     curves, layers, summary = pd.DataFrame(curves), pd.DataFrame(layers), pd.DataFrame(summary)
-    for table, file in ((curves, "curves"), (layers, "layers"), (summary, "summary")):
-        write_table(table, out / f"{file}.parquet", cfg)
+    RetrofitTables(curves=curves, layers=layers, summary=summary).save(out, meta=provenance(cfg))
     save_figure(plots.retrofit_curves(curves, f"{cfg.model.name} / {cfg.data.name}: the ablation with a retrofit"),
                 out / "recovery.png", cfg.figures.dpi)
     with tracking.stage_run(cfg, name=f"retrofit/{cfg.model.name}/{cfg.data.name}") as wb:

@@ -44,6 +44,10 @@ class Stage:
     after: tuple[str, ...] = ()  # the keyed stages whose outputs it reads
     files: tuple[str, ...] = ()  # its outputs, in its keyed folder (names from pipeline/paths.py)
     folder: str = ""  # results/<model>/<corpus>/<folder>/ (default: the name)
+    # its report section: the function of pipeline/html.py that draws it in a (model, corpus) tab from its
+    # folder, html.<section>(folder, model, corpus) ("": drawn by the tab itself, html.pair_section, or by
+    # a sweep-level rule's section: ablate -> ablation, ablate_images -> the vision interventions)
+    section: str = ""
 
     @property
     def dir_name(self) -> str:
@@ -51,12 +55,11 @@ class Stage:
 
 
 _PAIR = ("model", "data", "seed")  # every stage of a model and corpus reads these
-# capture counts the entries above detection's thresholds in the same pass (massive.capture.Reducer):
-# those four keys are part of its identity; the rest of `detect` is not.
-_COUNTS = ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio")
 STAGES = {s.name: s for s in [
     Stage("tokenize", (*_PAIR, "tokenize"), files=("tokens.parquet",)),
-    Stage("capture", (*_PAIR, "capture", *_COUNTS), ("tokenize",), files=tuple(f"{t}.parquet" for t in paths.CAPTURE_TABLES)),
+    # capture counts at ladders of thresholds (capture.counts), detect picks its own among them: no key
+    # of `detect` is the capture's identity
+    Stage("capture", (*_PAIR, "capture"), ("tokenize",), files=tuple(f"{t}.parquet" for t in paths.CAPTURE_TABLES)),
     Stage("detect", (*_PAIR, "detect", "capture.top_k"), ("capture",), files=paths.DETECT_FILES),
     Stage("figures", (*_PAIR, "figures", "capture.prompt"), ("capture",), files=tuple(f"{f}.png" for f in paths.FIGURES)),
     Stage("ablate", (*_PAIR, "ablate", "capture", "detect", "tokenize", "plugins"), ("detect",), files=paths.ABLATE_FILES),
@@ -64,13 +67,22 @@ STAGES = {s.name: s for s in [
     Stage("ablate_images", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("tokenize", "detect"), files=("images.parquet",),
           folder="ablate"),
     Stage("attention", (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
-          ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES),
-    Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES),
+          ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES, section="attention_section"),
+    Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES,
+          section="origins_section"),
     Stage("retrofit", (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"), ("detect",),
-          files=paths.RETROFIT_FILES),
+          files=paths.RETROFIT_FILES, section="retrofit_section"),
     Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
-          files=paths.INFERENCE_FILES),
+          files=paths.INFERENCE_FILES, section="inference_section"),
 ]}
+
+
+def tab_stages() -> tuple[str, ...]:
+    """The stages of a (model, corpus) tab of the report: those keyed by the model and corpus alone
+    (not by ablated blocks), in declaration order."""
+    return tuple(name for name, s in STAGES.items() if s.dir_name != "ablate")
+
+
 # the unkeyed rules that read a model's or a corpus's config: the overrides that reach them
 FETCH_READS = {"fetch_model": ("model", "seed"), "fetch_corpus": ("data", "seed")}
 

@@ -67,6 +67,70 @@ def _layer_strings(sweep: dict, name: str) -> None:
                                    f"{hint} (a string is not a list of blocks, and YAML reads an unquoted 3_99 as 399)")
 
 
+def _is_path(entry) -> bool:
+    """A models/corpora entry that names a YAML file by its path rather than a config of conf/."""
+    return isinstance(entry, str) and entry.endswith((".yaml", ".yml"))
+
+
+def _user_file(sweep_name: str, key: str, group: str, entry: str, user: dict) -> str:
+    """A model or data YAML named by path (relative to the working directory): its settings under its
+    `name` (default: the file's stem; a safe name, not one of conf/), with the schema of conf/<group>/
+    (`defaults: [schema]`), copied to cache/conf/<digest>/<group>/<name>.yaml (pipeline/paths.py
+    user_conf), where Hydra finds it through the jobs' hydra.searchpath. Returns the name; `user`
+    collects {group: {name: search path}}. A bad file is one line naming it."""
+    from massive.files import atomic_path
+    from pipeline import names, paths
+
+    path, where = Path(entry), f"sweep {sweep_name!r}: {key} entry {entry!r}"
+    if not path.is_file():
+        raise MassiveError(f"{where}: no such file (a path is relative to the working directory)")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise MassiveError(f"{where}: not valid YAML: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(doc, dict):
+        raise MassiveError(f"{where}: not a mapping of {group} settings (as conf/{group}/*.yaml)")
+    own = doc.get("name", path.stem)
+    try:
+        names.check("name", own)
+    except MassiveError as exc:
+        raise MassiveError(f"{where}: {exc}") from None
+    own = str(own)
+    if (CONF_DIR / group / f"{own}.yaml").is_file():
+        raise MassiveError(f"{where}: its name {own!r} is that of conf/{group}/{own}.yaml: give it a name of its own (name:)")
+    defaults = doc.get("defaults") or []
+    defaults = defaults if "schema" in defaults else ["schema", *defaults]
+    text = yaml.safe_dump({"defaults": defaults, **{k: v for k, v in doc.items() if k != "defaults"}, "name": own},
+                          sort_keys=False, default_flow_style=False)
+    search = paths.user_conf(hashlib.sha256(f"{group}\0{text}".encode()).hexdigest()[:16])
+    if user[group].get(own, search) != search:
+        raise MassiveError(f"{where}: another {group} YAML of the sweep is named {own!r} too")
+    user[group][own] = search
+    copy = Path(search) / group / f"{own}.yaml"
+    if not copy.is_file():  # (named by the digest of what it holds: never rewritten)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(copy) as tmp:
+            tmp.write_text(f"# {path}, as a sweep named it (a copy: edit the original)\n" + text)
+    return own
+
+
+def search_path(sweep: dict, model: str | None = None, corpus: str | None = None) -> list[str]:
+    """The Hydra override that lets a job find the model and data YAMLs the sweep named by path:
+    [] when neither is one, else [hydra.searchpath=[file://cache/conf/<digest>,...]]."""
+    from pipeline.paths import base_model
+
+    user = sweep.get("user_configs") or {}
+    dirs = [user.get(group, {}).get(item) for group, item in (("model", model and base_model(model)), ("data", corpus)) if item]
+    dirs = [d for d in dirs if d]
+    return [f"hydra.searchpath=[{','.join('file://' + d for d in dirs)}]"] if dirs else []
+
+
+def config_file(sweep: dict, group: str, name: str) -> Path:
+    """The YAML of a model or corpus of the sweep: conf/<group>/<name>.yaml, or the copy of a user file."""
+    search = (sweep.get("user_configs") or {}).get(group, {}).get(name)
+    return Path(search) / group / f"{name}.yaml" if search else CONF_DIR / group / f"{name}.yaml"
+
+
 def _unique(sweep: dict, name: str) -> None:
     for key in UNIQUE:
         seen = set()
@@ -140,10 +204,20 @@ def load(name: str) -> dict:
         if section and "layers" in section:  # the path-safe forms: the {layers} of the ablate folders
             section["layers"] = [layers_slug(entry) for entry in section["layers"]]
     _unique(sweep, name)
+    user = {"model": {}, "data": {}}  # name -> the search path of a YAML named by path (its copy under cache/conf/)
     for group, key, where in lists:
-        for item in where[key.split(".")[-1]]:
-            if not (CONF_DIR / group / f"{item}.yaml").is_file():
-                raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
+        field = key.split(".")[-1]
+        where[field] = [_user_file(name, key, group, item, user) if _is_path(item) else item for item in where[field]]
+        for item in where[field]:
+            if item not in user[group] and not (CONF_DIR / group / f"{item}.yaml").is_file():
+                raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml "
+                                   f"(or name a {group} YAML by its path: my_{group}.yaml)")
+    for section, key in (("inference", "corpora"), ("protocols", "corpora")):  # corpora named again, by path too
+        entries = (sweep.get(section) or {}).get(key) if isinstance(sweep.get(section), dict) else None
+        if entries:
+            sweep[section][key] = [_user_file(name, f"{section}.{key}", "data", c, user) if _is_path(c) else c for c in entries]
+    _unique(sweep, name)
+    sweep["user_configs"] = user
     stray = [c for c in (sweep.get("inference") or {}).get("corpora", []) if c not in sweep["corpora"]]
     if stray:
         raise MassiveError(f"sweep {name!r}: inference.corpora entry {stray[0]!r} is not one of the sweep's corpora "
@@ -194,10 +268,10 @@ def train_runs(sweep: dict) -> list[tuple[str, str, list[str]]]:
     return runs
 
 
-def own_protocol(model: str) -> str | None:
+def own_protocol(model: str, sweep: dict | None = None) -> str | None:
     """The protocol a model's YAML fixes (model.bos: always -> bos, never -> no_bos); None for
     auto (it depends on the tokenizer, known once the model is fetched)."""
-    bos = (yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()) or {}).get("bos", "auto")
+    bos = (yaml.safe_load(config_file(sweep or {}, "model", model).read_text()) or {}).get("bos", "auto")
     return {"always": "bos", "never": "no_bos"}.get(bos)
 
 
@@ -207,7 +281,7 @@ def protocol_pairs(sweep: dict) -> list[tuple[str, str]]:
     from pipeline.paths import run_name
 
     p = sweep.get("protocols") or {"names": [], "corpora": []}
-    return [(run_name(m, name), c) for m in sweep["models"] for name in p["names"] if name != own_protocol(m)
+    return [(run_name(m, name), c) for m in sweep["models"] for name in p["names"] if name != own_protocol(m, sweep)
             for c in p["corpora"]]
 
 

@@ -22,9 +22,10 @@ from omegaconf import DictConfig
 from massive import arch, interventions
 from massive.errors import MassiveError
 from massive.zeroshot import evaluate
+from massive.results import ZeroshotTables
 from pipeline import cli, tracking
 from pipeline.config import layers_slug, layers_spec
-from pipeline.io import read_detection, run_dir, write_table
+from pipeline.io import provenance, read_detection, run_dir
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 
@@ -50,7 +51,7 @@ def run(cfg: DictConfig) -> None:
     table = pd.concat(frames, ignore_index=True)
     table.insert(0, "model", cfg.model.name)
     table.insert(1, "layers", slug)
-    write_table(table, run_dir(cfg, "zeroshot") / "zeroshot.parquet", cfg)
+    ZeroshotTables(zeroshot=table).save(run_dir(cfg, "zeroshot"), meta=provenance(cfg))
     with tracking.stage_run(cfg, name=f"zeroshot/{cfg.model.name}/{slug}") as wb:
         wb.log({"zeroshot": tracking.table(table)})
 

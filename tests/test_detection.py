@@ -1,6 +1,7 @@
 """Capture and detection on tiny random models of each paper family, with planted answers: the
 library in memory (massive.capture, massive.detect) and the rules (pipeline.capture, .detect)."""
 
+import itertools
 import json
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 import tiny
 from conftest import assert_one_line_error, run_module
 from massive import hooks
-from massive.capture import Capture, Reducer, capture, check_output, prompt
+from massive.capture import COUNTS, Capture, Reducer, capture, check_output, count_column, prompt
 from massive.detect import detect, role
 from massive.errors import NonFiniteError
 from pipeline import capture as capture_rule
@@ -71,22 +72,30 @@ def test_library_tables_match_a_direct_computation():
             pos, dim = t.position.to_numpy().copy(), t.dim.to_numpy().copy()
             np.testing.assert_allclose(t.value.to_numpy(), h[s][pos, dim].numpy(), rtol=1e-6)
             assert (t.token_id.to_numpy() == ids[s][pos].numpy()).all()
-            a, thr = h[s].abs(), max(100.0, 1000.0 * row.median_abs)  # the exact counts, by brute force
-            assert (row.n_above_abs, row.n_above_ratio, row.n_massive) == (
-                int((a > 100).sum()), int((a > np.float32(1000.0) * np.float32(row.median_abs)).sum()), int((a > thr).sum()))
+            a, med = h[s].abs(), np.float32(row.median_abs)  # the exact counts at every pair of the ladders, by brute force
+            for lo, r in itertools.product(COUNTS["min_abs"], COUNTS["min_ratio"]):
+                assert row[count_column("n_massive", lo, r)] == int((a > max(np.float32(lo), np.float32(r) * med)).sum())
         ref_dim_max = hidden[layer + 1].abs().amax(dim=(0, 1)).numpy()
         dm = dim_max[dim_max.layer == layer].sort_values("dim")
         np.testing.assert_allclose(dm.max_abs.to_numpy(), ref_dim_max, rtol=1e-6)
         med = torch.tensor(layer_stats[layer_stats.layer == layer].sort_values("seq_id").median_abs.to_numpy(), dtype=torch.float32)
         out_thr = torch.clamp(med * np.float32(9.0), min=6.0)[:, None, None]  # > 6 and > 9 x the median, per sequence
-        assert (dm.n_outlier.to_numpy() == (hidden[layer + 1].abs() > out_thr).sum(dim=(0, 1)).numpy()).all()
+        assert (dm["n_outlier_6_9"].to_numpy() == (hidden[layer + 1].abs() > out_thr).sum(dim=(0, 1)).numpy()).all()
+        for lo, r in ((50.0, 200.0), (100.0, 500.0), (200.0, 5000.0)):  # per dim, some pairs of the massive ladders
+            thr = torch.clamp(med * np.float32(r), min=np.float32(lo))[:, None, None]
+            assert (dm[count_column("n_massive", lo, r)].to_numpy() == (hidden[layer + 1].abs() > thr).sum(dim=(0, 1)).numpy()).all()
         assert (dm.n_positions == len(ids) * ids.shape[1]).all()
-    assert layer_stats.loc[layer_stats.layer >= LAYER, "n_massive"].min() >= 1  # the planted one
+    assert layer_stats.loc[layer_stats.layer >= LAYER, "n_massive_100_1000"].min() >= 1  # the planted one
     assert set(topk["hook"]) == {hooks.resid_post(i) for i in range(tiny.L)}
+    grid = [(lo, r) for lo in COUNTS["min_abs"] for r in COUNTS["min_ratio"]]
     assert list(layer_stats.columns) == ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs",
-                                         "n_above_abs", "n_above_ratio", "n_massive"]
+                                         *(count_column("n_massive", lo, r) for lo, r in grid)]
     assert list(topk.columns) == ["layer", "hook", "seq_id", "rank", "position", "dim", "token_id", "token", "value", "abs_value"]
-    assert list(dim_max.columns) == ["layer", "hook", "dim", "max_abs", "n_outlier", "n_massive", "n_positions"]
+    assert list(dim_max.columns) == ["layer", "hook", "dim", "max_abs", "n_outlier_6_9",
+                                     *(count_column("n_massive", lo, r) for lo, r in grid), "n_positions"]
+    at = stats.at(100, 500)  # detection's view: the counts at one pair, as n_massive and n_outlier
+    assert (at.layer_stats["n_massive"] == layer_stats["n_massive_100_500"]).all() and at.thresholds["min_ratio"] == 500
+    assert list(at.dim_max.columns) == ["layer", "hook", "dim", "max_abs", "n_outlier", "n_massive", "n_positions"]
     assert (topk.dtypes["value"], topk.dtypes["abs_value"], layer_stats.dtypes["median_abs"]) == (np.float32, np.float32, np.float64)
     per_layer = stats.per_layer()
     assert per_layer["top1_over_median"].idxmax() >= LAYER and list(per_layer["layer"]) == list(range(tiny.L))
@@ -190,12 +199,25 @@ def test_planted_massive_activation_at_the_bos_gets_role_bos():
     assert detect(capture(model, tiny.sequences(4, 32), k=16)).summary["role"].tolist() == ["first"]
 
 
-def test_detect_refuses_counts_made_with_other_thresholds():
+def test_detect_picks_its_thresholds_from_the_capture_s_ladders_and_refuses_others():
+    """One capture serves every pair of its ladders exactly (here saturated: the counts, not the top-k,
+    decide), as a capture made at that pair alone; a threshold off the ladders is one line, never a count
+    at another one."""
     from massive.errors import MassiveError
 
-    stats = capture(tiny.build("llama"), tiny.sequences(2, 16), k=4, min_abs=50)
-    with pytest.raises(MassiveError, match="detect.min_abs=100, but the capture counted with min_abs=50"):
-        detect(stats, min_abs=100)
+    ids = tiny.sequences(3, 24)
+    ids[:, 5:11] = 0  # 7 massive entries per sequence from block LAYER on: more than the top-4
+    model = tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM)
+    ladder, single = capture(model, ids, k=4), capture(model, ids, k=4, min_abs=50, min_ratio=500)
+    a, b = detect(ladder, min_abs=50, min_ratio=500), detect(single, min_abs=50, min_ratio=500)
+    for name in ("massive", "summary", "per_layer", "outliers", "saturation"):
+        pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
+    assert a.result == b.result and a.capped and a.thresholds == b.thresholds
+    with pytest.raises(MassiveError, match=r"min_ratio=300 is not a threshold the capture counted at \(min_ratio: 100, 200, 500,") as exc:
+        detect(ladder, min_abs=100, min_ratio=300)
+    assert "capture.counts.min_ratio" in str(exc.value) and "\n" not in str(exc.value)
+    with pytest.raises(MassiveError, match=r"min_abs=100 is not a threshold the capture counted at \(min_abs: 50\)"):
+        detect(single, min_abs=100, min_ratio=500)
 
 
 def test_none_found_in_memory():

@@ -68,13 +68,21 @@ def test_a_tokenize_override_reruns_tokenize_and_what_follows_never_the_fetches(
                       "ablation": 1, "report": 1, "all": 1}, counts
 
 
-def test_a_detect_only_override_never_reruns_capture(after_small):
-    """detect.massive_max_share is read by detect alone; capture reads only the four count thresholds
-    of `detect` (min_abs, min_ratio, outlier_abs, outlier_ratio: it counts above them in its pass)."""
-    counts = plan_of(after_small, "detect_only", overrides=[*SMALL["overrides"], "detect.massive_max_share=0.4"])
+@pytest.mark.parametrize("override", ["detect.min_ratio=500", "detect.massive_max_share=0.4"])
+def test_a_detect_only_override_never_reruns_capture(after_small, override):
+    """No key of `detect` is the capture's: it counts at ladders of thresholds (capture.counts), and
+    detect picks its own among them (massive.capture.Capture.at)."""
+    counts = plan_of(after_small, "detect_only", overrides=[*SMALL["overrides"], override])
     assert "capture" not in counts and "tokenize" not in counts and "figures" not in counts, counts
     assert counts["detect"] == 1 and counts["ablate"] == 1 and counts["attention"] == 1
     assert "fetch_model" not in counts and "fetch_corpus" not in counts
+
+
+def test_a_detect_threshold_the_capture_did_not_count_at_fails_the_dry_run_in_one_line(tmp_path):
+    sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["detect.min_ratio=300"])
+    error = assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "detect.min_ratio=300",
+                                  "capture.counts.min_ratio")
+    assert "500" in error  # the values it may take
     # a figures-only change: figures and the sweep's report, nothing else
     assert plan_of(after_small, "dpi", overrides=[*SMALL["overrides"], "figures.dpi=60"]) == {
         "figures": 1, "attention": 1, "ablation": 1, "report": 1, "all": 1}  # attention and ablation draw figures too
@@ -90,15 +98,14 @@ def test_every_keyed_folder_has_its_settings_and_the_ids_follow_what_a_stage_rea
 
     base = compose_in("model=tiny_random", "data=news_sample")
     more = compose_in("model=tiny_random", "data=news_sample", "tokenize.num_sequences=32")
-    looser = compose_in("model=tiny_random", "data=news_sample", "detect.massive_max_share=0.4")
+    looser = compose_in("model=tiny_random", "data=news_sample", "detect.min_ratio=500")
     changed = {s for s in stages.STAGES if stages.stage_id(base, s) != stages.stage_id(more, s)}
     assert changed == set(stages.STAGES)  # every keyed stage comes after tokenize
     assert {s for s in stages.STAGES if stages.stage_id(base, s) != stages.stage_id(looser, s)} == {
         "detect", "ablate", "zeroshot", "ablate_images", "attention", "origins", "inference", "retrofit"}
     m = stages.manifest(more, "capture")
     assert m["after"] == {"tokenize": stages.stage_id(more, "tokenize")} and m["reads"]["capture"]["top_k"] > 0
-    assert set(m["reads"]) == {"model", "data", "seed", "capture", "detect.min_abs", "detect.min_ratio",
-                               "detect.outlier_abs", "detect.outlier_ratio"}
+    assert set(m["reads"]) == {"model", "data", "seed", "capture"} and m["reads"]["capture"]["counts"]["min_ratio"]
     assert re.fullmatch(r"[0-9a-f]{8}", stages.stage_id(more, "capture"))
 
 
@@ -111,7 +118,8 @@ def test_only_the_overrides_a_stage_reads_reach_its_job():
     assert plan.args("fetch_model", model="smollm2_135m") == ["model=smollm2_135m", "wandb.mode=disabled"]
     assert plan.args("fetch_corpus", corpus="wiki_sample") == ["data=wiki_sample", "wandb.mode=disabled"]
     assert plan.args("tokenize", model="smollm2_135m", corpus="wiki_sample")[-2:] == ["tokenize.num_sequences=32", "wandb.mode=disabled"]
-    assert "detect.min_ratio=500" in plan.args("capture", model="smollm2_135m", corpus="wiki_sample")
+    assert "detect.min_ratio=500" not in plan.args("capture", model="smollm2_135m", corpus="wiki_sample")
+    assert "detect.min_ratio=500" in plan.args("detect", model="smollm2_135m", corpus="wiki_sample")
     assert not any("sweep_name" in a for a in plan.args("train_compare", train="cpu_backcopy_short"))
 
 
@@ -186,3 +194,82 @@ def test_block_indices_are_checked_against_the_fetched_config_at_the_dry_run(tmp
                         ablate={"interventions": ["none", "zero"], "layers": ["emerge", [1, 99]]})
     error = assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "ablate.layers", "99")
     assert "rule ablate" in error
+
+
+# ---------------------------------------------------------------- a model and a corpus named by path
+def user_files(work: Path, **model_changes) -> None:
+    """scratch/my_tiny.yaml (conf/model/tiny_random.yaml with 3 blocks, under its own name) and
+    scratch/my_news.yaml (conf/data/news_sample.yaml under its own name), as a user writes them."""
+    import yaml
+
+    from pipeline.cli import CONF_DIR
+
+    (work / "scratch").mkdir(exist_ok=True)
+    model = yaml.safe_load((CONF_DIR / "model" / "tiny_random.yaml").read_text())
+    model["name"], model["arch"]["num_hidden_layers"] = "my_tiny", 3
+    model.pop("defaults")  # the schema of conf/model/ applies all the same
+    (work / "scratch" / "my_tiny.yaml").write_text(yaml.safe_dump({**model, **model_changes}))
+    data = {**yaml.safe_load((CONF_DIR / "data" / "news_sample.yaml").read_text()), "name": "my_news"}
+    (work / "scratch" / "my_news.yaml").write_text(yaml.safe_dump(data))
+
+
+@pytest.mark.slow
+def test_a_model_and_a_corpus_named_by_path_run_end_to_end(tmp_path):
+    import json
+
+    import yaml
+
+    from conftest import only_id
+
+    user_files(tmp_path)
+    run_sweep(tmp_path, "mine", models=["scratch/my_tiny.yaml"], corpora=["scratch/my_news.yaml"],
+              overrides=["tokenize.num_sequences=2", "capture.top_k=8"])
+    pair = tmp_path / "results" / "my_tiny" / "my_news"
+    assert json.loads((only_id(pair / "detect") / "summary.json").read_text())["n_layers"] == 3
+    settings = yaml.safe_load((only_id(pair / "capture") / "settings.yaml").read_text())
+    assert settings["reads"]["model"]["arch"]["num_hidden_layers"] == 3 and settings["reads"]["data"]["name"] == "my_news"
+    assert "my_tiny" in (tmp_path / "results" / "report_mine.html").read_text()
+
+
+def test_a_bad_model_yaml_named_by_path_fails_the_dry_run_in_one_line(tmp_path):
+    user_files(tmp_path, hidden_sise=64)
+    sweep = write_sweep(tmp_path, models=["scratch/my_tiny.yaml"], corpora=["news_sample"])
+    assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "hidden_sise")
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("entry, text, needle", [
+    ("scratch/none.yaml", None, "no such file"),
+    ("scratch/bad.yaml", "name: [unclosed", "not valid YAML"),
+    ("scratch/list.yaml", "- 1\n- 2\n", "not a mapping"),
+    ("scratch/escape.yaml", "name: ../../victim\nsource: random\n", "is not a safe name"),
+    ("scratch/gpt2.yaml", "source: random\n", "that of conf/model/gpt2.yaml"),
+])
+def test_a_model_yaml_by_path_is_checked_when_the_sweep_loads(tmp_path, monkeypatch, entry, text, needle):
+    from massive.errors import MassiveError
+    from pipeline import sweep as sweeps
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scratch").mkdir()
+    if text is not None:
+        (tmp_path / entry).write_text(text)
+    with pytest.raises(MassiveError, match=needle) as exc:
+        sweeps.load(str(write_sweep(tmp_path, models=[entry], corpora=["news_sample"])))
+    assert entry in str(exc.value) and "\n" not in str(exc.value)
+    assert not (tmp_path / "cache").exists()  # nothing copied
+
+
+def test_a_model_yaml_by_path_reaches_its_jobs_through_a_search_path(tmp_path, monkeypatch):
+    from pipeline import jobs, sweep as sweeps
+
+    monkeypatch.chdir(tmp_path)
+    user_files(tmp_path)
+    sweep = sweeps.load(str(write_sweep(tmp_path, models=["scratch/my_tiny.yaml"], corpora=["news_sample"])))
+    assert sweep["models"] == ["my_tiny"] and list(sweep["user_configs"]["model"]) == ["my_tiny"]
+    plan = jobs.Plan(sweep, "sweep")
+    fetch, tokenize = plan.args("fetch_model", model="my_tiny"), plan.args("tokenize", model="my_tiny", corpus="news_sample")
+    search = [a for a in fetch if a.startswith("hydra.searchpath=")]
+    assert len(search) == 1 and search[0] in tokenize and "model=my_tiny" in fetch
+    assert not any(a.startswith("hydra.searchpath=") for a in plan.args("fetch_corpus", corpus="news_sample"))
+    cfg = plan.compose("tokenize", {"model": "my_tiny", "corpus": "news_sample"}, tokenize)
+    assert cfg.model.name == "my_tiny" and cfg.model.arch.num_hidden_layers == 3
