@@ -78,14 +78,16 @@ def test_a_detect_only_override_never_reruns_capture(after_small, override):
     assert "fetch_model" not in counts and "fetch_corpus" not in counts
 
 
+def test_a_figures_only_change_reruns_figures_and_what_draws_figures(after_small):
+    assert plan_of(after_small, "dpi", overrides=[*SMALL["overrides"], "figures.dpi=60"]) == {
+        "figures": 1, "attention": 1, "ablation": 1, "report": 1, "all": 1}  # attention and ablation draw figures too
+
+
 def test_a_detect_threshold_the_capture_did_not_count_at_fails_the_dry_run_in_one_line(tmp_path):
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["detect.min_ratio=300"])
     error = assert_one_line_error(snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path), "detect.min_ratio=300",
                                   "capture.counts.min_ratio")
     assert "500" in error  # the values it may take
-    # a figures-only change: figures and the sweep's report, nothing else
-    assert plan_of(after_small, "dpi", overrides=[*SMALL["overrides"], "figures.dpi=60"]) == {
-        "figures": 1, "attention": 1, "ablation": 1, "report": 1, "all": 1}  # attention and ablation draw figures too
 
 
 def test_a_plain_copy_under_another_name_recomputes_nothing(after_small):
