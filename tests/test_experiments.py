@@ -146,7 +146,8 @@ def test_an_override_the_dag_sets_fails_the_dry_run_in_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------- two experiments run one after the other
-MINI = dict(models=["tiny_random"], corpora=["news_sample"], overrides=["tokenize.num_sequences=2", "capture.top_k=8"])
+# a model and a corpus named by path (user_files: tiny_random with 3 blocks, news_sample, under names of their own)
+MINI = dict(models=["scratch/my_tiny.yaml"], corpora=["scratch/my_news.yaml"], overrides=["tokenize.num_sequences=2", "capture.top_k=8"])
 
 
 def tables(work: Path) -> dict[str, str]:
@@ -165,10 +166,22 @@ def run_sweep(work: Path, name: str, *config: str, **sweep) -> None:
 
 @pytest.mark.slow
 def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
+    """Also: a model and a corpus named by path (MINI) run end to end, validated as conf/'s."""
+    import json
+
+    import yaml
+
+    from conftest import only_id
+
     other = {**MINI, "overrides": ["tokenize.num_sequences=3", "capture.top_k=8"]}
     work, alone = tmp_path / "both", tmp_path / "alone"
     work.mkdir(), alone.mkdir()
+    user_files(work), user_files(alone)
     run_sweep(work, "a", **MINI)
+    pair = work / "results" / "my_tiny" / "my_news"  # the YAMLs named by path ran end to end, under their names
+    assert json.loads((only_id(pair / "detect") / "summary.json").read_text())["n_layers"] == 3
+    settings = yaml.safe_load((only_id(pair / "capture") / "settings.yaml").read_text())
+    assert settings["reads"]["model"]["arch"]["num_hidden_layers"] == 3 and settings["reads"]["data"]["name"] == "my_news"
     first, report = tables(work), (work / "results/report_a.html").read_bytes()
     second = run_sweep(work, "b", **other)
     assert job_counts(second.stdout + second.stderr) == {"tokenize": 1, "capture": 1, "detect": 1, "figures": 1, "report": 1,
@@ -184,7 +197,7 @@ def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
     assert job_counts(compare.stdout + compare.stderr) == {"compare": 1, "all": 1}
     page = (work / "results/compare_a_vs_b.html").read_text()
     assert "tokenize.num_sequences" in page and "<td>2</td>" in page and "<td>3</td>" in page  # the differing setting
-    assert "tiny_random" in page and "news_sample" in page
+    assert "my_tiny" in page and "my_news" in page
 
 
 def test_block_indices_are_checked_against_the_fetched_config_at_the_dry_run(tmp_path):
@@ -213,24 +226,6 @@ def user_files(work: Path, **model_changes) -> None:
     (work / "scratch" / "my_tiny.yaml").write_text(yaml.safe_dump({**model, **model_changes}))
     data = {**yaml.safe_load((CONF_DIR / "data" / "news_sample.yaml").read_text()), "name": "my_news"}
     (work / "scratch" / "my_news.yaml").write_text(yaml.safe_dump(data))
-
-
-@pytest.mark.slow
-def test_a_model_and_a_corpus_named_by_path_run_end_to_end(tmp_path):
-    import json
-
-    import yaml
-
-    from conftest import only_id
-
-    user_files(tmp_path)
-    run_sweep(tmp_path, "mine", models=["scratch/my_tiny.yaml"], corpora=["scratch/my_news.yaml"],
-              overrides=["tokenize.num_sequences=2", "capture.top_k=8"])
-    pair = tmp_path / "results" / "my_tiny" / "my_news"
-    assert json.loads((only_id(pair / "detect") / "summary.json").read_text())["n_layers"] == 3
-    settings = yaml.safe_load((only_id(pair / "capture") / "settings.yaml").read_text())
-    assert settings["reads"]["model"]["arch"]["num_hidden_layers"] == 3 and settings["reads"]["data"]["name"] == "my_news"
-    assert "my_tiny" in (tmp_path / "results" / "report_mine.html").read_text()
 
 
 def test_a_bad_model_yaml_named_by_path_fails_the_dry_run_in_one_line(tmp_path):
