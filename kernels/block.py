@@ -88,15 +88,29 @@ class Thresholds:
         return [(a, r) for a in self.outlier_abs for r in self.outlier_ratio]
 
     def of(self, med: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(count thresholds [n, len(massive)], per-dim thresholds [n, len(outlier) + len(massive)])
-        for the medians `med` [n], in float32 (as |a| is compared)."""
+        """(count thresholds [n, A + R], per-dim thresholds [n, len(outlier) + A + R]) for the medians
+        `med` [n], in float32 (as |a| is compared). The massive ones are a basis, not the pairs: each
+        min_abs a, then max(min_abs[0], r x median) for each min_ratio r; for a given sequence
+        (and dim) the count above max(a, r x median) is the smaller of the counts above a and above
+        max(min_abs[0], r x median) (`pairs` combines them), so A + R thresholds give the A x R counts."""
         f32 = np.float32  # scalars, so that nothing is read back from a device
+        floor = f32(self.min_abs[0])
+        basis = [torch.full_like(med, f32(a)) for a in self.min_abs] + [torch.clamp(med * f32(r), min=floor) for r in self.min_ratio]
+        outlier = [torch.clamp(med * f32(r), min=f32(a)) for a, r in self.outlier]
+        return torch.stack(basis, dim=1), torch.stack(outlier + basis, dim=1)
 
-        def above(pairs):
-            return [torch.clamp(med * f32(r), min=f32(a)) for a, r in pairs]
+    def pairs(self, counts: torch.Tensor) -> torch.Tensor:
+        """The counts above each massive pair (min_abs a, min_ratio r) [..., A x R], in the order of
+        `massive`, from the counts above the basis of `of` [..., A + R] (the same sequence's)."""
+        a = len(self.min_abs)
+        return torch.minimum(counts[..., :a, None], counts[..., None, a:]).flatten(-2)
 
-        massive = above(self.massive)
-        return torch.stack(massive, dim=1), torch.stack(above(self.outlier) + massive, dim=1)
+    def dim_pairs(self, dim_counts: torch.Tensor) -> torch.Tensor:
+        """The per-dim counts [len(outlier) + A x R, D] summed over the sequences, from each sequence's
+        counts above `of`'s per-dim thresholds [n, len(outlier) + A + R, D]."""
+        o = len(self.outlier)
+        massive = self.pairs(dim_counts[:, o:].transpose(1, 2)).transpose(1, 2)  # [n, A x R, D]
+        return torch.cat([dim_counts[:, :o], massive], dim=1).sum(dim=0)
 
 
 @dataclass
@@ -190,8 +204,8 @@ def _order(a: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.T
 
 
 def _dim_counts_full(a3: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
-    """[C, D]: per dim, the entries of a3 [n, T, D] above thr [n, C] (a pass per threshold)."""
-    return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=(0, 1)) for c in range(thr.shape[1])])
+    """[n, C, D]: per sequence and dim, the entries of a3 [n, T, D] above thr [n, C] (a pass per threshold)."""
+    return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=1) for c in range(thr.shape[1])], dim=1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -248,11 +262,11 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
     rows = list(_pool().map(one, range(n))) if n > 1 and torch.get_num_threads() > 1 else [one(r) for r in range(n)]
     idx = np.stack([i for i, _, _ in rows])
     counts = np.array([c for _, c, _ in rows], dtype=np.int64).reshape(n, count_thr.shape[1])
-    dim_counts = np.sum([dc for _, _, dc in rows], axis=0)
+    dim_counts = np.stack([dc for _, _, dc in rows])
     t = torch.from_numpy
     values = np.take_along_axis(an, idx, axis=1)
     signed = torch.gather(x.reshape(n, -1), 1, t(idx)).to(torch.float32)
-    return BlockStats(t(med), t(values), signed, t(idx), t(counts), row_max.amax(dim=0), t(dim_counts), finite,
+    return BlockStats(t(med), t(values), signed, t(idx), thr.pairs(t(counts)), row_max.amax(dim=0), thr.dim_pairs(t(dim_counts)), finite,
                       torch.zeros(n, dtype=torch.bool))
 
 
@@ -266,8 +280,8 @@ def _device(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds, backend: 
         parts = [top_abs_triton(x[i], k, count_above=count_thr[i], dim_count_above=dim_thr[i], check=False) for i in range(n)]
         stack = lambda f: torch.stack([getattr(p, f) for p in parts])  # noqa: E731
         finite = torch.isfinite(stack("token_max")).all(dim=1) & torch.isfinite(med)
-        return BlockStats(med, stack("values"), stack("signed"), stack("indices"), stack("counts"),
-                          stack("dim_max").amax(dim=0), stack("dim_counts").sum(dim=0), finite,
+        return BlockStats(med, stack("values"), stack("signed"), stack("indices"), thr.pairs(stack("counts")),
+                          stack("dim_max").amax(dim=0), thr.dim_pairs(stack("dim_counts")), finite,
                           torch.zeros(n, dtype=torch.bool, device=x.device))
     vals, idx = torch.topk(a, min(k + 1, size), dim=1, sorted=True)
     finite = torch.isfinite(vals[:, 0])
@@ -275,7 +289,8 @@ def _device(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds, backend: 
     values, signed, idx = _order(a, x, idx[:, :k])
     counts = torch.stack([(a > count_thr[:, c, None]).sum(dim=1) for c in range(count_thr.shape[1])], dim=1)
     a3 = a.view(n, -1, d)
-    return BlockStats(med, values, signed, idx, counts, a3.amax(dim=(0, 1)), _dim_counts_full(a3, dim_thr), finite, tied)
+    return BlockStats(med, values, signed, idx, thr.pairs(counts), a3.amax(dim=(0, 1)), thr.dim_pairs(_dim_counts_full(a3, dim_thr)),
+                      finite, tied)
 
 
 def block_stats(x: torch.Tensor, k: int, thr: Thresholds = Thresholds(), backend: str = "auto", sync: bool | None = None,
