@@ -243,8 +243,8 @@ def test_detect_tracks_missing_values_and_survives_a_tracker_that_cannot_start(g
     """detect.min_abs=0 detect.min_ratio=1: fade_layer mixes null and layers in the W&B table; W&B online
     without a reachable server (WANDB_MODE from the environment): one warning line, offline, exit 0."""
     copy, args, _ = good_copy
-    args = [*args, "detect.min_abs=0", "detect.min_ratio=1"]
-    assert run_module("capture", *args).returncode == 0  # counted with detect's thresholds
+    args = [*args, "detect.min_abs=0", "detect.min_ratio=1", "capture.counts.min_abs=[0]", "capture.counts.min_ratio=[1]"]
+    assert run_module("capture", *args).returncode == 0  # counted at those thresholds (capture.counts)
     proc = run_module("detect", *args, "wandb.mode=offline")
     assert proc.returncode == 0, proc.stderr[-2000:]
     env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5"}
