@@ -454,16 +454,26 @@ def reading(summary: pd.DataFrame, layers: pd.DataFrame | None = None, factor: f
     """One paragraph on what the arms of a retrofit run support (summary: rule retrofit's
     summary.parquet; layers: its layers.parquet, to tell whether attn_bias's slot ever opened).
     Recovery is read on the log scale: an arm recovers log(ratio of none) - log(its ratio); one reading
-    is called "far more" than another when its remaining ratio is `factor` times smaller."""
-    rows = summary[summary["massive"] == "ablated"].set_index("arm")
+    is called "far more" than another when its remaining ratio is `factor` times smaller. With several
+    seeds (a `seed` column), an arm's ratio is its median over the seeds, shown with their range."""
+    ablated = summary[summary["massive"] == "ablated"]
+    seeds = sorted(set(ablated["seed"])) if "seed" in ablated.columns else []
+    if len(seeds) > 1:
+        by = ablated.groupby("arm", sort=False)
+        rows = by.agg(ratio_to_intact=("ratio_to_intact", "median"), ratio_lo=("ratio_to_intact", "min"),
+                      ratio_hi=("ratio_to_intact", "max"), params=("params", "first"), step=("step", "first"))
+        spread = f"range over seeds {', '.join(map(str, seeds))}"
+    else:
+        rows, spread = ablated.set_index("arm"), "bootstrap interval over held-out chunks"
     if "none" not in rows.index or len(rows) < 2:
         return "No trained arm under the ablation: nothing to read."
     base = float(rows.loc["none", "ratio_to_intact"])
     parts = [f"Zeroing the massive activations from their emergence block multiplies the held-out perplexity by "
-             f"{base:,.0f}."]
+             f"{base:,.0f}" + (f" (median of {len(seeds)} seeds)." if len(seeds) > 1 else ".")]
     for arm, r in rows.drop(index="none").iterrows():
         parts.append(f"{arm} ({int(r['params']):,} parameters, {int(r['step'])} steps) leaves {_x(r['ratio_to_intact'])} "
                      f"[{_x(r['ratio_lo'])}, {_x(r['ratio_hi'])}].")
+    parts.append(f"(Brackets: the {spread}.)")
     best = lambda names: min((float(rows.loc[n, "ratio_to_intact"]) for n in names if n in rows.index), default=None)  # noqa: E731
     mass, value, both = best(MASS_ONLY), best(VALUE_ONLY), best(BOTH)
     if value is not None and mass is not None:
