@@ -59,13 +59,17 @@ EXTRA_SLOT = ("attn_bias", "sink_logit", "softmax_plus_one")  # variants that ad
 @dataclass
 class RetrofitConfig:
     """How the bias is trained: AdamW on the new parameters only; the scalar logits (offsets,
-    sinks, gate biases) get `logit_lr`, since their gradients start tiny (the slot starts closed)."""
+    sinks, gate biases) get `logit_lr`, since their gradients start tiny (the slot starts closed).
+    `eps` is AdamW's: far below torch's 1e-8, since a closed slot's gradients (proportional to its
+    attention weight, about exp(init_logit)) are themselves near 1e-8, and AdamW's default would
+    shrink their steps to a fraction of the learning rate."""
 
     steps: int = 40
     batch_size: int = 4
     lr: float = 1e-2
     logit_lr: float = 0.5
     weight_decay: float = 0.0
+    eps: float = 1e-15
     init_logit: float = -14.0
     seed: int = 1
     eval_every: int = 10
@@ -278,7 +282,7 @@ def fit(model: nn.Module, rf: Retrofit, chunks: torch.Tensor, cfg: RetrofitConfi
     for p in model.parameters():
         p.requires_grad_(False)
     device = next(model.parameters()).device
-    opt = torch.optim.AdamW(rf.groups(cfg.lr, cfg.logit_lr), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(rf.groups(cfg.lr, cfg.logit_lr), weight_decay=cfg.weight_decay, eps=cfg.eps)
     g = torch.Generator().manual_seed(cfg.seed)
     state = State()
     path = Path(checkpoint) if checkpoint else None

@@ -267,6 +267,7 @@ class RetrofitSection:
     train_chunks: int = 64  # the chunks after them
     lr: float = 1e-2
     logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
+    eps: float = 1e-15  # AdamW's eps (a closed slot's gradients are near torch's default 1e-8)
     init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
     bootstrap: int = 1000
     seeds: list[int] = field(default_factory=list)  # each arm trained once per seed; empty: the run's `seed`
@@ -381,6 +382,7 @@ _POSITIVE = [
     "retrofit.train_chunks",
     "retrofit.lr",
     "retrofit.logit_lr",
+    "retrofit.eps",
     "retrofit.bootstrap",
 ]
 

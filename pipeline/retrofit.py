@@ -76,7 +76,7 @@ def run(cfg: DictConfig) -> None:
                 train_chunks=f"{c.eval_chunks}-{len(chunks) - 1}")
     curves, layers, summary = [], [], []
     for seed in seeds:
-        train_cfg = R.RetrofitConfig(steps=c.steps, batch_size=c.batch_size, lr=c.lr, logit_lr=c.logit_lr,
+        train_cfg = R.RetrofitConfig(steps=c.steps, batch_size=c.batch_size, lr=c.lr, logit_lr=c.logit_lr, eps=c.eps,
                                      init_logit=c.init_logit, seed=seed, eval_every=c.eval_every)
         for arm_name, variant, ablated in arms(cfg):
             arm = R.run_arm(model, arm_name, variant, ablate if ablated else None, train, held, intact, train_cfg, c.bootstrap,
