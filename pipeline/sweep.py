@@ -32,7 +32,7 @@ VISION_INTERVENTIONS = ["none", "zero", "mean", "random_zero", "fix_register_mea
 # the lists in which an entry named twice is a mistake (a model captured twice, a row twice)
 UNIQUE = [("models",), ("corpora",), ("vision", "models"), ("vision", "images"), ("ablate", "layers"),
           ("vision", "layers"), ("ablate", "interventions"), ("vision", "interventions"), ("ablate", "zeroshot_tasks"),
-          ("train", "configs"), ("train", "variants"), ("inference", "corpora"), ("inference", "schemes"),
+          ("train", "configs"), ("train", "variants"), ("inference", "corpora"), ("retrofit", "corpora"), ("inference", "schemes"),
           ("inference", "windows"), ("inference", "sinks"), ("inference", "formats")]
 
 
@@ -212,16 +212,17 @@ def load(name: str) -> dict:
             if item not in user[group] and not (CONF_DIR / group / f"{item}.yaml").is_file():
                 raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml "
                                    f"(or name a {group} YAML by its path: my_{group}.yaml)")
-    for section, key in (("inference", "corpora"), ("protocols", "corpora")):  # corpora named again, by path too
+    for section, key in (("inference", "corpora"), ("retrofit", "corpora"), ("protocols", "corpora")):  # named again
         entries = (sweep.get(section) or {}).get(key) if isinstance(sweep.get(section), dict) else None
         if entries:
             sweep[section][key] = [_user_file(name, f"{section}.{key}", "data", c, user) if _is_path(c) else c for c in entries]
     _unique(sweep, name)
     sweep["user_configs"] = user
-    stray = [c for c in (sweep.get("inference") or {}).get("corpora", []) if c not in sweep["corpora"]]
-    if stray:
-        raise MassiveError(f"sweep {name!r}: inference.corpora entry {stray[0]!r} is not one of the sweep's corpora "
-                           f"({', '.join(sweep['corpora'])})")
+    for section in ("inference", "retrofit"):
+        stray = [c for c in (sweep.get(section) or {}).get("corpora", []) if c not in sweep["corpora"]]
+        if stray:
+            raise MassiveError(f"sweep {name!r}: {section}.corpora entry {stray[0]!r} is not one of the sweep's corpora "
+                               f"({', '.join(sweep['corpora'])})")
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
     sweep["protocols"] = _protocols(sweep, name)
@@ -311,13 +312,18 @@ def pairs(sweep: dict) -> list[tuple[str, str]]:
     return llm_pairs(sweep) + [(m, i) for m in vision["models"] for i in vision["images"]]
 
 
-def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
-    """The (model, corpus) pairs of rule inference: the LLMs x the `inference` section's corpora
-    (all the sweep's by default; none without the section)."""
-    section = sweep.get("inference")
+def section_pairs(sweep: dict, name: str) -> list[tuple[str, str]]:
+    """The (model, corpus) pairs of a section's rule (inference, retrofit): the LLMs x the section's
+    `corpora` (all the sweep's by default; none without the section)."""
+    section = sweep.get(name)
     if section is None:
         return []
     return [(m, c) for m in sweep["models"] for c in section.get("corpora") or sweep["corpora"]]
+
+
+def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
+    """The (model, corpus) pairs of rule inference."""
+    return section_pairs(sweep, "inference")
 
 
 def zeroshot_pairs(sweep: dict) -> list[tuple[str, str]]:
