@@ -194,7 +194,7 @@ def retrofit_overview(folders: list[tuple[str, str, Path]]) -> Markup:
     from massive.retrofit import reading
 
     runs = [{"model": m, "corpus": c, "id": slug("p", m, c),
-             "reading": reading(RetrofitTables.load(f).tables["summary"], RetrofitTables.load(f).layers),
+             "reading": reading((saved := RetrofitTables.load(f)).tables["summary"], saved.layers),
              "images": [("recovery", png(f / "recovery.png"))]} for m, c, f in folders]
     return render("retrofit_overview.html.j2", runs=runs)
 
