@@ -45,12 +45,14 @@ def _texts(fig: Figure) -> list:
 
 
 def min_font_px(fig: Figure, dpi: float) -> float | None:
-    """The smallest font of the figure's visible text, in pixels of the PNG saved at `dpi` (None: no text).
+    """The smallest font of the figure's visible text (tick labels included: drawn first), in pixels of
+    the PNG saved at `dpi` (None: no text).
 
         >>> fig = new_figure((4, 3)); ax = fig.subplots(); _ = ax.set_title("t", fontsize=9)
-        >>> round(min_font_px(fig, 80), 1)
+        >>> ax.tick_params(labelsize=12); round(min_font_px(fig, 80), 1)
         10.0
     """
+    fig.canvas.draw()
     sizes = [t.get_fontsize() for t in _texts(fig)]
     return min(sizes) * dpi / 72 if sizes else None
 
@@ -63,6 +65,13 @@ def legible(fig: Figure, dpi: float, shown_px: float = 1000, min_px: float = 10.
     """
     scale = min(1.0, shown_px / (fig.get_figwidth() * dpi))
     floor = min_px / scale * 72 / dpi  # points
+    fig.canvas.draw()  # tick labels get their text when drawn
+    for ax in fig.axes:  # tick labels: through tick_params, so ticks made at the next draw get the size too
+        for name in ("x", "y", "z"):
+            axis = getattr(ax, f"{name}axis", None)
+            labels = [lab for lab in (axis.get_ticklabels(which="both") if axis is not None else []) if lab.get_text().strip()]
+            if labels and min(lab.get_fontsize() for lab in labels) < floor:
+                ax.tick_params(axis=name, which="both", labelsize=floor)
     for text in _texts(fig):
         if text.get_fontsize() < floor:
             text.set_fontsize(floor)

@@ -5,6 +5,7 @@ escaped, headings and formats from pipeline/columns.py) and goes into the templa
 Each section function reads the outputs of one rule and returns its HTML:
 
   table             any DataFrame, headings and number formats from pipeline/columns.py
+  headline          one sentence per model: what was found, where, how big, what zeroing does (with its interval)
   summary           the sweep's summary table: one row per (model, corpus)
   pair_section      detect/, capture/ and figures/ of one model on one corpus (+ its attention
                     and origins sections), with the interactive layerwise curves and token map
@@ -453,7 +454,7 @@ def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = (), 
     harmful, harmless, share = factors
     return str(render("ablation.html.j2", runs=runs, readings=readings,
                       regrowth=[(m, png(p)) for m, p in (regrowth_images or {}).items()], harmful=harmful, harmless=harmless,
-                      share=share, reference=table(reference("perplexity"), float_format=fmt), zeroshot=zs))
+                      share=share, reference=table(reference("perplexity"), float_format=columns.perplexity), zeroshot=zs))
 
 
 def ablation_files(results: str | Path, sweep_name: str) -> dict[str, Path]:

@@ -149,7 +149,7 @@ def test_save_figure_writes_a_png_atomically(tmp_path):
     # fonts raised so that none is under 10.5 px where the report shows it (at most 1,000 px wide), and recorded
     wide = plots.new_figure((20, 3))
     wide.subplots().set_title("a title", fontsize=6)
-    shown = save_figure(wide, tmp_path / "wide.png", 100, tight=False)
+    shown = save_figure(wide, tmp_path / "a" / "wide.png", 100, tight=False)
     from pipeline.html import png
 
     assert png(shown).font_px == pytest.approx(21.0, abs=0.1)  # 2,000 px wide, shown at half size: 10.5 px on the page
