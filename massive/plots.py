@@ -221,7 +221,8 @@ def ablation(table: pd.DataFrame) -> Figure:
             if {"ratio_lo", "ratio_hi"} <= set(r.index) and pd.notna(r["ratio_lo"]):
                 ax.plot([r["ratio_lo"], r["ratio_hi"]], [y, y], color=color, lw=2, solid_capstyle="butt")
             ax.plot([r["ratio_to_none"]], [y], "o", ms=6, color=color, mfc="white" if control else color)
-            ax.annotate(f"×{r['ratio_to_none']:,.3g}" if r["ratio_to_none"] < 100 else f"×{r['ratio_to_none']:,.0f}",
+            v = r["ratio_to_none"]
+            ax.annotate(f"×{v:.3g}" if v < 100 else f"×{round(v, 2 - int(np.floor(np.log10(v)))):,.0f}",  # 3 significant digits
                         (r["ratio_to_none"], y), xytext=(6, 3), textcoords="offset points", fontsize=9, color=color)
             labels.append(f"{name} (control)" if control else name)
             ticks.append(y)

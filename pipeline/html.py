@@ -97,7 +97,7 @@ def slug(*names: str) -> str:
 
 
 ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, undefined=jinja2.StrictUndefined)
-ENV.filters.update(value=value, fmt=format, slug=slug)
+ENV.filters.update(value=value, fmt=format, slug=slug, sig3=columns.sig3)
 
 
 def render(template: str, **context) -> Markup:
@@ -425,20 +425,22 @@ ABLATION_SHOWN = ["model", "corpus", "layers", "blocks", "intervention", "entrie
 ABLATION_MAIN = ["layers", "intervention", "perplexity", "ratio_to_none", "ratio_interval", "effect", "verdict"]
 
 
-def interval(lo: float, hi: float) -> str:
-    """A 95% interval as the report writes it: [1.02, 1.07]."""
-    return f"[{lo:,.4g}, {hi:,.4g}]"
+def interval(lo: float, hi: float, fmt=columns.sig3) -> str:
+    """A 95% interval as the report writes it, each bound in its kind's format (a ratio by default):
+    [1.02, 1.07], [17,100, 37,500]."""
+    return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
 def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = (), readings: list = (),
-                     regrowth_images: dict[str, Path] | None = None, factors: tuple[float, float, float] = (2.0, 1.1, 0.5)) -> str:
+                     regrowth_images: dict[str, Path] | None = None, factors: tuple[float, float, float] = (2.0, 1.1, 0.5),
+                     forest: Path | None = None) -> str:
     """The ablation rule's HTML: per model and corpus a reading of the evidence (massive.ablation.readings),
     each model's regrowth figure, the perplexities with their 95% intervals and verdicts, the paper's
     numbers, zero-shot accuracy. factors: harmful, harmless, regrow share.
 
         >>> ablation_section(read_table("results/ablation_default.parquet"))  # doctest: +SKIP
     """
-    shown = ablation.assign(ppl_interval=[interval(lo, hi) for lo, hi in zip(ablation["ppl_lo"], ablation["ppl_hi"])],
+    shown = ablation.assign(ppl_interval=[interval(lo, hi, columns.perplexity) for lo, hi in zip(ablation["ppl_lo"], ablation["ppl_hi"])],
                             ratio_interval=[interval(lo, hi) for lo, hi in zip(ablation["ratio_lo"], ablation["ratio_hi"])])
     fmt = lambda v: f"{v:,.2f}"  # noqa: E731
     runs = [{"model": m, "corpus": c, "table": table(g[ABLATION_SHOWN].drop(columns=["model", "corpus"]), float_format=fmt,
@@ -454,6 +456,7 @@ def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = (), 
     harmful, harmless, share = factors
     return str(render("ablation.html.j2", runs=runs, readings=readings,
                       regrowth=[(m, png(p)) for m, p in (regrowth_images or {}).items()], harmful=harmful, harmless=harmless,
+                      forest=[("ablation", png(forest))] if forest is not None else [],
                       share=share, reference=table(reference("perplexity"), float_format=columns.perplexity), zeroshot=zs))
 
 
@@ -463,8 +466,10 @@ def ablation_files(results: str | Path, sweep_name: str) -> dict[str, Path]:
 
 
 def ablation_block(files: dict[str, Path]) -> Markup:
-    """The report's ablation part: the rule's HTML file and its figure (files: `ablation_files(...)`)."""
-    return render("ablation_block.html.j2", section=Markup(files["html"].read_text()), image=png(files["png"]))
+    """The report's ablation part: the rule's HTML file, and its figure where the section does not hold it
+    (files: `ablation_files(...)`)."""
+    section = files["html"].read_text()
+    return render("ablation_block.html.j2", section=Markup(section), image=None if 'alt="ablation"' in section else png(files["png"]))
 
 
 TRAIN_MAIN = ["variant", "step", "val_loss", "start_over_median", "start_layer", "start_attn", "slot_attn", "sink1",

@@ -117,7 +117,7 @@ def md(df: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
     """A DataFrame as a Markdown table: headings and formats from pipeline/columns.py (strings as they are)."""
     labels = labels or {}
     heads = [labels.get(c, columns.label(c)) for c in df.columns]
-    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    lines = ["| " + " | ".join(h.replace("|", "\\|") for h in heads) + " |", "|" + "---|" * len(heads)]
     for row in df.itertuples(index=False):
         cells = [v if isinstance(v, str) else fmt(c, v) for c, v in zip(df.columns, row)]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
@@ -134,6 +134,12 @@ def block_ranges(blocks: list[int]) -> str:
             out.append(f"{start}-{b}" if b != start else f"{b}")
             start = None
     return ", ".join(out)
+
+
+def compact_blocks(text) -> str:
+    """'11,12,13,14' -> '11-14' (a blocks column); anything else as it is."""
+    parts = str(text or "").split(",")
+    return block_ranges([int(p) for p in parts]) if all(p.strip().isdigit() for p in parts) else str(text or "")
 
 
 # ---------------------------------------------------------------- sections
@@ -174,7 +180,7 @@ def ablation(run: Run) -> tuple[str, pd.DataFrame | None]:
            f"A destroyed model's perplexity (`zero`) moves in its last digits with the CPU ({DAGGER}).", ""]
     for (m, c, layers), g in t.groupby(["model", "corpus", "layers"], sort=False):
         rows = [{"intervention": r["intervention"] + (f" {DAGGER}" if r["intervention"] == "zero" else ""),
-                 "blocks": r["blocks"], "entries_changed": r["entries_changed"], "perplexity": r["perplexity"],
+                 "blocks": compact_blocks(r["blocks"]), "entries_changed": r["entries_changed"], "perplexity": r["perplexity"],
                  "ratio_to_none": x(r["ratio_to_none"]), "95% interval": ci(r["ratio_lo"], r["ratio_hi"]), "effect": r["effect"]}
                 for _, r in g.iterrows()]
         out += [f"**{m} on {c}, layers `{layers}`** ({int(g['n_chunks'].iloc[0])} chunks x "
@@ -197,7 +203,7 @@ def attention(run: Run) -> tuple[str, dict]:
         high = [int(r.layer) for r in layers.itertuples() if r.mass_first > 0.5] if layers is not None else []
         facts[(m, c)] = {"sink_1_share": res.get("sink_1_share"), "mass_first": res.get("mass_first_mean"), "above_half": high,
                          "layers": layers}
-        row = {"run": m, "corpus": c, "sink_1_share": res.get("sink_1_share"), "attention on first token (mean)": res.get("mass_first_mean"),
+        row = {"run": m, "corpus": c, "sink_1_share": res.get("sink_1_share"), "mass_first_mean": res.get("mass_first_mean"),
                "blocks where it is > 0.5": block_ranges(high) or "-"}
         if ppl is not None:
             for r in ppl.itertuples():
@@ -208,7 +214,6 @@ def attention(run: Run) -> tuple[str, dict]:
                        + ", ".join(f"{int(r.layer)}: {r.mass_first:.2f}" for r in layers.itertuples()))
     if rows:
         t = pd.DataFrame(rows).fillna("-")
-        t["attention on first token (mean)"] = [columns.sig3(v) if isinstance(v, float) else v for v in t["attention on first token (mean)"]]
         out = out[:4] + [md(t), ""] + out[4:]
     return "\n".join(out) if rows else "", facts
 
@@ -354,20 +359,19 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
         res, s = det[key]["result"], det[key]["summary"]
         top = s.loc[s["mean_value"].abs().idxmax()]
         put("massive dims (token role)", key, f"{', '.join(map(str, res['dims']))} ({', '.join(res['roles'])})")
-        put("emerge after block", key, f"{res['emerge_layer']} of 0-{res['n_layers'] - 1}" if res.get("n_layers") else str(res["emerge_layer"]))
+        put("emerges after block", key, f"{res['emerge_layer']} of 0-{res['n_layers'] - 1}" if res.get("n_layers") else str(res["emerge_layer"]))
         put("largest mean \\|a\\| (× median \\|a\\|)", key, f"{columns.magnitude(abs(top['mean_value']))} ({x(top['ratio_at_peak'])})")
-        if ablation_table is not None:
-            for layers in run.layers:
-                g = ablation_table[(ablation_table["model"] == key[0]) & (ablation_table["corpus"] == key[1])
-                                   & (ablation_table["layers"] == layers)].set_index("intervention")
-                for name, what in (("zero", "zeroed"), ("mean", "set to their mean")):
-                    if name in g.index:
-                        r = g.loc[name]
-                        mark = f" {DAGGER}" if name == "zero" else ""
-                        put(f"perplexity, {what} (`{layers}`): × none [95%]", key,
-                            f"{x(r['ratio_to_none'])} {ci(r['ratio_lo'], r['ratio_hi'])}{mark}")
-                if "zero" in g.index:
-                    put(f"verdict (`{layers}`)", key, g.loc["zero", "verdict"])
+        if ablation_table is not None and run.layers:  # the first set of blocks the ablation ran (emerge, by default)
+            layers = run.layers[0]
+            g = ablation_table[(ablation_table["model"] == key[0]) & (ablation_table["corpus"] == key[1])
+                               & (ablation_table["layers"] == layers)].set_index("intervention")
+            where = f"block {g['blocks'].iloc[0]}" if "blocks" in g and len(g) else f"`{layers}`"
+            for name, what in (("zero", "zeroed"), ("mean", "set to their mean")):
+                if name in g.index:
+                    r = g.loc[name]
+                    extra = f" {DAGGER}, {r['verdict']}" if name == "zero" and "verdict" in r else ""
+                    put(f"perplexity with them {what} at {where}: × none [95%]", key,
+                        f"{x(r['ratio_to_none'])} {ci(r['ratio_lo'], r['ratio_hi'])}{extra}")
         if key in ori and len(ori[key]["superweights"]):
             sw = ori[key]["superweights"].sort_values("product", key=abs, ascending=False).iloc[0] if "product" in ori[key]["superweights"] else ori[key]["superweights"].iloc[0]
             put("super weight (rank of \\|w\\|)", key, f"`{sw['param'].removeprefix('model.')}{sw['coordinate']}` = "
@@ -389,7 +393,7 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
     heads = [f"{m} on {c}" if len({mm for mm, _ in cols}) > 1 else c for m, c in cols]
     lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
-    machines = "; ".join(prov["machine"]) or machine_here()
+    machines = "; ".join(prov["machine"]) or f"{machine_here()} (where this script ran; the tables do not record theirs)"
     commits = ", ".join(c[:7] for c in prov["git_commit"]) or "unknown"
     lines += ["", f"Measured on {machines}, commit {commits}, {', '.join(prov['date'])}. {DAGGER} depends on the CPU "
               "or the seed ([docs/results.md](docs/results.md) says how much)."]
@@ -504,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     outs = {k: Path(v).resolve() if v else None for k, v in (("md", args.results_md), ("readme", args.readme), ("schemas", args.schemas))}
     workdir = Path(args.workdir).resolve()
+    if outs["readme"] and not outs["readme"].is_file():
+        print(f"error: no README at {outs['readme']}", file=sys.stderr)
+        return 2
     if not (workdir / paths.RESULTS).is_dir():
         print(f"error: no {paths.RESULTS}/ in {workdir}: run snakemake there first", file=sys.stderr)
         return 2
