@@ -123,7 +123,12 @@ def prompt_3d(prompt: pd.DataFrame, layer: int, title: str) -> Figure:
     top = np.dstack(np.unravel_index(np.argsort(values.ravel())[::-1][:3], values.shape))[0]
     for t, d in top:
         ax.text(d, t, values[t, d], f"dim {d}", fontsize=7)
-    ticks = np.unique(np.r_[np.linspace(0, n_tok - 1, min(n_tok, 8)).round().astype(int), top[:, 0]])
+    gap = max(1, n_tok // 7)  # ticks at least this many tokens apart (the largest entries' tokens first): labels do not overlap
+    ticks = []
+    for t in [*dict.fromkeys(top[:, 0].tolist()), *np.linspace(0, n_tok - 1, min(n_tok, 8)).round().astype(int).tolist()]:
+        if all(abs(t - k) >= gap for k in ticks):
+            ticks.append(int(t))
+    ticks = sorted(ticks)
     labels = rows["token"].tolist()
     ax.set_yticks(ticks)
     ax.set_yticklabels([repr(labels[t])[1:-1] for t in ticks], fontsize=7)
@@ -308,8 +313,11 @@ def contributions(table: pd.DataFrame, title: str) -> Figure:
             base = np.where(v >= 0, pos, neg)
             ax.bar(pivot.index, v, bottom=base, color=colors[part], label=part, width=0.8)
             pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
-        for _, w in g[g["writes"].astype(bool)].iterrows():
-            ax.annotate(f"{w['part']} writes it", (w["block"], w["contribution"]), fontsize=7, ha="center", va="bottom")
+        tops = dict(zip(pivot.index, pos))
+        for _, w in g[g["writes"].astype(bool)].iterrows():  # above its stack, with room kept for it (margins)
+            ax.annotate(f"{w['part']} writes it", (w["block"], tops.get(w["block"], w["contribution"])), xytext=(0, 3),
+                        textcoords="offset points", fontsize=9, ha="center", va="bottom")
+        ax.margins(y=0.25)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylabel(f"dim {dim} ({role})")
         ax.grid(alpha=0.3, axis="y")
