@@ -51,7 +51,7 @@ print(found.result["message"])
 
 
 def num(v: float) -> str:
-    """3 significant digits, thousands separated: 1.82, 108, 24,523."""
+    """Whole numbers from 100 up (thousands separated), 3 significant digits below: 24,523, 108, 1.82."""
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
@@ -71,12 +71,13 @@ for i, layer in enumerate(shown):
 #    to their mean, at the block where they emerge (the paper's Table 2).
 chunks = massive.perplexity_chunks(tok, docs, seq_len=args.seq_len, max_chunks=16)
 print(f"perplexity, {len(chunks)} chunks x {chunks.shape[1]} tokens:")
-print(f"  none  {massive.perplexity(model, chunks).value:10.2f}")
+ppl_text = lambda v: f"{v:,.2f}" if v < 1000 else f"{v:,.0f}"  # noqa: E731 - 2 decimals, whole numbers from 1,000
+print(f"  none  {ppl_text(massive.perplexity(model, chunks).value):>10}")
 if found.found:
     for name in ("zero", "mean"):
         with massive.intervene(model, found, name, layers="emerge", tokenizer=tok) as ctx:
             ppl = massive.perplexity(model, chunks)
-        print(f"  {name:<5} {ppl.value:10.2f}   ({ctx.changed} entries changed after block {found.emerge_layer})")
+        print(f"  {name:<5} {ppl_text(ppl.value):>10}   ({ctx.changed} entries changed after block {found.emerge_layer})")
 
 # 6. One figure: top-1/2/3 and median |a| per layer (the paper's Fig. 2); saved only where asked.
 fig = plots.layerwise(stats.layer_stats, f"{args.model}: |a| per layer")

@@ -25,7 +25,7 @@ def test_quickstart_finds_the_planted_activation(tmp_path):
     stdout = proc.stdout
     assert "4 sequences x 32 tokens" in stdout
     assert f"in dim(s) [{DIM}]" in stdout and f"emerging after block {LAYER}" in stdout, stdout
-    ppl = {m.group(1): float(m.group(2)) for m in re.finditer(r"^  (none|zero|mean)\s+([\d.]+)", stdout, re.M)}
+    ppl = {m.group(1): float(m.group(2).replace(",", "")) for m in re.finditer(r"^  (none|zero|mean)\s+([\d.,]+)", stdout, re.M)}
     assert set(ppl) == {"none", "zero", "mean"}, stdout
     assert all(v > 1 for v in ppl.values())
     changed = re.search(r"^  zero .*\((\d+) entries changed after block (\d+)\)", stdout, re.M)
