@@ -514,7 +514,8 @@ def report(sweep: str, sections: list[dict], extra_sections: list[Markup], min_a
     for s in sections:  # a protocol run (gpt2@bos) is a tab of its model
         s.setdefault("tab", s["corpus"] + (f" @{protocol_of(s['model'])}" if protocol_of(s["model"]) else ""))
         models.setdefault(base_model(s["model"]), []).append(s)
-    curves = interactive.layerwise({(s["model"], s["corpus"]): s["layer_stats"] for s in sections if "layer_stats" in s})
+    drawn = sorted((s for s in sections if "layer_stats" in s), key=lambda s: protocol_of(s["model"]) is None)
+    curves = interactive.layerwise({(s["model"], s["corpus"]): s["layer_stats"] for s in drawn})  # protocol runs first: under their model
     extras = [{"id": slug("s", i), "title": heading(b, f"section {i + 1}"), "html": b} for i, b in enumerate(extra_sections)]
     return ENV.get_template("report.html.j2").render(
         sweep=sweep, sections=sections, models=models, extra_sections=extra_sections, extras=extras,
