@@ -330,7 +330,7 @@ def retrofit(run: Run) -> str:
 # ---------------------------------------------------------------- the documents
 def header(run: Run, prov: dict) -> str:
     machines = prov["machine"] or [f"{machine_here()} (the machine this script ran on: the tables do not record theirs)"]
-    commits = [c[:12] for c in prov["git_commit"]]
+    commits = list(dict.fromkeys(c[:12] + (" (with uncommitted changes)" if c.endswith("-dirty") else "") for c in prov["git_commit"]))
     seeds = prov["seed"]
     return "\n".join([
         f"# Results of the `{run.stem}` sweep", "",
@@ -394,7 +394,7 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
     lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
     machines = "; ".join(prov["machine"]) or f"{machine_here()} (where this script ran; the tables do not record theirs)"
-    commits = ", ".join(c[:7] for c in prov["git_commit"]) or "unknown"
+    commits = ", ".join(dict.fromkeys(c[:7] for c in prov["git_commit"])) or "unknown"
     lines += ["", f"Measured on {machines}, commit {commits}, {', '.join(prov['date'])}. {DAGGER} depends on the CPU "
               "or the seed ([docs/results.md](docs/results.md) says how much)."]
     return "\n".join(lines)
@@ -490,9 +490,10 @@ def schemas(run: Run) -> str:
     for key, path in schema_files(run).items():
         per, notes = TABLES.get(key, ("", ""))
         schema = pq.read_schema(path)
-        lines += [f"## `{key}`", "", f"One row per {per}." if per else "", f"{notes}." if notes else "", "",
+        lines += [f"## `{key}`", "", f"One row per {per}." if per else "", "", f"{notes}." if notes else "", "",
                   "| column | type | report heading |", "|---|---|---|"]
-        lines += [f"| `{f.name}` | {f.type} | {columns.label(f.name) if f.name in columns.COLUMNS else ''} |" for f in schema]
+        lines += [f"| `{f.name}` | {str(f.type).replace('|', chr(92) + '|')} | "
+                  f"{columns.label(f.name).replace('|', chr(92) + '|') if f.name in columns.COLUMNS else ''} |" for f in schema]
         lines.append("")
     return "\n".join(line for line in lines) + "\n"
 

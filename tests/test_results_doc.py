@@ -58,7 +58,7 @@ def test_results_doc_from_the_tiny_dag(tiny_dag, tmp_path):
     assert "old numbers" not in text
     # the schemas: every table kind the run wrote, its columns from the file, headings from pipeline/columns.py
     s = schemas.read_text()
-    assert "## `capture/layer_stats.parquet`" in s and "| `median_abs` | double | median |a| |" in s
+    assert "## `capture/layer_stats.parquet`" in s and "| `median_abs` | double | median \\|a\\| |" in s
     assert "## `ablation_<sweep>.parquet`" in s and "| `verdict` | " in s
     # a working directory without results/ is one line, exit 2
     bad = subprocess.run([sys.executable, str(SCRIPT), "--workdir", str(tmp_path), "--results-md", "", "--readme", "",
