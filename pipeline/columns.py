@@ -14,6 +14,7 @@ keeps them inside the page's width (tests/test_browser.py checks it at 1,200 px)
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -145,7 +146,10 @@ COLUMNS: dict[str, Column] = {
     "first_layer": C("first layer", "index"), "last_layer": C("last layer", "index"), "token_share": C("share of tokens", "share"),
     "max_token_share": C("largest share of tokens", "share"), "massive_token_share": C("share of tokens massive", "share"),
     "dense_layers": C("dense in layers"), "also_massive": C("also massive"), "n_outlier_dims": C("outlier feature dims", "int"),
-    "dense_dims": C("dense (massive at most tokens)"), "shared_dims": C("shared dims"),
+    "dense_dims": C("dense (massive at most tokens)"), "shared_dims": C("shared dims"), "outlier_dims": C("outlier feature dims here"),
+    "dtype": C("dtype"), "start_value_ratio": C("start token's value norm / median token's (×)", "ratio"),
+    # the paper's reference tables: one column per intervention (perplexity, or ImageNet top-1 for the ViTs)
+    "none": C("none"), "zero": C("zero"), "mean": C("mean"), "fix_register_mean": C("fix_register_mean"),
     "massive_dims": C("massive dims"), "saturated": C("saturated"),
 }
 
@@ -155,6 +159,10 @@ def column(name: str) -> Column | None:
     format and key, with the prefix in front of its label."""
     if name in COLUMNS:
         return COLUMNS[name]
+    per_layer = re.fullmatch(r"layer(\d+)_(.+)", str(name))  # a statistic per block (retraining: layer0_first_attn)
+    if per_layer and per_layer.group(2) in COLUMNS:
+        c = COLUMNS[per_layer.group(2)]
+        return Column(f"block {per_layer.group(1)}: {c.label}", c.kind, c.key)
     prefix, _, base = str(name).rpartition(": ")
     if prefix and base in COLUMNS:
         c = COLUMNS[base]
