@@ -381,7 +381,7 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
                 put("perplexity, super weight zeroed", key, x(p.set_index("intervention").loc["zero_super_weight", "ratio_to_none"]))
         if key in att:
             a = att[key]
-            put("Sink₁ share of heads", key, columns.sig3(a["sink_1_share"]) if a["sink_1_share"] is not None else None)
+            put("Sink₁ share of heads", key, columns.FORMATS["share"](a["sink_1_share"]) if a["sink_1_share"] is not None else None)
             put("blocks whose attention on the first token > 0.5", key, block_ranges(a["above_half"]) or "none")
         if key in inf and inf[key]["headroom"] is not None:
             h = inf[key]["headroom"]
