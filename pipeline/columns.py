@@ -147,7 +147,7 @@ COLUMNS: dict[str, Column] = {
     "max_token_share": C("largest share of tokens", "share"), "massive_token_share": C("share of tokens massive", "share"),
     "dense_layers": C("dense in layers"), "also_massive": C("also massive"), "n_outlier_dims": C("outlier feature dims", "int"),
     "dense_dims": C("dense (massive at most tokens)"), "shared_dims": C("shared dims"), "outlier_dims": C("outlier feature dims here"),
-    "dtype": C("dtype"), "start_value_ratio": C("start token's value norm / median token's (×)", "ratio"),
+    "dtype": C("dtype"), "seed": C("seed"), "start_value_ratio": C("start token's value norm / median token's (×)", "ratio"),
     # the paper's reference tables: one column per intervention (perplexity, or ImageNet top-1 for the ViTs)
     "none": C("none"), "zero": C("zero"), "mean": C("mean"), "fix_register_mean": C("fix_register_mean"),
     "massive_dims": C("massive dims"), "saturated": C("saturated"),

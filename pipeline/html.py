@@ -217,8 +217,8 @@ def retrofit_section(folder: Path, model: str, corpus: str) -> Markup:
                   held=first["eval_chunks"] if first is not None else "", train=first["train_chunks"] if first is not None else "",
                   seq_len=int(first["seq_len"]) if first is not None else 0,
                   arms=table(summary[RETROFIT_SHOWN], none_found=True,
-                             main=["arm", "variant", "massive", "params", "perplexity", "ratio_to_intact", "ratio_interval"],
-                             ids=("arm",)),
+                             main=["arm", "seed", "variant", "massive", "params", "perplexity", "ratio_to_intact", "ratio_interval"],
+                             ids=("arm", "seed")),
                   images=[("recovery", png(folder / "recovery.png"))])
 
 

@@ -322,8 +322,12 @@ def retrofit(run: Run) -> str:
             continue
         found = True
         s = s.assign(interval=[ci(lo, hi) for lo, hi in zip(s["ratio_lo"], s["ratio_hi"])])
-        out += ["", f"**{m} on {c}**", "", md(s[[k for k in ("arm", "variant", "massive", "params", "step", "perplexity",
+        out += ["", f"**{m} on {c}**", "", md(s[[k for k in ("arm", "seed", "variant", "massive", "params", "step", "perplexity",
                                                             "ratio_to_intact", "interval") if k in s]])]
+        if "seed" in s and s["seed"].nunique() > 1:  # the spread across seeds, per arm
+            spread = s.groupby("arm", sort=False)["ratio_to_intact"].agg(["median", "min", "max"]).reset_index()
+            out += ["", f"Across seeds {', '.join(map(str, sorted(s['seed'].unique())))} (ratio to intact):", "",
+                    md(spread, {"median": "median (×)", "min": "lowest (×)", "max": "highest (×)"})]
     return ("\n".join(out) + "\n") if found else ""
 
 
