@@ -305,7 +305,7 @@ def training(run: Run) -> tuple[str, list[pd.DataFrame]]:
         found.append(t)
         shown = [c for c in TRAIN_SHOWN if c in t]
         out += ["", f"**{name}** (seed {', '.join(s for s in seeds if s)}"
-                + ("; one seed: its spread is not measured here, see docs/retraining.md for two seeds)" if len(seeds) <= 1 else ")"),
+                + ("; one seed: its spread is not measured here, [retraining.md](retraining.md) has two seeds)" if len(seeds) <= 1 else ")"),
                 "", md(t[shown])]
         if "seed" in t and t["seed"].nunique() > 1:  # several seeds in one comparison: the spread per variant
             spread = t.groupby("variant")["start_over_median"].agg(["min", "max"]).reset_index()
