@@ -77,9 +77,9 @@ def downloads(sweep_name: str) -> dict[str, tuple[float, str]]:
 
     sweep = sweeps.load(sweep_name)
     out = {}
-    for model in dict.fromkeys(paths.base_model(m) for m, _ in sweeps.pairs(sweep)):
+    for model in dict.fromkeys(paths.fetch_name(m) for m, _ in sweeps.pairs(sweep)):  # a revision: a download of its own
         try:
-            w = sizing.weights(compose([f"model={model}", *sweeps.overrides(sweep, model)]).model)
+            w = sizing.weights(compose([*sweeps.run_args(model), *sweeps.overrides(sweep, model)]).model)
             out[model] = (w.download_bytes / 1e9, w.source)
         except MassiveError as exc:
             out[model] = (float("nan"), str(exc))
