@@ -104,12 +104,12 @@ def test_a_local_checkpoint_folder_is_a_revision(tmp_path, compose_in):
 
 
 # ---------------------------------------------------------------- a tiny model whose planted gain grows over training
-GAINS = {"step1000": 40.0, "step2000": 200.0, "step4000": 1000.0}  # the planted unit's gain at each checkpoint
+GAINS = {"step1000": 200.0, "step4000": 1000.0}  # the planted unit's gain at each checkpoint (two: each a DAG run)
 
 
 @pytest.mark.slow
 def test_emergence_over_training_through_the_dag(tmp_path):
-    """Pythia's YAML, fetched at three revisions from a hub-shaped cache (offline) holding a tiny gpt_neox
+    """Pythia's YAML, fetched at two revisions from a hub-shaped cache (offline) holding a tiny gpt_neox
     whose planted massive activation grows from one checkpoint to the next: `snakemake` runs each revision
     as a run, and the largest ratio grows with the step, in the tables and in the report's section."""
     import os
@@ -137,10 +137,9 @@ def test_emergence_over_training_through_the_dag(tmp_path):
     plan = jobs.Plan(s, sweep)
     plan.ids(root=work)
     t = table(plan.where(str(work / "results")), s)
-    assert t["revision"].tolist() == list(GAINS) and t["step"].tolist() == [1000, 2000, 4000]
-    ratios = t["largest_ratio"].fillna(0).tolist()
-    assert ratios[0] < ratios[1] < ratios[2] and t["found"].tolist()[1:] == ["yes", "yes"], t
-    assert (t.loc[t["found"] == "yes", "emerge_layer"] == 0).all() and t["sink_1_share"].notna().all()
+    assert t["revision"].tolist() == list(GAINS) and t["step"].tolist() == [1000, 4000]
+    assert t["found"].tolist() == ["yes", "yes"] and (t["emerge_layer"] == 0).all() and t["sink_1_share"].notna().all(), t
+    assert t["largest_ratio"].iloc[1] > 3 * t["largest_ratio"].iloc[0], t  # the gain grew 5x, and so does the ratio
     report = (work / paths.report_file("sweep")).read_text()
-    assert "Emergence over training" in report and "pythia_160m on news_sample: first found at step" in report
+    assert "Emergence over training" in report and "pythia_160m on news_sample: first found at step1000" in report
     assert 'id="fig-checkpoints"' in report
