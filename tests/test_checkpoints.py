@@ -127,7 +127,7 @@ def test_emergence_over_training_through_the_dag(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     sweep = _sweep(work, revisions={"pythia_160m": list(GAINS)}, attention={"num_sequences": 2},
-                   overrides=["tokenize.num_sequences=3", "capture.top_k=8", "figures.dpi=30"],
+                   overrides=["tokenize.num_sequences=3", "capture.top_k=8", "figures.dpi=30", "ablate.max_chunks=2"],
                    model_overrides={"pythia_160m": ["model.dtype=float32", "model.seq_len=32", "model.device_map=null"]})
     env = {**os.environ, "WANDB_MODE": "disabled", **hub_env(tmp_path / "hf")}
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(work), "--cores", "2", "--config", f"sweep={sweep}"],
