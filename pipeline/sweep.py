@@ -275,7 +275,8 @@ def run_args(run: str) -> list[str]:
 
     proto, revision = protocol_of(run), revision_of(run)
     if revision is not None:  # quoted where Hydra would read another type (a commit 1234567, true, nan)
-        plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", revision) and revision.lower() not in ("true", "false", "null", "nan", "inf")
+        plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", revision) and revision.lower() not in ("true", "false", "null",
+                                                                                               "nan", "inf")
         return [f"model={base_model(run)}", f"model.name={run}", f"model.revision={revision if plain else repr(revision)}"]
     if proto is None:
         return [f"model={run}"]

@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error
+from conftest import assert_one_line_error
 from massive.errors import MassiveError
 from pipeline import jobs, paths
 from pipeline import sweep as sweeps
