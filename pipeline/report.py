@@ -20,7 +20,7 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
+from pipeline import checkpoints, cli, html, jobs, paths, sweep as sweeps, tracking
 from pipeline.io import atomic_path, provenance, read_table, results_dir
 
 
@@ -41,6 +41,8 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, wher
     blocks = []
     if sweep["models"]:  # how every run's sequences began, the protocols' contrast, outlier features
         blocks.extend(html.protocols_section(where, sweep, detect.min_abs, detect.min_ratio, detect))
+    if sweep.get("revisions"):  # training checkpoints: the emergence against the step (pipeline/checkpoints.py)
+        blocks.append(checkpoints.section(where, sweep))
     if sweep.get("vision"):
         v = sweep["vision"]
         blocks.append(html.vision_section([where("ablate_images", m, i, layers) / "images.parquet"
