@@ -13,7 +13,7 @@ include: "rules/common.smk"
 
 
 wildcard_constraints:
-    model="[A-Za-z0-9_.-]+(?:@(?:bos|no_bos))?",  # a model, or a run of it in a protocol: gpt2@bos
+    model=paths.RUN_SLUG,  # a model, or a run of it: in a protocol (gpt2@bos), at a revision (pythia_160m@step1000)
     corpus="[A-Za-z0-9_.-]+",
     layers=paths.LAYERS_SLUG,
     cid="[0-9a-f]{8}",  # a stage's config id (pipeline/stages.py)

@@ -69,7 +69,7 @@ def is_ladder(thresholds: dict | None) -> bool:
 
 @dataclass
 class Capture:
-    """The capture's tables (schemas in README.md, "Result tables").
+    """The capture's tables (schemas in docs/schemas.md).
 
     layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs, and
                  n_massive_<a>_<r> for each (a, r) of the min_abs x min_ratio ladders (exact counts

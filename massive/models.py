@@ -154,22 +154,56 @@ def convert_gguf(gguf: Path, out: Path) -> Path:
     return save(Path(out), model, tok)
 
 
-def download_hub(hub_id: str, out: Path, revision: str | None = None) -> Path:
-    """The files of hub repository `hub_id` that a model needs (config, tokenizer, code, weights:
-    the safetensors where the repository has them, else the .bin files), downloaded into `out`.
+HUB_FILES = ["*.json", "*.model", "*.txt", "*.py", "*.tiktoken"]  # config, tokenizer, code: with the weights
 
-        >>> download_hub("HuggingFaceTB/SmolLM2-135M", Path("cache/smollm2"))
+
+def _weights_pattern(files: list[str]) -> str:
+    return "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"  # never both
+
+
+def download_hub(hub_id: str, out: Path, revision: str | None = None) -> Path:
+    """The files of hub repository `hub_id` at `revision` (a branch, tag or commit: a training
+    checkpoint such as Pythia's step1000; None: main) that a model needs (config, tokenizer, code,
+    weights: the safetensors where the repository has them, else the .bin files), downloaded into
+    `out`. Offline (HF_HUB_OFFLINE=1: a compute node), they are copied from the HF cache, where a
+    download on a login node (huggingface-cli download, snapshot_download) left them.
+
+        >>> download_hub("EleutherAI/pythia-160m", Path("cache/pythia"), revision="step1000")
     """
     from huggingface_hub import list_repo_files, snapshot_download
+    from huggingface_hub.errors import OfflineModeIsEnabled
 
+    where = f"{hub_id!r}" + (f" at revision {revision!r}" if revision else "")
     try:
-        files = list_repo_files(hub_id, revision=revision)
-        weights = "*.safetensors" if any(f.endswith(".safetensors") for f in files) else "*.bin"  # never both
-        snapshot_download(hub_id, revision=revision, local_dir=out,
-                          allow_patterns=["*.json", weights, "*.model", "*.txt", "*.py", "*.tiktoken"])
-    except Exception as exc:  # offline, gated, or not found
-        raise MassiveError(f"cannot download {hub_id!r} from the Hugging Face hub: {_first_line(exc)}") from None
+        try:
+            files = list_repo_files(hub_id, revision=revision)
+        except OfflineModeIsEnabled:
+            return _copy_cached(hub_id, Path(out), revision)
+        snapshot_download(hub_id, revision=revision, local_dir=out, allow_patterns=[*HUB_FILES, _weights_pattern(files)])
+    except Exception as exc:  # offline and not cached, gated, not found, no such revision
+        raise MassiveError(f"cannot download {where} from the Hugging Face hub: {_first_line(exc)}") from None
     return Path(out)
+
+
+def _copy_cached(hub_id: str, out: Path, revision: str | None) -> Path:
+    """The files download_hub would fetch, from the HF cache's snapshot of `hub_id` at `revision`
+    (hard links where the cache is on the same file system)."""
+    from fnmatch import fnmatch
+
+    from huggingface_hub import snapshot_download
+
+    snap = Path(snapshot_download(hub_id, revision=revision, local_files_only=True))
+    files = sorted(p.relative_to(snap).as_posix() for p in snap.rglob("*") if p.is_file())
+    patterns = [*HUB_FILES, _weights_pattern(files)]
+    for name in (f for f in files if any(fnmatch(f, p) for p in patterns)):
+        src, dst = (snap / name).resolve(), out / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
+    return out
 
 
 def fetch_head(source: str, out: Path) -> Path:

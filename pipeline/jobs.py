@@ -16,6 +16,7 @@ never reaches fetch_model. An override of a key the DAG sets per job is an error
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from pathlib import Path
@@ -119,7 +120,8 @@ class Plan:
         sizes = [f"ablate.{key}={self.ablate[key]}" for key in ("max_chunks", "bootstrap") if key in self.ablate]
         sweep_args = [f"sweep_name={sweeps.hydra_value(self.name)}", *sweeps.overrides(s)]
         if rule == "fetch_model":
-            return [f"model={w['model']}", *sweeps.search_path(s, model=w["model"]), *stages.relevant(sweeps.overrides(s, w["model"]), rule)]
+            return [*sweeps.run_args(w["model"]), *sweeps.search_path(s, model=w["model"]),
+                    *stages.relevant(sweeps.overrides(s, w["model"]), rule)]
         if rule == "fetch_corpus":
             return [f"data={w['corpus']}", *sweeps.search_path(s, corpus=w["corpus"]), *stages.relevant(sweeps.overrides(s), rule)]
         if rule in ("tokenize", "capture", "detect", "figures"):
@@ -148,7 +150,7 @@ class Plan:
     def jobs(self):
         """(rule, wildcards) of every job of the sweep that composes a config."""
         llm_pairs = [(m, c) for m in self.models for c in self.corpora]
-        yield from (("fetch_model", {"model": m}) for m in dict.fromkeys(paths.base_model(m) for m, _ in self.pairs))
+        yield from (("fetch_model", {"model": m}) for m in dict.fromkeys(paths.fetch_name(m) for m, _ in self.pairs))
         yield from (("fetch_corpus", {"corpus": c}) for c in dict.fromkeys(c for _, c in self.pairs))
         for name in ("tokenize", "capture", "detect", "figures"):
             yield from ((name, {"model": m, "corpus": c}) for m, c in self.pairs)
@@ -195,7 +197,7 @@ class Plan:
             key = config_key("config", argv)  # as sweep.check_configs: a composed key is a checked one
             self.composed.add(key)
             ids = known.setdefault(key, {})
-            fetched = (Path(root) / paths.fetched(paths.base_model(w["model"]))).is_file()
+            fetched = (Path(root) / paths.fetched(paths.fetch_name(w["model"]))).is_file()
             checked = f"{rule}:checked"  # passed the checks against the fetched model's config.json
             if rule not in ids or (fetched and checked not in ids):
                 if key not in cfgs:  # one compose per distinct config (tokenize..figures often share one)
@@ -217,8 +219,11 @@ class Plan:
 
         from pipeline.cli import compose, one_line
 
-        try:
-            return compose(argv)
+        try:  # composed once for both this and sweep.check_configs, which compose the same overrides
+            key = ("config", *argv)
+            if key not in sweeps._COMPOSED:
+                sweeps._COMPOSED[key] = compose(argv)
+            return copy.deepcopy(sweeps._COMPOSED[key])  # preflight sets paths.root in its copy
         except (MassiveError, HydraException, OmegaConfBaseException) as exc:
             raise MassiveError(f"sweep {self.name!r}: rule {rule} ({', '.join(w.values())}): {one_line(exc)}") from None
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from massive import models
 from massive.errors import MassiveError
 from massive.sequences import Protocol, resolve
+from pipeline import paths
 
 MARKER = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 pick_device = models.pick_device
@@ -132,6 +133,12 @@ def marker(cfg: DictConfig) -> dict:
     except ValueError:
         raise MassiveError(f"{path} is not valid JSON: delete {path.parent} and fetch the model again") from None
     verify(record, root(cfg), path)
+    fetched, wanted = record.get("revision"), cfg.model.get("revision")
+    if fetched != wanted:  # the weights of another checkpoint: every number would be that one's
+        hint = (f": name the run after its revision (model.name={paths.base_model(cfg.model.name)}@{wanted}) so it has a "
+                f"fetch of its own, or list it in a sweep's revisions" if wanted else "")
+        raise MassiveError(f"model {cfg.model.name!r} was fetched at revision {fetched or 'main'} ({path}), this run asks "
+                           f"for {wanted or 'main'}{hint}")
     out = dict(record, hf_dir=str(_resolve(record["hf_dir"], root(cfg))))
     if record.get("head"):
         out["head"] = str(_resolve(record["head"], root(cfg)))

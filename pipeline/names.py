@@ -3,11 +3,12 @@
 A model, corpus, sweep, training run or hub revision name ends up as a folder or file name
 (results/<model>/<corpus>/, cache/models/<model>/, results/report_<sweep>.html,
 results/train/<train.name>/). Each must be one safe path component: letters, digits, `_`, `.`,
-`-` (and `@` in a model name, for runs such as gpt2@bos), not starting with `.` or `-`, so it
-can neither leave the working directory (`../../victim`), nor hide (`.x`), nor read as an
-option or a shell word. `check` raises a MassiveError naming the key; pipeline.config.check_values
-calls it for every composed config, pipeline.sweep.load for the sweep's own name, so
-`python -m pipeline.<rule>` and `snakemake -n` refuse a bad name before anything is written.
+`-` (and one `@` in a model name, for runs such as gpt2@bos or pythia_160m@step1000), not
+starting with `.` or `-`, so it can neither leave the working directory (`../../victim`), nor
+hide (`.x`), nor read as an option or a shell word. `check` raises a MassiveError naming the
+key; pipeline.config.check_values calls it for every composed config, pipeline.sweep.load for
+the sweep's own name, so `python -m pipeline.<rule>` and `snakemake -n` refuse a bad name
+before anything is written.
 
     >>> check("model.name", "gpt2@bos")
     'gpt2@bos'
@@ -22,14 +23,15 @@ import re
 from massive.errors import MassiveError
 
 SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
-SAFE_RUN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}(?:@[A-Za-z0-9_]+)?")  # model.name: gpt2, gpt2@bos
+# model.name: gpt2, a protocol run gpt2@bos, a revision run pythia_160m@step1000
+SAFE_RUN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}(?:@[A-Za-z0-9_][A-Za-z0-9_.-]{0,199})?")
 RULE = "letters, digits, _ . - (not first: . -), at most 200 characters"
 
 
 def check(key: str, value, run: bool = False) -> str:
-    """`value` when it is one safe path component, else a MassiveError naming `key` (run: `@<protocol>` allowed)."""
+    """`value` when it is one safe path component, else a MassiveError naming `key` (run: one `@<protocol or revision>` allowed)."""
     text = str(value)
     if not (SAFE_RUN if run else SAFE).fullmatch(text):
         raise MassiveError(f"{key}={text!r} is not a safe name: it becomes a path, so it may hold only {RULE}"
-                           + (" and one @<protocol>" if run else ""))
+                           + (" and one @<protocol or revision>" if run else ""))
     return text

@@ -19,6 +19,13 @@ share the model's cache folder (model_dir); their fetched marker is an alias of 
 
     >>> run_name("gpt2", "bos"), base_model("gpt2@bos"), protocol_of("gpt2@bos"), protocol_of("gpt2")
     ('gpt2@bos', 'gpt2', 'bos', None)
+
+A model at another revision (a training checkpoint: Pythia's step1000) is a run named
+`<model>@<revision>`, any tag that is not a protocol's name. It has weights of its own, so its
+own fetch and cache folder (fetch_name):
+
+    >>> revision_of("pythia_160m@step1000"), protocol_of("pythia_160m@step1000"), model_dir("pythia_160m@step1000")
+    ('step1000', None, 'cache/models/pythia_160m@step1000')
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ LAYERS_SLUG = r"emerge|from_emerge|all|[0-9]+(?:_[0-9]+)*"
 # ---------------------------------------------------------------- runs: a model in a sequence protocol
 PROTOCOL_SEP = "@"
 PROTOCOL_NAMES = ("bos", "no_bos")  # massive.sequences.PROTOCOLS: bos -> model.bos=always, no_bos -> never
+# The Snakefile's {model}: a model, a protocol run (gpt2@bos) or a revision run (pythia_160m@step1000);
+# fetch_model's: a model or a revision run (a protocol run's marker is a copy of its model's: rule protocol_model).
+RUN_SLUG = r"[A-Za-z0-9_.-]+(?:@[A-Za-z0-9_][A-Za-z0-9_.-]*)?"
+FETCH_SLUG = r"[A-Za-z0-9_.-]+(?:@(?!(?:bos|no_bos)(?![A-Za-z0-9_.-]))[A-Za-z0-9_][A-Za-z0-9_.-]*)?"
 
 
 def run_name(model: str, protocol: str | None = None) -> str:
@@ -63,16 +74,32 @@ def base_model(run: str) -> str:
     return run.split(PROTOCOL_SEP, 1)[0]
 
 
+def _tag(run: str) -> str | None:
+    return run.split(PROTOCOL_SEP, 1)[1] if PROTOCOL_SEP in run else None
+
+
 def protocol_of(run: str) -> str | None:
     """The protocol a run name asks for (gpt2@bos -> bos), None for the model's own."""
-    return run.split(PROTOCOL_SEP, 1)[1] if PROTOCOL_SEP in run else None
+    tag = _tag(run)
+    return tag if tag in PROTOCOL_NAMES else None
+
+
+def revision_of(run: str) -> str | None:
+    """The revision a run name asks for (pythia_160m@step1000 -> step1000), None for the model's own."""
+    tag = _tag(run)
+    return tag if tag is not None and tag not in PROTOCOL_NAMES else None
+
+
+def fetch_name(run: str) -> str:
+    """Whose fetch a run reads: a protocol run its model's (gpt2@bos -> gpt2), a revision run its own."""
+    return run if revision_of(run) else base_model(run)
 
 
 # ---------------------------------------------------------------- the cache (fetch_model, fetch_corpus)
 def model_dir(model: str, cache: str = CACHE) -> str:
     """The model's folder: Hugging Face format, converted once from GGUF where needed (a run
-    such as gpt2@bos shares its model's)."""
-    return f"{cache}/models/{base_model(model)}"
+    such as gpt2@bos shares its model's; a revision, pythia_160m@step1000, has its own)."""
+    return f"{cache}/models/{fetch_name(model)}"
 
 
 def fetched(model: str, cache: str = CACHE) -> str:

@@ -1,8 +1,10 @@
 """Rule report: one self-contained HTML page for a sweep.
 
-A contents list and the sweep's summary (one row per model and corpus: found, dims, roles, emerge
-block, largest ratio, ablation verdict, Sink_1 share) with the layerwise curves of every model; then
-one section per model, a tab per corpus (and vision model x image data): the verdict, the
+A headline (one sentence per model: what was found, where, how big, what zeroing does with its
+interval), the sweep's summary (one row per model and corpus: found, dims, roles, emerge block,
+largest ratio, ablation verdict, Sink_1 share), the contents and the layerwise curves of every model;
+then one section per model, a tab per corpus (and per protocol run of the model, and vision model
+x image data): the verdict, the
 detection table, the per-layer statistics (with where the massive activations are: dims and
 tokens, e.g. which registers), the interactive layerwise curves and token map and the figures
 (embedded as PNG), with the attention section and "Where they come from" (rule origins) where the
@@ -18,7 +20,7 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import cli, html, jobs, paths, stages, sweep as sweeps, tracking
+from pipeline import checkpoints, cli, html, jobs, paths, stages, sweep as sweeps, tracking
 from pipeline.io import atomic_path, provenance, read_table, results_dir
 
 
@@ -39,6 +41,8 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, wher
     blocks = []
     if sweep["models"]:  # how every run's sequences began, the protocols' contrast, outlier features
         blocks.extend(html.protocols_section(where, sweep, detect.min_abs, detect.min_ratio, detect))
+    if sweep.get("revisions"):  # training checkpoints: the emergence against the step (pipeline/checkpoints.py)
+        blocks.append(checkpoints.section(where, sweep))
     if sweep.get("vision"):
         v = sweep["vision"]
         blocks.append(html.vision_section([where("ablate_images", m, i, layers) / "images.parquet"

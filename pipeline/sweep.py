@@ -7,8 +7,11 @@ that no list names an entry twice, turns the `layers` entries into their path-sa
 (emerge, all, 3, 3_99) and fills in defaults. The Snakefile and the report both call it, so they
 agree on the targets. A sweep may also measure its models in other sequence protocols
 (`protocols`: bos, no_bos): each becomes a run `<model>@<protocol>` (pipeline/paths.py) on the
-section's corpora, with its overrides (`protocol_pairs`, `run_args`). `check_configs` composes the config of every job of the sweep: the
-Snakefile calls it while it builds the DAG, so a typo fails `snakemake -n` before any job runs.
+section's corpora, with its overrides (`protocol_pairs`, `run_args`). A sweep may measure its
+models at other revisions too (`revisions`: training checkpoints such as Pythia's step1000): each
+becomes a run `<model>@<revision>` with its own fetch, joining the sweep's models (`revision_runs`).
+`check_configs` composes the config of every job of the sweep: the Snakefile calls it while it
+builds the DAG, so a typo fails `snakemake -n` before any job runs.
 """
 
 from __future__ import annotations
@@ -191,7 +194,8 @@ def load(name: str) -> dict:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise MassiveError(f"sweep {name!r}: {where}: {exc.message}") from None
     vision = sweep.get("vision")
-    if not (sweep["models"] and sweep["corpora"]) and not vision and not (sweep.get("train") or {}).get("configs"):
+    if not ((sweep["models"] or sweep.get("revisions")) and sweep["corpora"]) and not vision \
+            and not (sweep.get("train") or {}).get("configs"):
         raise MassiveError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision "
                            f"or a train section)")
     lists = [("model", "models", sweep), ("data", "corpora", sweep)]
@@ -226,7 +230,50 @@ def load(name: str) -> dict:
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
     sweep["protocols"] = _protocols(sweep, name)
+    sweep["revisions"] = _revisions(sweep, name)
+    sweep["models"] = [*sweep["models"], *revision_runs(sweep)]  # each revision is a run, measured as the models are
     return sweep
+
+
+def _revisions(sweep: dict, name: str) -> dict[str, list[str]]:
+    """The revisions section ({model: [revision, ...]}), checked: each model has a conf/model YAML,
+    each revision is a safe name that is no protocol's, listed once, and no override sets
+    model.revision behind the section's back."""
+    from pipeline import names
+    from pipeline.paths import PROTOCOL_NAMES
+
+    spec = {str(m): [str(r) for r in revs] for m, revs in (sweep.get("revisions") or {}).items()}
+    for model, revs in spec.items():
+        if not (CONF_DIR / "model" / f"{model}.yaml").is_file():
+            raise MassiveError(f"sweep {name!r}: revisions entry {model!r} has no conf/model/{model}.yaml")
+        for i, rev in enumerate(revs):
+            if rev in PROTOCOL_NAMES:
+                raise MassiveError(f"sweep {name!r}: revisions.{model} entry {rev!r} is a sequence protocol's name "
+                                   f"(runs <model>@{rev} are protocol runs): list it under protocols")
+            try:
+                names.check(f"revisions.{model} entry", rev)
+            except MassiveError as exc:
+                raise MassiveError(f"sweep {name!r}: {exc}") from None
+            if rev in revs[:i]:
+                raise MassiveError(f"sweep {name!r}: revisions.{model} lists {rev!r} twice")
+        for label, items in (("overrides", sweep.get("overrides") or []),
+                             (f"model_overrides.{model}", (sweep.get("model_overrides") or {}).get(model) or [])):
+            for item in items:
+                if str(item).split("=", 1)[0].lstrip("+~").strip() == "model.revision":
+                    raise MassiveError(f"sweep {name!r}: {label} entry {item!r} sets model.revision, which the revisions "
+                                       f"section sets per run of {model!r}: list the revision there")
+    return spec
+
+
+def revision_runs(sweep: dict) -> list[str]:
+    """The runs of the revisions section, <model>@<revision>, in its order (pipeline/paths.py).
+
+        >>> revision_runs({"revisions": {"pythia_160m": ["step0", "step1000"]}})
+        ['pythia_160m@step0', 'pythia_160m@step1000']
+    """
+    from pipeline.paths import run_name
+
+    return [run_name(m, r) for m, revs in (sweep.get("revisions") or {}).items() for r in revs]
 
 
 def _protocols(sweep: dict, name: str) -> dict:
@@ -278,12 +325,13 @@ def own_protocol(model: str, sweep: dict | None = None) -> str | None:
 
 def protocol_pairs(sweep: dict) -> list[tuple[str, str]]:
     """Every (run, corpus) of the sweep's protocols: <model>@<protocol> on protocols.corpora, for
-    each protocol other than the one the model's YAML fixes (that one is the model's own run)."""
-    from pipeline.paths import run_name
+    each protocol other than the one the model's YAML fixes (that one is the model's own run); not
+    for the runs of the revisions section."""
+    from pipeline.paths import revision_of, run_name
 
     p = sweep.get("protocols") or {"names": [], "corpora": []}
-    return [(run_name(m, name), c) for m in sweep["models"] for name in p["names"] if name != own_protocol(m, sweep)
-            for c in p["corpora"]]
+    return [(run_name(m, name), c) for m in sweep["models"] if revision_of(m) is None for name in p["names"]
+            if name != own_protocol(m, sweep) for c in p["corpora"]]
 
 
 def llm_pairs(sweep: dict) -> list[tuple[str, str]]:
@@ -292,16 +340,20 @@ def llm_pairs(sweep: dict) -> list[tuple[str, str]]:
 
 
 def run_args(run: str) -> list[str]:
-    """The Hydra overrides that select a model or a run: model=gpt2, or for gpt2@bos
-    model=gpt2 model.name=gpt2@bos model.bos=always (its own results folder, the protocol's model.bos)."""
+    """The Hydra overrides that select a model or a run: model=gpt2; for gpt2@bos
+    model=gpt2 model.name=gpt2@bos model.bos=always (its own results folder, the protocol's model.bos);
+    for pythia_160m@step1000 model=pythia_160m model.name=pythia_160m@step1000 model.revision=step1000
+    (its own fetch and results folder)."""
     from massive.sequences import PROTOCOLS
-    from pipeline.paths import base_model, protocol_of
+    from pipeline.paths import base_model, protocol_of, revision_of
 
-    proto = protocol_of(run)
+    proto, revision = protocol_of(run), revision_of(run)
+    if revision is not None:  # quoted where Hydra would read another type (a commit 1234567, true, nan)
+        plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", revision) and revision.lower() not in ("true", "false", "null",
+                                                                                               "nan", "inf")
+        return [f"model={base_model(run)}", f"model.name={run}", f"model.revision={revision if plain else repr(revision)}"]
     if proto is None:
         return [f"model={run}"]
-    if proto not in PROTOCOLS:
-        raise MassiveError(f"unknown protocol {proto!r} in run {run!r} (known: {', '.join(PROTOCOLS)})")
     return [f"model={base_model(run)}", f"model.name={run}", f"model.bos={PROTOCOLS[proto]}"]
 
 
@@ -394,7 +446,9 @@ def _stamp(argv: list[str]) -> str:
     so the checks run again once a model is fetched or a checkpoint written."""
     from pipeline import paths
 
-    files = [Path(paths.fetched(a.split("=", 1)[1])) for a in argv if a.startswith("model=")]
+    model = next((a.split("=", 1)[1] for a in argv if a.startswith("model.name=")), None) or \
+        next((a.split("=", 1)[1] for a in argv if a.startswith("model=")), None)
+    files = [Path(paths.fetched(paths.fetch_name(model)))] if model else []
     if "stage=train" in argv:
         files += sorted(Path(paths.RESULTS, "train").glob("*/*/resume.pt"))
     stats = []

@@ -4,7 +4,7 @@ rule fetch_model:
     output:
         marker=paths.fetched("{model}"),
     wildcard_constraints:
-        model="[A-Za-z0-9_.-]+",  # a model (its runs in other protocols: protocol_model)
+        model=paths.FETCH_SLUG,  # a model or a revision run (its runs in other protocols: protocol_model)
     log:
         paths.log("fetch_model", "{model}"),
     conda:

@@ -77,9 +77,9 @@ def downloads(sweep_name: str) -> dict[str, tuple[float, str]]:
 
     sweep = sweeps.load(sweep_name)
     out = {}
-    for model in dict.fromkeys(paths.base_model(m) for m, _ in sweeps.pairs(sweep)):
+    for model in dict.fromkeys(paths.fetch_name(m) for m, _ in sweeps.pairs(sweep)):  # a revision: a download of its own
         try:
-            w = sizing.weights(compose([f"model={model}", *sweeps.overrides(sweep, model)]).model)
+            w = sizing.weights(compose([*sweeps.run_args(model), *sweeps.overrides(sweep, model)]).model)
             out[model] = (w.download_bytes / 1e9, w.source)
         except MassiveError as exc:
             out[model] = (float("nan"), str(exc))
@@ -94,10 +94,11 @@ def table(rows: dict[str, dict], models: dict[str, tuple[float, str]]) -> str:
     total = {k: sum(r[k] for r in rows.values()) for k in ("jobs", "gpu_jobs", "gpu_hours", "cpu_hours")}
     lines.append(f"{'total':<16}{total['jobs']:>6}{total['gpu_jobs']:>10}{total['gpu_hours']:>11,.0f}{total['cpu_hours']:>11,.0f}")
     if models:
-        lines += ["", f"{'model':<16}{'download GB':>12}  size from"]
+        w = max(16, *(len(m) + 2 for m in models))  # a revision run's name is long: pythia_1_4b@step143000
+        lines += ["", f"{'model':<{w}}{'download GB':>12}  size from"]
         for model, (gb, source) in models.items():
-            lines.append(f"{model:<16}{gb:>12,.1f}  {source}")
-        lines.append(f"{'total':<16}{sum(gb for gb, _ in models.values()):>12,.1f}")
+            lines.append(f"{model:<{w}}{gb:>12,.1f}  {source}")
+        lines.append(f"{'total':<{w}}{sum(gb for gb, _ in models.values()):>12,.1f}")
     return "\n".join(lines)
 
 

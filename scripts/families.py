@@ -61,6 +61,12 @@ def table(rows: list[dict]) -> str:
         "",
         f"**{len(sup)} supported, {len(rows) - len(sup)} refused, of {len(rows)} causal-LM model types.**",
         "",
+        "`tests/test_families.py` checks every row against `massive.families.check` in CI (the slow tail, four",
+        "hybrids of a few seconds each or more, with `MASSIVE_ALL_FAMILIES=1`), the hook identity and the planted",
+        "activation of Llama, Qwen2/3 (MoE), Gemma-2/3, OLMo-2, Pythia, Phi-3, Mistral, Mixtral, DeepSeek-V3, gpt-oss,",
+        "Falcon, GPT-J and BLOOM. Pythia (`gpt_neox`) and OLMo-2 publish training checkpoints as hub revisions:",
+        "a sweep's `revisions` section measures them (docs/checkpoints.md).",
+        "",
         "| model_type | status | structure | why refused / notes |",
         "|---|---|---|---|",
     ]

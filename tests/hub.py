@@ -5,6 +5,8 @@ of conf/model (tests/fixtures/hub/model_configs.json, as their repositories publ
 cache's own layout: models--<org>--<name>/refs/main -> snapshots/<commit>/config.json. With
 HF_HUB_OFFLINE=1, hf_hub_download reads them from there as it would after a download.
 `dataset_cache(dir, hub_id, files, revision)`: the same for a dataset repository's files.
+`model_repo(dir, hub_id, folder, revision)`: a model repository at a revision (a training checkpoint such
+as Pythia's step1000) holding the files of a Hugging Face model folder.
 """
 
 from __future__ import annotations
@@ -62,4 +64,16 @@ def dataset_repo(cache: Path, hub_id: str, files: dict[str, object], revision: s
         else:
             lines = "".join(json.dumps(row) + "\n" for row in content).encode()
             path.write_bytes(gzip.compress(lines) if name.endswith(".gz") else lines)
+    return snap
+
+
+def model_repo(cache: Path, hub_id: str, folder: Path, revision: str = "main") -> Path:
+    """A model repository at `revision` in the cache, holding the files of the model folder `folder`
+    (save_pretrained's: config.json, the weights, the tokenizer)."""
+    import shutil
+
+    snap = _snapshot(cache, "models", hub_id, revision)
+    for f in Path(folder).iterdir():
+        if f.is_file():
+            shutil.copyfile(f, snap / f.name)
     return snap

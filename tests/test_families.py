@@ -2,6 +2,7 @@
 (resid_pre + attn_out + mlp_out == resid_post at every block), and the coverage of every
 causal-LM model_type of the installed transformers (massive.families)."""
 
+import os
 import re
 
 import pandas as pd
@@ -239,6 +240,33 @@ def test_the_coverage_table_lists_every_causal_lm_family():
     assert all(rows[f] == "supported" for f in NAMED), [f for f in NAMED if rows[f] != "supported"]
     counts = re.search(r"\*\*(\d+) supported, (\d+) refused, of (\d+) causal-LM model types", text)
     assert counts and int(counts.group(1)) == sum(v == "supported" for v in rows.values())
+
+
+# families.check agrees with the table for every causal-LM model_type (each well under a second), but for the
+# slow tail: families whose tiny model takes over 5 s (linear-attention and state-space hybrids, run by torch's
+# reference kernels; 75 s of the 118 s all 189 took on a loaded 2-core machine), run with MASSIVE_ALL_FAMILIES=1
+SLOW_TAIL = ["falcon_h1", "kimi_linear", "bailing_hybrid", "afmoe"]
+TAIL = pytest.mark.skipif(os.environ.get("MASSIVE_ALL_FAMILIES") != "1",
+                          reason="the slow tail of the coverage table's families: MASSIVE_ALL_FAMILIES=1 runs them")
+
+
+def _table() -> dict[str, tuple[str, str]]:
+    from conftest import REPO
+
+    rows = re.findall(r"^\| `([^`]+)` \| (supported|refused) \| ([^|]*) \|", (REPO / "docs/families.md").read_text(), re.M)
+    return {family: (status, structure.strip()) for family, status, structure in rows}
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=TAIL) if f in SLOW_TAIL else f for f in families.causal_lm_types()])
+def test_each_family_is_what_the_coverage_table_says(family):
+    """The table is measured, not typed: the family's tiny planted model ends as the table says (supported,
+    with its structure; or refused in one line), with the installed transformers."""
+    row = families.check(family)
+    status, structure = _table()[family]
+    assert row["status"] == status, row["why"]
+    assert "\n" not in row["why"] and "Traceback" not in row["why"]
+    if status == "supported":
+        assert row["structure"] == structure and not row["why"]
 
 
 @pytest.mark.parametrize("family", ["bart", "mamba"])

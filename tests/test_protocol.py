@@ -149,8 +149,8 @@ def test_protocol_runs_select_the_model_its_protocol_and_their_overrides():
 
     assert sweeps.run_args("gpt2") == ["model=gpt2"]
     assert sweeps.run_args("gpt2@bos") == ["model=gpt2", "model.name=gpt2@bos", "model.bos=always"]
-    with pytest.raises(MassiveError, match="unknown protocol 'maybe'"):
-        sweeps.run_args("gpt2@maybe")
+    # any other tag is a revision (a training checkpoint: tests/test_checkpoints.py), with a fetch of its own
+    assert sweeps.run_args("gpt2@maybe") == ["model=gpt2", "model.name=gpt2@maybe", "model.revision=maybe"]
     assert paths.model_dir("gpt2@bos") == paths.model_dir("gpt2") and paths.pair_dir("gpt2@bos", "c4") == "results/gpt2@bos/c4"
     sweep = {"models": ["gpt2", "smollm2_135m"], "corpora": ["c4", "wikitext2"], "overrides": ["a=1"], "model_overrides": {},
              "protocols": {"names": ["bos", "no_bos"], "corpora": ["c4"], "overrides": ["tokenize.num_sequences=2"]}}
