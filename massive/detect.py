@@ -37,10 +37,29 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from kernels.block import MIN_ABS, MIN_RATIO
 from massive.arch import is_newline_token, role_of_name
 from massive.errors import MassiveError
 
 log = logging.getLogger(__name__)
+
+def thresholds(found) -> tuple[float, float]:
+    """(min_abs, min_ratio) a detection result records (its `thresholds` dict, or attributes), else
+    the paper's MIN_ABS and MIN_RATIO.
+
+        >>> thresholds(None)
+        (100.0, 1000.0)
+    """
+    th = getattr(found, "thresholds", None)
+    th = th if isinstance(th, dict) else {}
+    out = []
+    for key, default in (("min_abs", MIN_ABS), ("min_ratio", MIN_RATIO)):
+        value = th.get(key)
+        if value is None:
+            value = getattr(found, key, None)
+        out.append(float(default if value is None or callable(value) else value))
+    return out[0], out[1]
+
 
 DELIMITERS = (".", ",", ";", ":", "!", "?", "\n", "\n\n", "<s>", "</s>")
 SUMMARY_COLUMNS = ["dim", "role", "tokens", "positions", "emerge_layer", "fade_layer", "peak_layer", "n_layers_present",
@@ -129,7 +148,7 @@ def role(position: int, token: str, delimiters: Sequence[str] = DELIMITERS, bos:
     return "other"
 
 
-def find_massive(topk: pd.DataFrame, layer_stats: pd.DataFrame, min_abs: float = 100.0, min_ratio: float = 1000.0,
+def find_massive(topk: pd.DataFrame, layer_stats: pd.DataFrame, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO,
                  delimiters: Sequence[str] = DELIMITERS, vision: bool = False, bos: bool = False) -> pd.DataFrame:
     """The massive entries among the capture's top-k, with their ratio to the median and role
     (`bos`: every sequence begins with the BOS token, role "bos").
@@ -305,7 +324,7 @@ def per_layer(layer_stats: pd.DataFrame, massive: pd.DataFrame, vision: bool = F
     return agg
 
 
-def verdict(summary: pd.DataFrame, min_abs: float = 100.0, min_ratio: float = 1000.0, outliers: pd.DataFrame | None = None,
+def verdict(summary: pd.DataFrame, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO, outliers: pd.DataFrame | None = None,
             saturation: pd.DataFrame | None = None) -> dict:
     """found (bool), a one-line message, and (when found) the numbers a report quotes; the
     outlier feature dims, those shared with the massive activations, and the saturation.
@@ -360,7 +379,7 @@ def _tables(stats) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, boo
             getattr(stats, "thresholds", None))
 
 
-def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters: Sequence[str] = DELIMITERS,
+def detect(stats, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO, delimiters: Sequence[str] = DELIMITERS,
            vision: bool | None = None, bos: bool = False, massive_max_share: float = 0.5, outlier_abs: float | None = None,
            outlier_token_share: float = 0.06, outlier_layer_share: float = 0.25, outlier_ratio: float | None = None) -> Detection:
     """Detection on a capture: a massive.capture.Capture, or any object or mapping with its

@@ -76,7 +76,9 @@ COLUMNS: dict[str, Column] = {
     "massive_at": C("massive at: dim: token (sequences)"), "largest_mean_value": C("largest mean |a|", "abs"),
     "largest_ratio": C("largest × median", "ratio"), "found": C("found"), "roles": C("token roles"),
     # perplexity and interventions
-    "perplexity": C("perplexity", "ppl"), "ratio_to_none": C("perplexity / none (×)", "ratio"),
+    "perplexity": C("perplexity", "ppl"), "ratio": C("perplexity / baseline's (×)", "ratio"),
+    "ratio_lo": C("ratio: 95% low", "ratio"), "ratio_hi": C("ratio: 95% high", "ratio"),
+    "ppl_lo": C("perplexity: 95% low", "ppl"), "ppl_hi": C("perplexity: 95% high", "ppl"),
     "n_tokens": C("tokens", "int"), "n_chunks": C("chunks", "int"), "entries_changed": C("entries changed", "int"),
     "weights_changed": C("weights changed", "int"), "edited": C("edited"), "massive_abs": C("massive |a| at writing block", "abs"),
     "ablation": C("ablation: verdict (zero, perplexity × none)"), "sink_1_share": C("Sink₁ share of heads", "ratio"),

@@ -130,10 +130,13 @@ def reference(key: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- sections
+RATIO_SHOWN = ["ratio", "ratio_lo", "ratio_hi", "verdict"]  # every comparison table's (massive.compare)
+
+
 def attention_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule attention's numbers, perplexity table and both figures (folder: results/<model>/<corpus>/attention)."""
     res = json.loads((folder / "summary.json").read_text())
-    ppl = read_table(folder / "perplexity.parquet")[["variant", "perplexity", "ratio_to_none"]]
+    ppl = read_table(folder / "perplexity.parquet")[["variant", "perplexity", *RATIO_SHOWN]]
     return render("attention.html.j2", model=model, corpus=corpus, res=res,
                   decomposition=res.get("decomposition_median_massive_in_input") or res.get("decomposition_median") or {},
                   perplexity=table(ppl),
@@ -144,7 +147,7 @@ SUBLAYER_SHOWN = ["dim", "role", "block", "part", "contribution", "value", "shar
 SUPERWEIGHT_SHOWN = ["dim", "role", "block", "expert", "n_tokens", "channel", "input_value", "input_ratio", "param",
                      "coordinate", "weight", "abs_rank", "share", "primary"]
 ORIGINS_PERPLEXITY = ["intervention", "kind", "edited", "weights_changed", "entries_changed", "massive_abs", "perplexity",
-                      "ratio_to_none"]
+                      *RATIO_SHOWN]
 
 
 def origins_section(folder: Path, model: str, corpus: str) -> Markup:
@@ -186,8 +189,8 @@ def retrofit_section(folder: Path, model: str, corpus: str) -> Markup:
                   images=[("recovery", png(folder / "recovery.png"))])
 
 
-QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", "ratio_to_float", "rel_error", "kept", "note"]
-WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", "ratio_to_full", "entries_changed"]
+QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", *RATIO_SHOWN, "rel_error", "kept", "note"]
+WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", *RATIO_SHOWN, "entries_changed"]
 
 
 def inference_section(folder: Path, model: str, corpus: str) -> Markup:
@@ -268,10 +271,10 @@ def ablation_verdicts(ablation: pd.DataFrame | None, model: str, corpus: str) ->
     for layers, g in rows.groupby("layers", sort=False):
         zero = g[g["intervention"] == "zero"]
         text = f"{layers}: {(zero if len(zero) else g)['verdict'].iloc[0]}"
-        if len(zero) and "ratio_to_none" in zero:
+        if len(zero) and "ratio" in zero:
             z = zero.iloc[0]
             band = f" [{columns.sig3(z[ci[0]])}, {columns.sig3(z[ci[1]])}]" if ci and pd.notna(z[ci[0]]) else ""
-            text += f" (zero ×{columns.sig3(z['ratio_to_none'])}{band})"
+            text += f" (zero ×{columns.sig3(z['ratio'])}{band})"
         out.append(text)
     return "; ".join(out) or None
 
@@ -319,7 +322,7 @@ def vision_section(paths: list[Path]) -> Markup:
 
 
 ABLATION_SHOWN = ["model", "corpus", "layers", "blocks", "intervention", "entries_changed", "perplexity", "ppl_interval",
-                  "ratio_to_none", "ratio_interval", "effect", "verdict"]
+                  "ratio", "ratio_interval", "effect", "verdict"]
 
 
 def interval(lo: float, hi: float) -> str:

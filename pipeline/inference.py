@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, open_dict
 
-from massive import plots, precision, quantize, window
+from massive import comparison, plots, precision, quantize, window
 from massive.errors import NonFiniteError
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
@@ -41,11 +41,14 @@ from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 log = logging.getLogger(__name__)
 
 
-def dtype_rows(runs: dict, base: float) -> list[dict]:
-    """quantization.parquet rows of the model run in each format."""
-    return [{"scheme": fmt, "label": f"the model in {fmt}", "kind": "dtype", "massive": "as is", "keep": False,
-             "perplexity": r.perplexity, "ratio_to_float": r.perplexity / base if r.perplexity is not None else None,
-             "n_tokens": r.n_tokens, "note": r.note} for fmt, r in runs.items()]
+def dtype_rows(runs: dict, ref: precision.Run, cfg: DictConfig, where: str) -> pd.DataFrame:
+    """quantization.parquet rows of the model run in each format, each compared with the reference
+    run (massive.comparison.summarise of their per-chunk NLLs: ratio, interval, verdict)."""
+    t = comparison.summarise({"reference": ref.nll, **{fmt: r.nll for fmt, r in runs.items()}}, "reference",
+                             cfg.ablate.bootstrap, cfg.seed, cfg.ablate.harmful_factor, cfg.ablate.harmless_factor,
+                             ref.n_tokens, {fmt: r.note for fmt, r in runs.items()}, where=f"{where}: dtype")
+    t = t[t["condition"] != "reference"].rename(columns={"condition": "scheme"})
+    return t.assign(label=[f"the model in {fmt}" for fmt in t["scheme"]], kind="dtype", massive="as is", keep=False)
 
 
 def run(cfg: DictConfig) -> None:
@@ -79,12 +82,13 @@ def run(cfg: DictConfig) -> None:
     if any(quantize.scheme(n).target == "weight" and quantize.scheme(n).keep for n in s.schemes):
         keep = quantize.superweights(model, ids, found, seq_ids, batch_size=bs, device=device)
         log.info("%s: super weight(s) kept in float: %s", name, keep)
+    compared = dict(resamples=cfg.ablate.bootstrap, seed=cfg.seed, harmful_factor=cfg.ablate.harmful_factor,
+                    harmless_factor=cfg.ablate.harmless_factor)
     quant = quantize.perplexities(model, chunks, list(s.schemes), found, roles_of=roles, keep=keep, with_mean=s.with_mean,
-                                  batch_size=bs, device=device, baseline=ref.perplexity, where=where)
-    quant = pd.concat([quant, pd.DataFrame(dtype_rows(runs, ref.perplexity))], ignore_index=True)[quantize.COLUMNS]
+                                  batch_size=bs, device=device, baseline=ref.nll, where=where, **compared)
+    quant = pd.concat([quant, dtype_rows(runs, ref, cfg, where)], ignore_index=True)[quantize.COLUMNS]
     quant.insert(0, "corpus", cfg.data.name)
     quant.insert(0, "model", cfg.model.name)
-    quant["n_chunks"] = len(chunks)
 
     skipped = window.probe(model, chunks, device)
     if skipped:
@@ -92,7 +96,7 @@ def run(cfg: DictConfig) -> None:
         win = pd.DataFrame(columns=window.COLUMNS)
     else:
         win = window.perplexities(model, chunks, found, list(s.windows), list(s.sinks), list(s.sink_interventions),
-                                  roles_of=roles, batch_size=bs, device=device, full=ref.perplexity, where=where)
+                                  roles_of=roles, batch_size=bs, device=device, full=ref.nll, where=where, **compared)
         log.info("%s: %s", name, "; ".join(f"{v} W={w} S={k} {p:.4g}" for v, w, k, p in
                                           zip(win["variant"], win["window"], win["sinks"], win["perplexity"])))
     summary = {"model": cfg.model.name, "corpus": cfg.data.name, "dtype": ref.dtype, "perplexity": ref.perplexity,

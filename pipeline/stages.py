@@ -54,6 +54,8 @@ _PAIR = ("model", "data", "seed")  # every stage of a model and corpus reads the
 # capture counts the entries above detection's thresholds in the same pass (massive.capture.Reducer):
 # those four keys are part of its identity; the rest of `detect` is not.
 _COUNTS = ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio")
+# massive.compare's settings, read by every stage that compares conditions (ablate reads all of `ablate`)
+_COMPARE = ("ablate.bootstrap", "ablate.harmful_factor", "ablate.harmless_factor")
 STAGES = {s.name: s for s in [
     Stage("tokenize", (*_PAIR, "tokenize"), files=("tokens.parquet",)),
     Stage("capture", (*_PAIR, "capture", *_COUNTS), ("tokenize",), files=tuple(f"{t}.parquet" for t in paths.CAPTURE_TABLES)),
@@ -65,10 +67,10 @@ STAGES = {s.name: s for s in [
           folder="ablate"),
     Stage("attention", (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
           ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES),
-    Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES),
+    Stage("origins", (*_PAIR, "origins", *_COMPARE, "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES),
     Stage("retrofit", (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"), ("detect",),
           files=paths.RETROFIT_FILES),
-    Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
+    Stage("inference", (*_PAIR, "inference", *_COMPARE, "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
           files=paths.INFERENCE_FILES),
 ]}
 # the unkeyed rules that read a model's or a corpus's config: the overrides that reach them
