@@ -484,6 +484,9 @@ def check_values(cfg: Any) -> None:
     for key in ("detect.min_abs", "detect.min_ratio", "detect.outlier_abs", "detect.outlier_ratio"):
         if OmegaConf.select(cfg, key) < 0:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must be >= 0")
+    for key in ("ablate.max_chunks", "origins.max_chunks", "inference.max_chunks"):
+        if OmegaConf.select(cfg, key) == 1:  # massive.compare: the paired bootstrap resamples chunks
+            raise MassiveError(f"{key}=1: a bootstrap interval of the perplexity ratio needs at least 2 chunks")
     layers_spec(cfg.ablate.layers)
     a = cfg.ablate
     if a.harmless_factor > a.harmful_factor:

@@ -12,7 +12,7 @@ import torch
 
 import massive
 import tiny
-from conftest import assert_one_line_error, only_id, run_module
+from helpers import assert_one_line_error, only_id, run_module
 from massive import hooks, interventions
 from massive.capture import capture
 from massive.detect import detect

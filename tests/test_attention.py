@@ -10,7 +10,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import tiny
-from conftest import detected_run
+from helpers import detected_run
 from massive import attention
 from massive.perplexity import perplexity
 from massive.arch import find_parts

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_SWEEP
+from helpers import REPO, TINY_SWEEP
 
 WIDTH = 1200
 ARTIFACTS = Path(os.environ.get("MASSIVE_ARTIFACTS", REPO / "test-artifacts"))

@@ -11,26 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, keyed
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default")]
-
-
-def snakemake(*args, cwd, timeout=900):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    table = stdout.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
-def write_sweep(tmp_path, **sweep) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
-
+from helpers import REPO, SNAKEMAKE, job_counts, keyed, snakemake, write_sweep  # noqa: F401
 
 def test_lint_is_clean(tmp_path):
     proc = snakemake("--lint", cwd=tmp_path)

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import tiny
-from conftest import REPO, assert_one_line_error, detected_run, run_module
+from helpers import REPO, assert_one_line_error, detected_run, run_module
 from massive import arch, hooks, precision, quantize, window
 from massive.capture import capture
 from massive.detect import detect

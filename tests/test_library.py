@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGES = ("massive", "pipeline", "kernels")
 RULE_LIMIT = 130  # lines of a rule module ("about 120")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import tiny
-from conftest import assert_one_line_error, detected_run, run_module
+from helpers import assert_one_line_error, detected_run, run_module
 from massive import arch, hooks, origins
 from massive.capture import capture
 from massive.detect import detect

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tiny
-from conftest import assert_one_line_error, run_module
+from helpers import assert_one_line_error, run_module
 from massive import comparison
 from massive.errors import MassiveError
 from massive.models import byte_tokenizer

@@ -21,7 +21,7 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
-from conftest import REPO, assert_one_line_error, keyed, run_module
+from helpers import REPO, assert_one_line_error, keyed, run_module
 from golden import lay_out
 from massive import plots
 from massive.errors import NonFiniteError

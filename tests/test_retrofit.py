@@ -165,7 +165,7 @@ def test_unknown_variant_is_one_line():
 # ---------------------------------------------------------------- rule retrofit, through its command line
 @pytest.fixture(scope="module")
 def detected(tmp_path_factory):
-    from conftest import detected_run
+    from helpers import detected_run
     from pipeline.cli import compose
 
     root = tmp_path_factory.mktemp("retrofit")
@@ -180,7 +180,7 @@ def detected(tmp_path_factory):
 
 
 def test_rule_retrofit_writes_every_arm_and_resumes(detected):
-    from conftest import run_module
+    from helpers import run_module
 
     root, base, path = detected
     weights = {p.name: p.read_bytes() for p in Path(path).glob("*.safetensors")}
@@ -215,7 +215,7 @@ def test_rule_retrofit_writes_every_arm_and_resumes(detected):
 
 
 def test_rule_retrofit_unknown_variant_is_one_line(detected):
-    from conftest import assert_one_line_error, run_module
+    from helpers import assert_one_line_error, run_module
 
     _, base, _ = detected
     assert_one_line_error(run_module("retrofit", *base, "retrofit.variants=[halve]"), "unknown retrofit variant 'halve'")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 import yte
 
-from conftest import REPO
+from helpers import REPO
 from hub import hub_env, model_cache
 
 sys.path.insert(0, str(REPO / "scripts"))
@@ -197,7 +197,7 @@ def test_reruns_only_what_is_missing(tmp_path):
     assert summary.returncode == 0, summary.stderr[-3000:]
     outputs = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line]
     assert len(outputs) > 20
-    from conftest import run_module
+    from helpers import run_module
 
     fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)  # a real marker: it is checked
     assert fetched.returncode == 0, fetched.stderr[-2000:]
@@ -312,7 +312,7 @@ def test_tiny_dag_runs_as_slurm_jobs(tmp_path, local_slurm):
     results = tmp_path / "results"
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report
-    from conftest import only_id
+    from helpers import only_id
 
     for f in ["tokenize/tokens.parquet", "capture/topk.parquet", "capture/layer_stats.parquet", "detect/summary.json",
               "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:
