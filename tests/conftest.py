@@ -8,6 +8,14 @@ from helpers import (REPO, TINY_SWEEP, assert_one_line_error, detected_run, keye
                      snakemake, write_sweep)
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+KINDS = ("unit", "rules", "e2e")  # tests/<kind>/: docs/testing.md
+
+
+def pytest_collection_modifyitems(items):
+    """Each test is marked with its folder's kind (`pytest -m unit`)."""
+    for item in items:
+        if item.path.parent.name in KINDS:
+            item.add_marker(item.path.parent.name)
 
 
 @pytest.fixture
