@@ -175,8 +175,9 @@ def compare(model: nn.Module, chunks: torch.Tensor, conditions: Mapping[str, Con
     (`resamples`, `seed`) and verdict (`harmful_factor`, `harmless_factor`). `known`: per-chunk NLLs
     already measured on the same chunks (that condition is not run again). `tolerate(name)`: True
     for a condition whose non-finite loss is a result (a row with no number and the error's line
-    as note) rather than an error; the baseline's never is. Fewer than 2 chunks is an error
-    before any pass.
+    as note) rather than an error; the baseline's never is. A non-finite loss is a
+    NonFiniteError that starts with `where` and the condition's name ("ablate: intervention
+    'zero'"). Fewer than 2 chunks is an error before any pass.
 
         >>> cmp = compare(model, chunks, {"none": None, "zero": lambda: intervene(model, found, "zero")})
         >>> cmp.row("zero")["verdict"]
@@ -201,7 +202,7 @@ def compare(model: nn.Module, chunks: torch.Tensor, conditions: Mapping[str, Con
             contexts[name] = ctx
             runner = ctx if isinstance(ctx, nn.Module) else model
             try:
-                nll[name] = chunk_nll(runner, chunks, batch_size, device, where=f"{where}: {name}")
+                nll[name] = chunk_nll(runner, chunks, batch_size, device, where=f"{where} {name!r}")
             except NonFiniteError as exc:
                 if name == baseline or tolerate is None or not tolerate(name):
                     raise

@@ -194,7 +194,7 @@ def perplexities(model: nn.Module, chunks: torch.Tensor, found: Any, windows: Se
     conditions = {name: (condition(name) if name != base else None) for name in cases}
     cmp = compare(model, chunks, conditions, baseline=base, resamples=resamples, seed=seed, harmful_factor=harmful_factor,
                   harmless_factor=harmless_factor, batch_size=batch_size, device=device,
-                  known={base: full} if full is not None else None, where=where)
+                  known={base: full} if full is not None else None, where=f"{where}: window")
     rows = []
     for name, (w, s, m) in cases.items():
         variant = ("full attention" if w is None else "window" if s == 0 else "window + sinks" if m == "as is"
