@@ -122,6 +122,15 @@ def verdict(lo: float, hi: float, harmful_factor: float = HARMFUL, harmless_fact
 
 
 # ---------------------------------------------------------------- conditions against a baseline
+def named(where: str, name: str) -> str:
+    """Where a condition's error happened: `where` with the condition's name at its "{}" (else after it).
+
+        >>> named("ablate: intervention {} at blocks 1", "zero"), named("attention: variant", "none")
+        ("ablate: intervention 'zero' at blocks 1", "attention: variant 'none'")
+    """
+    return where.replace("{}", repr(name)) if "{}" in where else f"{where} {name!r}"
+
+
 @dataclass
 class Comparison:
     """What `compare` measured: `table`, one row per condition in the order given (condition,
@@ -154,7 +163,7 @@ def summarise(nll: Mapping[str, np.ndarray | None], baseline: str, resamples: in
         row = {"condition": name, **dict.fromkeys(COLUMNS), "n_tokens": n_tokens, "n_chunks": len(base),
                "bootstrap": resamples, "note": notes.get(name, "")}
         if values is not None:
-            ci = ratio_interval(values, base, resamples, seed, where=f"{where}: {name!r} against {baseline!r}")
+            ci = ratio_interval(values, base, resamples, seed, where=f"{named(where, name)} against {baseline!r}")
             row.update(perplexity=ci.perplexity, ppl_lo=ci.ppl_lo, ppl_hi=ci.ppl_hi, ratio=ci.ratio, ratio_lo=ci.ratio_lo,
                        ratio_hi=ci.ratio_hi, verdict=verdict(ci.ratio_lo, ci.ratio_hi, harmful_factor, harmless_factor))
         rows.append(row)
@@ -176,8 +185,8 @@ def compare(model: nn.Module, chunks: torch.Tensor, conditions: Mapping[str, Con
     already measured on the same chunks (that condition is not run again). `tolerate(name)`: True
     for a condition whose non-finite loss is a result (a row with no number and the error's line
     as note) rather than an error; the baseline's never is. A non-finite loss is a
-    NonFiniteError that starts with `where` and the condition's name ("ablate: intervention
-    'zero'"). Fewer than 2 chunks is an error before any pass.
+    NonFiniteError that starts with `where`, the condition's name at its "{}" or after it
+    ("ablate: intervention 'zero' at blocks 11"). Fewer than 2 chunks is an error before any pass.
 
         >>> cmp = compare(model, chunks, {"none": None, "zero": lambda: intervene(model, found, "zero")})
         >>> cmp.row("zero")["verdict"]
@@ -202,7 +211,7 @@ def compare(model: nn.Module, chunks: torch.Tensor, conditions: Mapping[str, Con
             contexts[name] = ctx
             runner = ctx if isinstance(ctx, nn.Module) else model
             try:
-                nll[name] = chunk_nll(runner, chunks, batch_size, device, where=f"{where} {name!r}")
+                nll[name] = chunk_nll(runner, chunks, batch_size, device, where=named(where, name))
             except NonFiniteError as exc:
                 if name == baseline or tolerate is None or not tolerate(name):
                     raise

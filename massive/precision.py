@@ -39,6 +39,7 @@ from torch import nn
 from massive import hooks
 from massive.arch import DTYPES
 from massive.errors import MassiveError, NonFiniteError, check_finite
+from massive.comparison import HARMFUL, HARMLESS, RESAMPLES, summarise
 from massive.perplexity import chunk_nll
 
 FORMATS = ("float16", "bfloat16")
@@ -173,6 +174,19 @@ def measure(model: nn.Module, chunks: torch.Tensor, batch_size: int = 4, device=
     bad = blocks.loc[(blocks["n_inf"] + blocks["n_nan"]) > 0, "layer"]
     return Run(blocks=blocks, dim_max=dict(rng.dim_max), perplexity=value, n_tokens=n_tokens, note=note,
                first_nonfinite=int(bad.iloc[0]) if len(bad) else None, dtype=name, nll=nll)
+
+
+def compared(reference: Run, runs: dict[str, Run], resamples: int = RESAMPLES, seed: int = 1,
+             harmful_factor: float = HARMFUL, harmless_factor: float = HARMLESS, where: str = "precision") -> pd.DataFrame:
+    """The run in each format against the reference run, on the same chunks (massive.comparison's
+    table of their per-chunk NLLs, `format` first): perplexity (None where it was not finite, with
+    the note), ratio, its paired-bootstrap interval, verdict.
+
+        >>> compared(ref, {"float16": fp16})[["format", "perplexity", "ratio", "verdict"]]
+    """
+    t = summarise({"reference": reference.nll, **{fmt: r.nll for fmt, r in runs.items()}}, "reference", resamples, seed,
+                  harmful_factor, harmless_factor, reference.n_tokens, {fmt: r.note for fmt, r in runs.items()}, where=where)
+    return t[t["condition"] != "reference"].rename(columns={"condition": "format"}).reset_index(drop=True)
 
 
 def headroom(reference: Run, runs: dict[str, Run], formats=FORMATS) -> pd.DataFrame:

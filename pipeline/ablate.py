@@ -69,7 +69,7 @@ def run(cfg: DictConfig) -> None:
     cmp = comparison.compare(model, chunks, {name: condition(name) for name in cfg.ablate.interventions}, baseline="none",
                              resamples=cfg.ablate.bootstrap, seed=cfg.seed, harmful_factor=cfg.ablate.harmful_factor,
                              harmless_factor=cfg.ablate.harmless_factor, batch_size=cfg.ablate.batch_size, device=device,
-                             where=f"ablate {cfg.model.name}/{cfg.data.name} at blocks {blocks or '(none)'}: intervention",
+                             where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {{}} at blocks {blocks or '(none)'}",
                              progress=True)
     rows = [{"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
              "blocks": blocks, "dims": ",".join(map(str, found.dims)), "entries_changed": cmp.contexts[name].changed,

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, open_dict
 
-from massive import comparison, plots, precision, quantize, window
+from massive import plots, precision, quantize, window
 from massive.errors import NonFiniteError
 from massive.interventions import TokenRoles
 from massive.sequences import perplexity_chunks
@@ -39,16 +39,6 @@ from pipeline.io import corpus_file, read_detection, read_table, read_token_ids,
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
-
-
-def dtype_rows(runs: dict, ref: precision.Run, cfg: DictConfig, where: str) -> pd.DataFrame:
-    """quantization.parquet rows of the model run in each format, each compared with the reference
-    run (massive.comparison.summarise of their per-chunk NLLs: ratio, interval, verdict)."""
-    t = comparison.summarise({"reference": ref.nll, **{fmt: r.nll for fmt, r in runs.items()}}, "reference",
-                             cfg.ablate.bootstrap, cfg.seed, cfg.ablate.harmful_factor, cfg.ablate.harmless_factor,
-                             ref.n_tokens, {fmt: r.note for fmt, r in runs.items()}, where=f"{where}: dtype")
-    t = t[t["condition"] != "reference"].rename(columns={"condition": "scheme"})
-    return t.assign(label=[f"the model in {fmt}" for fmt in t["scheme"]], kind="dtype", massive="as is", keep=False)
 
 
 def run(cfg: DictConfig) -> None:
@@ -86,7 +76,9 @@ def run(cfg: DictConfig) -> None:
                     harmless_factor=cfg.ablate.harmless_factor)
     quant = quantize.perplexities(model, chunks, list(s.schemes), found, roles_of=roles, keep=keep, with_mean=s.with_mean,
                                   batch_size=bs, device=device, baseline=ref.nll, where=where, **compared)
-    quant = pd.concat([quant, dtype_rows(runs, ref, cfg, where)], ignore_index=True)[quantize.COLUMNS]
+    dtypes = precision.compared(ref, runs, where=f"{where}: the model in", **compared).rename(columns={"format": "scheme"})
+    dtypes = dtypes.assign(label=[f"the model in {f}" for f in dtypes["scheme"]], kind="dtype", massive="as is", keep=False)
+    quant = pd.concat([quant, dtypes], ignore_index=True)[quantize.COLUMNS]
     quant.insert(0, "corpus", cfg.data.name)
     quant.insert(0, "model", cfg.model.name)
 
