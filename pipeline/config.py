@@ -22,6 +22,7 @@ from massive.errors import MassiveError
 from massive.gpt import VARIANTS as GPT_VARIANTS
 from massive.quantize import SCHEMES
 from massive.interventions import LAYER_KEYWORDS, LAYER_WORDS
+from pipeline.names import plain
 
 INFERENCE_SCHEMES = tuple(SCHEMES)  # the registry (massive.quantize.SCHEMES): every scheme is the rule's default
 
@@ -54,8 +55,7 @@ IMAGE_KINDS = ("image_wheel", "image_folder")
 
 def is_images(data: Any) -> bool:
     """Whether a data config holds images (vision models) rather than text."""
-    kind = data.kind.value if hasattr(data.kind, "value") else data.kind
-    return kind in IMAGE_KINDS
+    return plain(data.kind) in IMAGE_KINDS
 
 
 class WandbMode(str, Enum):

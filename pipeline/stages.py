@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import paths
+from pipeline.names import plain
 
 ID_LEN = 8
 MANIFEST = "settings.yaml"
@@ -117,7 +118,7 @@ def _plain(value):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return getattr(value, "value", value)
+    return plain(value)
 
 
 def manifest(cfg: DictConfig, stage: str | Stage) -> dict:
