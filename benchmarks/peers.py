@@ -5,6 +5,9 @@ long-sequence shape, 2 x 2,048 tokens in one batch: `--shapes`)
 every mode computes the top-k |a| and the median |a| of every block's output
 (`blocks.L.hook_resid_post`, per sequence, float32):
   plain             model(ids), nothing captured (the baseline of every ratio)
+  plain (last logits)  model(ids, logits_to_keep=1): the blocks and the last position's logits only,
+                    the forward pass massive.capture makes (it reads block outputs, never logits):
+                    the reference of the capture's own cost
   plain (eager)     the same with eager attention (the attention TransformerLens forces): a
                     reference that separates TransformerLens's own cost from eager attention's
   massive.capture   this library: hooks that reduce each block's output as it comes
@@ -81,18 +84,21 @@ def ours_stats(stats) -> Stats:
 # ---------------------------------------------------------------- the modes
 # Each mode is `step(batch, seq_ids) -> (logits, stats of the batch)`; `run()` is the timed pass
 # over every batch (it makes the statistics and drops the logits).
+LAST = "plain (last logits)"  # model(ids, logits_to_keep=1): the blocks, the unembedding of the last position only
+
+
 class Mode:
     def __init__(self, name: str, step: Callable, run: Callable):
         self.name, self.step, self.run = name, step, run
 
 
-def plain_mode(name: str, model, batches) -> Mode:
+def plain_mode(name: str, model, batches, **kwargs) -> Mode:
     def step(batch, _seq_ids):
         return model(batch, use_cache=False).logits, None
 
     def run():
         for b in batches:
-            model(b, use_cache=False)
+            model(b, use_cache=False, **kwargs)
 
     return Mode(name, step, run)
 
@@ -224,7 +230,7 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
 
     eager_model = load_model(args.model, attn_implementation="eager", device=device)
     modes = [plain_mode("plain", model, batches), plain_mode("plain (eager)", eager_model, batches),
-             ours_mode(model, ids, k, bs)]
+             plain_mode(LAST, model, batches, logits_to_keep=1), ours_mode(model, ids, k, bs)]
     if not args.eager:
         modes.pop(1)
     skipped = []
@@ -285,6 +291,9 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
     print("per round, massive.capture / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times["plain"]))
           + ("; nnsight / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["nnsight"], times["plain"]))
              if "nnsight" in times else ""))
+    print(f"the capture's own cost (its forward pass unembeds the last position only, as {LAST!r} does): massive.capture / "
+          f"{LAST} = {statistics.median(times['massive.capture']) / statistics.median(times[LAST]):.3f}; per round "
+          + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times[LAST])))
     if "transformer_lens" in checks:  # is its difference TransformerLens's, or eager attention's?
         with torch.inference_mode():
             eager = ours_stats(massive.capture(eager_model, ids, k=k, batch_size=bs))

@@ -32,6 +32,8 @@ tensor [n, 3, H, W]: a vision transformer, whose tokens are named by its layout,
 
 from __future__ import annotations
 
+import inspect
+
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -296,13 +298,16 @@ def _device(model: nn.Module, device) -> torch.device:
 
 def default_forward(model: nn.Module, device=None) -> Callable[[torch.Tensor], object]:
     """How a batch goes through `model`: token ids as input_ids (no KV cache), pixel values
-    with arch.forward_kwargs (MAE keeps every patch in place)."""
+    with arch.forward_kwargs (MAE keeps every patch in place). The capture reads block outputs, not
+    logits: a model whose forward takes `logits_to_keep` computes the last position's only (the
+    unembedding of every position is about a third of SmolLM2-135M's forward pass)."""
     device = _device(model, device)
+    fewer = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
 
     def forward(batch: torch.Tensor):
         if batch.is_floating_point():
             return model(**arch.forward_kwargs(model, batch.to(device)))
-        return model(batch.to(device), use_cache=False)
+        return model(batch.to(device), use_cache=False, **fewer)
 
     return forward
 

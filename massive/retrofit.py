@@ -59,13 +59,17 @@ EXTRA_SLOT = ("attn_bias", "sink_logit", "softmax_plus_one")  # variants that ad
 @dataclass
 class RetrofitConfig:
     """How the bias is trained: AdamW on the new parameters only; the scalar logits (offsets,
-    sinks, gate biases) get `logit_lr`, since their gradients start tiny (the slot starts closed)."""
+    sinks, gate biases) get `logit_lr`, since their gradients start tiny (the slot starts closed).
+    `eps` is AdamW's: far below torch's 1e-8, since a closed slot's gradients (proportional to its
+    attention weight, about exp(init_logit)) are themselves near 1e-8, and AdamW's default would
+    shrink their steps to a fraction of the learning rate."""
 
     steps: int = 40
     batch_size: int = 4
     lr: float = 1e-2
     logit_lr: float = 0.5
     weight_decay: float = 0.0
+    eps: float = 1e-15
     init_logit: float = -14.0
     seed: int = 1
     eval_every: int = 10
@@ -278,7 +282,7 @@ def fit(model: nn.Module, rf: Retrofit, chunks: torch.Tensor, cfg: RetrofitConfi
     for p in model.parameters():
         p.requires_grad_(False)
     device = next(model.parameters()).device
-    opt = torch.optim.AdamW(rf.groups(cfg.lr, cfg.logit_lr), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(rf.groups(cfg.lr, cfg.logit_lr), weight_decay=cfg.weight_decay, eps=cfg.eps)
     g = torch.Generator().manual_seed(cfg.seed)
     state = State()
     path = Path(checkpoint) if checkpoint else None
@@ -454,16 +458,26 @@ def reading(summary: pd.DataFrame, layers: pd.DataFrame | None = None, factor: f
     """One paragraph on what the arms of a retrofit run support (summary: rule retrofit's
     summary.parquet; layers: its layers.parquet, to tell whether attn_bias's slot ever opened).
     Recovery is read on the log scale: an arm recovers log(ratio of none) - log(its ratio); one reading
-    is called "far more" than another when its remaining ratio is `factor` times smaller."""
-    rows = summary[summary["massive"] == "ablated"].set_index("arm")
+    is called "far more" than another when its remaining ratio is `factor` times smaller. With several
+    seeds (a `seed` column), an arm's ratio is its median over the seeds, shown with their range."""
+    ablated = summary[summary["massive"] == "ablated"]
+    seeds = sorted(set(ablated["seed"])) if "seed" in ablated.columns else []
+    if len(seeds) > 1:
+        by = ablated.groupby("arm", sort=False)
+        rows = by.agg(ratio_to_intact=("ratio_to_intact", "median"), ratio_lo=("ratio_to_intact", "min"),
+                      ratio_hi=("ratio_to_intact", "max"), params=("params", "first"), step=("step", "first"))
+        spread = f"range over seeds {', '.join(map(str, seeds))}"
+    else:
+        rows, spread = ablated.set_index("arm"), "bootstrap interval over held-out chunks"
     if "none" not in rows.index or len(rows) < 2:
         return "No trained arm under the ablation: nothing to read."
     base = float(rows.loc["none", "ratio_to_intact"])
     parts = [f"Zeroing the massive activations from their emergence block multiplies the held-out perplexity by "
-             f"{base:,.0f}."]
+             f"{base:,.0f}" + (f" (median of {len(seeds)} seeds)." if len(seeds) > 1 else ".")]
     for arm, r in rows.drop(index="none").iterrows():
         parts.append(f"{arm} ({int(r['params']):,} parameters, {int(r['step'])} steps) leaves {_x(r['ratio_to_intact'])} "
                      f"[{_x(r['ratio_lo'])}, {_x(r['ratio_hi'])}].")
+    parts.append(f"(Brackets: the {spread}.)")
     best = lambda names: min((float(rows.loc[n, "ratio_to_intact"]) for n in names if n in rows.index), default=None)  # noqa: E731
     mass, value, both = best(MASS_ONLY), best(VALUE_ONLY), best(BOTH)
     if value is not None and mass is not None:

@@ -268,8 +268,10 @@ class RetrofitSection:
     train_chunks: int = 64  # the chunks after them
     lr: float = 1e-2
     logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
+    eps: float = 1e-15  # AdamW's eps (a closed slot's gradients are near torch's default 1e-8)
     init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
     bootstrap: int = RESAMPLES
+    seeds: list[int] = field(default_factory=list)  # each arm trained once per seed; empty: the run's `seed`
 
 
 @dataclass
@@ -381,6 +383,7 @@ _POSITIVE = [
     "retrofit.train_chunks",
     "retrofit.lr",
     "retrofit.logit_lr",
+    "retrofit.eps",
     "retrofit.bootstrap",
 ]
 
@@ -517,6 +520,8 @@ def check_values(cfg: Any) -> None:
         unknown = [v for v in OmegaConf.select(cfg, key) if v not in RETROFIT_VARIANTS]
         if unknown:
             raise MassiveError(f"unknown retrofit variant {unknown[0]!r} in {key} (known: {', '.join(RETROFIT_VARIANTS)})")
+    if len(set(cfg.retrofit.seeds)) != len(cfg.retrofit.seeds):
+        raise MassiveError(f"retrofit.seeds={list(cfg.retrofit.seeds)} names a seed twice")
     if cfg.retrofit.eval_chunks < 2:
         raise MassiveError(f"retrofit.eval_chunks={cfg.retrofit.eval_chunks}: a bootstrap interval needs at least 2 held-out chunks")
     m = cfg.model

@@ -189,6 +189,17 @@ def retrofit_section(folder: Path, model: str, corpus: str) -> Markup:
                   images=[("recovery", png(folder / "recovery.png"))])
 
 
+def retrofit_overview(folders: list[tuple[str, str, Path]]) -> Markup:
+    """The sweep's retrofit runs beside its from-scratch retraining (folders: (model, corpus,
+    results/<model>/<corpus>/retrofit/<config id>)): each run's reading and recovery curves."""
+    from massive.retrofit import reading
+
+    runs = [{"model": m, "corpus": c, "id": slug("p", m, c),
+             "reading": reading(read_table(f / "summary.parquet"), read_table(f / "layers.parquet")),
+             "images": [("recovery", png(f / "recovery.png"))]} for m, c, f in folders]
+    return render("retrofit_overview.html.j2", runs=runs)
+
+
 QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", *RATIO_SHOWN, "rel_error", "kept", "note"]
 WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", *RATIO_SHOWN, "entries_changed"]
 

@@ -87,6 +87,7 @@ class Plan:
         self.inference = sweep.get("inference")
         self.retrofit = sweep.get("retrofit")  # None: no retrofit jobs ({}: with the defaults)
         self.inference_pairs = sweeps.inference_pairs(sweep)
+        self.retrofit_pairs = sweeps.section_pairs(sweep, "retrofit")
         self.vision = sweep.get("vision") or {"models": [], "images": [], "layers": [], "interventions": [], "overrides": []}
         train = sweep.get("train") or {}
         self.train_configs = train.get("configs") or []
@@ -157,7 +158,7 @@ class Plan:
             yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in pairs for layers in self.ablate["layers"])
         yield from (("attention", {"model": m, "corpus": c}) for m, c in self.llm_pairs if self.attention)
         yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if self.origins is not None)
-        yield from (("retrofit", {"model": m, "corpus": c}) for m, c in llm_pairs if self.retrofit is not None)
+        yield from (("retrofit", {"model": m, "corpus": c}) for m, c in self.retrofit_pairs)
         yield from (("inference", {"model": m, "corpus": c}) for m, c in self.inference_pairs)
         yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in self.vision["models"]
                     for i in self.vision["images"] for layers in self.vision["layers"])

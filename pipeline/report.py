@@ -51,6 +51,9 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, wher
     else:
         for name, _, _ in sweeps.train_runs(sweep):
             blocks.append(html.training_section(Path(paths.train_dir(name, results)), name))
+    if sweep.get("retrofit") is not None:  # beside the from-scratch runs: the same question on pretrained weights
+        blocks.append(html.retrofit_overview([(m, c, where("retrofit", m, c)) for m, c in sweeps.pairs(sweep)
+                                              if where("retrofit", m, c) is not None]))
     return blocks
 
 

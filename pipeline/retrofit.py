@@ -21,7 +21,9 @@ Output, in results/<model>/<corpus>/retrofit/:
   summary.parquet  per arm: the final ratio and interval, and the ratio with the massive activations
                    set back (no ablation) and the trained bias in place
   recovery.png     ratio to intact against the training step, one line per arm
-Training resumes from each arm's checkpoint (.checkpoints/<arm>.pt beside the tables); a checkpoint
+With retrofit.seeds, every arm is trained once per seed (a `seed` column in every table; the report reads
+the median over seeds and shows their range). Training resumes from each arm's checkpoint
+(.checkpoints/<arm>@seed<seed>.pt beside the tables); a checkpoint
 made with other settings is a one-line error.
 """
 
@@ -63,8 +65,7 @@ def run(cfg: DictConfig) -> None:
     held, train = chunks[: c.eval_chunks], chunks[c.eval_chunks :]
     ablate = lambda: interventions.intervene(model, found, "zero", seed=cfg.seed, min_abs=cfg.detect.min_abs,  # noqa: E731
                                              min_ratio=cfg.detect.min_ratio)
-    train_cfg = R.RetrofitConfig(steps=c.steps, batch_size=c.batch_size, lr=c.lr, logit_lr=c.logit_lr,
-                                 init_logit=c.init_logit, seed=cfg.seed, eval_every=c.eval_every)
+    seeds = list(c.seeds) or [cfg.seed]
     intact = R.evaluate(model, None, held, None, c.batch_size, where=f"{name}: the intact model")
     out = run_dir(cfg, "retrofit")
     (out / ".checkpoints").mkdir(parents=True, exist_ok=True)
@@ -74,18 +75,22 @@ def run(cfg: DictConfig) -> None:
                 dims=",".join(map(str, found.dims)), seq_len=c.seq_len, eval_chunks=f"0-{c.eval_chunks - 1}",
                 train_chunks=f"{c.eval_chunks}-{len(chunks) - 1}")
     curves, layers, summary = [], [], []
-    for arm_name, variant, ablated in arms(cfg):
-        arm = R.run_arm(model, arm_name, variant, ablate if ablated else None, train, held, intact, train_cfg, c.bootstrap,
-                        checkpoint=out / ".checkpoints" / f"{arm_name}.pt", stamp=stamp, where=name)
-        head = {**base, "arm": arm.name, "variant": arm.variant, "massive": "ablated" if arm.ablated else "kept",
-                "params": arm.params}
-        curves += [{**head, **row} for row in arm.curve]
-        layers += [{**head, "layer": layer, "first_share": arm.final.shares[layer][0], "slot_share": arm.final.shares[layer][1],
-                    "first_norm": arm.final.norms[layer], "intact_first_share": intact.shares[layer][0],
-                    "intact_first_norm": intact.norms[layer]} for layer in range(n_layers)]
-        summary.append({**head, **{k: v for k, v in arm.curve[-1].items() if k != "train_loss"},
-                        "ratio_set_back": arm.set_back.ratio, "set_back_lo": arm.set_back.ratio_lo,
-                        "set_back_hi": arm.set_back.ratio_hi})
+    for seed in seeds:
+        train_cfg = R.RetrofitConfig(steps=c.steps, batch_size=c.batch_size, lr=c.lr, logit_lr=c.logit_lr, eps=c.eps,
+                                     init_logit=c.init_logit, seed=seed, eval_every=c.eval_every)
+        for arm_name, variant, ablated in arms(cfg):
+            arm = R.run_arm(model, arm_name, variant, ablate if ablated else None, train, held, intact, train_cfg, c.bootstrap,
+                            checkpoint=out / ".checkpoints" / f"{arm_name}@seed{seed}.pt", stamp=stamp, where=name)
+            head = {**base, "seed": seed, "arm": arm.name, "variant": arm.variant,
+                    "massive": "ablated" if arm.ablated else "kept", "params": arm.params}
+            curves += [{**head, **row} for row in arm.curve]
+            layers += [{**head, "layer": layer, "first_share": arm.final.shares[layer][0],
+                        "slot_share": arm.final.shares[layer][1], "first_norm": arm.final.norms[layer],
+                        "intact_first_share": intact.shares[layer][0], "intact_first_norm": intact.norms[layer]}
+                       for layer in range(n_layers)]
+            summary.append({**head, **{k: v for k, v in arm.curve[-1].items() if k != "train_loss"},
+                            "ratio_set_back": arm.set_back.ratio, "set_back_lo": arm.set_back.ratio_lo,
+                            "set_back_hi": arm.set_back.ratio_hi})
     curves, layers, summary = pd.DataFrame(curves), pd.DataFrame(layers), pd.DataFrame(summary)
     for table, file in ((curves, "curves"), (layers, "layers"), (summary, "summary")):
         write_table(table, out / f"{file}.parquet", cfg)

@@ -283,7 +283,7 @@ def work(rule: str, cfg, w: Weights) -> tuple[float, float]:
         tokens = len(o.interventions) * o.max_chunks * seq + 2 * o.num_sequences * seq
     elif rule == "retrofit":  # per arm: training steps (forward + backward ~ 3 forwards) and evaluations
         r = cfg.retrofit
-        arms = 1 + len(r.variants) + len(r.kept)
+        arms = (1 + len(r.variants) + len(r.kept)) * max(1, len(r.seeds))
         evals = r.steps // r.eval_every + 3  # step 0, every eval_every, the set-back and the norms
         tokens = arms * (3 * r.steps * r.batch_size + evals * r.eval_chunks) * r.seq_len
     elif rule == "inference":

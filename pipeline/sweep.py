@@ -32,7 +32,7 @@ VISION_INTERVENTIONS = ["none", "zero", "mean", "random_zero", "fix_register_mea
 # the lists in which an entry named twice is a mistake (a model captured twice, a row twice)
 UNIQUE = [("models",), ("corpora",), ("vision", "models"), ("vision", "images"), ("ablate", "layers"),
           ("vision", "layers"), ("ablate", "interventions"), ("vision", "interventions"), ("ablate", "zeroshot_tasks"),
-          ("train", "configs"), ("train", "variants"), ("inference", "corpora"), ("inference", "schemes"),
+          ("train", "configs"), ("train", "variants"), ("inference", "corpora"), ("retrofit", "corpora"), ("inference", "schemes"),
           ("inference", "windows"), ("inference", "sinks"), ("inference", "formats")]
 
 
@@ -144,10 +144,11 @@ def load(name: str) -> dict:
         for item in where[key.split(".")[-1]]:
             if not (CONF_DIR / group / f"{item}.yaml").is_file():
                 raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml")
-    stray = [c for c in (sweep.get("inference") or {}).get("corpora", []) if c not in sweep["corpora"]]
-    if stray:
-        raise MassiveError(f"sweep {name!r}: inference.corpora entry {stray[0]!r} is not one of the sweep's corpora "
-                           f"({', '.join(sweep['corpora'])})")
+    for section in ("inference", "retrofit"):
+        stray = [c for c in (sweep.get(section) or {}).get("corpora", []) if c not in sweep["corpora"]]
+        if stray:
+            raise MassiveError(f"sweep {name!r}: {section}.corpora entry {stray[0]!r} is not one of the sweep's corpora "
+                               f"({', '.join(sweep['corpora'])})")
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
     sweep["protocols"] = _protocols(sweep, name)
@@ -237,13 +238,18 @@ def pairs(sweep: dict) -> list[tuple[str, str]]:
     return llm_pairs(sweep) + [(m, i) for m in vision["models"] for i in vision["images"]]
 
 
-def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
-    """The (model, corpus) pairs of rule inference: the LLMs x the `inference` section's corpora
-    (all the sweep's by default; none without the section)."""
-    section = sweep.get("inference")
+def section_pairs(sweep: dict, name: str) -> list[tuple[str, str]]:
+    """The (model, corpus) pairs of a section's rule (inference, retrofit): the LLMs x the section's
+    `corpora` (all the sweep's by default; none without the section)."""
+    section = sweep.get(name)
     if section is None:
         return []
     return [(m, c) for m in sweep["models"] for c in section.get("corpora") or sweep["corpora"]]
+
+
+def inference_pairs(sweep: dict) -> list[tuple[str, str]]:
+    """The (model, corpus) pairs of rule inference."""
+    return section_pairs(sweep, "inference")
 
 
 def zeroshot_pairs(sweep: dict) -> list[tuple[str, str]]:

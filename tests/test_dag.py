@@ -25,7 +25,7 @@ def test_default_sweep_dry_run(tmp_path):
     counts = job_counts(proc.stdout)
     assert counts == {"all": 1, "fetch_model": 2, "protocol_model": 1, "fetch_corpus": 3, "tokenize": 4, "capture": 4,
                       "detect": 4, "figures": 4, "ablate": 6, "ablation": 1, "attention": 3, "origins": 2, "inference": 1,
-                      "train": 2, "train_compare": 1, "ablate_images": 1, "report": 1}, counts  # + smollm2_135m@bos on wiki_sample
+                      "retrofit": 1, "train": 2, "train_compare": 1, "ablate_images": 1, "report": 1}, counts  # + smollm2_135m@bos on wiki_sample
 
 
 def test_retrain_sweep_adds_the_training_jobs(tmp_path):

@@ -214,6 +214,27 @@ def test_rule_retrofit_writes_every_arm_and_resumes(detected):
     assert (out / "summary.parquet").read_bytes() == before
 
 
+def test_rule_retrofit_trains_each_arm_once_per_seed(detected):
+    from conftest import run_module
+    from pipeline.cli import compose
+    from pipeline.io import run_dir
+
+    root, base, _ = detected
+    args = [*base, "retrofit.seeds=[3,4]", "retrofit.variants=[mlp_bias]", "retrofit.kept=[]"]
+    proc = run_module("retrofit", *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = run_dir(compose(args), "retrofit")
+    summary = pd.read_parquet(out / "summary.parquet")
+    assert list(zip(summary["seed"], summary["arm"])) == [(3, "none"), (3, "mlp_bias"), (4, "none"), (4, "mlp_bias")]
+    trained = summary[summary["arm"] == "mlp_bias"]["ratio_to_intact"].tolist()
+    assert trained[0] != trained[1]  # other training batches, other numbers
+    text = R.reading(summary, pd.read_parquet(out / "layers.parquet"))
+    assert "range over seeds 3, 4" in text and f"{R._x(float(pd.Series(trained).median()))} [" in text
+    from conftest import assert_one_line_error
+
+    assert_one_line_error(run_module("retrofit", *base, "retrofit.seeds=[3,3]"), "retrofit.seeds=[3, 3] names a seed twice")
+
+
 def test_rule_retrofit_unknown_variant_is_one_line(detected):
     from helpers import assert_one_line_error, run_module
 
