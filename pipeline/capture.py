@@ -31,7 +31,6 @@ from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import provenance, read_table, run_dir, tokens_file, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
-from pipeline.names import plain
 
 
 def run(cfg: DictConfig) -> None:
@@ -47,7 +46,7 @@ def run(cfg: DictConfig) -> None:
         inputs = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
     progress = partial(tqdm, desc=f"capture {cfg.model.name}/{cfg.data.name}", unit=" batch")
     stats = capture(model, inputs, k=cfg.capture.top_k, tok=tok, batch_size=cfg.capture.batch_size,
-                    backend=plain(cfg.capture.backend),
+                    backend=getattr(cfg.capture.backend, "value", cfg.capture.backend),
                     seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress, min_abs=cfg.detect.min_abs,
                     min_ratio=cfg.detect.min_ratio, outlier_abs=cfg.detect.outlier_abs,
                     outlier_ratio=cfg.detect.outlier_ratio)

@@ -36,7 +36,6 @@ from massive.errors import MassiveError
 from pipeline.config import is_images, layers_spec
 from pipeline.io import model_dir
 from pipeline.model import MARKER, hf_dir
-from pipeline.names import plain
 
 
 def seq_len(cfg: DictConfig) -> int:
@@ -146,7 +145,7 @@ def dry_run(cfg: DictConfig) -> None:
             from pipeline.io import results_dir
             from pipeline.paths import train_run_file
 
-            variant = plain(cfg.train.variant)
+            variant = getattr(cfg.train.variant, "value", cfg.train.variant)
             resume = Path(train_run_file(cfg.train.name, variant, "resume.pt", results_dir(cfg)))
             if resume.is_file():
                 from pipeline.resume import check_resume, resume_meta

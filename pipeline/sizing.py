@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from massive.errors import MassiveError
-from pipeline.names import plain
 
 GPU_RULES = ("capture", "ablate", "zeroshot", "attention", "origins", "retrofit", "inference", "ablate_images")
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
@@ -213,7 +212,7 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
     sizing) as far as it can be known now; `root`: the working directory (cache/models/)."""
     from pipeline import paths
 
-    dtype = plain(model.dtype)
+    dtype = _value(model.dtype)
     sizing = model.get("sizing") or {}
     if sizing.get("params"):
         params = int(float(sizing["params"]))
@@ -221,7 +220,7 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
     hf = _fetched_dir(Path(root) / paths.fetched(model.name), Path(root))
     if hf is not None:
         return _from_dir(hf, f"the fetched {hf / 'config.json'}", dtype)
-    source = plain(model.source)
+    source = _value(model.source)
     try:
         if source == "local" and model.path and (Path(model.path) / "config.json").is_file():
             return _from_dir(Path(model.path), f"{model.path}/config.json", dtype)
@@ -250,6 +249,10 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
                        f"fetch it first (snakemake {paths.fetched(model.name)}) or set model.sizing.params")
 
 
+def _value(x):
+    return x.value if hasattr(x, "value") else x
+
+
 # ---------------------------------------------------------------- per-rule work and memory
 ZEROSHOT_TOKENS_PER_TASK = 1.0e6  # an lm-eval task in full (the paper's five: ~27k requests of ~150 tokens)
 ZEROSHOT_TOKENS_PER_EXAMPLE = 600  # with ablate.zeroshot_limit: ~4 choices of ~150 tokens
@@ -269,7 +272,7 @@ def work(rule: str, cfg, w: Weights) -> tuple[float, float]:
         seq = tokens_per_image(w.config) if w.config else 257
     n_seq = cfg.tokenize.num_sequences
     a, o, inf = cfg.ablate, cfg.origins, cfg.inference
-    f32 = plain(cfg.model.dtype) == "float32"
+    f32 = _value(cfg.model.dtype) == "float32"
     if rule == "capture":
         tokens = n_seq * seq
     elif rule == "ablate":
@@ -290,7 +293,7 @@ def work(rule: str, cfg, w: Weights) -> tuple[float, float]:
         runs = 1 + len(inf.schemes) * (2 if inf.with_mean else 1) + len(inf.windows) * (1 + len(inf.sinks) * (1 + len(inf.sink_interventions)))
         reference = runs * inf.max_chunks * seq + inf.num_sequences * seq
         tokens = reference + len(inf.formats) * inf.max_chunks * seq
-        return tokens, (reference if plain(inf.dtype) == "float32" else 0)
+        return tokens, (reference if _value(inf.dtype) == "float32" else 0)
     elif rule == "ablate_images":
         tokens = len(a.interventions) * a.max_images * seq
     else:
@@ -319,7 +322,7 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
     """GPUs, host memory and time limit of one job of `rule` (composed config `cfg`) on `site`."""
     site = site or Site()
     m, a, inf = cfg.model, cfg.ablate, cfg.inference
-    dtype = plain(m.dtype)
+    dtype = _value(m.dtype)
     seq = cfg.retrofit.seq_len if rule == "retrofit" else cfg.tokenize.seq_len or m.seq_len
     batch = {"capture": cfg.capture.batch_size, "ablate": a.batch_size, "zeroshot": a.batch_size,
              "attention": 1, "origins": cfg.origins.batch_size, "inference": inf.batch_size,
@@ -330,8 +333,8 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
     elif rule == "zeroshot":
         seq = min(seq, 1024)  # lm-eval contexts are short
     if rule == "inference":  # the reference in inference.dtype and one copy cast to each format in turn
-        held = w.params * (BYTES[plain(inf.dtype)] + max(BYTES[plain(f)] for f in inf.formats))
-        loaded = w.params * BYTES[plain(inf.dtype)]
+        held = w.params * (BYTES[_value(inf.dtype)] + max(BYTES[_value(f)] for f in inf.formats))
+        loaded = w.params * BYTES[_value(inf.dtype)]
     else:
         held = loaded = w.params * BYTES[dtype]
     need = held + _batch_bytes(rule, cfg, w, batch, seq) + 1.5 * GIB  # + the CUDA context

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import paths
-from pipeline.names import plain
 
 ID_LEN = 8
 MANIFEST = "settings.yaml"
@@ -118,7 +117,7 @@ def _plain(value):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return plain(value)
+    return getattr(value, "value", value)
 
 
 def manifest(cfg: DictConfig, stage: str | Stage) -> dict:

@@ -22,7 +22,6 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.io import git_commit, package_versions, root
-from pipeline.names import plain
 
 if TYPE_CHECKING:
     import wandb
@@ -44,7 +43,7 @@ def warn(what: str, exc: BaseException | None = None) -> None:
 
 def mode(cfg: DictConfig) -> str:
     """wandb.mode when set, else $WANDB_MODE (offline, online, disabled; W&B's dryrun = offline), else offline."""
-    configured = plain(cfg.wandb.mode)
+    configured = cfg.wandb.mode.value if hasattr(cfg.wandb.mode, "value") else cfg.wandb.mode
     if configured is not None:
         return configured
     env = os.environ.get("WANDB_MODE", "").strip().lower()

@@ -33,18 +33,21 @@ from massive.gpt import GPTConfig
 from pipeline import cli, paths, tracking
 from pipeline.io import results_dir, root, write_table
 from pipeline.resume import check_resume, resume_meta
-from pipeline.names import plain
 
 log = logging.getLogger(__name__)
 
 
+def _value(x):
+    return getattr(x, "value", x)
+
+
 def out_dir(cfg: DictConfig) -> Path:
-    return Path(paths.train_variant_dir(cfg.train.name, plain(cfg.train.variant), results_dir(cfg)))
+    return Path(paths.train_variant_dir(cfg.train.name, _value(cfg.train.variant), results_dir(cfg)))
 
 
 def make_data(cfg: DictConfig, rank: int = 0):
     t = cfg.train
-    if plain(t.data) == "backcopy":
+    if _value(t.data) == "backcopy":
         return training.BackcopyBatches(BackcopySpec(**t.backcopy), cfg.seed)
     o = t.openwebtext
     return training.OpenWebTextBatches(root(cfg) / cfg.paths.cache / "train" / "openwebtext", cfg.seed, o.hub_id,
@@ -55,8 +58,8 @@ def specs(cfg: DictConfig) -> tuple[GPTConfig, training.TrainSpec]:
     """The architecture and the training hyper-parameters of cfg.train, as the library's dataclasses."""
     t = cfg.train
     names = [f.name for f in fields(training.TrainSpec) if f.name != "block_size"]
-    spec = training.TrainSpec(block_size=t.model.block_size, **{k: plain(t[k]) for k in names})
-    return GPTConfig(**t.model, variant=plain(t.variant)), spec
+    spec = training.TrainSpec(block_size=t.model.block_size, **{k: _value(t[k]) for k in names})
+    return GPTConfig(**t.model, variant=_value(t.variant)), spec
 
 
 def _wandb_metrics(rows: list[dict]) -> dict:
@@ -76,7 +79,7 @@ def run(cfg: DictConfig) -> None:
         raise MassiveError(f"train.grad_accum={t.grad_accum} is not a multiple of the {world} processes")
     data = make_data(cfg, rank)  # before the process group: OpenWebText may take hours to prepare
     device = training.init_device(t.device, local_rank, world)
-    autocast, scaler = training.precision(device, plain(t.dtype))
+    autocast, scaler = training.precision(device, _value(t.dtype))
 
     out = out_dir(cfg)
     resume_path, ckpt_path, metrics_path = out / "resume.pt", out / "checkpoint.pt", out / "metrics.parquet"
@@ -97,7 +100,7 @@ def run(cfg: DictConfig) -> None:
 
         model = DDP(model, device_ids=[local_rank])
     probe = data.batch("probe", 0, t.probe_batch_size, t.model.block_size)[0].to(device)
-    variant = plain(t.variant)
+    variant = _value(t.variant)
     log.info("train %s/%s: %.2fM parameters, %d steps from %d, device %s x%d", t.name, variant,
              raw.num_params() / 1e6, t.max_iters, step, device.type, world)
 
@@ -109,7 +112,7 @@ def run(cfg: DictConfig) -> None:
 
         state = training.train(model, optimizer, data, spec, probe, raw=raw, step=step, state=state, device=device,
                                autocast=autocast, scaler=scaler, rank=rank, world=world,
-                               dtype=plain(t.dtype) if device.type == "cuda" else "float32",
+                               dtype=_value(t.dtype) if device.type == "cuda" else "float32",
                                checkpoint=resume_path, meta=meta, on_eval=on_eval,
                                on_log=lambda step, metrics: wb.log(metrics, step=step))
     if master:  # also when a finished checkpoint was found and nothing ran

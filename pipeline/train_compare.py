@@ -38,7 +38,6 @@ from massive.errors import MassiveError
 from pipeline import cli, paths, tracking
 from pipeline.config import Variant
 from pipeline.io import atomic_path, read_table, results_dir, root, write_table
-from pipeline.names import plain
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 def make_data(cfg: DictConfig, backcopy: dict | None = None):
     """The probe's data source; Bigram-Backcopy with the task a checkpoint was trained on (`backcopy`)."""
     t = cfg.train
-    if plain(t.data) == "backcopy":
+    if getattr(t.data, "value", t.data) == "backcopy":
         return training.BackcopyBatches(BackcopySpec(**{**t.backcopy, **(backcopy or {})}), cfg.seed)
     o = t.openwebtext
     return training.OpenWebTextBatches(root(cfg) / cfg.paths.cache / "train" / "openwebtext", cfg.seed, o.hub_id,
