@@ -128,3 +128,46 @@ TINY_SWEEP = dict(models=["tiny_random"], corpora=["news_sample", "wiki_sample"]
                   attention={"num_sequences": 4}, origins={"num_sequences": 2, "max_chunks": 2},
                   inference={"max_chunks": 2, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
                   vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
+
+
+def assert_one_error_line(proc) -> str:
+    """The DAG was not built: exit code 2, one `error:` line, no traceback, no job."""
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "Job stats" not in proc.stdout, proc.stdout[-2000:]
+    return errors[0]
+
+
+# ---------------------------------------------------------------- the SLURM profile (tests/test_slurm.py, test_families.py)
+SLURM_PROFILE = REPO / "profiles/slurm"
+SITE_VARS = ["MA_SLURM_ACCOUNT", "MA_SLURM_CPU_PARTITION", "MA_SLURM_GPU_PARTITION", "MA_SLURM_GPU_TYPE"]
+
+
+def clean_env(**extra) -> dict:
+    """The environment without the site's SLURM variables, W&B off, `extra` added."""
+    env = {k: v for k, v in os.environ.items() if k not in SITE_VARS and k != "SLURM_CONF"}
+    return {**env, "WANDB_MODE": "disabled", **extra}
+
+
+def slurm_snakemake(*args, cwd, env=None, timeout=300):
+    """Snakemake with the SLURM profile (account lab42 unless `env` says otherwise)."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(SLURM_PROFILE),
+           "--directory", str(cwd), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42"))
+
+
+def paper_env(tmp_path, **extra) -> dict:
+    """A site (account lab42) and the hub's config.json of every model, offline (tests/hub.py)."""
+    from hub import hub_env, model_cache
+
+    return clean_env(MA_SLURM_ACCOUNT="lab42", **hub_env(model_cache(tmp_path / "hf")), **extra)
+
+
+def planned_jobs(stdout: str) -> list[dict]:
+    """The jobs of a dry run (rule, wildcards, resources): scripts/estimate.py's reading."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    from estimate import planned_jobs as read
+
+    return read(stdout)

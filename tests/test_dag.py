@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import REPO, SNAKEMAKE, job_counts, keyed, snakemake, write_sweep  # noqa: F401
+from helpers import REPO, SNAKEMAKE, assert_one_error_line, job_counts, keyed, snakemake, write_sweep  # noqa: F401
 
 def test_lint_is_clean(tmp_path):
     proc = snakemake("--lint", cwd=tmp_path)
@@ -113,15 +113,6 @@ def test_bad_ablation_entries_fail_the_dry_run_with_one_line(tmp_path, ablate, n
 def test_a_sweep_naming_an_entry_twice_is_rejected(tmp_path, sweep, twice):
     proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, **sweep)}", cwd=tmp_path)
     assert twice in assert_one_error_line(proc)
-
-
-def assert_one_error_line(proc) -> str:
-    """The DAG was not built: exit code 2, one `error:` line, no traceback, no job."""
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "Job stats" not in proc.stdout, proc.stdout[-2000:]
-    return errors[0]
 
 
 @pytest.mark.parametrize("sweep, needle", [

@@ -206,7 +206,8 @@ def test_survey_sweep_plans_every_family_in_its_own_regime(tmp_path):
     import yaml
 
     from helpers import REPO
-    from test_slurm import job_counts, paper_env, planned_jobs, snakemake
+    from helpers import job_counts, paper_env, planned_jobs
+    from helpers import slurm_snakemake as snakemake
 
     for name in SURVEY:
         m = yaml.safe_load((REPO / "conf/model" / f"{name}.yaml").read_text())

@@ -199,7 +199,7 @@ def test_a_copied_or_changed_cache_is_detected(fetched_work, tmp_path):
 
 # ---------------------------------------------------------------- 8. a deleted output is made again
 def test_a_deleted_summary_json_is_made_again(tiny_dag, tmp_path):
-    from test_dag import job_counts
+    from helpers import job_counts
 
     copy = tmp_path / "dag"
     shutil.copytree(tiny_dag, copy, symlinks=True)  # mtimes kept; fetched.json's paths are relative: the copy's own

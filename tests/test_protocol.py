@@ -169,7 +169,7 @@ def test_the_paper_models_state_the_paper_protocol():
 
 
 def test_a_sweep_with_protocols_adds_their_runs_and_an_unknown_name_fails_the_dry_run(tmp_path):
-    from test_dag import assert_one_error_line, job_counts, snakemake, write_sweep
+    from helpers import assert_one_error_line, job_counts, snakemake, write_sweep
 
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample", "wiki_sample"],
                         protocols={"names": ["bos"], "corpora": ["news_sample"], "overrides": ["tokenize.num_sequences=2"]},

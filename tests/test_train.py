@@ -453,7 +453,7 @@ def test_scale_sweep_through_snakemake_report_included(tmp_path):
     import yaml
 
     from pipeline.io import read_table
-    from test_dag import snakemake
+    from helpers import snakemake
 
     tiny_grid = {"model.n_embd": [16, 32], "model.n_layer": [1], "max_iters": [4], "batch_size": [8],
                  "eval_interval": [2], "eval_iters": [2], "probe_batch_size": [4], "log_interval": [2], "warmup_iters": [2]}
