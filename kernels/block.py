@@ -53,17 +53,13 @@ SAMPLE = 4096  # entries per row that bracket the median (host path)
 SMALL = 16384  # rows shorter than this take torch.kthvalue at once
 
 
-MIN_ABS = 100.0  # the paper's rule (Sun et al. 2024): massive when |a| is above this ...
-MIN_RATIO = 1000.0  # ... and above this multiple of its layer's median |a| (the one definition: massive.detect re-exports)
-
-
 @dataclass(frozen=True)
 class Thresholds:
     """What the exact counts count: |a| > min_abs, > min_ratio x median (both: massive); per dim
     |a| > outlier_abs and > outlier_ratio x median (outlier features)."""
 
-    min_abs: float = MIN_ABS
-    min_ratio: float = MIN_RATIO
+    min_abs: float = 100.0
+    min_ratio: float = 1000.0
     outlier_abs: float = 6.0
     outlier_ratio: float = 9.0
 

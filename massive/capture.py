@@ -43,7 +43,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kernels.block import MIN_ABS, MIN_RATIO, BlockStats, Thresholds, block_stats, median_lower
+from kernels.block import BlockStats, Thresholds, block_stats, median_lower
 from massive import arch, hooks
 from massive.errors import DTYPE_HINT, MassiveError, NonFiniteError
 
@@ -158,7 +158,7 @@ class Reducer:
         >>> layer_stats, topk, dim_max = reducer.tables(lambda ids: {i: str(i) for i in ids})
     """
 
-    def __init__(self, k: int, backend: str = "auto", min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO,
+    def __init__(self, k: int, backend: str = "auto", min_abs: float = 100.0, min_ratio: float = 1000.0,
                  outlier_abs: float = 6.0, outlier_ratio: float = 9.0, sync: bool | None = None):
         self.k, self.backend, self.sync = k, backend, sync
         self.min_abs, self.min_ratio, self.outlier_abs = float(min_abs), float(min_ratio), float(outlier_abs)
@@ -315,7 +315,7 @@ def default_forward(model: nn.Module, device=None) -> Callable[[torch.Tensor], o
 def capture(model: nn.Module, inputs: torch.Tensor, k: int = 64, tok=None, batch_size: int = 4,
             backend: str = "auto", seq_ids: Sequence[int] | None = None, device=None,
             forward: Callable[[torch.Tensor], object] | None = None,
-            progress: Callable | None = None, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO,
+            progress: Callable | None = None, min_abs: float = 100.0, min_ratio: float = 1000.0,
             outlier_abs: float = 6.0, outlier_ratio: float = 9.0) -> Capture:
     """The per-layer statistics of `inputs`: token ids [n, seq_len] (a language model; `tok`
     names the tokens, else they are named by their id) or pixel values [n, 3, H, W] (a ViT;

@@ -37,11 +37,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from kernels.block import MIN_ABS, MIN_RATIO
 from massive.arch import is_newline_token, role_of_name
 from massive.errors import MassiveError
 
 log = logging.getLogger(__name__)
+
+MIN_ABS = 100.0  # the paper's rule (Sun et al. 2024): massive when |a| is above this ...
+MIN_RATIO = 1000.0  # ... and above this multiple of its layer's median |a| (the one definition of the defaults)
+
 
 def thresholds(found) -> tuple[float, float]:
     """(min_abs, min_ratio) a detection result records (its `thresholds` dict, or attributes), else
