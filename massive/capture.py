@@ -50,7 +50,7 @@ from massive.errors import DTYPE_HINT, MassiveError, NonFiniteError
 
 @dataclass
 class Capture:
-    """The capture's tables (schemas in README.md, "Result tables").
+    """The capture's tables (schemas in docs/schemas.md).
 
     layer_stats  one row per (layer, sequence): layer, hook, seq_id, median_abs, top1/2/3_abs,
                  n_above_abs, n_above_ratio, n_massive (exact counts: |a| > min_abs, |a| >

@@ -38,6 +38,51 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
+def _texts(fig: Figure) -> list:
+    from matplotlib.text import Text
+
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def min_font_px(fig: Figure, dpi: float) -> float | None:
+    """The smallest font of the figure's visible text (tick labels included: drawn first), in pixels of
+    the PNG saved at `dpi` (None: no text).
+
+        >>> fig = new_figure((4, 3)); ax = fig.subplots(); _ = ax.set_title("t", fontsize=9)
+        >>> ax.tick_params(labelsize=12); round(min_font_px(fig, 80), 1)
+        10.0
+    """
+    fig.canvas.draw()
+    sizes = [t.get_fontsize() for t in _texts(fig)]
+    return min(sizes) * dpi / 72 if sizes else None
+
+
+def legible(fig: Figure, dpi: float, shown_px: float = 1000, min_px: float = 10.5) -> Figure:
+    """Raise every font of `fig` that would be smaller than `min_px` pixels when the PNG saved at `dpi`
+    is shown at most `shown_px` wide (a report page shrinks a wider image to fit), then lay it out again.
+
+        >>> fig = legible(new_figure((20, 3)), dpi=100)  # shown at 1000 px: half size, so fonts of >= 21 px in the PNG
+    """
+    scale = min(1.0, shown_px / (fig.get_figwidth() * dpi))
+    floor = min_px / scale * 72 / dpi  # points
+    fig.canvas.draw()  # tick labels get their text when drawn
+    for ax in fig.axes:  # tick labels: through tick_params, so ticks made at the next draw get the size too
+        for name in ("x", "y", "z"):
+            axis = getattr(ax, f"{name}axis", None)
+            labels = [lab for lab in (axis.get_ticklabels(which="both") if axis is not None else []) if lab.get_text().strip()]
+            if labels and min(lab.get_fontsize() for lab in labels) < floor:
+                ax.tick_params(axis=name, which="both", labelsize=floor)
+    for text in _texts(fig):
+        if text.get_fontsize() < floor:
+            text.set_fontsize(floor)
+    if fig.get_layout_engine() is None:
+        try:
+            fig.tight_layout()
+        except (ValueError, RuntimeError):  # a 3-D axes or a colorbar it cannot place: keep the layout
+            pass
+    return fig
+
+
 # ---------------------------------------------------------------- one model on one corpus
 def layerwise(layer_stats: pd.DataFrame, title: str) -> Figure:
     """Top-1, top-2, top-3 and median |a| per layer, averaged over sequences, log axis (the paper's Fig. 2).
@@ -78,7 +123,12 @@ def prompt_3d(prompt: pd.DataFrame, layer: int, title: str) -> Figure:
     top = np.dstack(np.unravel_index(np.argsort(values.ravel())[::-1][:3], values.shape))[0]
     for t, d in top:
         ax.text(d, t, values[t, d], f"dim {d}", fontsize=7)
-    ticks = np.unique(np.r_[np.linspace(0, n_tok - 1, min(n_tok, 8)).round().astype(int), top[:, 0]])
+    gap = max(1, n_tok // 7)  # ticks at least this many tokens apart (the largest entries' tokens first): labels do not overlap
+    ticks = []
+    for t in [*dict.fromkeys(top[:, 0].tolist()), *np.linspace(0, n_tok - 1, min(n_tok, 8)).round().astype(int).tolist()]:
+        if all(abs(t - k) >= gap for k in ticks):
+            ticks.append(int(t))
+    ticks = sorted(ticks)
     labels = rows["token"].tolist()
     ax.set_yticks(ticks)
     ax.set_yticklabels([repr(labels[t])[1:-1] for t in ticks], fontsize=7)
@@ -137,32 +187,64 @@ def token_map(prompt: pd.DataFrame, title: str, shown: int = 40) -> Figure:
 
 
 # ---------------------------------------------------------------- a sweep's ablation
-def ablation(table: pd.DataFrame) -> Figure:
-    """Perplexity per intervention, one bar group per (model, corpus, layers), log axis; with
-    columns ppl_lo and ppl_hi, their 95% interval as error bars.
+CONTROLS = ("random_zero", "top_zero", "same_token_zero")  # the ablation's controls, marked as such in the forest plot
 
-        >>> t = pd.DataFrame({"model": "m", "corpus": "c", "layers": "emerge",
-        ...                   "intervention": ["none", "zero"], "perplexity": [20.0, 4000.0]})
+
+def ablation(table: pd.DataFrame) -> Figure:
+    """A forest plot of the ablation: per (model, corpus, layers) a panel row, per intervention its
+    perplexity ratio to `none` (a dot) with its 95% interval (a bar, from ratio_lo and ratio_hi when the
+    table has them), on a log axis with 1 (no change) marked; controls (random_zero, top_zero,
+    same_token_zero) drawn hollow and grey, the massive interventions filled. Without ratio the
+    ratio is computed from the perplexities.
+
+        >>> t = pd.DataFrame({"model": "m", "corpus": "c", "layers": "emerge", "intervention": ["none", "zero", "random_zero"],
+        ...                   "perplexity": [20.0, 4000.0, 20.2]})
         >>> fig = ablation(t)
     """
-    runs = table.groupby(["model", "corpus", "layers"], sort=True)
-    order = list(dict.fromkeys(table["intervention"]))
-    fig = new_figure((max(5, 1.2 * len(order) * max(1, runs.ngroups) / 2), 3.6))
+    t = table.copy()
+    if "ratio" not in t:
+        base = t[t["intervention"] == "none"].set_index(["model", "corpus", "layers"])["perplexity"]
+        t["ratio"] = [p / base.get((m, c, la), np.nan) for m, c, la, p in
+                              zip(t["model"], t["corpus"], t["layers"], t["perplexity"])]
+    t = t[t["intervention"] != "none"]
+    runs = list(t.groupby(["model", "corpus", "layers"], sort=False))
+    order = list(dict.fromkeys(t["intervention"]))
+    rows = [(key, name) for key, g in runs for name in order if name in set(g["intervention"])]
+    fig = new_figure((7.5, 0.9 + 0.32 * (len(rows) + len(runs))))
     ax = fig.subplots()
-    width = 0.8 / max(1, runs.ngroups)
-    for i, ((model, corpus, layers), g) in enumerate(runs):
-        g = g.set_index("intervention").reindex(order)
-        yerr = None
-        if {"ppl_lo", "ppl_hi"} <= set(g.columns):
-            yerr = np.stack([(g["perplexity"] - g["ppl_lo"]).clip(lower=0), (g["ppl_hi"] - g["perplexity"]).clip(lower=0)])
-        ax.bar(np.arange(len(order)) + i * width, g["perplexity"], width, yerr=yerr, capsize=2, error_kw={"lw": 0.8},
-               label=f"{model} / {corpus} / {layers}")
-    ax.set_xticks(np.arange(len(order)) + width * (runs.ngroups - 1) / 2)
-    ax.set_xticklabels(order)
-    ax.set_yscale("log")
-    ax.set_ylabel("perplexity")
-    ax.legend(frameon=False, fontsize=7)
-    ax.grid(alpha=0.3, axis="y", which="both")
+    y, labels, ticks, y0 = 0.0, [], [], []
+    for key, g in runs:
+        y0.append((y, " / ".join(map(str, key))))
+        y += 0.8
+        for name in order:
+            r = g[g["intervention"] == name]
+            if r.empty:
+                continue
+            r = r.iloc[0]
+            control = name in CONTROLS
+            color = "0.45" if control else ("tab:red" if name == "zero" else "tab:blue")
+            if {"ratio_lo", "ratio_hi"} <= set(r.index) and pd.notna(r["ratio_lo"]):
+                ax.plot([r["ratio_lo"], r["ratio_hi"]], [y, y], color=color, lw=2, solid_capstyle="butt")
+            ax.plot([r["ratio"]], [y], "o", ms=6, color=color, mfc="white" if control else color)
+            v = r["ratio"]
+            ax.annotate(f"×{v:.3g}" if v < 100 else f"×{round(v, 2 - int(np.floor(np.log10(v)))):,.0f}",  # 3 significant digits
+                        (r["ratio"], y), xytext=(6, 3), textcoords="offset points", fontsize=9, color=color)
+            labels.append(f"{name} (control)" if control else name)
+            ticks.append(y)
+            y += 1
+        y += 0.4
+    ax.axvline(1.0, color="0.3", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set_yticks(ticks, labels)
+    for y_, title in y0:
+        ax.text(0.0, y_ + 0.2, title, transform=ax.get_yaxis_transform(), fontsize=10, fontweight="bold", va="center")
+    ax.set_ylim(y - 0.6, -0.6)
+    lo, hi = np.nanmin(t[[c for c in ("ratio_lo", "ratio") if c in t]].to_numpy()), np.nanmax(
+        t[[c for c in ("ratio_hi", "ratio") if c in t]].to_numpy())
+    ax.set_xlim(min(lo, 0.9) / 1.3, max(hi, 1.1) * 3)
+    ax.set_xlabel("perplexity / none (×), 95% interval; log axis; dashed: no change")
+    ax.grid(alpha=0.3, axis="x", which="major")
+    fig.tight_layout()
     return fig
 
 
@@ -231,8 +313,11 @@ def contributions(table: pd.DataFrame, title: str) -> Figure:
             base = np.where(v >= 0, pos, neg)
             ax.bar(pivot.index, v, bottom=base, color=colors[part], label=part, width=0.8)
             pos, neg = pos + np.clip(v, 0, None), neg + np.clip(v, None, 0)
-        for _, w in g[g["writes"].astype(bool)].iterrows():
-            ax.annotate(f"{w['part']} writes it", (w["block"], w["contribution"]), fontsize=7, ha="center", va="bottom")
+        tops = dict(zip(pivot.index, pos))
+        for _, w in g[g["writes"].astype(bool)].iterrows():  # above its stack, with room kept for it (margins)
+            ax.annotate(f"{w['part']} writes it", (w["block"], tops.get(w["block"], w["contribution"])), xytext=(0, 3),
+                        textcoords="offset points", fontsize=9, ha="center", va="bottom")
+        ax.margins(y=0.25)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_ylabel(f"dim {dim} ({role})")
         ax.grid(alpha=0.3, axis="y")
@@ -414,8 +499,8 @@ def train_emergence(histories: dict[str, pd.DataFrame]) -> Figure:
         ...                   "top1_at_start": [0.0, 0.0, 1.0, 1.0], "start_value_ratio": [1.0, 1.0, 0.2, 0.5]})
         >>> fig = train_emergence({"default": m})
     """
-    fig = new_figure((19, 4.2))
-    axes = fig.subplots(1, 4)
+    fig = new_figure((10, 7))
+    axes = fig.subplots(2, 2).ravel()
     for i, (variant, m) in enumerate(histories.items()):
         color = f"C{i}"
         b0 = m[m["layer"] == 0].sort_values("step")
@@ -426,10 +511,10 @@ def train_emergence(histories: dict[str, pd.DataFrame]) -> Figure:
         axes[1].plot(per_step.index, per_step["start"], marker=".", color=color, label=variant)
         axes[2].plot(per_step.index, per_step["top1"], marker=".", color=color, label=variant)
         axes[3].plot(b0["step"], b0["start_value_ratio"], marker=".", color=color, label=variant)
-    axes[0].set(title="sink: block 0's attention on the start token / slot", xlabel="step", ylim=(-0.05, 1.05))
-    axes[1].set(title="start token: largest |a| / median (max over layers)", xlabel="step", yscale="log")
-    axes[2].set(title="share of sequences whose top-1 |a| is the start token", xlabel="step", ylim=(-0.05, 1.05))
-    axes[3].set(title="start token's value norm / median token's (block 0)", xlabel="step", yscale="log")
+    axes[0].set(title="sink: block 0's attention\non the start token / slot", xlabel="step", ylim=(-0.05, 1.05))
+    axes[1].set(title="start token: largest |a| / median\n(max over layers)", xlabel="step", yscale="log")
+    axes[2].set(title="share of sequences whose top-1 |a|\nis the start token", xlabel="step", ylim=(-0.05, 1.05))
+    axes[3].set(title="start token's value norm / median\ntoken's (block 0)", xlabel="step", yscale="log")
     axes[0].legend(fontsize="small")
     axes[1].legend()
     fig.tight_layout()
@@ -444,18 +529,18 @@ def train_layerwise(finals: dict[str, list[dict]]) -> Figure:
         >>> fig = train_layerwise({"softmax": [{"layer": 0, "top1_over_median": 3.0, "start_over_median": 1.0},
         ...                                    {"layer": 1, "top1_over_median": 90.0, "start_over_median": 60.0}]})
     """
-    fig = new_figure((11, 4.2))
-    axes = fig.subplots(1, 2)
+    fig = new_figure((6.5, 4))
+    ax = fig.subplots()
     x = []
-    for variant, layers in finals.items():
+    for i, (variant, layers) in enumerate(finals.items()):
         x = [r["layer"] for r in layers]
-        axes[0].plot(x, [r["top1_over_median"] for r in layers], marker="o", label=variant)
-        axes[1].plot(x, [r["start_over_median"] for r in layers], marker="o", label=variant)
-    axes[0].set(title="top-1 |a| / median |a| after each block (final step)", xlabel="layer", yscale="log")
-    axes[1].set(title="start token: largest |a| / median after each block", xlabel="layer", yscale="log")
-    for ax in axes:
-        ax.set_xticks(x)
-    axes[0].legend()
+        ax.plot(x, [r["top1_over_median"] for r in layers], marker="o", color=f"C{i}", label=f"{variant}: top-1 |a| / median")
+        start = [r["start_over_median"] for r in layers]
+        if start != [r["top1_over_median"] for r in layers]:  # the start token is not the top-1 entry everywhere
+            ax.plot(x, start, marker="s", ls="--", color=f"C{i}", label=f"{variant}: start token |a| / median")
+    ax.set(title="after each block, final step\n(top-1 = start token where one line is drawn)", xlabel="layer", yscale="log")
+    ax.set_xticks(x)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     return fig
 

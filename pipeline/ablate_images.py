@@ -56,7 +56,7 @@ def run(cfg: DictConfig) -> None:
         zeroshot=zeroshot, device=device, progress=f"ablate_images {cfg.model.name}/{cfg.data.name}")
     slug = layers_slug(cfg.ablate.layers)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (3, "layers", slug)):
-        table.insert(at, column, value)  # the README's column order
+        table.insert(at, column, value)  # the documented column order (docs/schemas.md)
     write_table(table, run_dir(cfg, "ablate_images") / "images.parquet", cfg)
     with tracking.stage_run(cfg, name=f"ablate_images/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in table.itertuples():

@@ -105,7 +105,8 @@ def run(cfg: DictConfig) -> None:
     readings = ablation.readings(table, regrowth, cfg.ablate.regrow_share)
     with atomic_path(out["html"]) as tmp:
         tmp.write_text(html.ablation_section(table, zeroshot, readings, {m: figs[m] for m in sweep["models"]},
-                                             (cfg.ablate.harmful_factor, cfg.ablate.harmless_factor, cfg.ablate.regrow_share)))
+                                             (cfg.ablate.harmful_factor, cfg.ablate.harmless_factor, cfg.ablate.regrow_share),
+                                             forest=out["png"]))
     with tracking.stage_run(cfg, name=f"ablation/{Path(cfg.sweep_name).stem}") as wb:
         wb.log({"ablation": tracking.table(table.drop(columns="chunk_nll", errors="ignore")), "regrowth": tracking.table(regrowth),
                 "ablation_figure": tracking.image(out["png"]), **{f"regrowth/{m}": tracking.image(figs[m]) for m in sweep["models"]}})

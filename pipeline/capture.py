@@ -1,8 +1,7 @@
 """Rule capture: statistics of the residual stream after every block (massive.capture).
 
 Reads the tokenize rule's tokens.parquet (token ids, or a ViT's pixel values), runs the model
-with the capture's hooks and writes results/<model>/<corpus>/capture/ (schemas in README.md,
-"Result tables"):
+with the capture's hooks and writes results/<model>/<corpus>/capture/ (schemas in docs/schemas.md):
   layer_stats.parquet  one row per (layer, sequence): median |a|, top-1/2/3 |a|, and the exact
                        number of entries above detect.min_abs, above detect.min_ratio x the
                        median, and above both (massive)

@@ -79,14 +79,38 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def machine() -> str:
+    """The machine a table was computed on: CPU model and cores (and the GPU, where torch runs on one),
+    e.g. 'AMD EPYC 7B13, 2 cores'. Floats from different CPUs may differ in their last digits."""
+    import os
+    import platform
+    import sys
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    out = f"{cpu}, {os.cpu_count()} cores"
+    torch = sys.modules.get("torch")  # only where the rule loaded it: no import for a GPU name
+    try:
+        if torch is not None and torch.cuda.is_available():
+            out += f", {torch.cuda.get_device_name(0)}"
+    except Exception:  # noqa: BLE001 - a broken CUDA setup must not fail a table write
+        pass
+    return out
+
+
 def provenance(cfg: DictConfig) -> dict[str, str]:
-    """The config, commit, packages and seed; and `protocol` (bos | no_bos) once the run resolved it
-    (pipeline.model.protocol: every rule that makes or reads token sequences)."""
+    """The config, commit, packages, seed and machine; and `protocol` (bos | no_bos) once the run
+    resolved it (pipeline.model.protocol: every rule that makes or reads token sequences)."""
     out = {
         "config": OmegaConf.to_yaml(cfg, resolve=True),
         "git_commit": git_commit(),
         "packages": json.dumps(package_versions(), sort_keys=True),
         "seed": str(cfg.seed),
+        "machine": machine(),
     }
     if cfg.get("protocol") is not None:
         out["protocol"] = str(cfg.protocol.protocol)

@@ -1,8 +1,10 @@
 """Rule report: one self-contained HTML page for a sweep.
 
-A contents list and the sweep's summary (one row per model and corpus: found, dims, roles, emerge
-block, largest ratio, ablation verdict, Sink_1 share) with the layerwise curves of every model; then
-one section per model, a tab per corpus (and vision model x image data): the verdict, the
+A headline (one sentence per model: what was found, where, how big, what zeroing does with its
+interval), the sweep's summary (one row per model and corpus: found, dims, roles, emerge block,
+largest ratio, ablation verdict, Sink_1 share), the contents and the layerwise curves of every model;
+then one section per model, a tab per corpus (and per protocol run of the model, and vision model
+x image data): the verdict, the
 detection table, the per-layer statistics (with where the massive activations are: dims and
 tokens, e.g. which registers), the interactive layerwise curves and token map and the figures
 (embedded as PNG), with the attention section and "Where they come from" (rule origins) where the

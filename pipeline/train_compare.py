@@ -37,7 +37,7 @@ from massive.backcopy import BackcopySpec
 from massive.errors import MassiveError
 from pipeline import cli, paths, tracking
 from pipeline.config import Variant
-from pipeline.io import atomic_path, read_table, results_dir, root, write_table
+from pipeline.io import read_table, results_dir, root, write_table
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def final_stats(cfg: DictConfig, variant: str, ckpt_path):
 
 
 def save(fig, path, dpi: int) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+    from pipeline.html import save_figure
+
+    save_figure(fig, path, dpi, tight=False)
 
 
 def run(cfg: DictConfig) -> None:

@@ -24,7 +24,7 @@ from massive import plots
 from massive.errors import MassiveError
 from pipeline import cli, paths
 from pipeline import sweep as sweeps
-from pipeline.io import atomic_path, read_table, results_dir, write_table
+from pipeline.io import read_table, results_dir, write_table
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,9 @@ def run(cfg: DictConfig) -> None:
                  r["run"], r["variant"], r["val_loss"], r["start_over_median"], r["start_over_median_sqrt_d"],
                  r["start_attn"], r["slot_attn"])
     write_table(table.reset_index(drop=True), paths.train_scale_file(config, "scale.parquet", results), cfg)
-    with atomic_path(Path(paths.train_scale_file(config, "scale.png", results))) as tmp:
-        plots.train_scale(table).savefig(tmp, dpi=cfg.figures.dpi, format="png")
+    from pipeline.html import save_figure
+
+    save_figure(plots.train_scale(table), Path(paths.train_scale_file(config, "scale.png", results)), cfg.figures.dpi, tight=False)
 
 
 if __name__ == "__main__":

@@ -418,7 +418,8 @@ def test_verdicts_and_the_report_read_the_evidence(regrown):
     assert "they come back: by block 2" in page and "they do not come back" in page
     assert "zeroing hurts most at every block from 1 on (from_emerge) (&times;" in page and "not established" not in page
     assert "they stay at 0 at every later block" in page
-    assert page.count("data:image/png;base64,") == 1 and 'alt="tiny_random"' in page  # the regrowth figure
+    assert page.count("data:image/png;base64,") == 2 and 'alt="tiny_random"' in page  # the regrowth figure
+    assert 'alt="ablation"' in page  # and the forest plot
     assert (regrown / "results" / "ablation_regrown_regrowth_tiny_random.png").read_bytes().startswith(b"\x89PNG")
     assert len(pd.read_parquet(regrown / "results" / "ablation_regrown_regrowth.parquet")) > 0
 

@@ -80,7 +80,12 @@ def test_every_figure_is_a_figure_of_plain_tables():
         assert isinstance(fig, Figure)
         assert png_of(fig).startswith(b"\x89PNG")
     assert "the first 6 and the 34 largest of 50 tokens" in figs[3].axes[0].get_title()
-    assert [t.get_text() for t in figs[4].axes[0].get_xticklabels()] == ["none", "zero"]
+    forest = figs[4].axes[0]  # the ablation: a forest plot of the ratio to none, log axis
+    assert forest.get_xscale() == "log" and [t.get_text() for t in forest.get_yticklabels()] == ["zero", "zero"]
+    with_control = plots.ablation(ppl_table("emerge", {"none": 20.0, "zero": 4000.0, "random_zero": 20.1})).axes[0]
+    assert [t.get_text() for t in with_control.get_yticklabels()] == ["zero", "random_zero (control)"]
+    bars = [line.get_xdata() for line in with_control.get_lines() if len(line.get_xdata()) == 2]
+    assert any(np.allclose(sorted(b), [200 * 0.98, 200 * 1.02]) for b in bars), bars  # zero's 95% interval
 
 
 def test_interactive_figures_hold_the_tables_values():
@@ -115,11 +120,16 @@ def test_columns_label_and_format_every_cell():
     t = pd.DataFrame({"dim": [2533], "ratio_at_peak": [13499.03], "n_tokens": [4080], "perplexity": [1026792.87],
                       "fade_layer": [np.nan], "writes": [True], "tokens": ["<s>"], "unlisted": [0.123456]})
     page = str(html.table(t))
-    heads = re.findall(r'<th title="([^"]+)">([^<]+)</th>', page)
+    heads = re.findall(r'<th title="([^"]+)"(?: data-key)?>([^<]+)</th>', page)
     assert heads == [("dim", "dim"), ("ratio_at_peak", "× median at peak"), ("n_tokens", "tokens"), ("perplexity", "perplexity"),
                      ("fade_layer", "gone from block"), ("writes", "writes it"), ("tokens", "tokens"), ("unlisted", "unlisted")]
     cells = re.findall(r"<td>([^<]*)</td>", page)
-    assert cells == ["2533", "13,500", "4,080", "1,026,792.87", "-", "yes", "&lt;s&gt;", "0.123"]
+    assert cells == ["2533", "13,500", "4,080", "1,026,793", "-", "yes", "&lt;s&gt;", "0.123"]
+    assert page.count("data-key") == 1 and '<th title="ratio_at_peak" data-key>' in page  # the column the table is read for
+    wide = str(html.table(t, main=["dim", "ratio_at_peak"], ids=("dim",)))  # the others behind a toggle, with the dim repeated
+    assert '<details class="more"><summary>Details: the other 6 column(s)</summary>' in wide
+    assert wide.count('<th title="dim">') == 2 and wide.count('<th title="n_tokens">') == 1
+    assert columns.label("float16: headroom") == "float16: headroom (×)" and columns.is_key("float16: headroom")
     assert columns.cell("positions", np.array([0, 3])) == "0, 3" and columns.cell("dims", [247, 507]) == "247, 507"
     assert page.startswith('<div class="table-wrap">')  # every table scrolls in its own box
     assert str(html.table(t.iloc[:0], none_found=True)) == "<p><em>none found</em></p>"
@@ -137,6 +147,13 @@ def test_save_figure_writes_a_png_atomically(tmp_path):
 
     out = save_figure(plots.ablation(ppl_table("emerge", {"none": 20.0, "zero": 40.0})), tmp_path / "a" / "fig.png", 50)
     assert out.read_bytes().startswith(b"\x89PNG")
+    # fonts raised so that none is under 10.5 px where the report shows it (at most 1,000 px wide), and recorded
+    wide = plots.new_figure((20, 3))
+    wide.subplots().set_title("a title", fontsize=6)
+    shown = save_figure(wide, tmp_path / "a" / "wide.png", 100, tight=False)
+    from pipeline.html import png
+
+    assert png(shown).font_px == pytest.approx(21.0, abs=0.1)  # 2,000 px wide, shown at half size: 10.5 px on the page
     with pytest.raises(ValueError):
         save_figure(Figure(), tmp_path / "bad.png", dpi=-1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]  # no partial file left behind
@@ -245,7 +262,8 @@ def test_sections_render_the_rules_outputs(results):
                                 for la in ("emerge", "all")], ignore_index=True), 2.0)
     section = html.ablation_section(table)
     assert section.startswith("<h2>Ablation: massive activations set to zero")
-    assert "<td>none found</td>" in section and "<td>268.18</td>" in section and "<td>8,115.00</td>" in section
+    assert "<td>none found</td>" in section and "<td>268.18</td>" in section and "<td>8,115</td>" in section
+    assert section.count("<h4>tiny_random on news_sample</h4>") == 1  # one table per model and corpus
     assert "Zero-shot" not in section
     zs = pd.DataFrame({"model": "tiny_random", "layers": "emerge", "task": "piqa", "metric": ["acc", "acc", "acc_stderr"],
                        "intervention": ["none", "zero", "none"], "value": [0.61234, 0.5, 0.01]})
@@ -282,7 +300,7 @@ def test_report_renders_every_section(results, compose_in, tmp_path):
                                          for la in ("emerge", "all")], ignore_index=True), 2.0)
     (results / "ablation_golden.html").write_text(html.ablation_section(table))
     page = report.render(cfg)
-    heads = ['<nav class="contents"', "<h2>Summary of the sweep</h2>", "<h2>Layerwise |a|, every model</h2>",
+    heads = ['<section id="headline"', "<h2>Summary of the sweep</h2>", '<nav class="contents"', "<h2>Layerwise |a|, every model</h2>",
              "<h2>tiny_random</h2>", '<h3 class="pair">tiny_random on news_sample</h3>',
              "<h3>Attention: tiny_random on news_sample</h3>", "<h2>vit_random</h2>", '<h3 class="pair">vit_random on photos</h3>',
              "<h2 id=\"protocols\">Sequence protocols</h2>",
@@ -325,8 +343,8 @@ def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path)
     rows = summary_rows(report.render(compose_in(f"sweep_name={sweep}")))
     assert [(r[0], r[1]) for r in rows] == sweeps.pairs(SWEEP) == [("tiny_random", "news_sample"), ("vit_random", "photos")]
     sink = json.loads((job_dir(results, "attention", "tiny_random", "news_sample") / "summary.json").read_text())["sink_1_share"]
-    assert rows[0][2:] == ["none found", "", "", "-", "-", "-", "emerge: none found (zero ×1 [1, 1]); all: none found (zero ×1 [1, 1])",
-                           html.columns.sig3(sink)]
+    assert rows[0][2:] == ["none found", "", "", "-", "-", "-", "emerge: none found (zero ×1 [1, 1])all: none found (zero ×1 [1, 1])",
+                           f"{sink:.2f}"]  # one line per layers value (<br>)
     assert rows[1][2:] == ["none found", "", "", "-", "-", "-", "-", "-"]  # no text ablation, no attention for a ViT
 
     # a sweep of 2 models x 2 corpora: 4 rows; found, dims, ratio; an ablation table with an interval
