@@ -11,9 +11,12 @@ dataclasses and DataFrames out. No Hydra, no W&B, no files (except where loading
     found = massive.detect(stats, min_abs=100, min_ratio=1000)      # summary, per_layer, massive
     with massive.intervene(model, found, "mean", layers="emerge"):
         ppl = massive.perplexity(model, chunks)
+    cmp = massive.compare(model, chunks, {"none": None, "zero": lambda: massive.intervene(model, found, "zero")})
+    cmp.table                                                       # ratio to none, ratio_lo, ratio_hi, verdict
 
 Submodules: errors, arch, hooks, sequences, models, wheels, corpora, capture, detect, interventions,
-perplexity, ablation (bootstrap intervals, verdicts), regrowth, origins, precision, quantize, window, attention,
+perplexity, comparison (conditions against a baseline: bootstrap intervals, verdicts), ablation,
+regrowth, origins, precision, quantize, window, attention,
 images, vision, zeroshot, gpt, backcopy, training, plots, interactive.
 """
 
@@ -24,13 +27,14 @@ from __future__ import annotations
 # They are imported here, once, so that the name always means the function.
 from massive import arch, errors, hooks  # noqa: F401
 from massive.capture import capture
+from massive.comparison import Comparison, compare
 from massive.detect import detect
 from massive.errors import MassiveError
 from massive.hooks import cache, hooked
 from massive.interventions import intervene
 from massive.models import load
-from massive.perplexity import perplexity
+from massive.perplexity import chunk_nll, perplexity
 from massive.sequences import encode_prompt, perplexity_chunks, sequences
 
-__all__ = ["MassiveError", "cache", "capture", "detect", "encode_prompt", "hooked", "intervene", "load", "perplexity",
-           "perplexity_chunks", "sequences"]
+__all__ = ["Comparison", "MassiveError", "cache", "capture", "chunk_nll", "compare", "detect", "encode_prompt", "hooked",
+           "intervene", "load", "perplexity", "perplexity_chunks", "sequences"]

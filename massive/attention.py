@@ -24,7 +24,7 @@ attention. The recorder's modes:
 
 The massive-activation tokens of a sequence are the positions where detection found a massive
 activation in any block (`calibration_tokens` of detect's massive table for the calibration
-sequences; `chunk_tokens` finds them on the detected dims during the baseline perplexity pass).
+sequences; `finding_tokens` finds them on the detected dims during the baseline perplexity pass).
 Where detection found none, the first token stands in.
 
     >>> from massive import attention
@@ -51,7 +51,7 @@ from tqdm import tqdm
 from massive import arch, hooks
 from massive.errors import MassiveError, NonFiniteError, check_finite
 from massive.interventions import massive_mask
-from massive.perplexity import perplexity
+from massive.comparison import HARMFUL, HARMLESS, RESAMPLES, compare
 
 IMPLEMENTATION = "massive_eager"
 # replace mode -> (the part it replaces, by what)
@@ -513,13 +513,15 @@ def following(model: torch.nn.Module, chunks: torch.Tensor, on_batch: Callable[[
         yield
 
 
-def chunk_tokens(model: torch.nn.Module, chunks: torch.Tensor, batch_size: int, dims: list[int], min_abs: float,
-                 min_ratio: float, device: torch.device | str | None = None) -> tuple[torch.Tensor, tuple[float, int]]:
-    """The baseline perplexity pass, which also finds the chunks' massive tokens: ([chunks, seq]
-    bool, where a detected dim is massive (massive_mask) in any block's output; (perplexity, tokens)).
-    No dims: the first token stands in.
+@contextmanager
+def finding_tokens(model: torch.nn.Module, chunks: torch.Tensor, dims: list[int], min_abs: float, min_ratio: float):
+    """While the block runs `model` over `chunks` in order (the baseline perplexity pass), find the
+    chunks' massive tokens: yields a [chunks, seq] bool tensor, filled in as the passes go, True
+    where a detected dim is massive (massive_mask) in any block's output. No dims: the first token
+    stands in.
 
-        >>> found, (ppl, n_tokens) = chunk_tokens(model, chunks, 4, dims=[7], min_abs=100, min_ratio=1000)
+        >>> with finding_tokens(model, chunks, dims=[7], min_abs=100, min_ratio=1000) as found:
+        ...     perplexity(model, chunks, batch_size=4)
     """
     found = torch.zeros(chunks.shape, dtype=torch.bool)
     batch = {"start": 0, "n": 0}
@@ -528,11 +530,10 @@ def chunk_tokens(model: torch.nn.Module, chunks: torch.Tensor, batch_size: int, 
         found[batch["start"] : batch["start"] + batch["n"]] |= massive_mask(h, dims, min_abs, min_ratio).any(-1).cpu()
 
     blocks = [(hooks.resid_post(layer), see) for layer in range(arch.num_layers(model.config))] if dims else []
-    with following(model, chunks, lambda start, n: batch.update(start=start, n=n)), hooks.hooked(model, blocks):
-        ppl = tuple(perplexity(model, chunks, batch_size, device, where="attention: variant 'none'"))
     if not dims:
         found[:, 0] = True  # nothing detected: the first token stands in
-    return found, ppl
+    with following(model, chunks, lambda start, n: batch.update(start=start, n=n)), hooks.hooked(model, blocks):
+        yield found
 
 
 # ---------------------------------------------------------------- the whole analysis
@@ -651,16 +652,18 @@ def intervened_layers(n_layers: int, emerge: int | None, which: str | Iterable[i
 
 def intervention_perplexities(model: torch.nn.Module, chunks: torch.Tensor, result: AttentionResult, dims: list[int],
                               min_abs: float, min_ratio: float, intervene_layers: str | Iterable[int] = "massive",
-                              batch_size: int = 8, device: torch.device | str | None = None) -> pd.DataFrame:
+                              batch_size: int = 8, device: torch.device | str | None = None, resamples: int = RESAMPLES,
+                              seed: int = 1, harmful_factor: float = HARMFUL, harmless_factor: float = HARMLESS) -> pd.DataFrame:
     """The causal test: perplexity of `chunks` [n, seq_len] with each variant (none, massive_mean,
     random_mean, other_mean, massive_zero) at the intervened layers, using the calibrated means of
-    `result` (seq_len at most the calibration length). The chunks' massive tokens are found on the
-    detected `dims` with the detection thresholds, during the baseline pass. Columns: variant,
-    perplexity, ratio_to_none, n_tokens, n_chunks, intervened_layers. A non-finite perplexity is
-    a NonFiniteError.
+    `result` (seq_len at most the calibration length), each compared with none by massive.compare
+    (paired bootstrap over the chunks). The chunks' massive tokens are found on the detected
+    `dims` with the detection thresholds, during the baseline pass. Columns: variant,
+    massive.comparison.COLUMNS (perplexity, ratio to none, its interval, verdict, ...),
+    intervened_layers. A non-finite perplexity is a NonFiniteError.
 
         >>> ppl = intervention_perplexities(model, chunks, res, dims=[7], min_abs=100, min_ratio=1000)
-        >>> dict(zip(ppl.variant, ppl.ratio_to_none))["massive_mean"]   # ~1: the mean is enough
+        >>> dict(zip(ppl.variant, ppl.ratio))["massive_mean"]   # ~1: the mean is enough
     """
     rec = result.recorder
     calibrated = next(iter(rec.means.values())).shape[1] if rec.means else 0
@@ -672,22 +675,30 @@ def intervention_perplexities(model: torch.nn.Module, chunks: torch.Tensor, resu
     use_recording_attention(model)
     device = device or _device(model)
     rec.layers = set(intervened_layers(rec.n_layers, result.emerge, intervene_layers))
-    with torch.inference_mode():
-        chunk_massive, (base, n_tokens) = chunk_tokens(model, chunks, batch_size, dims, min_abs, min_ratio, device)
-    chunk_random = at(torch.tensor(result.random_positions, dtype=torch.long), len(chunks), chunks.shape[1], chunk_massive)
+    tokens: dict[str, torch.Tensor] = {}
+
+    @contextmanager
+    def baseline():
+        with finding_tokens(model, chunks, dims, min_abs, min_ratio) as found:
+            yield
+        tokens["massive"] = found
+        tokens["random"] = at(torch.tensor(result.random_positions, dtype=torch.long), len(chunks), chunks.shape[1], found)
 
     def on_batch(start: int, n: int) -> None:
-        rec.massive = chunk_massive[start : start + n].to(device)
-        rec.random = chunk_random[start : start + n].to(device)
+        rec.massive = tokens["massive"][start : start + n].to(device)
+        rec.random = tokens["random"][start : start + n].to(device)
 
-    rows = [{"variant": "none", "perplexity": base}]
-    for variant in [v for v in VARIANTS if v != "none"]:
-        with torch.inference_mode(), rec.active(VARIANTS[variant]), following(model, chunks, on_batch):
-            ppl, _ = perplexity(model, chunks, batch_size, device, where=f"attention: variant {variant!r}")
-        rows.append({"variant": variant, "perplexity": ppl})
-    table = pd.DataFrame(rows)
-    table["ratio_to_none"] = table["perplexity"] / base
-    table["n_tokens"], table["n_chunks"] = n_tokens, len(chunks)
+    def variant(mode: str):
+        @contextmanager
+        def applied():
+            with rec.active(mode), following(model, chunks, on_batch):
+                yield
+        return applied
+
+    conditions = {name: baseline if name == "none" else variant(mode) for name, mode in VARIANTS.items()}
+    cmp = compare(model, chunks, conditions, baseline="none", resamples=resamples, seed=seed, harmful_factor=harmful_factor,
+                  harmless_factor=harmless_factor, batch_size=batch_size, device=device, where="attention: variant")
+    table = cmp.table.drop(columns="note").rename(columns={"condition": "variant"})
     table["intervened_layers"] = ",".join(map(str, sorted(rec.layers)))
     return table
 
@@ -698,9 +709,8 @@ def perplexity_summary(table: pd.DataFrame) -> dict:
         >>> perplexity_summary(ppl)["perplexity_ratio"]["none"]
         1.0
     """
-    ppl = dict(zip(table["variant"], table["perplexity"]))
-    base = ppl["none"]
-    return {"perplexity": ppl, "perplexity_ratio": {k: v / base for k, v in ppl.items()}}
+    return {"perplexity": dict(zip(table["variant"], table["perplexity"])),
+            "perplexity_ratio": dict(zip(table["variant"], table["ratio"]))}
 
 
 # ---------------------------------------------------------------- a prompt's logits (the heatmaps)

@@ -42,6 +42,28 @@ from massive.errors import MassiveError
 
 log = logging.getLogger(__name__)
 
+MIN_ABS = 100.0  # the paper's rule (Sun et al. 2024): massive when |a| is above this ...
+MIN_RATIO = 1000.0  # ... and above this multiple of its layer's median |a| (the one definition of the defaults)
+
+
+def thresholds(found) -> tuple[float, float]:
+    """(min_abs, min_ratio) a detection result records (its `thresholds` dict, or attributes), else
+    the paper's MIN_ABS and MIN_RATIO.
+
+        >>> thresholds(None)
+        (100.0, 1000.0)
+    """
+    th = getattr(found, "thresholds", None)
+    th = th if isinstance(th, dict) else {}
+    out = []
+    for key, default in (("min_abs", MIN_ABS), ("min_ratio", MIN_RATIO)):
+        value = th.get(key)
+        if value is None:
+            value = getattr(found, key, None)
+        out.append(float(default if value is None or callable(value) else value))
+    return out[0], out[1]
+
+
 DELIMITERS = (".", ",", ";", ":", "!", "?", "\n", "\n\n", "<s>", "</s>")
 SUMMARY_COLUMNS = ["dim", "role", "tokens", "positions", "emerge_layer", "fade_layer", "peak_layer", "n_layers_present",
                    "n_sequences", "mean_value", "std_value", "median_abs_at_peak", "ratio_at_peak", "saturated"]
@@ -129,7 +151,7 @@ def role(position: int, token: str, delimiters: Sequence[str] = DELIMITERS, bos:
     return "other"
 
 
-def find_massive(topk: pd.DataFrame, layer_stats: pd.DataFrame, min_abs: float = 100.0, min_ratio: float = 1000.0,
+def find_massive(topk: pd.DataFrame, layer_stats: pd.DataFrame, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO,
                  delimiters: Sequence[str] = DELIMITERS, vision: bool = False, bos: bool = False) -> pd.DataFrame:
     """The massive entries among the capture's top-k, with their ratio to the median and role
     (`bos`: every sequence begins with the BOS token, role "bos").
@@ -305,7 +327,7 @@ def per_layer(layer_stats: pd.DataFrame, massive: pd.DataFrame, vision: bool = F
     return agg
 
 
-def verdict(summary: pd.DataFrame, min_abs: float = 100.0, min_ratio: float = 1000.0, outliers: pd.DataFrame | None = None,
+def verdict(summary: pd.DataFrame, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO, outliers: pd.DataFrame | None = None,
             saturation: pd.DataFrame | None = None) -> dict:
     """found (bool), a one-line message, and (when found) the numbers a report quotes; the
     outlier feature dims, those shared with the massive activations, and the saturation.
@@ -360,7 +382,7 @@ def _tables(stats) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None, boo
             getattr(stats, "thresholds", None))
 
 
-def detect(stats, min_abs: float = 100.0, min_ratio: float = 1000.0, delimiters: Sequence[str] = DELIMITERS,
+def detect(stats, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO, delimiters: Sequence[str] = DELIMITERS,
            vision: bool | None = None, bos: bool = False, massive_max_share: float = 0.5, outlier_abs: float | None = None,
            outlier_token_share: float = 0.06, outlier_layer_share: float = 0.25, outlier_ratio: float | None = None) -> Detection:
     """Detection on a capture: a massive.capture.Capture, or any object or mapping with its

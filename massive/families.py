@@ -289,7 +289,7 @@ def _check(model: nn.Module, row: dict) -> None:
     from massive.capture import capture
     from massive.detect import detect
     from massive.interventions import intervene
-    from massive.perplexity import perplexity
+    from massive.comparison import compare
 
     t = row["model_type"]
     parts = arch.find_parts(model)
@@ -315,10 +315,9 @@ def _check(model: nn.Module, row: dict) -> None:
     found = detect(capture(model, ids, k=16))
     if found.dims != [DIM] or found.emerge_layer != layer:
         raise Unsupported(f"the activation planted at block {layer} dim {DIM} was found at block {found.emerge_layer} dims {found.dims}")
-    base = perplexity(model, ids).value
-    with intervene(model, found, "zero", layers="emerge"):
-        zeroed = perplexity(model, ids).value
-    if abs(zeroed / base - 1) < 1e-4:
+    cmp = compare(model, ids, {"none": None, "zero": lambda: intervene(model, found, "zero", layers="emerge")},
+                  resamples=100, seed=0, where=f"{t}: zeroing the planted activation")
+    if abs(cmp.row("zero")["ratio"] - 1) < 1e-4:
         raise Unsupported("zeroing the planted activation left the perplexity unchanged")
     o = origins.find(model, ids, found)
     writes = o.sublayers[o.sublayers["writes"]]

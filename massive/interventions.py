@@ -55,7 +55,7 @@ import torch
 from torch import nn
 
 from massive import arch, hooks
-from massive.detect import DELIMITERS, role
+from massive.detect import DELIMITERS, MIN_ABS, MIN_RATIO, role, thresholds
 from massive.errors import MassiveError
 
 ROLES = ("first", "delimiter", "other", "cls", "register", "patch", "bos")  # text roles, vision roles, then the BOS
@@ -109,8 +109,8 @@ class Context:
     changed: int = 0
     register_means: dict[int, torch.Tensor] = field(default_factory=dict)
     targeted: torch.Tensor | None = None
-    min_abs: float = 100.0  # the detection's rule (set by `applied`): what top_zero must not touch
-    min_ratio: float = 1000.0
+    min_abs: float = MIN_ABS  # the detection's rule (set by `applied`): what top_zero must not touch
+    min_ratio: float = MIN_RATIO
 
 
 # ---------------------------------------------------------------- the interventions
@@ -409,8 +409,9 @@ def intervene(model: nn.Module, found: Any, name: str, layers: Any = "emerge", t
         where = found
     else:
         where = targets(found, layers, arch.num_layers(model.config))
-    min_abs = _recorded(found, "min_abs", 100.0) if min_abs is None else min_abs
-    min_ratio = _recorded(found, "min_ratio", 1000.0) if min_ratio is None else min_ratio
+    recorded = thresholds(found)
+    min_abs = recorded[0] if min_abs is None else min_abs
+    min_ratio = recorded[1] if min_ratio is None else min_ratio
     if roles_of is None and tokenizer is not None:
         roles_of = TokenRoles(tokenizer, _recorded(found, "delimiters", DELIMITERS) if delimiters is None else delimiters)
     if name == "mean" and roles_of is None and where.layers:

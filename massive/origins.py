@@ -57,9 +57,10 @@ import torch
 from torch import nn
 
 from massive import arch, hooks
+from massive.detect import thresholds
 from massive.errors import MassiveError
 from massive.interventions import ROLES, massive_means
-from massive.perplexity import perplexity
+from massive.comparison import COLUMNS, HARMFUL, HARMLESS, RESAMPLES, compare
 
 PARTS = ("attn", "mlp", "other")
 SUBLAYER_COLUMNS = ["dim", "role", "block", "part", "contribution", "value", "share", "n_tokens", "writes", "parallel"]
@@ -389,7 +390,7 @@ def recording(model: nn.Module, o: Origins, ctx: Context, roles_of=None) -> Iter
 
     def record(h, name):
         block = hooks.layer_of(name)
-        m = massive_mask(h, dims[block], o.thresholds.get("min_abs", 100.0), o.thresholds.get("min_ratio", 1000.0))
+        m = massive_mask(h, dims[block], *thresholds(o))
         where = m.nonzero().cpu()
         means = [o.means.get((block, int(dd), ROLES[int(state["roles"][b, t])]), o.means.get((block, int(dd), "any"), 0.0))
                  for b, t, dd in where.tolist()]
@@ -439,31 +440,38 @@ def ablated(model: nn.Module, o: Origins, name: str, ctx: Context) -> Iterator[C
 
 def perplexities(model: nn.Module, o: Origins, chunks: torch.Tensor, names: Sequence[str] = tuple(INTERVENTIONS),
                  seed: int = 1, rank_band: int = 100, batch_size: int = 4, device=None, roles_of=None,
+                 resamples: int = RESAMPLES, harmful_factor: float = HARMFUL, harmless_factor: float = HARMLESS,
                  where: str = "origins") -> pd.DataFrame:
     """Perplexity of `chunks` under each weight intervention of `names` ("none" first: the baseline,
-    which also records the factorial's positions). One row per intervention: intervention, kind,
-    edited (coordinates), weights_changed, entries_changed, massive_abs (mean |a| of the baseline's
+    which also records the factorial's positions), compared with massive.compare (paired bootstrap
+    over the chunks, `resamples`, `seed`). One row per intervention: intervention, kind, edited
+    (coordinates), weights_changed, entries_changed, massive_abs (mean |a| of the baseline's
     massive entries at their writing block's output under the intervention, before an activation
-    edit), perplexity, n_tokens, ratio_to_none."""
+    edit), then massive.comparison.COLUMNS (ratio to none, its interval, verdict)."""
     if not names or names[0] != "none":
         raise MassiveError(f"the weight interventions must start with 'none' (the baseline), not {list(names)[:1]}")
     for name in names:
         lookup(name)
-    rows = []
-    for name in names:
-        ctx = Context(generator=torch.Generator().manual_seed(seed), rank_band=rank_band)
-        if name == "none":
-            with recording(model, o, ctx, roles_of):
-                ppl = perplexity(model, chunks, batch_size, device, where=f"{where}: weight intervention 'none'")
-            recorded = list(ctx.recorded)
-        else:
-            ctx.recorded = recorded
-            with ablated(model, o, name, ctx):
-                ppl = perplexity(model, chunks, batch_size, device, where=f"{where}: weight intervention {name!r}")
-        rows.append({"intervention": name, "kind": KINDS.get(name, "other"), "edited": "; ".join(ctx.edited),
-                     "weights_changed": ctx.changed_weights, "entries_changed": ctx.entries_changed,
-                     "massive_abs": ctx.massive_abs,
-                     "perplexity": ppl.value, "n_tokens": ppl.n_tokens})
-    table = pd.DataFrame(rows)
-    table["ratio_to_none"] = table["perplexity"] / table["perplexity"].iloc[0]
-    return table
+    recorded: list = []
+
+    def condition(name: str):
+        @contextmanager
+        def applied():
+            ctx = Context(generator=torch.Generator().manual_seed(seed), rank_band=rank_band)
+            if name == "none":
+                with recording(model, o, ctx, roles_of):
+                    yield ctx
+                recorded[:] = ctx.recorded
+            else:
+                ctx.recorded = recorded
+                with ablated(model, o, name, ctx):
+                    yield ctx
+        return applied
+
+    cmp = compare(model, chunks, {name: condition(name) for name in names}, baseline="none", resamples=resamples, seed=seed,
+                  harmful_factor=harmful_factor, harmless_factor=harmless_factor, batch_size=batch_size, device=device,
+                  where=f"{where}: weight intervention")
+    info = pd.DataFrame([{"intervention": name, "kind": KINDS.get(name, "other"), "edited": "; ".join(c.edited),
+                          "weights_changed": c.changed_weights, "entries_changed": c.entries_changed,
+                          "massive_abs": c.massive_abs} for name, c in ((n, cmp.contexts[n]) for n in names)])
+    return pd.concat([info, cmp.table[COLUMNS]], axis=1)

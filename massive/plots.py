@@ -194,7 +194,7 @@ def ablation(table: pd.DataFrame) -> Figure:
     """A forest plot of the ablation: per (model, corpus, layers) a panel row, per intervention its
     perplexity ratio to `none` (a dot) with its 95% interval (a bar, from ratio_lo and ratio_hi when the
     table has them), on a log axis with 1 (no change) marked; controls (random_zero, top_zero,
-    same_token_zero) drawn hollow and grey, the massive interventions filled. Without ratio_to_none the
+    same_token_zero) drawn hollow and grey, the massive interventions filled. Without ratio the
     ratio is computed from the perplexities.
 
         >>> t = pd.DataFrame({"model": "m", "corpus": "c", "layers": "emerge", "intervention": ["none", "zero", "random_zero"],
@@ -202,9 +202,9 @@ def ablation(table: pd.DataFrame) -> Figure:
         >>> fig = ablation(t)
     """
     t = table.copy()
-    if "ratio_to_none" not in t:
+    if "ratio" not in t:
         base = t[t["intervention"] == "none"].set_index(["model", "corpus", "layers"])["perplexity"]
-        t["ratio_to_none"] = [p / base.get((m, c, la), np.nan) for m, c, la, p in
+        t["ratio"] = [p / base.get((m, c, la), np.nan) for m, c, la, p in
                               zip(t["model"], t["corpus"], t["layers"], t["perplexity"])]
     t = t[t["intervention"] != "none"]
     runs = list(t.groupby(["model", "corpus", "layers"], sort=False))
@@ -225,10 +225,10 @@ def ablation(table: pd.DataFrame) -> Figure:
             color = "0.45" if control else ("tab:red" if name == "zero" else "tab:blue")
             if {"ratio_lo", "ratio_hi"} <= set(r.index) and pd.notna(r["ratio_lo"]):
                 ax.plot([r["ratio_lo"], r["ratio_hi"]], [y, y], color=color, lw=2, solid_capstyle="butt")
-            ax.plot([r["ratio_to_none"]], [y], "o", ms=6, color=color, mfc="white" if control else color)
-            v = r["ratio_to_none"]
+            ax.plot([r["ratio"]], [y], "o", ms=6, color=color, mfc="white" if control else color)
+            v = r["ratio"]
             ax.annotate(f"×{v:.3g}" if v < 100 else f"×{round(v, 2 - int(np.floor(np.log10(v)))):,.0f}",  # 3 significant digits
-                        (r["ratio_to_none"], y), xytext=(6, 3), textcoords="offset points", fontsize=9, color=color)
+                        (r["ratio"], y), xytext=(6, 3), textcoords="offset points", fontsize=9, color=color)
             labels.append(f"{name} (control)" if control else name)
             ticks.append(y)
             y += 1
@@ -239,8 +239,8 @@ def ablation(table: pd.DataFrame) -> Figure:
     for y_, title in y0:
         ax.text(0.0, y_ + 0.2, title, transform=ax.get_yaxis_transform(), fontsize=10, fontweight="bold", va="center")
     ax.set_ylim(y - 0.6, -0.6)
-    lo, hi = np.nanmin(t[[c for c in ("ratio_lo", "ratio_to_none") if c in t]].to_numpy()), np.nanmax(
-        t[[c for c in ("ratio_hi", "ratio_to_none") if c in t]].to_numpy())
+    lo, hi = np.nanmin(t[[c for c in ("ratio_lo", "ratio") if c in t]].to_numpy()), np.nanmax(
+        t[[c for c in ("ratio_hi", "ratio") if c in t]].to_numpy())
     ax.set_xlim(min(lo, 0.9) / 1.3, max(hi, 1.1) * 3)
     ax.set_xlabel("perplexity / none (×), 95% interval; log axis; dashed: no change")
     ax.grid(alpha=0.3, axis="x", which="major")

@@ -31,14 +31,16 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from massive import hooks
 from massive.arch import DTYPES
-from massive.errors import MassiveError, NonFiniteError
-from massive.perplexity import perplexity
+from massive.errors import MassiveError, NonFiniteError, check_finite
+from massive.comparison import HARMFUL, HARMLESS, RESAMPLES, summarise
+from massive.perplexity import chunk_nll
 
 FORMATS = ("float16", "bfloat16")
 HEADROOM_COLUMNS = ["layer", "hook", "format", "max_abs", "dim", "limit", "headroom", "spacing", "relative_spacing",
@@ -125,7 +127,8 @@ class BlockRange:
 class Run:
     """What one run measured: blocks (BlockRange.table), dim_max (layer -> max finite |a| per dim),
     perplexity (None when the loss was not finite), n_tokens, note (why it is None), first_nonfinite
-    (the first block whose output held inf or NaN, None if none), dtype."""
+    (the first block whose output held inf or NaN, None if none), dtype, nll (the per-chunk mean
+    NLL the perplexity is exp of the mean of, None with it: what massive.compare pairs)."""
 
     blocks: pd.DataFrame
     dim_max: dict[int, torch.Tensor]
@@ -134,6 +137,7 @@ class Run:
     note: str
     first_nonfinite: int | None
     dtype: str
+    nll: np.ndarray | None = None
 
 
 def _dtype_name(model: nn.Module) -> str:
@@ -159,17 +163,30 @@ def measure(model: nn.Module, chunks: torch.Tensor, batch_size: int = 4, device=
     """
     rng = BlockRange()
     name = _dtype_name(model)
-    note, value, n_tokens = "", None, chunks[:, 1:].numel()
+    note, value, nll, n_tokens = "", None, None, int(chunks[:, 1:].numel())
     with hooks.hooked(model, rng.hooks(model)):
         try:
-            ppl = perplexity(model, chunks, batch_size, device, where=f"{where}: the model in {name}")
-            value, n_tokens = ppl.value, ppl.n_tokens
-        except NonFiniteError as exc:
-            note = str(exc).splitlines()[0]
+            nll = chunk_nll(model, chunks, batch_size, device, where=f"{where}: the model in {name}")
+            value = check_finite(math.exp(float(nll.mean())), f"{where}: the perplexity of the model in {name}")
+        except (NonFiniteError, OverflowError) as exc:
+            nll, note = None, str(exc).splitlines()[0]
     blocks = rng.table()
     bad = blocks.loc[(blocks["n_inf"] + blocks["n_nan"]) > 0, "layer"]
     return Run(blocks=blocks, dim_max=dict(rng.dim_max), perplexity=value, n_tokens=n_tokens, note=note,
-               first_nonfinite=int(bad.iloc[0]) if len(bad) else None, dtype=name)
+               first_nonfinite=int(bad.iloc[0]) if len(bad) else None, dtype=name, nll=nll)
+
+
+def compared(reference: Run, runs: dict[str, Run], resamples: int = RESAMPLES, seed: int = 1,
+             harmful_factor: float = HARMFUL, harmless_factor: float = HARMLESS, where: str = "precision") -> pd.DataFrame:
+    """The run in each format against the reference run, on the same chunks (massive.comparison's
+    table of their per-chunk NLLs, `format` first): perplexity (None where it was not finite, with
+    the note), ratio, its paired-bootstrap interval, verdict.
+
+        >>> compared(ref, {"float16": fp16})[["format", "perplexity", "ratio", "verdict"]]
+    """
+    t = summarise({"reference": reference.nll, **{fmt: r.nll for fmt, r in runs.items()}}, "reference", resamples, seed,
+                  harmful_factor, harmless_factor, reference.n_tokens, {fmt: r.note for fmt, r in runs.items()}, where=where)
+    return t[t["condition"] != "reference"].rename(columns={"condition": "format"}).reset_index(drop=True)
 
 
 def headroom(reference: Run, runs: dict[str, Run], formats=FORMATS) -> pd.DataFrame:

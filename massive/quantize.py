@@ -38,14 +38,16 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from massive import arch, hooks, origins
+from massive.detect import MIN_ABS, MIN_RATIO, thresholds
 from massive.errors import MassiveError, NonFiniteError
 from massive.interventions import emerge_layer, intervene, massive_mask
-from massive.perplexity import perplexity
+from massive.comparison import COLUMNS as COMPARISON_COLUMNS, HARMFUL, HARMLESS, RESAMPLES, compare
 
 GRANULARITIES = ("per_tensor", "per_token", "per_channel")
 
@@ -160,8 +162,8 @@ class Stats:
 
 
 @contextmanager
-def activations(model: nn.Module, s: Scheme, dims: Sequence[int] = (), min_abs: float = 100.0,
-                min_ratio: float = 1000.0) -> Iterator[Stats]:
+def activations(model: nn.Module, s: Scheme, dims: Sequence[int] = (), min_abs: float = MIN_ABS,
+                min_ratio: float = MIN_RATIO) -> Iterator[Stats]:
     """Fake-quantise the input of every linear layer of the blocks with scheme `s` (an activation
     scheme) during the forward passes of the block; with s.keep, the massive entries of `dims`
     (the detection's rule at each block's input residual stream) stay in float in the linear
@@ -284,8 +286,8 @@ def weights(model: nn.Module, s: Scheme, keep: Keep | None = None) -> Iterator[S
 
 
 # ---------------------------------------------------------------- perplexity under each scheme
-COLUMNS = ["scheme", "label", "kind", "bits", "granularity", "keep", "massive", "perplexity", "ratio_to_float", "n_tokens",
-           "rel_error", "tensors", "kept", "note"]
+COLUMNS = ["scheme", "label", "kind", "bits", "granularity", "keep", "massive", *COMPARISON_COLUMNS, "rel_error", "tensors",
+           "kept", "note"]
 
 
 def applied(model: nn.Module, s: Scheme, dims: Sequence[int], min_abs: float, min_ratio: float, keep: Keep | None):
@@ -297,47 +299,46 @@ def applied(model: nn.Module, s: Scheme, dims: Sequence[int], min_abs: float, mi
 
 def perplexities(model: nn.Module, chunks: torch.Tensor, names: Sequence[str], found: Any, roles_of=None,
                  keep: Keep | None = None, with_mean: bool = True, batch_size: int = 4, device=None,
-                 baseline: float | None = None, where: str = "quantize") -> pd.DataFrame:
+                 baseline: np.ndarray | None = None, resamples: int = RESAMPLES, seed: int = 1,
+                 harmful_factor: float = HARMFUL, harmless_factor: float = HARMLESS, where: str = "quantize") -> pd.DataFrame:
     """Perplexity of `chunks` in float and under each scheme of `names` (COLUMNS; massive: "as is",
     and, with `with_mean`, "mean": the massive activations set to their mean at the emergence
-    block first, massive.interventions' "mean", which needs `roles_of`); the detected dims and
-    thresholds of `found` (a massive.detect result) give the kept entries, `keep` the super
-    weights; `baseline`: the float perplexity, when already measured. A scheme whose loss is not
-    finite is a row with perplexity None and the reason.
+    block first, massive.interventions' "mean", which needs `roles_of`), each compared with the
+    float model as is by massive.compare (ratio, its paired-bootstrap interval over the chunks,
+    verdict); the detected dims and thresholds of `found` (a massive.detect result) give the kept
+    entries, `keep` the super weights; `baseline`: the float model's per-chunk NLL, when already
+    measured. A scheme whose loss is not finite is a row with perplexity None and the reason.
 
         >>> t = perplexities(model, chunks, ["a8_per_tensor", "a8_per_tensor_keep_massive"], found, TokenRoles(tok))
         >>> t.pivot(index="scheme", columns="massive", values="perplexity")
     """
     schemes = [scheme(n) for n in names]  # an unknown name fails before any pass
     dims = sorted(int(d) for d in found.summary["dim"].unique()) if len(found.summary) else []
-    th = getattr(found, "thresholds", {}) or {}
-    min_abs, min_ratio = th.get("min_abs", 100.0), th.get("min_ratio", 1000.0)
+    min_abs, min_ratio = thresholds(found)
     arms = ["as is"] + (["mean"] if with_mean and emerge_layer(found) is not None else [])
-    rows, base = [], {}
-    for massive in arms:
-        for s in [None, *schemes]:
+    cases = {f"{s.name if s else 'float'} ({massive})": (s, massive) for massive in arms for s in [None, *schemes]}
+
+    def condition(s: Scheme | None, massive: str):
+        @contextmanager
+        def applied_():
             mean = intervene(model, found, "mean", layers="emerge", roles_of=roles_of) if massive == "mean" else nullcontext()
             ctx = applied(model, s, dims, min_abs, min_ratio, keep) if s is not None else nullcontext(Stats())
-            label = s.name if s else "float"
-            row = {"scheme": label, "label": s.label if s else "float (no quantization)",
-                   "kind": s.target if s else "float", "bits": s.bits if s else None, "granularity": s.granularity if s else None,
-                   "keep": s.keep if s else False, "massive": massive, "note": ""}
             with mean, ctx as st:
-                try:
-                    if s is None and massive == "as is" and baseline is not None:
-                        row.update(perplexity=float(baseline), n_tokens=chunks[:, 1:].numel())
-                    else:
-                        ppl = perplexity(model, chunks, batch_size, device, where=f"{where}: {label} (massive {massive})")
-                        row.update(perplexity=ppl.value, n_tokens=ppl.n_tokens)
-                except NonFiniteError as exc:
-                    if s is None:
-                        raise
-                    row.update(perplexity=None, n_tokens=chunks[:, 1:].numel(), note=str(exc).splitlines()[0])
-            row.update(rel_error=st.rel_error, tensors=st.tensors, kept=st.kept)
-            if s is None:
-                base[massive] = row["perplexity"]
-            row["ratio_to_float"] = row["perplexity"] / base["as is"] if row["perplexity"] is not None else None
-            rows.append(row)
+                yield st
+        return applied_
+
+    base = "float (as is)"
+    cmp = compare(model, chunks, {name: condition(*case) for name, case in cases.items()}, baseline=base,
+                  resamples=resamples, seed=seed, harmful_factor=harmful_factor, harmless_factor=harmless_factor,
+                  batch_size=batch_size, device=device, known={base: baseline} if baseline is not None else None,
+                  tolerate=lambda name: cases[name][0] is not None, where=f"{where}: scheme")
+    rows = []
+    for name, (s, massive) in cases.items():
+        st = cmp.contexts.get(name, Stats())
+        rows.append({"scheme": s.name if s else "float", "label": s.label if s else "float (no quantization)",
+                     "kind": s.target if s else "float", "bits": s.bits if s else None,
+                     "granularity": s.granularity if s else None, "keep": s.keep if s else False, "massive": massive,
+                     **cmp.row(name), "rel_error": st.rel_error, "tensors": st.tensors, "kept": st.kept})
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["bits"] = out["bits"].astype("Int64")
     return out

@@ -47,7 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from massive import arch, hooks
-from massive.ablation import Interval
+from massive.comparison import Interval
 from massive.errors import MassiveError, check_finite
 
 IMPLEMENTATION = "massive_retrofit"
@@ -418,7 +418,7 @@ def run_arm(model: nn.Module, name: str, variant: str | None, ablation: Callable
             progress: bool = True) -> Arm:
     """Train `variant` (None: no retrofit, evaluated once) under `ablation` and evaluate it on the
     held-out chunks every cfg.eval_every steps against `intact` (paired bootstrap, `resamples`)."""
-    from massive.ablation import ratio_interval
+    from massive.comparison import ratio_interval
 
     rf = Retrofit(model.config, variant, init_logit=cfg.init_logit, seed=cfg.seed) if variant else None
     curve, last = [], {}

@@ -50,6 +50,7 @@ import torch
 from massive import hooks
 from massive.arch import DTYPES
 from massive.backcopy import Backcopy, BackcopySpec
+from massive.detect import MIN_ABS, MIN_RATIO
 from massive.errors import MassiveError, check_finite
 from massive.files import atomic_path
 from massive.gpt import DECAY, GPT, GPTConfig
@@ -509,8 +510,8 @@ def load_trained(path: str | Path, variant: str | None = None) -> tuple[GPT, dic
 
 
 # ---------------------------------------------------------------- comparison of variants
-def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict], min_abs: float = 100.0,
-              min_ratio: float = 1000.0, config: GPTConfig | None = None, setup: dict | None = None) -> dict:
+def summarise(variant: str, metrics: pd.DataFrame, step: int, layers: list[dict], min_abs: float = MIN_ABS,
+              min_ratio: float = MIN_RATIO, config: GPTConfig | None = None, setup: dict | None = None) -> dict:
     """One comparison row for a trained variant: the losses of its last evaluation (`metrics`) and the
     `emergence` rows of its final weights (`layers`).
 

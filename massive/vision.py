@@ -39,6 +39,7 @@ from torch import nn
 
 from massive import arch, hooks, images
 from massive import interventions as iv
+from massive.detect import MIN_ABS, MIN_RATIO
 from massive.errors import MassiveError, check_finite
 
 
@@ -144,7 +145,7 @@ def _pairs(batches) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
 
 def evaluate_interventions(model: nn.Module, batches, interventions: Sequence[str] = ("none", "zero", "mean", "random_zero"),
                            *, calibration: torch.Tensor | None = None, layers: Sequence[int] = (), dims: Sequence[int] = (),
-                           means: dict | None = None, min_abs: float = 100.0, min_ratio: float = 1000.0,
+                           means: dict | None = None, min_abs: float = MIN_ABS, min_ratio: float = MIN_RATIO,
                            batch_size: int = 8, seed: int = 1, zeroshot: ZeroShotHead | None = None,
                            device: str | torch.device | None = None, progress: str | None = None) -> pd.DataFrame:
     """One row per intervention (the baseline `none` first) of what it does to the final CLS

@@ -27,17 +27,19 @@ from __future__ import annotations
 from contextlib import contextmanager, nullcontext
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from massive import arch, hooks
+from massive.detect import thresholds
 from massive.errors import MassiveError
 from massive.interventions import Context, ROLES, emerge_layer, lookup, massive_mask, massive_means
-from massive.perplexity import perplexity
+from massive.comparison import COLUMNS as COMPARISON_COLUMNS, HARMFUL, HARMLESS, RESAMPLES, compare
 
 SINK_INTERVENTIONS = ("mean", "zero")
-COLUMNS = ["variant", "window", "sinks", "sink_massive", "perplexity", "ratio_to_full", "n_tokens", "entries_changed"]
+COLUMNS = ["variant", "window", "sinks", "sink_massive", *COMPARISON_COLUMNS, "entries_changed"]
 
 
 def visible(seq_len: int, window: int, sinks: int = 0) -> torch.Tensor:
@@ -126,8 +128,7 @@ role; without it position 0 is "first" and the others "other". Yields the Contex
     fn = lookup(name)
     layer = emerge_layer(found)
     dims = sorted(int(d) for d in found.summary["dim"].unique()) if len(found.summary) else []
-    th = getattr(found, "thresholds", {}) or {}
-    min_abs, min_ratio = th.get("min_abs", 100.0), th.get("min_ratio", 1000.0)
+    min_abs, min_ratio = thresholds(found)
     ctx = Context(means=massive_means(found.massive))
 
     def tokens(x: torch.Tensor, _hook: str) -> None:
@@ -150,14 +151,17 @@ role; without it position 0 is "first" and the others "other". Yields the Contex
 
 def perplexities(model: nn.Module, chunks: torch.Tensor, found: Any, windows: Sequence[int], sinks: Sequence[int] = (1, 4),
                  interventions: Sequence[str] = SINK_INTERVENTIONS, roles_of=None, batch_size: int = 4, device=None,
-                 full: float | None = None, where: str = "window") -> pd.DataFrame:
-    """Perplexity of `chunks` with full attention (`full`, when already measured, is used as it
-    is), then for each W of `windows`: the window alone, the window + S sinks for each S of
-    `sinks`, and those with the sinks' massive activations under each of `interventions`
-    (COLUMNS; ratio_to_full). Call `probe` first: a model that takes no 4-D mask gives wrong numbers.
+                 full: np.ndarray | None = None, resamples: int = RESAMPLES, seed: int = 1, harmful_factor: float = HARMFUL,
+                 harmless_factor: float = HARMLESS, where: str = "window") -> pd.DataFrame:
+    """Perplexity of `chunks` with full attention (`full`: its per-chunk NLL, when already
+    measured), then for each W of `windows`: the window alone, the window + S sinks for each S of
+    `sinks`, and those with the sinks' massive activations under each of `interventions`, each
+    compared with full attention by massive.compare (COLUMNS: ratio, its paired-bootstrap
+    interval over the chunks, verdict). Call `probe` first: a model that takes no 4-D mask gives
+    wrong numbers.
 
         >>> t = perplexities(model, chunks, found, windows=[64], sinks=[1, 4], roles_of=TokenRoles(tok))
-        >>> t[["variant", "window", "sinks", "sink_massive", "perplexity"]]
+        >>> t[["variant", "window", "sinks", "sink_massive", "perplexity", "ratio", "verdict"]]
     """
     for name in interventions:
         if name not in SINK_INTERVENTIONS:
@@ -170,21 +174,33 @@ def perplexities(model: nn.Module, chunks: torch.Tensor, found: Any, windows: Se
     limit = arch.max_positions(model.config)
     if limit is not None and chunks.shape[1] > limit:
         raise MassiveError(f"seq_len={chunks.shape[1]} is above the model's maximum positions ({limit})")
-    if full is None:
-        full = perplexity(model, chunks, batch_size, device, where=f"{where}: full attention").value
-    rows = [{"variant": "full attention", "window": None, "sinks": 0, "sink_massive": "as is", "perplexity": full,
-             "n_tokens": chunks[:, 1:].numel(), "entries_changed": 0}]
+    cases = {"full attention": (None, 0, "as is")}
     for w in windows:
-        cases = [(0, "as is")] + [(int(s), m) for s in sinks for m in ["as is", *interventions]]
-        for s, m in cases:
-            variant = "window" if s == 0 else "window + sinks" if m == "as is" else f"window + sinks, sink massive {m}"
-            ctx = at_sinks(model, found, m, s, roles_of) if m != "as is" else nullcontext(Context())
-            with ctx as c:
-                ppl = perplexity(Windowed(model, int(w), s), chunks, batch_size, device,
-                                 where=f"{where}: W={w}, S={s}, sink massive {m}")
-            rows.append({"variant": variant, "window": int(w), "sinks": s, "sink_massive": m, "perplexity": ppl.value,
-                         "n_tokens": ppl.n_tokens, "entries_changed": c.changed})
-    out = pd.DataFrame(rows, columns=[c for c in COLUMNS if c != "ratio_to_full"])
+        for s, m in [(0, "as is")] + [(int(s), m) for s in sinks for m in ["as is", *interventions]]:
+            cases[f"W={int(w)}, S={s}, sink massive {m}"] = (int(w), s, m)
+    contexts: dict[str, Context] = {}
+
+    def condition(name: str):
+        w, s, m = cases[name]
+
+        @contextmanager
+        def applied():
+            with at_sinks(model, found, m, s, roles_of) if m != "as is" else nullcontext(Context()) as c:
+                contexts[name] = c
+                yield Windowed(model, w, s)
+        return applied
+
+    base = "full attention"
+    conditions = {name: (condition(name) if name != base else None) for name in cases}
+    cmp = compare(model, chunks, conditions, baseline=base, resamples=resamples, seed=seed, harmful_factor=harmful_factor,
+                  harmless_factor=harmless_factor, batch_size=batch_size, device=device,
+                  known={base: full} if full is not None else None, where=f"{where}: window")
+    rows = []
+    for name, (w, s, m) in cases.items():
+        variant = ("full attention" if w is None else "window" if s == 0 else "window + sinks" if m == "as is"
+                   else f"window + sinks, sink massive {m}")
+        rows.append({"variant": variant, "window": w, "sinks": s, "sink_massive": m, **cmp.row(name),
+                     "entries_changed": contexts[name].changed if name in contexts else 0})
+    out = pd.DataFrame(rows, columns=COLUMNS)
     out["window"] = out["window"].astype("Int64")
-    out.insert(5, "ratio_to_full", out["perplexity"] / full)
     return out

@@ -12,25 +12,27 @@ Perplexity follows the paper (massive.sequences.perplexity_chunks, massive.perpl
 corpus's documents in order joined by tokenize.separator, tokenised, cut into non-overlapping
 seq_len chunks (the first ablate.max_chunks), PPL = exp(mean cross-entropy over every predicted
 token; each chunk begins as model.bos says, made by the same function as tokenize's sequences).
-Each chunk's mean NLL is kept (chunk_nll), paired with the baseline's on the same chunks:
-a seeded bootstrap (ablate.bootstrap resamples, seed) gives the 95% intervals of each perplexity
-and of its ratio to none (massive.ablation). While each intervention runs, the massive entries
+The interventions are the conditions of massive.compare: each chunk's mean NLL is kept
+(chunk_nll), paired with the baseline's (none) on the same chunks; a seeded bootstrap
+(ablate.bootstrap resamples, seed) gives the 95% intervals of each perplexity and of its ratio to
+none, and the verdict (ablate.harmful_factor, ablate.harmless_factor). While each intervention runs, the massive entries
 of its first block are followed downstream (massive.regrowth). A non-finite loss (float16
 overflow) is a one-line error and writes nothing. Output, in results/<model>/<corpus>/ablate/<layers>/:
-  perplexity.parquet  one row per intervention: perplexity, ratio_to_none, their intervals, chunk_nll
+  perplexity.parquet  one row per intervention: perplexity, ratio (to none), their intervals, verdict,
+                      chunk_nll
   regrowth.parquet    one row per intervention and block from the first intervened one: the mean
                       |a| of the targeted entries, the block's top-1 and median |a|, share of none's
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pandas as pd
 from omegaconf import DictConfig
-from tqdm import tqdm
 
-from massive import ablation, arch, interventions, regrowth
+from massive import arch, comparison, interventions, regrowth
 from massive.errors import MassiveError
-from massive.perplexity import chunk_nll
 from massive.sequences import perplexity_chunks
 from massive.results import AblateTables
 from pipeline import cli, tracking
@@ -54,22 +56,26 @@ def run(cfg: DictConfig) -> None:
     roles = interventions.TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos)
     slug, blocks = layers_slug(cfg.ablate.layers), ",".join(map(str, found.layers))
 
-    rows, recorders, nll = [], {}, {}
-    first = min(found.layers, default=None)
-    for name in tqdm(cfg.ablate.interventions, desc=f"ablate {cfg.model.name}/{cfg.data.name}", unit=" intervention"):
-        with interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed, min_abs=cfg.detect.min_abs,
-                                     min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters, roles_of=roles) as ctx, \
-                regrowth.recording(model, ctx, first) as recorders[name]:
-            nll[name] = chunk_nll(model, chunks, cfg.ablate.batch_size, device,
-                                  where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {name!r} at blocks {blocks or '(none)'}")
-        rows.append({"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
-                     "blocks": blocks, "dims": ",".join(map(str, found.dims)), "n_tokens": chunks[:, 1:].numel(),
-                     "n_chunks": len(chunks), "entries_changed": ctx.changed})
-    for row in rows:
-        ci = ablation.ratio_interval(nll[row["intervention"]], nll["none"], cfg.ablate.bootstrap, cfg.seed,
-                                     where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {row['intervention']!r}")
-        row.update(perplexity=ci.perplexity, ppl_lo=ci.ppl_lo, ppl_hi=ci.ppl_hi, ratio_to_none=ci.ratio, ratio_lo=ci.ratio_lo,
-                   ratio_hi=ci.ratio_hi, bootstrap=ci.resamples, chunk_nll=nll[row["intervention"]].tolist())
+    recorders, first = {}, min(found.layers, default=None)
+
+    def condition(name: str):
+        @contextmanager
+        def applied():
+            with interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed, min_abs=cfg.detect.min_abs,
+                                         min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters,
+                                         roles_of=roles) as ctx, regrowth.recording(model, ctx, first) as recorders[name]:
+                yield ctx
+        return applied
+
+    cmp = comparison.compare(model, chunks, {name: condition(name) for name in cfg.ablate.interventions}, baseline="none",
+                             resamples=cfg.ablate.bootstrap, seed=cfg.seed, harmful_factor=cfg.ablate.harmful_factor,
+                             harmless_factor=cfg.ablate.harmless_factor, batch_size=cfg.ablate.batch_size, device=device,
+                             where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {{}} at blocks {blocks or '(none)'}",
+                             progress=True)
+    rows = [{"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
+             "blocks": blocks, "dims": ",".join(map(str, found.dims)), "entries_changed": cmp.contexts[name].changed,
+             **{k: v for k, v in cmp.row(name).items() if k != "note"}, "chunk_nll": cmp.nll[name].tolist()}
+            for name in cfg.ablate.interventions]
     table = pd.DataFrame(rows)
     regrow = regrowth.table(recorders)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (2, "layers", slug)):

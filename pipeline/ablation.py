@@ -3,7 +3,7 @@
 Reads every results/<model>/<corpus>/ablate/<layers>/{perplexity,regrowth}.parquet of the sweep and writes
   results/ablation_<sweep>.parquet  all rows, with each row's effect and the verdict per (model,
                                     corpus, layers), both read from the 95% interval of the
-                                    perplexity ratio (massive.ablation.verdict): "harmful" when its
+                                    perplexity ratio (massive.comparison.verdict): "harmful" when its
                                     lower bound exceeds ablate.harmful_factor, "harmless" when its
                                     upper bound is below ablate.harmless_factor, "inconclusive"
                                     otherwise; the verdict is zeroing's ("none found" when
@@ -26,7 +26,7 @@ import pandas as pd
 import yaml
 from omegaconf import DictConfig
 
-from massive import ablation, plots
+from massive import ablation, comparison, plots
 from massive.errors import check_finite
 from massive.results import AblateTables, ZeroshotTables
 from pipeline import cli, html, jobs, paths, sweep as sweeps, tracking
@@ -44,8 +44,8 @@ def regrowth_outputs(cfg: DictConfig, models: list[str]) -> dict[str | None, Pat
 
 
 def check_finite_rows(table: pd.DataFrame, dtypes: dict[str, str] | None = None) -> None:
-    """A NonFiniteError naming the first row whose perplexity, ratio_to_none or interval is inf or NaN."""
-    for col in [c for c in ("perplexity", "ratio_to_none", "ppl_lo", "ppl_hi", "ratio_lo", "ratio_hi") if c in table]:
+    """A NonFiniteError naming the first row whose perplexity, ratio or interval is inf or NaN."""
+    for col in [c for c in ("perplexity", "ratio", "ppl_lo", "ppl_hi", "ratio_lo", "ratio_hi") if c in table]:
         for _, row in table[~np.isfinite(table[col].astype(float))].head(1).iterrows():
             blocks = f", blocks {row['blocks']}" if row.get("blocks") else ""
             check_finite(float(row[col]), f"ablation: {col} of {row['model']} on {row['corpus']} (layers {row['layers']}"
@@ -57,13 +57,14 @@ def verdicts(table: pd.DataFrame, factor: float, harmless: float = 1.1, dtypes: 
     and a verdict per (model, corpus, layers): zeroing's effect, none found or no zero run.
 
         >>> t = pd.DataFrame({"model": "m", "corpus": "c", "layers": "emerge", "dims": "7", "intervention": ["none", "zero"],
-        ...                   "perplexity": [20.0, 4000.0], "ratio_to_none": [1.0, 200.0], "ratio_lo": [1.0, 150.0],
+        ...                   "perplexity": [20.0, 4000.0], "ratio": [1.0, 200.0], "ratio_lo": [1.0, 150.0],
         ...                   "ratio_hi": [1.0, 260.0]})
         >>> verdicts(t, factor=2.0)["verdict"].tolist()
         ['harmful', 'harmful']
     """
     check_finite_rows(table, dtypes)
-    table = table.assign(effect=[ablation.verdict(lo, hi, factor, harmless) for lo, hi in zip(table["ratio_lo"], table["ratio_hi"])])
+    table = table.drop(columns="verdict", errors="ignore")  # each row's (the ablate rule's) is its effect here
+    table = table.assign(effect=[comparison.verdict(lo, hi, factor, harmless) for lo, hi in zip(table["ratio_lo"], table["ratio_hi"])])
 
     def one(g: pd.DataFrame) -> str:
         if (g["dims"].fillna("") == "").all():

@@ -12,7 +12,8 @@ values of cfg.attention, and writes, in results/<model>/<corpus>/attention/:
   decomposition.parquet  (layer, head, part in massive|other|random): how constant the part is
                          across sequences at the same query position: rel_std (RMS deviation
                          from the mean / RMS norm of the mean) and cos_to_mean
-  perplexity.parquet     variant none | massive_mean | random_mean | other_mean | massive_zero
+  perplexity.parquet     variant none | massive_mean | random_mean | other_mean | massive_zero: perplexity,
+                         ratio to none with its 95% interval and verdict (massive.compare)
   heatmaps.png           head-mean attention logits for capture.prompt at a few layers (Fig. 5)
   sink_curve.png         per-layer attention on the massive tokens next to top-1 / median |a|
   summary.json           concentration layer, Sink_1 share, perplexities, decomposition medians
@@ -88,7 +89,10 @@ def run(cfg: DictConfig) -> None:
     chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
                                protocol=proto)
     ppl_table = attention.intervention_perplexities(model, chunks, res, dims, cfg.detect.min_abs, cfg.detect.min_ratio,
-                                                    s.intervene_layers, cfg.ablate.batch_size, device)
+                                                    s.intervene_layers, cfg.ablate.batch_size, device,
+                                                    resamples=cfg.ablate.bootstrap, seed=cfg.seed,
+                                                    harmful_factor=cfg.ablate.harmful_factor,
+                                                    harmless_factor=cfg.ablate.harmless_factor)
 
     out = run_dir(cfg, "attention")
     for key, fig in figs.items():

@@ -17,13 +17,14 @@ from hydra.core.config_store import ConfigStore
 
 from massive.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
 from massive.capture import COUNTS
-from massive.detect import DELIMITERS
+from massive.comparison import HARMFUL, HARMLESS, RESAMPLES
+from massive.detect import DELIMITERS, MIN_ABS, MIN_RATIO
 from massive.errors import MassiveError
+from massive.gpt import VARIANTS as GPT_VARIANTS
+from massive.quantize import SCHEMES
 from massive.interventions import LAYER_KEYWORDS, LAYER_WORDS
 
-INFERENCE_SCHEMES = ("a8_per_tensor", "a8_per_token", "a8_per_tensor_keep_massive", "a4_per_tensor", "a4_per_token",
-                     "a4_per_tensor_keep_massive", "w8_per_channel", "w8_per_channel_keep_super", "w4_per_channel",
-                     "w4_per_channel_keep_super")  # every scheme of massive.quantize.SCHEMES, the rule's default
+INFERENCE_SCHEMES = tuple(SCHEMES)  # the registry (massive.quantize.SCHEMES): every scheme is the rule's default
 
 
 class Dtype(str, Enum):
@@ -183,8 +184,8 @@ class CaptureConfig:
 
 @dataclass
 class DetectConfig:
-    min_abs: float = 100.0  # |a| above this ...
-    min_ratio: float = 1000.0  # ... and above this multiple of the layer's median |a|
+    min_abs: float = MIN_ABS  # |a| above this ... (massive.detect: the paper's rule)
+    min_ratio: float = MIN_RATIO  # ... and above this multiple of the layer's median |a|
     # a token is a "delimiter" when its text, stripped of spaces, is one of these (or is a newline)
     delimiters: list[str] = field(default_factory=lambda: list(DELIMITERS))
     # a (layer, dim) whose entries pass both thresholds at more than this share of the tokens is a dense
@@ -216,9 +217,9 @@ class AblateConfig:
     layers: Any = "emerge"
     max_chunks: int = 16  # perplexity chunks of seq_len tokens (the paper: the whole test split)
     batch_size: int = 4
-    harmful_factor: float = 2.0  # "harmful" when the 95% interval of zeroing's perplexity ratio lies above this
-    harmless_factor: float = 1.1  # "harmless" when it lies below this; "inconclusive" otherwise
-    bootstrap: int = 1000  # paired bootstrap resamples over the chunks (seeded with `seed`)
+    harmful_factor: float = HARMFUL  # "harmful" when the 95% interval of zeroing's perplexity ratio lies above this
+    harmless_factor: float = HARMLESS  # "harmless" when it lies below this; "inconclusive" otherwise
+    bootstrap: int = RESAMPLES  # paired bootstrap resamples over the chunks (seeded with `seed`): every comparison's
     regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
     zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
@@ -288,7 +289,7 @@ class RetrofitSection:
     logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
     eps: float = 1e-15  # AdamW's eps (a closed slot's gradients are near torch's default 1e-8)
     init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
-    bootstrap: int = 1000
+    bootstrap: int = RESAMPLES
     seeds: list[int] = field(default_factory=list)  # each arm trained once per seed; empty: the run's `seed`
 
 
@@ -542,6 +543,9 @@ def check_values(cfg: Any) -> None:
         if float(value) not in ladder:  # the capture's counts are exact at its ladders' values only
             raise MassiveError(f"{key}={value:g} is not a threshold the capture counts at (capture.counts.{key.split('.')[1]}: "
                                f"{', '.join(f'{v:g}' for v in ladder)}): add it there (the capture runs again) or use one of those")
+    for key in ("ablate.max_chunks", "origins.max_chunks", "inference.max_chunks"):
+        if OmegaConf.select(cfg, key) == 1:  # massive.compare: the paired bootstrap resamples chunks
+            raise MassiveError(f"{key}=1: a bootstrap interval of the perplexity ratio needs at least 2 chunks")
     layers_spec(cfg.ablate.layers)
     a = cfg.ablate
     if a.harmless_factor > a.harmful_factor:
@@ -606,15 +610,13 @@ def check_inference(inf: Any) -> None:
 # conf/train.yaml composes TrainRunConfig; conf/train/*.yaml are TrainConfig (one setup each).
 
 
-class Variant(str, Enum):  # the attention variants of massive/gpt.py
-    default = "default"
-    sink_token = "sink_token"
-    attn_bias = "attn_bias"
-    softmax_plus_one = "softmax_plus_one"
-    gated = "gated"
-
+class _Named(str, Enum):
     def __str__(self) -> str:  # "attn_bias", not "Variant.attn_bias", in interpolated paths
         return self.value
+
+
+# the attention variants: the names of the registry massive.gpt.VARIANTS (Hydra checks a config's against them)
+Variant = _Named("Variant", {v: v for v in GPT_VARIANTS})
 
 
 class TrainData(str, Enum):

@@ -163,10 +163,13 @@ def reference(key: str) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- sections
+RATIO_SHOWN = ["ratio", "ratio_lo", "ratio_hi", "verdict"]  # every comparison table's (massive.compare)
+
+
 def attention_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule attention's numbers, perplexity table and both figures (folder: results/<model>/<corpus>/attention)."""
     saved = AttentionTables.load(folder)
-    res, ppl = saved.result, saved.perplexity[["variant", "perplexity", "ratio_to_none"]]
+    res, ppl = saved.result, saved.perplexity[["variant", "perplexity", *RATIO_SHOWN]]
     return render("attention.html.j2", model=model, corpus=corpus, res=res,
                   decomposition=res.get("decomposition_median_massive_in_input") or res.get("decomposition_median") or {},
                   perplexity=table(ppl),
@@ -177,7 +180,7 @@ SUBLAYER_SHOWN = ["dim", "role", "block", "part", "contribution", "value", "shar
 SUPERWEIGHT_SHOWN = ["dim", "role", "block", "expert", "n_tokens", "channel", "input_value", "input_ratio", "param",
                      "coordinate", "weight", "abs_rank", "share", "primary"]
 ORIGINS_PERPLEXITY = ["intervention", "kind", "edited", "weights_changed", "entries_changed", "massive_abs", "perplexity",
-                      "ratio_to_none"]
+                      *RATIO_SHOWN]
 
 
 def origins_section(folder: Path, model: str, corpus: str) -> Markup:
@@ -235,8 +238,8 @@ def retrofit_overview(folders: list[tuple[str, str, Path]]) -> Markup:
     return render("retrofit_overview.html.j2", runs=runs)
 
 
-QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", "ratio_to_float", "rel_error", "kept", "note"]
-WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", "ratio_to_full", "entries_changed"]
+QUANT_SHOWN = ["scheme", "label", "massive", "perplexity", *RATIO_SHOWN, "rel_error", "kept", "note"]
+WINDOW_SHOWN = ["variant", "window", "sinks", "sink_massive", "perplexity", *RATIO_SHOWN, "entries_changed"]
 
 
 def inference_section(folder: Path, model: str, corpus: str) -> Markup:
@@ -318,10 +321,10 @@ def ablation_verdicts(ablation: pd.DataFrame | None, model: str, corpus: str) ->
     for layers, g in rows.groupby("layers", sort=False):
         zero = g[g["intervention"] == "zero"]
         text = f"{layers}: {(zero if len(zero) else g)['verdict'].iloc[0]}"
-        if len(zero) and "ratio_to_none" in zero:
+        if len(zero) and "ratio" in zero:
             z = zero.iloc[0]
             band = f" [{columns.sig3(z[ci[0]])}, {columns.sig3(z[ci[1]])}]" if ci and pd.notna(z[ci[0]]) else ""
-            text += f" (zero ×{columns.sig3(z['ratio_to_none'])}{band})"
+            text += f" (zero ×{columns.sig3(z['ratio'])}{band})"
         out.append(text)
     return "; ".join(out) or None
 
@@ -376,9 +379,9 @@ def _zero_effect(ablation: pd.DataFrame | None, model: str, corpus: str) -> str:
     def ratio(name: str) -> str:
         r = first.loc[name]
         band = f" [{columns.sig3(r[ci[0]])}, {columns.sig3(r[ci[1]])}]" if ci and pd.notna(r[ci[0]]) else ""
-        return f"×{columns.sig3(r['ratio_to_none'])}{band}"
+        return f"×{columns.sig3(r['ratio'])}{band}"
 
-    if "zero" not in first.index or "ratio_to_none" not in first:
+    if "zero" not in first.index or "ratio" not in first:
         return ""
     blocks = str(first.loc["zero"].get("blocks", "") or first["layers"].iloc[0])
     where = f"block {blocks}" if "," not in blocks and "-" not in blocks else f"blocks {blocks}"
@@ -434,8 +437,8 @@ def vision_section(paths: list[Path]) -> Markup:
 
 
 ABLATION_SHOWN = ["model", "corpus", "layers", "blocks", "intervention", "entries_changed", "perplexity", "ppl_interval",
-                  "ratio_to_none", "ratio_interval", "effect", "verdict"]
-ABLATION_MAIN = ["layers", "intervention", "perplexity", "ratio_to_none", "ratio_interval", "effect", "verdict"]
+                  "ratio", "ratio_interval", "effect", "verdict"]
+ABLATION_MAIN = ["layers", "intervention", "perplexity", "ratio", "ratio_interval", "effect", "verdict"]
 
 
 def interval(lo: float, hi: float, fmt=columns.sig3) -> str:

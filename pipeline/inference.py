@@ -42,13 +42,6 @@ from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 log = logging.getLogger(__name__)
 
 
-def dtype_rows(runs: dict, base: float) -> list[dict]:
-    """quantization.parquet rows of the model run in each format."""
-    return [{"scheme": fmt, "label": f"the model in {fmt}", "kind": "dtype", "massive": "as is", "keep": False,
-             "perplexity": r.perplexity, "ratio_to_float": r.perplexity / base if r.perplexity is not None else None,
-             "n_tokens": r.n_tokens, "note": r.note} for fmt, r in runs.items()]
-
-
 def run(cfg: DictConfig) -> None:
     s = cfg.inference
     torch.manual_seed(cfg.seed)
@@ -80,12 +73,15 @@ def run(cfg: DictConfig) -> None:
     if any(quantize.scheme(n).target == "weight" and quantize.scheme(n).keep for n in s.schemes):
         keep = quantize.superweights(model, ids, found, seq_ids, batch_size=bs, device=device)
         log.info("%s: super weight(s) kept in float: %s", name, keep)
+    compared = dict(resamples=cfg.ablate.bootstrap, seed=cfg.seed, harmful_factor=cfg.ablate.harmful_factor,
+                    harmless_factor=cfg.ablate.harmless_factor)
     quant = quantize.perplexities(model, chunks, list(s.schemes), found, roles_of=roles, keep=keep, with_mean=s.with_mean,
-                                  batch_size=bs, device=device, baseline=ref.perplexity, where=where)
-    quant = pd.concat([quant, pd.DataFrame(dtype_rows(runs, ref.perplexity))], ignore_index=True)[quantize.COLUMNS]
+                                  batch_size=bs, device=device, baseline=ref.nll, where=where, **compared)
+    dtypes = precision.compared(ref, runs, where=f"{where}: the model in", **compared).rename(columns={"format": "scheme"})
+    dtypes = dtypes.assign(label=[f"the model in {f}" for f in dtypes["scheme"]], kind="dtype", massive="as is", keep=False)
+    quant = pd.concat([quant, dtypes], ignore_index=True)[quantize.COLUMNS]
     quant.insert(0, "corpus", cfg.data.name)
     quant.insert(0, "model", cfg.model.name)
-    quant["n_chunks"] = len(chunks)
 
     skipped = window.probe(model, chunks, device)
     if skipped:
@@ -93,7 +89,7 @@ def run(cfg: DictConfig) -> None:
         win = pd.DataFrame(columns=window.COLUMNS)
     else:
         win = window.perplexities(model, chunks, found, list(s.windows), list(s.sinks), list(s.sink_interventions),
-                                  roles_of=roles, batch_size=bs, device=device, full=ref.perplexity, where=where)
+                                  roles_of=roles, batch_size=bs, device=device, full=ref.nll, where=where, **compared)
         log.info("%s: %s", name, "; ".join(f"{v} W={w} S={k} {p:.4g}" for v, w, k, p in
                                           zip(win["variant"], win["window"], win["sinks"], win["perplexity"])))
     summary = {"model": cfg.model.name, "corpus": cfg.data.name, "dtype": ref.dtype, "perplexity": ref.perplexity,

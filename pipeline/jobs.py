@@ -22,12 +22,13 @@ import json
 from pathlib import Path
 
 from massive.errors import MassiveError
+from massive.gpt import VARIANTS as GPT_VARIANTS
 from pipeline import paths, stages
 from pipeline import sweep as sweeps
 
 RULES = ("fetch_model", "fetch_corpus", "tokenize", "capture", "detect", "figures", "attention", "origins", "retrofit", "inference",
          "ablate", "zeroshot", "ablate_images", "ablation", "report", "train", "train_compare", "train_scale")  # Plan.args
-TRAIN_VARIANTS_ALL = ["default", "sink_token", "attn_bias", "softmax_plus_one", "gated"]
+TRAIN_VARIANTS_ALL = list(GPT_VARIANTS)  # the registry: massive.gpt.VARIANTS
 CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
 IDS_CACHE = ".snakemake/stage_ids.json"  # the config ids of composed configs, kept while conf/ and the code stay as they are
 

@@ -28,6 +28,16 @@ SAFE_RUN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}(?:@[A-Za-z0-9_][A-Za-z
 RULE = "letters, digits, _ . - (not first: . -), at most 200 characters"
 
 
+def plain(value):
+    """A config value as plain Python: an Enum's value (Hydra composes Dtype, SourceKind, ... as
+    Enums), anything else as it is; the one place the pipeline unwraps them.
+
+        >>> plain(Dtype.float16), plain(4)
+        ('float16', 4)
+    """
+    return getattr(value, "value", value)
+
+
 def check(key: str, value, run: bool = False) -> str:
     """`value` when it is one safe path component, else a MassiveError naming `key` (run: one `@<protocol or revision>` allowed)."""
     text = str(value)

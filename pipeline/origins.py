@@ -12,7 +12,9 @@ results/<model>/<corpus>/origins/<config id>/:
   superweights.parquet  the down-projection input channels that write it and their weights
                         W[dim, channel] in the model's own orientation (value, magnitude rank; the
                         expert, for a mixture of experts): SUPERWEIGHT_COLUMNS
-  perplexity.parquet    one row per weight intervention: kind, edited coordinates, perplexity, ratio
+  perplexity.parquet    one row per weight intervention: kind, edited coordinates, perplexity, ratio to
+                        none with its 95% interval and verdict (massive.compare; ablate.bootstrap,
+                        ablate.harmful_factor, ablate.harmless_factor)
   contributions.png     each block's contribution to the massive dim at its token
 """
 
@@ -55,10 +57,10 @@ def run(cfg: DictConfig) -> None:
     name = f"{cfg.model.name} on {cfg.data.name}"
     ppl = origins.perplexities(model, o, chunks, list(s.interventions), seed=cfg.seed, rank_band=s.rank_band,
                                batch_size=s.batch_size, device=device, roles_of=TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos),
-                               where=f"origins {cfg.model.name}/{cfg.data.name}")
+                               resamples=cfg.ablate.bootstrap, harmful_factor=cfg.ablate.harmful_factor,
+                               harmless_factor=cfg.ablate.harmless_factor, where=f"origins {cfg.model.name}/{cfg.data.name}")
     ppl.insert(0, "corpus", cfg.data.name)
     ppl.insert(0, "model", cfg.model.name)
-    ppl["n_chunks"] = len(chunks)
 
     out = lambda f: run_dir(cfg, "origins") / f  # noqa: E731
     OriginsTables(sublayers=o.sublayers, superweights=o.superweights, perplexity=ppl).save(run_dir(cfg, "origins"), meta=provenance(cfg))

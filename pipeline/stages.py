@@ -55,6 +55,8 @@ class Stage:
 
 
 _PAIR = ("model", "data", "seed")  # every stage of a model and corpus reads these
+# massive.compare's settings, read by every stage that compares conditions (ablate reads all of `ablate`)
+_COMPARE = ("ablate.bootstrap", "ablate.harmful_factor", "ablate.harmless_factor")
 STAGES = {s.name: s for s in [
     Stage("tokenize", (*_PAIR, "tokenize"), files=("tokens.parquet",)),
     # capture counts at ladders of thresholds (capture.counts), detect picks its own among them: no key
@@ -68,11 +70,11 @@ STAGES = {s.name: s for s in [
           folder="ablate"),
     Stage("attention", (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
           ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES, section="attention_section"),
-    Stage("origins", (*_PAIR, "origins", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES,
+    Stage("origins", (*_PAIR, "origins", *_COMPARE, "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES,
           section="origins_section"),
     Stage("retrofit", (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"), ("detect",),
           files=paths.RETROFIT_FILES, section="retrofit_section"),
-    Stage("inference", (*_PAIR, "inference", "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
+    Stage("inference", (*_PAIR, "inference", *_COMPARE, "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
           files=paths.INFERENCE_FILES, section="inference_section"),
 ]}
 

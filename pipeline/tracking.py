@@ -16,12 +16,15 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.io import git_commit, package_versions, root
+
+if TYPE_CHECKING:
+    import wandb
 
 INIT_TIMEOUT = float(os.environ.get("WANDB_INIT_TIMEOUT", 10))  # seconds an online run may take to start before the rule continues offline
 MODES = ("offline", "online", "disabled")

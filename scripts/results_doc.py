@@ -181,7 +181,7 @@ def ablation(run: Run) -> tuple[str, pd.DataFrame | None]:
     for (m, c, layers), g in t.groupby(["model", "corpus", "layers"], sort=False):
         rows = [{"intervention": r["intervention"] + (f" {DAGGER}" if r["intervention"] == "zero" else ""),
                  "blocks": compact_blocks(r["blocks"]), "entries_changed": r["entries_changed"], "perplexity": r["perplexity"],
-                 "ratio_to_none": x(r["ratio_to_none"]), "95% interval": ci(r["ratio_lo"], r["ratio_hi"]), "effect": r["effect"]}
+                 "ratio": x(r["ratio"]), "95% interval": ci(r["ratio_lo"], r["ratio_hi"]), "effect": r["effect"]}
                 for _, r in g.iterrows()]
         out += [f"**{m} on {c}, layers `{layers}`** ({int(g['n_chunks'].iloc[0])} chunks x "
                 f"{int(g['n_tokens'].iloc[0] / g['n_chunks'].iloc[0]) + 1} tokens; dims {g['dims'].iloc[0] or '-'}): "
@@ -207,7 +207,7 @@ def attention(run: Run) -> tuple[str, dict]:
                "blocks where it is > 0.5": block_ranges(high) or "-"}
         if ppl is not None:
             for r in ppl.itertuples():
-                row[f"perplexity: {r.variant}"] = f"{columns.FORMATS['ppl'](r.perplexity)} ({x(r.ratio_to_none)})"
+                row[f"perplexity: {r.variant}"] = f"{columns.FORMATS['ppl'](r.perplexity)} ({x(r.ratio)})"
         rows.append(row)
         if layers is not None:
             out.append(f"- **{m} on {c}**, attention on the first token after each block: "
@@ -239,7 +239,7 @@ def origins(run: Run) -> tuple[str, dict]:
                       "abs_rank"]].assign(abs_rank=[f"{int(r.abs_rank):,} of {int(r.n_weights):,}" for r in prim.itertuples()])
             out += [md(p), ""]
         if ppl is not None and len(ppl):
-            out += [md(ppl[["intervention", "kind", "edited", "massive_abs", "perplexity", "ratio_to_none", "n_chunks"]]), ""]
+            out += [md(ppl[["intervention", "kind", "edited", "massive_abs", "perplexity", "ratio", "n_chunks"]]), ""]
     return "\n".join(out) if found else "", facts
 
 
@@ -266,10 +266,10 @@ def inference(run: Run) -> tuple[str, dict]:
                     f"{columns.magnitude(top['measured_max_abs'])}, {int(top['measured_inf'])} inf, {int(top['measured_nan'])} NaN.", ""]
         if q is not None:
             qq = q.assign(label=[lab + (f" {DAGGER}" if kind == "activation" else "") for lab, kind in zip(q["label"], q["kind"])])
-            out += [md(qq[["label", "massive", "perplexity", "ratio_to_float", "rel_error"]]), ""]
+            out += [md(qq[["label", "massive", "perplexity", "ratio", "rel_error"]]), ""]
         if w is not None:
             ww = w.assign(window=w["window"].astype(object).where(w["window"].notna(), "-").astype(str))
-            out += [md(ww[["variant", "window", "sinks", "sink_massive", "perplexity", "ratio_to_full"]]), ""]
+            out += [md(ww[["variant", "window", "sinks", "sink_massive", "perplexity", "ratio"]]), ""]
     return "\n".join(out) if found else "", facts
 
 
@@ -375,14 +375,14 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
                     r = g.loc[name]
                     extra = f" {DAGGER}, {r['verdict']}" if name == "zero" and "verdict" in r else ""
                     put(f"perplexity with them {what} at {where}: × none [95%]", key,
-                        f"{x(r['ratio_to_none'])} {ci(r['ratio_lo'], r['ratio_hi'])}{extra}")
+                        f"{x(r['ratio'])} {ci(r['ratio_lo'], r['ratio_hi'])}{extra}")
         if key in ori and len(ori[key]["superweights"]):
             sw = ori[key]["superweights"].sort_values("product", key=abs, ascending=False).iloc[0] if "product" in ori[key]["superweights"] else ori[key]["superweights"].iloc[0]
             put("super weight (rank of \\|w\\|)", key, f"`{sw['param'].removeprefix('model.')}{sw['coordinate']}` = "
                 f"{columns.FORMATS['weight'](sw['weight'])} ({int(sw['abs_rank']):,} of {int(sw['n_weights']):,})")
             p = ori[key]["perplexity"]
             if p is not None and "zero_super_weight" in set(p["intervention"]):
-                put("perplexity, super weight zeroed", key, x(p.set_index("intervention").loc["zero_super_weight", "ratio_to_none"]))
+                put("perplexity, super weight zeroed", key, x(p.set_index("intervention").loc["zero_super_weight", "ratio"]))
         if key in att:
             a = att[key]
             put("Sink₁ share of heads", key, columns.FORMATS["share"](a["sink_1_share"]) if a["sink_1_share"] is not None else None)
@@ -393,7 +393,7 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
             q = inf[key]["quantization"]
             if q is not None and "a4_per_token" in set(q["scheme"]):
                 r = q[(q["scheme"] == "a4_per_token") & (q["massive"] == "as is")].iloc[0]
-                put(f"perplexity, int4 per-token activations {DAGGER}", key, x(r["ratio_to_float"]))
+                put(f"perplexity, int4 per-token activations {DAGGER}", key, x(r["ratio"]))
     heads = [f"{m} on {c}" if len({mm for mm, _ in cols}) > 1 else c for m, c in cols]
     lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
@@ -426,7 +426,7 @@ TABLES = {  # file -> (one row per, notes on columns); the columns themselves co
     "detect/per_layer.parquet": ("layer", "massive_per_sequence is exact; massive_at: 'dim: token (sequences), ...'; "
                                  "outlier_dims: dense there"),
     "detect/outliers.parquet": ("outlier feature dim", "criterion: llm_int8 or dense_massive; token_share: mean over its layers"),
-    "ablate/perplexity.parquet": ("intervention", "ratio_to_none with its 95% interval ratio_lo, ratio_hi (paired bootstrap); "
+    "ablate/perplexity.parquet": ("intervention", "ratio with its 95% interval ratio_lo, ratio_hi (paired bootstrap); "
                                   "chunk_nll: each chunk's mean NLL"),
     "ablate/regrowth.parquet": ("intervention x block", "mean |a| of the targeted entries, and share: that over the unablated value"),
     "ablate/images.parquet": ("intervention (ViTs)", "cls_cosine: the final CLS embedding against the model's own"),

@@ -12,7 +12,7 @@ import torch
 
 import massive
 import tiny
-from conftest import assert_one_line_error, only_id, run_module
+from helpers import assert_one_line_error, only_id, run_module
 from massive import hooks, interventions
 from massive.capture import capture
 from massive.detect import detect
@@ -309,7 +309,7 @@ def test_layers_keyword_and_bootstrap_count_fail_with_one_line(tmp_path):
 def test_bootstrap_interval_equals_an_independent_computation():
     import numpy as np
 
-    from massive.ablation import ratio_interval
+    from massive.comparison import ratio_interval
 
     rng = np.random.default_rng(0)
     base = rng.normal(3.5, 0.3, 12)
@@ -327,7 +327,7 @@ def test_bootstrap_interval_equals_an_independent_computation():
 
 
 def test_verdict_reads_the_interval():
-    from massive.ablation import verdict
+    from massive.comparison import verdict
 
     assert verdict(2.1, 9.0, 2.0, 1.1) == "harmful"
     assert verdict(0.97, 1.09, 2.0, 1.1) == "harmless"

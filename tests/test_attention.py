@@ -10,8 +10,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import tiny
-from conftest import detected_run
+from helpers import detected_run
 from massive import attention
+from massive.perplexity import perplexity
 from massive.arch import find_parts
 from massive.errors import MassiveError, NonFiniteError
 from pipeline import attention as rule
@@ -204,7 +205,7 @@ def test_analyse_in_memory():
     chunks = tiny.sequences(4, 32, seed=3)
     ppl = attention.intervention_perplexities(model, chunks, res, dims=[DIM], min_abs=10.0, min_ratio=10.0, batch_size=2)
     assert ppl["variant"].tolist() == list(attention.VARIANTS) and ppl["intervened_layers"].iloc[0] == "2,3"
-    r = dict(zip(ppl["variant"], ppl["ratio_to_none"]))
+    r = dict(zip(ppl["variant"], ppl["ratio"]))
     assert r["none"] == 1.0 and abs(r["massive_mean"] - 1) < 1e-3 < abs(r["massive_zero"] - 1), r
     assert attention.perplexity_summary(ppl)["perplexity_ratio"] == r
     every = attention.intervention_perplexities(model, chunks, res, [DIM], 10.0, 10.0, intervene_layers="all")
@@ -215,13 +216,15 @@ def test_analyse_in_memory():
         attention.intervention_perplexities(model, chunks, res, [DIM], 10.0, 10.0, intervene_layers="some")
 
 
-def test_chunk_tokens_finds_the_planted_token():
+def test_finding_tokens_finds_the_planted_token():
     model = attention.use_recording_attention(tiny.plant(build("llama"), LAYER, DIM))
     chunks = tiny.sequences(3, 16, seed=2)
-    found, (ppl, n_tokens) = attention.chunk_tokens(model, chunks, 2, [DIM], 10.0, 10.0)
+    with attention.finding_tokens(model, chunks, [DIM], 10.0, 10.0) as found:
+        ppl = perplexity(model, chunks, batch_size=2)
     assert torch.equal(found, chunks == 0) and found[:, 0].all()  # tiny.plant: token id 0 carries DIM
-    assert n_tokens == 3 * 15 and ppl > 1
-    none, _ = attention.chunk_tokens(model, chunks, 2, [], 10.0, 10.0)
+    assert ppl.n_tokens == 3 * 15 and ppl.value > 1
+    with attention.finding_tokens(model, chunks, [], 10.0, 10.0) as none:
+        perplexity(model, chunks, batch_size=2)
     assert none[:, 0].all() and none.sum() == 3  # no dims: the first token stands in
     with pytest.raises(RuntimeError, match="unexpected batch"), attention.following(model, chunks, lambda *_: None):
         model(chunks[1:2])
@@ -304,7 +307,7 @@ def test_rule_end_to_end(tmp_path, compose_in):
     assert set(decomp["part"]) == set(attention.PARTS) and len(decomp) == tiny.L * tiny.H * 3
     assert ppl["variant"].tolist() == ["none", "massive_mean", "random_mean", "other_mean", "massive_zero"]
     assert ppl["intervened_layers"].iloc[0] == "2,3"
-    r = dict(zip(ppl["variant"], ppl["ratio_to_none"]))
+    r = dict(zip(ppl["variant"], ppl["ratio"]))
     assert abs(r["massive_mean"] - 1) < 1e-3 < abs(r["massive_zero"] - 1), r  # the bias matters; its mean is enough
     for f in ("heatmaps.png", "sink_curve.png"):
         assert (out / f).stat().st_size > 1000

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TINY_SWEEP
+from helpers import REPO, TINY_SWEEP
 
 WIDTH, HEIGHT = 1200, 900
 MIN_FONT_PX = 10

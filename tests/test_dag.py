@@ -11,26 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, keyed
-
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default")]
-
-
-def snakemake(*args, cwd, timeout=900):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    table = stdout.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
-
-
-def write_sweep(tmp_path, **sweep) -> Path:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    return path
-
+from helpers import REPO, SNAKEMAKE, assert_one_error_line, job_counts, keyed, snakemake, write_sweep  # noqa: F401
 
 def test_lint_is_clean(tmp_path):
     proc = snakemake("--lint", cwd=tmp_path)
@@ -132,15 +113,6 @@ def test_bad_ablation_entries_fail_the_dry_run_with_one_line(tmp_path, ablate, n
 def test_a_sweep_naming_an_entry_twice_is_rejected(tmp_path, sweep, twice):
     proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, **sweep)}", cwd=tmp_path)
     assert twice in assert_one_error_line(proc)
-
-
-def assert_one_error_line(proc) -> str:
-    """The DAG was not built: exit code 2, one `error:` line, no traceback, no job."""
-    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "Job stats" not in proc.stdout, proc.stdout[-2000:]
-    return errors[0]
 
 
 @pytest.mark.parametrize("sweep, needle", [

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tiny
-from conftest import assert_one_line_error, run_module
+from helpers import DIM, LAYER, OVERFLOW, assert_one_line_error, prepare, run_module
 from massive import hooks
 from massive.capture import COUNTS, Capture, Reducer, capture, check_output, count_column, prompt
 from massive.detect import detect, role
@@ -19,23 +19,6 @@ from pipeline import capture as capture_rule
 from pipeline import detect as detect_rule
 from pipeline import fetch_model
 from pipeline.io import read_table, run_dir, tokens_file, write_table
-
-LAYER, DIM = 1, 7
-OVERFLOW = 3e4  # a planted gain whose activation passes float16's 65,504 in every family
-
-
-def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, seq_len: int = 32, gain: float = 200.0):
-    model = tiny.build(family)
-    if planted:
-        tiny.plant(model, layer=LAYER, dim=DIM, gain=gain)
-    path = tiny.save(model, tmp_path / f"hf_{family}")
-    cfg = compose_in("model=tiny_random", "model.source=local", f"model.path={path}", f"model.name=tiny_{family}",
-                     f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2")
-    fetch_model.run(cfg)
-    ids = tiny.sequences(n_seq, seq_len)
-    write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": ids.tolist()}), tokens_file(cfg), cfg)
-    return cfg, model, ids
-
 
 # ---------------------------------------------------------------- the library, in memory
 @pytest.mark.parametrize("family", tiny.FAMILIES)

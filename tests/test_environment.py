@@ -6,7 +6,7 @@ import tomllib
 
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 
 def readme_commands() -> list[str]:

@@ -14,17 +14,7 @@ import pandas as pd
 import pytest
 
 import tiny
-from conftest import REPO, assert_one_line_error, run_module
-
-
-def files_under(path):
-    return sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and ".hydra" not in p.parts)
-
-
-def tree(path):
-    """Every file (with a digest of its bytes) and every folder under `path`."""
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(path.rglob("*"))}
+from helpers import REPO, assert_one_line_error, files_under, run_module, tree  # noqa: F401
 
 
 def test_unknown_model_name(tmp_path):
@@ -170,7 +160,7 @@ def good_run(tmp_path_factory):
     for stage in ("fetch_model", "fetch_corpus", "tokenize", "capture"):
         proc = run_module(stage, *args)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    from conftest import only_id
+    from helpers import only_id
 
     assert (only_id(root / "results/tiny_random/news_sample/capture") / ".hydra/config.yaml").is_file()
     return root, args
@@ -218,7 +208,7 @@ def good_copy(good_run, tmp_path):
 
 def test_a_corrupt_parquet_input_names_the_file_and_its_rule(good_copy, good_run):
     copy, args, original = good_copy
-    from conftest import only_id
+    from helpers import only_id
 
     tokens = only_id(copy / "results/tiny_random/news_sample/tokenize") / "tokens.parquet"
     tokens.write_bytes(tokens.read_bytes()[: tokens.stat().st_size // 2])

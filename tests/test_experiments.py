@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import assert_one_line_error
-from test_dag import job_counts, snakemake, write_sweep
+from helpers import assert_one_line_error
+from helpers import job_counts, snakemake, write_sweep
 
 # small enough to plan in seconds: one LLM on one corpus, every per-pair stage, the ablation table, a training run
 SMALL = dict(models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_k=8"],
@@ -38,7 +38,7 @@ def pretend_run(work: Path, stdout: str) -> None:
 @pytest.fixture(scope="module")
 def after_small(tmp_path_factory):
     """A working directory in which SMALL (sweep file small.yaml) has 'run' (its model fetched)."""
-    from conftest import run_module
+    from helpers import run_module
 
     tmp_path = tmp_path_factory.mktemp("after_small")
     fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)
@@ -201,7 +201,7 @@ def test_two_sweeps_live_side_by_side_and_compare(tmp_path):
 
 
 def test_block_indices_are_checked_against_the_fetched_config_at_the_dry_run(tmp_path):
-    from conftest import run_module
+    from helpers import run_module
 
     fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)
     assert fetched.returncode == 0, fetched.stderr[-2000:]

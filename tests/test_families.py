@@ -206,8 +206,9 @@ def test_survey_sweep_plans_every_family_in_its_own_regime(tmp_path):
     sizing.params, or the hub's config.json fixture for the paper's Mistral-7B)."""
     import yaml
 
-    from conftest import REPO
-    from test_slurm import job_counts, paper_env, planned_jobs, snakemake
+    from helpers import REPO
+    from helpers import job_counts, paper_env, planned_jobs
+    from helpers import slurm_snakemake as snakemake
 
     for name in SURVEY:
         m = yaml.safe_load((REPO / "conf/model" / f"{name}.yaml").read_text())
@@ -231,7 +232,7 @@ def test_the_coverage_table_lists_every_causal_lm_family():
     family the library promises is supported there."""
     import transformers
 
-    from conftest import REPO
+    from helpers import REPO
 
     text = (REPO / "docs/families.md").read_text()
     assert f"transformers {transformers.__version__}" in text
@@ -279,7 +280,7 @@ def test_families_without_a_decoder_stack_of_attention_are_refused_in_one_line(f
 # ---------------------------------------------------------------- through the rules' entry points
 def _prepared(tmp_path, compose_in, family, name, seq_len=24, n_seq=3):
     import tiny
-    from conftest import detected_run
+    from helpers import detected_run
 
     model, layer = _planted(family)
     path = tiny.save(model, tmp_path / f"hf_{family}")
@@ -295,7 +296,7 @@ def _prepared(tmp_path, compose_in, family, name, seq_len=24, n_seq=3):
 def test_learned_sink_through_the_attention_rule(tmp_path, compose_in):
     import json
 
-    from conftest import run_module
+    from helpers import run_module
     from pipeline import html
     from pipeline.io import read_table, run_dir
 

@@ -91,7 +91,7 @@ def test_the_comparison_has_a_tolerance_for_floats_only():
 
 
 def test_the_tiny_sweep_holds_the_golden_sweep():
-    from conftest import TINY_SWEEP
+    from helpers import TINY_SWEEP
 
     g, t = golden.SWEEP, TINY_SWEEP
     assert set(g["models"]) <= set(t["models"]) and set(g["corpora"]) <= set(t["corpora"])

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, run_module
+from helpers import REPO, run_module
 from hub import dataset_repo, hub_env
 
 

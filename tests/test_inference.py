@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import tiny
-from conftest import REPO, assert_one_line_error, detected_run, run_module
+from helpers import REPO, assert_one_line_error, detected_run, run_module
 from massive import arch, hooks, precision, quantize, window
 from massive.capture import capture
 from massive.detect import detect
@@ -136,7 +136,7 @@ def test_perplexities_table():
                               found, roles_of=first_roles, batch_size=2)
     assert t["scheme"].tolist() == ["float", "a8_per_tensor", "a8_per_tensor_keep_massive", "w8_per_channel"] * 2
     assert t["massive"].tolist() == ["as is"] * 4 + ["mean"] * 4
-    assert t.loc[0, "ratio_to_float"] == 1.0 and t["perplexity"].notna().all()
+    assert t.loc[0, "ratio"] == 1.0 and t.loc[0, "verdict"] == "harmless" and t["perplexity"].notna().all()
     assert t.loc[2, "kept"] > 0 and t.loc[1, "kept"] == 0
 
 
@@ -218,7 +218,7 @@ def test_window_perplexities_and_the_sink_interventions():
     assert t["variant"].tolist() == ["full attention", "window", "window + sinks", "window + sinks, sink massive mean",
                                      "window + sinks, sink massive zero"]
     assert t["entries_changed"].tolist() == [0, 0, 0, 2, 2]  # the planted entry at the sink of each chunk
-    assert t.loc[0, "ratio_to_full"] == 1.0 and (t["perplexity"] > 0).all()
+    assert t.loc[0, "ratio"] == 1.0 and (t["perplexity"] > 0).all()
     with pytest.raises(MassiveError, match="W=0"):
         window.perplexities(model, chunks, found, windows=[0])
 

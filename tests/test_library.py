@@ -9,17 +9,18 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
-PACKAGES = ("massive", "pipeline", "kernels")
-RULE_LIMIT = 130  # lines of a rule module ("about 120")
+PACKAGES = tuple(p for p in ("massive", "pipeline", "kernels") if (REPO / p).is_dir())  # kernels: until it moves into massive
+RULE_LIMIT = 90  # statements of a rule module (about 120 lines; counted in statements, so formatting does not change it)
 
 
 def modules() -> dict[str, ast.Module]:
     out = {}
     for package in PACKAGES:
-        for path in sorted((REPO / package).glob("*.py")):
-            name = package if path.stem == "__init__" else f"{package}.{path.stem}"
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             out[name] = ast.parse(path.read_text(), filename=str(path))
     return out
 
@@ -37,7 +38,7 @@ def imports(tree: ast.Module, known: set[str]) -> set[str]:
         for name in names:
             while name and name not in known:
                 name = name.rpartition(".")[0]
-            if name and name not in PACKAGES:  # a package __init__ is no edge
+            if name and not (REPO / name.replace(".", "/")).is_dir():  # a package's __init__ is no edge
                 found.add(name)
     return found
 
@@ -50,8 +51,8 @@ def rules() -> list[str]:
 
 def test_library_imports_no_hydra_omegaconf_or_wandb():
     code = ("import sys, massive, pkgutil, importlib\n"
-            "for m in pkgutil.iter_modules(massive.__path__):\n"
-            "    importlib.import_module('massive.' + m.name)\n"
+            "for m in pkgutil.walk_packages(massive.__path__, 'massive.'):\n"
+            "    importlib.import_module(m.name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'wandb', 'pipeline'))\n"
             "print(','.join(bad))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -89,15 +90,15 @@ def test_rule_modules_are_thin_and_import_no_other_rule():
     for name in names:
         others = imports(mods[name], set(mods)) & (set(names) - {name})
         assert not others, f"rule module {name} imports the rule module(s) {sorted(others)}"
-        lines = len((REPO / (name.replace(".", "/") + ".py")).read_text().splitlines())
-        assert lines <= RULE_LIMIT, f"{name} has {lines} lines (thin rules: about 120)"
+        statements = len({n.lineno for n in ast.walk(mods[name]) if isinstance(n, ast.stmt)})
+        assert statements <= RULE_LIMIT, f"{name} has {statements} statements (thin rules: at most {RULE_LIMIT})"
 
 
 def test_one_hook_mechanism():
     """Only massive/hooks.py registers forward hooks (and pipeline-free training code its own model)."""
     offenders = []
     for package in PACKAGES:
-        for path in (REPO / package).glob("*.py"):
+        for path in (REPO / package).rglob("*.py"):
             if path.name == "hooks.py":
                 continue
             text = path.read_text()

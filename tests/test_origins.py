@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import tiny
-from conftest import assert_one_line_error, detected_run, run_module
+from helpers import assert_one_line_error, detected_run, run_module
 from massive import arch, hooks, origins
 from massive.capture import capture
 from massive.detect import detect
@@ -135,7 +135,7 @@ def test_perplexities_of_the_weight_interventions():
     before = snapshot(model)
     table = origins.perplexities(model, o, tiny.sequences(4, 16, seed=3), seed=1, batch_size=2)
     assert table["intervention"].tolist() == origins.INTERVENTIONS
-    r = dict(zip(table["intervention"], table["ratio_to_none"]))
+    r = dict(zip(table["intervention"], table["ratio"]))
     assert r["zero_super_weight_restore"] == pytest.approx(1.0, abs=1e-4)  # the activation at its mean is all it does
     assert r["zero_activation"] == pytest.approx(r["zero_super_weight"], rel=1e-2)
     assert table.loc[table.intervention == "zero_super_weight", "edited"].iloc[0] == f"[{DIM}, 0]"

@@ -12,9 +12,9 @@ import time
 import pytest
 import yaml
 
-from conftest import assert_one_line_error, run_module
-from test_dag import SNAKEMAKE, snakemake
-from test_errors import tree
+from helpers import assert_one_line_error, run_module
+from helpers import SNAKEMAKE, snakemake
+from helpers import tree
 
 TRAIN = ["train=cpu_backcopy", "train.model.n_layer=1", "train.model.n_head=2", "train.model.n_embd=16",
          "train.model.block_size=16", "train.batch_size=4", "train.eval_iters=1", "train.probe_batch_size=2",
@@ -199,11 +199,11 @@ def test_a_copied_or_changed_cache_is_detected(fetched_work, tmp_path):
 
 # ---------------------------------------------------------------- 8. a deleted output is made again
 def test_a_deleted_summary_json_is_made_again(tiny_dag, tmp_path):
-    from test_dag import job_counts
+    from helpers import job_counts
 
     copy = tmp_path / "dag"
     shutil.copytree(tiny_dag, copy, symlinks=True)  # mtimes kept; fetched.json's paths are relative: the copy's own
-    from conftest import only_id
+    from helpers import only_id
 
     (only_id(copy / "results/tiny_random/news_sample/detect") / "summary.json").unlink()
     proc = snakemake("-n", "--config", f"sweep={copy / 'sweep.yaml'}", cwd=copy)

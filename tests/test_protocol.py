@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import tiny
-from conftest import assert_one_line_error, run_module
+from helpers import assert_one_line_error, run_module
+from massive import comparison
 from massive.errors import MassiveError
 from massive.models import byte_tokenizer
 from pipeline import ablate as ablate_rule
@@ -90,8 +91,8 @@ def test_a_tokenizer_that_adds_a_bos_gets_it_on_every_sequence_and_chunk(tmp_pat
     made, chunks = [], []
     real_make = seqs.make
     monkeypatch.setattr(seqs, "make", lambda *a, **k: made.append(a[3] if len(a) > 3 else k.get("count")) or real_make(*a, **k))
-    real_nll = ablate_rule.chunk_nll
-    monkeypatch.setattr(ablate_rule, "chunk_nll", lambda model, c, *a, **k: chunks.append(c) or real_nll(model, c, *a, **k))
+    real_nll = comparison.chunk_nll
+    monkeypatch.setattr(comparison, "chunk_nll", lambda model, c, *a, **k: chunks.append(c) or real_nll(model, c, *a, **k))
     tokenize_rule.run(cfg)
     capture_rule.run(cfg)
     detect_rule.run(cfg)
@@ -168,7 +169,7 @@ def test_the_paper_models_state_the_paper_protocol():
 
 
 def test_a_sweep_with_protocols_adds_their_runs_and_an_unknown_name_fails_the_dry_run(tmp_path):
-    from test_dag import assert_one_error_line, job_counts, snakemake, write_sweep
+    from helpers import assert_one_error_line, job_counts, snakemake, write_sweep
 
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample", "wiki_sample"],
                         protocols={"names": ["bos"], "corpora": ["news_sample"], "overrides": ["tokenize.num_sequences=2"]},

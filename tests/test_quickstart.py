@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import tiny
-from conftest import REPO
+from helpers import REPO
 
 LAYER, DIM = 1, 7
 A = 66  # the byte tokenizer's id of "a": the token that carries the planted activation

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +22,7 @@ import torch
 import yaml
 from matplotlib.figure import Figure
 
-from conftest import REPO, assert_one_line_error, keyed, run_module
+from helpers import REPO, assert_one_line_error, keyed, run_module
 from golden import lay_out
 from massive import plots
 from massive.errors import NonFiniteError
@@ -46,7 +47,7 @@ def ppl_table(layers: str, ppl: dict[str, float], dims: str = "7", spread: float
     base = ppl["none"]
     return pd.DataFrame([{"model": "tiny_random", "corpus": "news_sample", "intervention": k, "layers": layers,
                           "blocks": "1", "dims": dims, "perplexity": v, "ppl_lo": v * (1 - spread), "ppl_hi": v * (1 + spread),
-                          "n_tokens": 252, "n_chunks": 4, "entries_changed": 3, "ratio_to_none": v / base,
+                          "n_tokens": 252, "n_chunks": 4, "entries_changed": 3, "ratio": v / base,
                           "ratio_lo": v / base * (1 - spread * (k != "none")), "ratio_hi": v / base * (1 + spread * (k != "none"))}
                          for k, v in ppl.items()])
 
@@ -353,14 +354,14 @@ def test_summary_has_one_row_per_model_and_corpus(results, compose_in, tmp_path)
                  "result": found if c == "x" else {"found": False, "dims": [], "roles": [], "emerge_layer": None}}
                 for m in ("a", "b") for c in ("x", "y")]
     abl = pd.DataFrame({"model": "a", "corpus": "x", "layers": "emerge", "intervention": ["none", "zero"], "verdict": "inconclusive",
-                        "ratio_to_none": [1.0, 1.0512], "ratio_to_none_low": [1.0, 0.98], "ratio_to_none_high": [1.0, 1.1234]})
+                        "ratio": [1.0, 1.0512], "ratio_low": [1.0, 0.98], "ratio_high": [1.0, 1.1234]})
     t = html.summary(sections, abl)
     assert [(r.model, r.corpus) for r in t.itertuples()] == [("a", "x"), ("a", "y"), ("b", "x"), ("b", "y")]
     assert t.iloc[0].tolist() == ["a", "x", "yes", "507, 247", "first", 11, 24523.3, 13499.0,
                                   "emerge: inconclusive (zero ×1.05 [0.98, 1.12])", 0.552]
     assert t["ablation"].isna().tolist() == [False, True, True, True]
-    assert html.interval_columns(abl.drop(columns="ratio_to_none_high")) is None
-    assert html.interval_columns(abl.rename(columns={"ratio_to_none_low": "ci_low", "ratio_to_none_high": "ci_high"})) == ("ci_low", "ci_high")
+    assert html.interval_columns(abl.drop(columns="ratio_high")) is None
+    assert html.interval_columns(abl.rename(columns={"ratio_low": "ci_low", "ratio_high": "ci_high"})) == ("ci_low", "ci_high")
     rows = summary_rows(f'<section id="summary">{html.summary_table(sections, abl)}</section>')
     assert len(rows) == 4 and rows[0][5:8] == ["11", "24,523.3", "13,500"]
 

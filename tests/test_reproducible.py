@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 
 import tiny
-from conftest import REPO
+from helpers import REPO
 from massive.capture import capture
 from massive.detect import detect
 from pipeline import capture as capture_rule
@@ -17,7 +17,7 @@ from pipeline import detect as detect_rule
 from pipeline import fetch_corpus, fetch_model
 from pipeline.cli import compose
 from pipeline.io import read_provenance, read_table, run_dir
-from test_detection import DIM, LAYER, prepare
+from helpers import DIM, LAYER, prepare
 
 TABLES = [("capture", "layer_stats"), ("capture", "topk"), ("capture", "dim_max"), ("capture", "prompt"),
           ("detect", "massive"), ("detect", "summary"), ("detect", "per_layer")]
@@ -84,7 +84,7 @@ def test_two_processes_write_byte_identical_tables(tmp_path):
         for proc in procs:
             _, err = proc.communicate(timeout=600)
             assert proc.returncode == 0, (stage, err[-3000:])
-    from conftest import only_id
+    from helpers import only_id
 
     out = "results/tiny_llama/news_sample"
     at = lambda folder, stage: only_id(folder / out / stage).relative_to(folder)  # noqa: E731 (the same config id in both)

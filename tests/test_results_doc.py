@@ -48,7 +48,7 @@ def test_results_doc_from_the_tiny_dag(tiny_dag, tmp_path):
     zero = abl[(abl["intervention"] == "zero") & (abl["corpus"] == "news_sample")].iloc[0]
     from pipeline import columns
 
-    assert f"×{columns.sig3(zero['ratio_to_none'])} | [{columns.sig3(zero['ratio_lo'])}, {columns.sig3(zero['ratio_hi'])}]" in doc
+    assert f"×{columns.sig3(zero['ratio'])} | [{columns.sig3(zero['ratio_lo'])}, {columns.sig3(zero['ratio_hi'])}]" in doc
     assert "int8 activations, per tensor †" in doc  # activation quantization: CPU-dependent, marked
     att = json.loads(next((tiny_dag / "results/tiny_random/news_sample/attention").glob("*/summary.json")).read_text())
     assert f"| tiny_random | news_sample | {columns.cell('sink_1_share', att['sink_1_share'])} |" in doc
@@ -78,7 +78,7 @@ def test_readme_block_quotes_the_run():
     found = {"found": True, "dims": [247, 507], "roles": ["first"], "emerge_layer": 11, "n_layers": 30}
     det = {("m", c): {"result": found, "summary": summary} for c in ("wiki", "news")}
     abl = pd.DataFrame({"model": "m", "corpus": ["wiki"] * 3, "layers": "emerge", "intervention": ["none", "zero", "mean"],
-                        "ratio_to_none": [1.0, 24963.6, 1.0035], "ratio_lo": [1.0, 17066.6, 0.99637], "ratio_hi": [1.0, 37463.5, 1.0119],
+                        "ratio": [1.0, 24963.6, 1.0035], "ratio_lo": [1.0, 17066.6, 0.99637], "ratio_hi": [1.0, 37463.5, 1.0119],
                         "blocks": "11", "verdict": "harmful"})
     prov = {"machine": ["AMD EPYC 7B13, 2 cores"], "git_commit": ["b3f8641abcdef"], "date": ["2026-12-06 06:20 UTC"]}
     block = rd.readme_block(Run(), {"detect": det, "attention": {}, "origins": {}, "inference": {}}, abl, prov)

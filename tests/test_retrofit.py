@@ -165,7 +165,7 @@ def test_unknown_variant_is_one_line():
 # ---------------------------------------------------------------- rule retrofit, through its command line
 @pytest.fixture(scope="module")
 def detected(tmp_path_factory):
-    from conftest import detected_run
+    from helpers import detected_run
     from pipeline.cli import compose
 
     root = tmp_path_factory.mktemp("retrofit")
@@ -180,7 +180,7 @@ def detected(tmp_path_factory):
 
 
 def test_rule_retrofit_writes_every_arm_and_resumes(detected):
-    from conftest import run_module
+    from helpers import run_module
 
     root, base, path = detected
     weights = {p.name: p.read_bytes() for p in Path(path).glob("*.safetensors")}
@@ -215,7 +215,7 @@ def test_rule_retrofit_writes_every_arm_and_resumes(detected):
 
 
 def test_rule_retrofit_trains_each_arm_once_per_seed(detected):
-    from conftest import run_module
+    from helpers import run_module
     from pipeline.cli import compose
     from pipeline.io import run_dir
 
@@ -230,13 +230,13 @@ def test_rule_retrofit_trains_each_arm_once_per_seed(detected):
     assert trained[0] != trained[1]  # other training batches, other numbers
     text = R.reading(summary, pd.read_parquet(out / "layers.parquet"))
     assert "range over seeds 3, 4" in text and f"{R._x(float(pd.Series(trained).median()))} [" in text
-    from conftest import assert_one_line_error
+    from helpers import assert_one_line_error
 
     assert_one_line_error(run_module("retrofit", *base, "retrofit.seeds=[3,3]"), "retrofit.seeds=[3, 3] names a seed twice")
 
 
 def test_rule_retrofit_unknown_variant_is_one_line(detected):
-    from conftest import assert_one_line_error, run_module
+    from helpers import assert_one_line_error, run_module
 
     _, base, _ = detected
     assert_one_line_error(run_module("retrofit", *base, "retrofit.variants=[halve]"), "unknown retrofit variant 'halve'")
@@ -244,7 +244,7 @@ def test_rule_retrofit_unknown_variant_is_one_line(detected):
 
 # ---------------------------------------------------------------- rule retrofit in the DAG
 def test_a_retrofit_section_plans_one_job_per_model_and_corpus(tmp_path):
-    from test_dag import job_counts, snakemake, write_sweep
+    from helpers import job_counts, snakemake, write_sweep
 
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["wiki_sample", "news_sample"],
                         retrofit={"variants": ["value_bias", "mlp_bias"], "steps": 4})
@@ -256,7 +256,7 @@ def test_a_retrofit_section_plans_one_job_per_model_and_corpus(tmp_path):
 
 
 def test_an_unknown_retrofit_variant_fails_the_dry_run_in_one_line(tmp_path):
-    from test_dag import snakemake, write_sweep
+    from helpers import snakemake, write_sweep
 
     sweep = write_sweep(tmp_path, models=["tiny_random"], corpora=["wiki_sample"], retrofit={"variants": ["halve"]})
     proc = snakemake("-n", "--config", f"sweep={sweep}", cwd=tmp_path)

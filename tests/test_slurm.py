@@ -13,34 +13,15 @@ import pytest
 import yaml
 import yte
 
-from conftest import REPO
+from helpers import REPO
 from hub import hub_env, model_cache
 
-sys.path.insert(0, str(REPO / "scripts"))
-from estimate import planned_jobs  # noqa: E402  (the jobs of a dry run: rule, wildcards, resources)
-
-PROFILE = REPO / "profiles/slurm"
-SITE_VARS = ["MA_SLURM_ACCOUNT", "MA_SLURM_CPU_PARTITION", "MA_SLURM_GPU_PARTITION", "MA_SLURM_GPU_TYPE"]
+from helpers import SITE_VARS, SLURM_PROFILE as PROFILE, clean_env, job_counts, paper_env, planned_jobs  # noqa: F401
+from helpers import slurm_snakemake as snakemake
 GPU_RULES = ["capture", "ablate", "attention", "train"]
 SIZED_RULES = ["capture", "ablate", "ablate_images", "zeroshot", "attention", "origins", "retrofit", "inference"]
 CPU_RULES = ["tokenize", "detect", "figures"]
 LOCAL_RULES = ["fetch_model", "fetch_corpus", "report"]
-
-
-def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in SITE_VARS and k != "SLURM_CONF"}
-    return {**env, "WANDB_MODE": "disabled", **extra}
-
-
-def snakemake(*args, cwd, env=None, timeout=300):
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(PROFILE),
-           "--directory", str(cwd), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42"))
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    table = stdout.split("Job stats:")[-1]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
 
 
 def tiny_sweep(tmp_path) -> Path:
@@ -110,11 +91,6 @@ def test_internet_rules_are_local():
 
 
 # ---- dry runs (no SLURM needed) ----------------------------------------------------------------
-
-def paper_env(tmp_path, **extra) -> dict:
-    """A site (account lab42) and the hub's config.json of every model, offline (tests/hub.py)."""
-    return clean_env(MA_SLURM_ACCOUNT="lab42", **hub_env(model_cache(tmp_path / "hf")), **extra)
-
 
 def test_paper_sweep_plan_with_resources_and_its_estimate(tmp_path):
     """scripts/estimate.py on the paper sweep: its dry run (saved) is the plan checked here, and its
@@ -197,7 +173,7 @@ def test_reruns_only_what_is_missing(tmp_path):
     assert summary.returncode == 0, summary.stderr[-3000:]
     outputs = [line.split("\t")[0] for line in summary.stdout.splitlines()[1:] if "\t" in line]
     assert len(outputs) > 20
-    from conftest import run_module
+    from helpers import run_module
 
     fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)  # a real marker: it is checked
     assert fetched.returncode == 0, fetched.stderr[-2000:]
@@ -312,7 +288,7 @@ def test_tiny_dag_runs_as_slurm_jobs(tmp_path, local_slurm):
     results = tmp_path / "results"
     report = (results / "report_sweep.html").read_text()
     assert "tiny_random on news_sample" in report
-    from conftest import only_id
+    from helpers import only_id
 
     for f in ["tokenize/tokens.parquet", "capture/topk.parquet", "capture/layer_stats.parquet", "detect/summary.json",
               "figures/layerwise.png", "figures/prompt_3d.png", "figures/token_map.png"]:

@@ -16,9 +16,9 @@ from massive import hooks, training
 from massive.backcopy import START, Backcopy, BackcopySpec
 from massive.errors import MassiveError, NonFiniteError
 from massive.gpt import GPT, GPTConfig, VARIANTS
+from helpers import REPO
 
 torch.set_num_threads(1)
-REPO = Path(__file__).resolve().parent.parent
 TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
 TINY_OVERRIDES = ["train.model.n_layer=2", "train.model.n_head=2", "train.model.n_embd=32", "train.model.block_size=16",
                   "train.batch_size=8", "train.eval_iters=2", "train.probe_batch_size=4", "train.log_interval=2",
@@ -453,7 +453,7 @@ def test_scale_sweep_through_snakemake_report_included(tmp_path):
     import yaml
 
     from pipeline.io import read_table
-    from test_dag import snakemake
+    from helpers import snakemake
 
     tiny_grid = {"model.n_embd": [16, 32], "model.n_layer": [1], "max_iters": [4], "batch_size": [8],
                  "eval_interval": [2], "eval_iters": [2], "probe_batch_size": [4], "log_interval": [2], "warmup_iters": [2]}

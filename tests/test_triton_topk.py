@@ -223,12 +223,8 @@ def test_default_launch_config():
 
 def test_capture_through_the_kernel_matches_the_torch_path():
     """The capture's statistics are the same whichever backend computes them."""
-    import sys
-    from pathlib import Path
-
     import pandas as pd
 
-    sys.path.insert(0, str(Path(__file__).parent))
     import tiny
     from massive.capture import capture
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tiny
-from conftest import assert_one_line_error, run_module
+from helpers import assert_one_line_error, run_module
 from massive import arch, hooks, images, interventions, plots, vision
 from massive.errors import MassiveError
 from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, figures, tokenize

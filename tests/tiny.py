@@ -202,4 +202,4 @@ def photos(n: int, seed: int = 0) -> list:
 
 
 # ---------------------------------------------------------------- every family (massive.families' tiny configs)
-from massive.families import plant as plant_family  # noqa: E402  (the same planting for any family)
+from massive.families import plant as plant_family  # noqa: E402, F401  (the same planting for any family)
