@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from massive import hooks
-from massive.capture import Reducer
+from massive.core import hooks
+from massive.measure.capture import Reducer
 from pipeline.cli import compose
 from pipeline.io import read_table, tokens_file
 from pipeline.model import load_model
@@ -97,12 +97,16 @@ def main(argv: list[str]) -> None:
                 peaks[name] = max(peaks[name], status_kb("VmHWM") - before)
                 whole[name] = max(whole[name], status_kb("VmHWM"))
     base_t, base_m = statistics.median(times["plain"]), peaks["plain"]
-    print(f"model {cfg.model.name}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
-          f"{torch.get_num_threads()} threads, median of {repeats}")
+    print(
+        f"model {cfg.model.name}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
+        f"{torch.get_num_threads()} threads, median of {repeats}"
+    )
     print(f"{'mode':<14} {'time s':>8} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'process MiB':>12}")
     for name in modes:
         t = statistics.median(times[name])
-        print(f"{name:<14} {t:8.2f} {t / base_t:8.3f} {peaks[name] / 1024:9.1f} {peaks[name] / base_m:8.3f} {whole[name] / 1024:12.1f}")
+        print(
+            f"{name:<14} {t:8.2f} {t / base_t:8.3f} {peaks[name] / 1024:9.1f} {peaks[name] / base_m:8.3f} {whole[name] / 1024:12.1f}"
+        )
 
 
 if __name__ == "__main__":

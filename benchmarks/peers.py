@@ -55,9 +55,9 @@ import pandas as pd
 import torch
 
 import massive
-from massive import hooks
-from massive.capture import median_abs
-from massive.models import load_model
+from massive.core import hooks
+from massive.core.models import load_model
+from massive.measure.capture import median_abs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from capture_overhead import reset_peak, status_kb  # noqa: E402  (one way to measure pass memory)
@@ -145,8 +145,9 @@ def nnsight_mode(path, tok, batches, k, device) -> Mode:
 def transformer_lens_mode(path, tok, batches, k, device) -> Mode:
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_transformers(str(path), hf_model=load_model(path, device=device), tokenizer=tok,
-                                                 device=str(device))
+    bridge = TransformerBridge.boot_transformers(
+        str(path), hf_model=load_model(path, device=device), tokenizer=tok, device=str(device)
+    )
     names = [hooks.resid_post(layer) for layer in range(bridge.cfg.n_layers)]  # the bridge's names are ours
     keep = set(names)
 
@@ -229,8 +230,12 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
     batches = [ids[i : i + bs] for i in range(0, len(ids), bs)]
 
     eager_model = load_model(args.model, attn_implementation="eager", device=device)
-    modes = [plain_mode("plain", model, batches), plain_mode("plain (eager)", eager_model, batches),
-             plain_mode(LAST, model, batches, logits_to_keep=1), ours_mode(model, ids, k, bs)]
+    modes = [
+        plain_mode("plain", model, batches),
+        plain_mode("plain (eager)", eager_model, batches),
+        plain_mode(LAST, model, batches, logits_to_keep=1),
+        ours_mode(model, ids, k, bs),
+    ]
     if not args.eager:
         modes.pop(1)
     skipped = []
@@ -242,7 +247,9 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
         except ImportError as exc:
             skipped.append(f"{name}: not installed ({exc}; pip install -e .[peers])")
         except Exception as exc:  # a peer that cannot load the model: say why and go on
-            skipped.append(f"{name}: cannot load {args.model}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+            skipped.append(
+                f"{name}: cannot load {args.model}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
 
     meter = Meter(device)
     with torch.inference_mode():
@@ -259,7 +266,7 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
         times = {m.name: [] for m in modes}
         peaks = {m.name: 0 for m in modes}
         for r in range(args.rounds):
-            for mode in (modes if r % 2 == 0 else modes[::-1]):  # interleaved, the order reversed every other round
+            for mode in modes if r % 2 == 0 else modes[::-1]:  # interleaved, the order reversed every other round
                 meter.start()
                 mode.run()
                 t, peak = meter.stop()
@@ -270,11 +277,17 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
         sys.exit("\n".join(["the library's capture or the plain pass failed: nothing to compare with", *skipped]))
     ours = checks["massive.capture"]["stats"]
     base_t, base_m = statistics.median(times["plain"]), peaks["plain"]
-    where = f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"\nmodel {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
-          f"{where}, median of {args.rounds} rounds")
-    head = (f"{'mode':<17} {'time s':>7} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'logits vs plain':>16} "
-            f"{'vs eager':>10} {'Δ top-1':>9} {'Δ median':>9} {'Δ top-k':>9}")
+    where = (
+        f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"\nmodel {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
+        f"{where}, median of {args.rounds} rounds"
+    )
+    head = (
+        f"{'mode':<17} {'time s':>7} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'logits vs plain':>16} "
+        f"{'vs eager':>10} {'Δ top-1':>9} {'Δ median':>9} {'Δ top-k':>9}"
+    )
     print(head)
     for mode in modes:
         c = checks[mode.name]
@@ -283,24 +296,41 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
             deltas = ["-"] * 3
         else:
             top, med = c["stats"]
-            deltas = [number(np.abs(top[..., 0] - ours[0][..., 0]).max()), number(np.abs(med - ours[1]).max()),
-                      number(np.abs(top - ours[0]).max())]
-        print(f"{mode.name:<17} {t:7.2f} {t / base_t:8.3f} {peaks[mode.name] / 2**20:9.1f} {ratio(peaks[mode.name], base_m):>8} "
-              f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}")
-    print("Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)")
-    print("per round, massive.capture / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times["plain"]))
-          + ("; nnsight / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["nnsight"], times["plain"]))
-             if "nnsight" in times else ""))
-    print(f"the capture's own cost (its forward pass unembeds the last position only, as {LAST!r} does): massive.capture / "
-          f"{LAST} = {statistics.median(times['massive.capture']) / statistics.median(times[LAST]):.3f}; per round "
-          + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times[LAST])))
+            deltas = [
+                number(np.abs(top[..., 0] - ours[0][..., 0]).max()),
+                number(np.abs(med - ours[1]).max()),
+                number(np.abs(top - ours[0]).max()),
+            ]
+        print(
+            f"{mode.name:<17} {t:7.2f} {t / base_t:8.3f} {peaks[mode.name] / 2**20:9.1f} {ratio(peaks[mode.name], base_m):>8} "
+            f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}"
+        )
+    print(
+        "Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)"
+    )
+    print(
+        "per round, massive.capture / plain: "
+        + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times["plain"]))
+        + (
+            "; nnsight / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["nnsight"], times["plain"]))
+            if "nnsight" in times
+            else ""
+        )
+    )
+    print(
+        f"the capture's own cost (its forward pass unembeds the last position only, as {LAST!r} does): massive.capture / "
+        f"{LAST} = {statistics.median(times['massive.capture']) / statistics.median(times[LAST]):.3f}; per round "
+        + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times[LAST]))
+    )
     if "transformer_lens" in checks:  # is its difference TransformerLens's, or eager attention's?
         with torch.inference_mode():
             eager = ours_stats(massive.capture(eager_model, ids, k=k, batch_size=bs))
         top, med = checks["transformer_lens"]["stats"]
-        print(f"transformer_lens against massive.capture on the eager-attention model: Δ top-1 "
-              f"{number(np.abs(top[..., 0] - eager[0][..., 0]).max())}, Δ median {number(np.abs(med - eager[1]).max())}, "
-              f"Δ top-k {number(np.abs(top - eager[0]).max())}")
+        print(
+            f"transformer_lens against massive.capture on the eager-attention model: Δ top-1 "
+            f"{number(np.abs(top[..., 0] - eager[0][..., 0]).max())}, Δ median {number(np.abs(med - eager[1]).max())}, "
+            f"Δ top-k {number(np.abs(top - eager[0]).max())}"
+        )
     for line in skipped:
         print("skipped", line)
 
@@ -308,15 +338,22 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face model directory")
-    parser.add_argument("--texts", default="cache/corpora/wiki_sample.parquet", help="a Parquet file with a `text` column")
+    parser.add_argument(
+        "--texts", default="cache/corpora/wiki_sample.parquet", help="a Parquet file with a `text` column"
+    )
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--shapes", default="16x256,2x2048",
-                        help="sequences x tokens, comma-separated: one table each (default: %(default)s)")
+    parser.add_argument(
+        "--shapes",
+        default="16x256,2x2048",
+        help="sequences x tokens, comma-separated: one table each (default: %(default)s)",
+    )
     parser.add_argument("--batch-size", type=int, default=4, help="at most (a shape with fewer sequences: one batch)")
     parser.add_argument("--k", type=int, default=64, help="top-k |a| kept per layer and sequence")
     parser.add_argument("--peers", default="nnsight,transformer_lens", help="which peers to run (comma-separated)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--no-eager", dest="eager", action="store_false", help="leave out the timed eager-attention pass")
+    parser.add_argument(
+        "--no-eager", dest="eager", action="store_false", help="leave out the timed eager-attention pass"
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args(argv)

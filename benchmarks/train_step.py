@@ -1,9 +1,9 @@
 """How fast is one training step of the CPU test bed, next to the reference implementation?
 
 Times, side by side in one run and alternating (A B A B ...) on one thread each:
-  library   massive.training.train_step on the bed of conf/train/cpu_backcopy.yaml (what rule
+  library   massive.retrain.training.train_step on the bed of conf/train/cpu_backcopy.yaml (what rule
             train runs between evaluations)
-  loop      massive.training.train with the bed's evaluations (every eval_interval steps:
+  loop      massive.retrain.training.train with the bed's evaluations (every eval_interval steps:
             losses on 2 x eval_iters batches and the emergence metrics on the probe batch),
             per step
   reference the standalone reference script (shared/reference/bigram_backcopy_reference.py,
@@ -46,7 +46,7 @@ def bed():
 
 
 def time_library(steps: int, with_evals: bool) -> float:
-    from massive import training
+    from massive.retrain import training
 
     gpt, spec, data, probe_n = bed()
     spec.max_iters = steps
@@ -66,8 +66,12 @@ def time_library(steps: int, with_evals: bool) -> float:
 
 def time_reference(path: Path, steps: int) -> float:
     steps = max(6, steps - steps % 6)
-    out = subprocess.run([sys.executable, str(path), "default", str(steps), "2", "128", "4", "0.1", "1e-2"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(path), "default", str(steps), "2", "128", "4", "0.1", "1e-2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     last = [ln for ln in out.splitlines() if ln.startswith("default it")][-1]
     return int(re.match(r"default it\d+ (\d+)s", last).group(1)) / steps  # whole seconds: use >= 300 steps
 
@@ -76,7 +80,7 @@ def profile(steps: int) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from massive import training
+    from massive.retrain import training
 
     gpt, spec, data, _ = bed()
     model, optimizer = training.build(gpt, spec, seed=1)
@@ -103,13 +107,19 @@ def main() -> None:
         times["loop"].append(time_library(a.steps, with_evals=True))
         if a.reference.exists():
             times["reference"].append(time_reference(a.reference, a.steps))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {1000 * v[-1]:.0f} ms/step" for k, v in times.items() if v), flush=True)
+        print(
+            f"round {r + 1}: " + ", ".join(f"{k} {1000 * v[-1]:.0f} ms/step" for k, v in times.items() if v), flush=True
+        )
     med = {k: statistics.median(v) for k, v in times.items() if v}
-    print(f"median over {a.rounds} rounds of {a.steps} steps, one thread: "
-          + ", ".join(f"{k} {1000 * v:.0f} ms/step" for k, v in med.items()))
+    print(
+        f"median over {a.rounds} rounds of {a.steps} steps, one thread: "
+        + ", ".join(f"{k} {1000 * v:.0f} ms/step" for k, v in med.items())
+    )
     if "reference" in med:
-        print(f"ratio to the reference: library {med['library'] / med['reference']:.2f}x, "
-              f"loop with evaluations {med['loop'] / med['reference']:.2f}x")
+        print(
+            f"ratio to the reference: library {med['library'] / med['reference']:.2f}x, "
+            f"loop with evaluations {med['loop'] / med['reference']:.2f}x"
+        )
     else:
         print(f"(no reference script at {a.reference}: ratios not measured)")
 

@@ -16,13 +16,18 @@ import argparse
 import pandas as pd
 
 import massive
-from massive import plots
-from massive.corpora import text_documents
+from massive.data.corpora import text_documents
+from massive.plots import figures as plots
 
 parser = argparse.ArgumentParser(description="find, test and plot the massive activations of a language model")
-parser.add_argument("--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face directory, hub id or .gguf file")
-parser.add_argument("--texts", default="cache/corpora/wiki_sample.parquet",
-                    help="documents: a Parquet file with a `text` column, or a text file (documents separated by blank lines)")
+parser.add_argument(
+    "--model", default="cache/models/smollm2_135m/hf", help="a Hugging Face directory, hub id or .gguf file"
+)
+parser.add_argument(
+    "--texts",
+    default="cache/corpora/wiki_sample.parquet",
+    help="documents: a Parquet file with a `text` column, or a text file (documents separated by blank lines)",
+)
 parser.add_argument("--out", default=None, help="save the layerwise figure there (default: no file is written)")
 parser.add_argument("--seq-len", type=int, default=256)
 parser.add_argument("--n", type=int, default=16, help="sequences to capture")
@@ -77,7 +82,9 @@ if found.found:
     for name in ("zero", "mean"):
         with massive.intervene(model, found, name, layers="emerge", tokenizer=tok) as ctx:
             ppl = massive.perplexity(model, chunks)
-        print(f"  {name:<5} {ppl_text(ppl.value):>10}   ({ctx.changed} entries changed after block {found.emerge_layer})")
+        print(
+            f"  {name:<5} {ppl_text(ppl.value):>10}   ({ctx.changed} entries changed after block {found.emerge_layer})"
+        )
 
 # 6. One figure: top-1/2/3 and median |a| per layer (the paper's Fig. 2); saved only where asked.
 fig = plots.layerwise(stats.layer_stats, f"{args.model}: |a| per layer")

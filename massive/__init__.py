@@ -25,16 +25,30 @@ from __future__ import annotations
 # The functions below share their names with the modules that define them (massive.capture is
 # the function; its module is massive.capture's home: `from massive.capture import Capture`).
 # They are imported here, once, so that the name always means the function.
-from massive import arch, errors, hooks  # noqa: F401
-from massive.capture import capture
-from massive.comparison import Comparison, compare
-from massive.detect import detect
-from massive.errors import MassiveError
-from massive.hooks import cache, hooked
-from massive.interventions import intervene
-from massive.models import load
-from massive.perplexity import chunk_nll, perplexity
-from massive.sequences import encode_prompt, perplexity_chunks, sequences
+from massive.core import arch, errors, hooks  # noqa: F401
+from massive.core.errors import MassiveError
+from massive.core.hooks import cache, hooked
+from massive.core.models import load
+from massive.core.sequences import encode_prompt, perplexity_chunks, sequences
+from massive.intervene.comparison import Comparison, compare
+from massive.intervene.interventions import intervene
+from massive.measure.capture import capture
+from massive.measure.detect import detect
+from massive.measure.perplexity import chunk_nll, perplexity
 
-__all__ = ["Comparison", "MassiveError", "cache", "capture", "chunk_nll", "compare", "detect", "encode_prompt", "hooked",
-           "intervene", "load", "perplexity", "perplexity_chunks", "sequences"]
+__all__ = [
+    "Comparison",
+    "MassiveError",
+    "cache",
+    "capture",
+    "chunk_nll",
+    "compare",
+    "detect",
+    "encode_prompt",
+    "hooked",
+    "intervene",
+    "load",
+    "perplexity",
+    "perplexity_chunks",
+    "sequences",
+]

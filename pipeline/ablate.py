@@ -3,12 +3,12 @@
 The paper's causal test: massive activations act as fixed biases, so setting them to zero
 breaks the model while setting them to their mean changes nothing, and zeroing as many ordinary
 activations (the control) changes nothing either. The model is loaded once and serves every
-intervention in ablate.interventions (massive/interventions.py), applied at the blocks named by
+intervention in ablate.interventions (massive/intervene/interventions.py), applied at the blocks named by
 ablate.layers: `emerge` (the block where detection saw them appear; the default), `from_emerge`
 (that block and every later one), `all`, or a list of block indices (e.g. `ablate.layers=[2,3]`;
 "2_3" in paths and tables).
 
-Perplexity follows the paper (massive.sequences.perplexity_chunks, massive.perplexity): the
+Perplexity follows the paper (massive.core.sequences.perplexity_chunks, massive.perplexity): the
 corpus's documents in order joined by tokenize.separator, tokenised, cut into non-overlapping
 seq_len chunks (the first ablate.max_chunks), PPL = exp(mean cross-entropy over every predicted
 token; each chunk begins as model.bos says, made by the same function as tokenize's sequences).
@@ -16,7 +16,7 @@ The interventions are the conditions of massive.compare: each chunk's mean NLL i
 (chunk_nll), paired with the baseline's (none) on the same chunks; a seeded bootstrap
 (ablate.bootstrap resamples, seed) gives the 95% intervals of each perplexity and of its ratio to
 none, and the verdict (ablate.harmful_factor, ablate.harmless_factor). While each intervention runs, the massive entries
-of its first block are followed downstream (massive.regrowth). A non-finite loss (float16
+of its first block are followed downstream (massive.measure.regrowth). A non-finite loss (float16
 overflow) is a one-line error and writes nothing. Output, in results/<model>/<corpus>/ablate/<layers>/:
   perplexity.parquet  one row per intervention: perplexity, ratio (to none), their intervals, verdict,
                       chunk_nll
@@ -31,10 +31,12 @@ from contextlib import contextmanager
 import pandas as pd
 from omegaconf import DictConfig
 
-from massive import arch, comparison, interventions, regrowth
-from massive.errors import MassiveError
-from massive.sequences import perplexity_chunks
-from massive.results import AblateTables
+from massive.core import arch
+from massive.core.errors import MassiveError
+from massive.core.results import AblateTables
+from massive.core.sequences import perplexity_chunks
+from massive.intervene import comparison, interventions
+from massive.measure import regrowth
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import layers_slug, layers_spec
@@ -51,8 +53,9 @@ def run(cfg: DictConfig) -> None:
     found = interventions.targets(read_detection(cfg), layers_spec(cfg.ablate.layers), arch.num_layers(model.config))
     docs = read_table(corpus_file(cfg))["text"].tolist()
     proto = protocol(cfg, tok)
-    chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
-                               protocol=proto)
+    chunks = perplexity_chunks(
+        tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator, protocol=proto
+    )
     roles = interventions.TokenRoles(tok, list(cfg.detect.delimiters), bos=proto.bos)
     slug, blocks = layers_slug(cfg.ablate.layers), ",".join(map(str, found.layers))
 
@@ -61,21 +64,53 @@ def run(cfg: DictConfig) -> None:
     def condition(name: str):
         @contextmanager
         def applied():
-            with interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed, min_abs=cfg.detect.min_abs,
-                                         min_ratio=cfg.detect.min_ratio, delimiters=cfg.detect.delimiters,
-                                         roles_of=roles) as ctx, regrowth.recording(model, ctx, first) as recorders[name]:
+            with (
+                interventions.intervene(
+                    model,
+                    found,
+                    name,
+                    tokenizer=tok,
+                    seed=cfg.seed,
+                    min_abs=cfg.detect.min_abs,
+                    min_ratio=cfg.detect.min_ratio,
+                    delimiters=cfg.detect.delimiters,
+                    roles_of=roles,
+                ) as ctx,
+                regrowth.recording(model, ctx, first) as recorders[name],
+            ):
                 yield ctx
+
         return applied
 
-    cmp = comparison.compare(model, chunks, {name: condition(name) for name in cfg.ablate.interventions}, baseline="none",
-                             resamples=cfg.ablate.bootstrap, seed=cfg.seed, harmful_factor=cfg.ablate.harmful_factor,
-                             harmless_factor=cfg.ablate.harmless_factor, batch_size=cfg.ablate.batch_size, device=device,
-                             where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {{}} at blocks {blocks or '(none)'}",
-                             progress=True)
-    rows = [{"model": cfg.model.name, "corpus": cfg.data.name, "protocol": proto.name, "intervention": name, "layers": slug,
-             "blocks": blocks, "dims": ",".join(map(str, found.dims)), "entries_changed": cmp.contexts[name].changed,
-             **{k: v for k, v in cmp.row(name).items() if k != "note"}, "chunk_nll": cmp.nll[name].tolist()}
-            for name in cfg.ablate.interventions]
+    cmp = comparison.compare(
+        model,
+        chunks,
+        {name: condition(name) for name in cfg.ablate.interventions},
+        baseline="none",
+        resamples=cfg.ablate.bootstrap,
+        seed=cfg.seed,
+        harmful_factor=cfg.ablate.harmful_factor,
+        harmless_factor=cfg.ablate.harmless_factor,
+        batch_size=cfg.ablate.batch_size,
+        device=device,
+        where=f"ablate {cfg.model.name}/{cfg.data.name}: intervention {{}} at blocks {blocks or '(none)'}",
+        progress=True,
+    )
+    rows = [
+        {
+            "model": cfg.model.name,
+            "corpus": cfg.data.name,
+            "protocol": proto.name,
+            "intervention": name,
+            "layers": slug,
+            "blocks": blocks,
+            "dims": ",".join(map(str, found.dims)),
+            "entries_changed": cmp.contexts[name].changed,
+            **{k: v for k, v in cmp.row(name).items() if k != "note"},
+            "chunk_nll": cmp.nll[name].tolist(),
+        }
+        for name in cfg.ablate.interventions
+    ]
     table = pd.DataFrame(rows)
     regrow = regrowth.table(recorders)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (2, "layers", slug)):
@@ -84,7 +119,12 @@ def run(cfg: DictConfig) -> None:
     AblateTables(perplexity=table, regrowth=regrow).save(out, meta=provenance(cfg))
     with tracking.stage_run(cfg, name=f"ablate/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in rows:
-            wb.log({f"perplexity/{row['intervention']}": row["perplexity"], f"entries_changed/{row['intervention']}": row["entries_changed"]})
+            wb.log(
+                {
+                    f"perplexity/{row['intervention']}": row["perplexity"],
+                    f"entries_changed/{row['intervention']}": row["entries_changed"],
+                }
+            )
         wb.log({"perplexity": tracking.table(table.drop(columns="chunk_nll")), "regrowth": tracking.table(regrow)})
 
 

@@ -1,6 +1,6 @@
 """Rule ablate_images: what each intervention does to a vision transformer's output.
 
-The ViT half of the paper's causal test (massive.vision.evaluate_interventions): `zero`, `mean`
+The ViT half of the paper's causal test (massive.vision.vit.evaluate_interventions): `zero`, `mean`
 and `random_zero` on the detected massive activations at the blocks of ablate.layers (as rule
 ablate), and `fix_register_mean`: every register token replaced, before every block, by its mean
 over the calibration images (the tokenize rule's images, the capture's inputs). The model is
@@ -17,15 +17,15 @@ Output: results/<model>/<images>/ablate/<layers>/<config id>/images.parquet, one
 
 from __future__ import annotations
 
-
 import torch
 from omegaconf import DictConfig
 
-from massive import images, vision
-from massive import interventions as iv
-from massive.arch import num_layers
-from massive.errors import MassiveError
-from massive.results import ImagesTables
+from massive.core.arch import num_layers
+from massive.core.errors import MassiveError
+from massive.core.results import ImagesTables
+from massive.intervene import interventions as iv
+from massive.vision import images
+from massive.vision import vit as vision
 from pipeline import cli, tracking
 from pipeline.config import is_images, layers_slug, layers_spec
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir, tokens_file
@@ -51,18 +51,33 @@ def run(cfg: DictConfig) -> None:
         zeroshot = vision.zeroshot_head(hf_dir(cfg), names, cfg.ablate.clip_prompt, device)
 
     table = vision.evaluate_interventions(
-        model, images.ImageBatches(processor, corpus["path"], images.labels_of(corpus), cfg.ablate.batch_size),
-        list(cfg.ablate.interventions), calibration=calibration, layers=layers, dims=dims, means=means,
-        min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, batch_size=cfg.ablate.batch_size, seed=cfg.seed,
-        zeroshot=zeroshot, device=device, progress=f"ablate_images {cfg.model.name}/{cfg.data.name}")
+        model,
+        images.ImageBatches(processor, corpus["path"], images.labels_of(corpus), cfg.ablate.batch_size),
+        list(cfg.ablate.interventions),
+        calibration=calibration,
+        layers=layers,
+        dims=dims,
+        means=means,
+        min_abs=cfg.detect.min_abs,
+        min_ratio=cfg.detect.min_ratio,
+        batch_size=cfg.ablate.batch_size,
+        seed=cfg.seed,
+        zeroshot=zeroshot,
+        device=device,
+        progress=f"ablate_images {cfg.model.name}/{cfg.data.name}",
+    )
     slug = layers_slug(cfg.ablate.layers)
     for at, column, value in ((0, "model", cfg.model.name), (1, "corpus", cfg.data.name), (3, "layers", slug)):
         table.insert(at, column, value)  # the documented column order (docs/schemas.md)
     ImagesTables(images=table).save(run_dir(cfg, "ablate_images"), meta=provenance(cfg))
     with tracking.stage_run(cfg, name=f"ablate_images/{cfg.model.name}/{cfg.data.name}/{slug}") as wb:
         for row in table.itertuples():
-            wb.log({f"cls_cosine/{row.intervention}": float(row.cls_cosine),
-                    f"entries_changed/{row.intervention}": int(row.entries_changed)})
+            wb.log(
+                {
+                    f"cls_cosine/{row.intervention}": float(row.cls_cosine),
+                    f"entries_changed/{row.intervention}": int(row.entries_changed),
+                }
+            )
         wb.log({"images": tracking.table(table)})
 
 

@@ -1,6 +1,6 @@
 """Rule attention: attention sinks, the implicit attention bias, and its causal test.
 
-The science is massive.attention (read its docstring for the recording attention function and
+The science is massive.measure.attention (read its docstring for the recording attention function and
 the interventions); this rule reads the capture's tokens and the detection, calls it with the
 values of cfg.attention, and writes, in results/<model>/<corpus>/attention/:
 
@@ -27,10 +27,11 @@ from dataclasses import asdict, fields
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from massive import attention, plots
-from massive.errors import MassiveError
-from massive.sequences import encode_prompt, perplexity_chunks
-from massive.results import AttentionTables
+from massive.core.errors import MassiveError
+from massive.core.results import AttentionTables
+from massive.core.sequences import encode_prompt, perplexity_chunks
+from massive.measure import attention
+from massive.plots import figures as plots
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import AttentionConfig
@@ -72,50 +73,105 @@ def run(cfg: DictConfig) -> None:
     tok = load_tokenizer(cfg)
     model = load_model(cfg, device, attn_implementation=attention.IMPLEMENTATION)
     name = f"{cfg.model.name} on {cfg.data.name}"
-    res = attention.analyse(model, ids, massive, emerge=emerge, layer_stats=layer_stats, seq_ids=seq_ids,
-                            sink_threshold=s.sink_threshold, concentrate_threshold=s.concentrate_threshold,
-                            sample_queries=s.sample_queries, seed=cfg.seed, batch_size=cfg.capture.batch_size,
-                            device=device, desc=f"attention {cfg.model.name}/{cfg.data.name}")
+    res = attention.analyse(
+        model,
+        ids,
+        massive,
+        emerge=emerge,
+        layer_stats=layer_stats,
+        seq_ids=seq_ids,
+        sink_threshold=s.sink_threshold,
+        concentrate_threshold=s.concentrate_threshold,
+        sample_queries=s.sample_queries,
+        seed=cfg.seed,
+        batch_size=cfg.capture.batch_size,
+        device=device,
+        desc=f"attention {cfg.model.name}/{cfg.data.name}",
+    )
 
     proto = protocol(cfg, tok)
     prompt_ids = encode_prompt(tok, cfg.capture.prompt, protocol=proto)
     kept = attention.prompt_logits(model, prompt_ids, device)
     hm_layers = attention.heatmap_layers(emerge, res.recorder.n_layers, s.heatmap_layers)
-    figs = {"heatmaps": plots.heatmaps(kept, hm_layers, [tok.decode([int(i)]) for i in prompt_ids[0]], emerge,
-                                       f"{cfg.model.name}: {cfg.capture.prompt!r}"),
-            "sink_curve": plots.sink_curve(res.layers, emerge, res.concentration, name)}
+    figs = {
+        "heatmaps": plots.heatmaps(
+            kept,
+            hm_layers,
+            [tok.decode([int(i)]) for i in prompt_ids[0]],
+            emerge,
+            f"{cfg.model.name}: {cfg.capture.prompt!r}",
+        ),
+        "sink_curve": plots.sink_curve(res.layers, emerge, res.concentration, name),
+    }
 
     docs = read_table(corpus_file(cfg))["text"].tolist()
-    chunks = perplexity_chunks(tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator,
-                               protocol=proto)
-    ppl_table = attention.intervention_perplexities(model, chunks, res, dims, cfg.detect.min_abs, cfg.detect.min_ratio,
-                                                    s.intervene_layers, cfg.ablate.batch_size, device,
-                                                    resamples=cfg.ablate.bootstrap, seed=cfg.seed,
-                                                    harmful_factor=cfg.ablate.harmful_factor,
-                                                    harmless_factor=cfg.ablate.harmless_factor)
+    chunks = perplexity_chunks(
+        tok, docs, seq_len(cfg), cfg.ablate.max_chunks, separator=cfg.tokenize.separator, protocol=proto
+    )
+    ppl_table = attention.intervention_perplexities(
+        model,
+        chunks,
+        res,
+        dims,
+        cfg.detect.min_abs,
+        cfg.detect.min_ratio,
+        s.intervene_layers,
+        cfg.ablate.batch_size,
+        device,
+        resamples=cfg.ablate.bootstrap,
+        seed=cfg.seed,
+        harmful_factor=cfg.ablate.harmful_factor,
+        harmless_factor=cfg.ablate.harmless_factor,
+    )
 
     out = run_dir(cfg, "attention")
     for key, fig in figs.items():
         save_figure(fig, out / f"{key}.png", cfg.figures.dpi)
     ppl = attention.perplexity_summary(ppl_table)
-    summary = {"model": cfg.model.name, "corpus": cfg.data.name, **proto.record(), "settings": asdict(s),
-               "massive_tokens": "detected" if len(massive) else "first token (none detected)",
-               **res.summary, "heatmap_layers": hm_layers, **ppl}
-    AttentionTables(heads=res.heads, layers=res.layers, decomposition=res.decomposition, perplexity=ppl_table,
-                    result=summary).save(out, meta=provenance(cfg))
-    log.info("%s: attention concentrates from layer %s; Sink_1 share %.2f%s; perplexity %s", name, res.concentration,
-             summary["sink_1_share"], f"; learned sink share {summary['mass_sink_mean']:.3f}" if summary["explicit_sink"] else "",
-             ", ".join(f"{k} {v:.3f}" for k, v in ppl["perplexity"].items()))
+    summary = {
+        "model": cfg.model.name,
+        "corpus": cfg.data.name,
+        **proto.record(),
+        "settings": asdict(s),
+        "massive_tokens": "detected" if len(massive) else "first token (none detected)",
+        **res.summary,
+        "heatmap_layers": hm_layers,
+        **ppl,
+    }
+    AttentionTables(
+        heads=res.heads, layers=res.layers, decomposition=res.decomposition, perplexity=ppl_table, result=summary
+    ).save(out, meta=provenance(cfg))
+    log.info(
+        "%s: attention concentrates from layer %s; Sink_1 share %.2f%s; perplexity %s",
+        name,
+        res.concentration,
+        summary["sink_1_share"],
+        f"; learned sink share {summary['mass_sink_mean']:.3f}" if summary["explicit_sink"] else "",
+        ", ".join(f"{k} {v:.3f}" for k, v in ppl["perplexity"].items()),
+    )
     for note in summary["skipped_layers"].values():
         log.info("%s: %s", name, note)
     with tracking.stage_run(cfg) as wb:
         for _, row in res.layers.iterrows():
-            wb.log({"layer": int(row.layer), "mass_first": row.mass_first, "mass_massive": row.mass_massive,
-                    "mass_sink": row.mass_sink, "sink_1_share": row.sink_1_share})
+            wb.log(
+                {
+                    "layer": int(row.layer),
+                    "mass_first": row.mass_first,
+                    "mass_massive": row.mass_massive,
+                    "mass_sink": row.mass_sink,
+                    "sink_1_share": row.sink_1_share,
+                }
+            )
         wb.summary.update({k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and v is not None})
         wb.summary.update({f"perplexity/{k}": v for k, v in ppl["perplexity"].items()})
-        wb.log({"heads": tracking.table(res.heads), "decomposition": tracking.table(res.decomposition),
-                "perplexity": tracking.table(ppl_table), **{key: tracking.image(out / f"{key}.png") for key in figs}})
+        wb.log(
+            {
+                "heads": tracking.table(res.heads),
+                "decomposition": tracking.table(res.decomposition),
+                "perplexity": tracking.table(ppl_table),
+                **{key: tracking.image(out / f"{key}.png") for key in figs},
+            }
+        )
 
 
 if __name__ == "__main__":

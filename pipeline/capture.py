@@ -25,13 +25,14 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from massive import images
-from massive.capture import capture, prompt
-from massive.sequences import encode_prompt
+from massive.core.sequences import encode_prompt
+from massive.measure.capture import capture, prompt
+from massive.vision import images
 from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import provenance, read_table, run_dir, tokens_file, write_table
 from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+from pipeline.names import plain
 
 
 def run(cfg: DictConfig) -> None:
@@ -46,10 +47,18 @@ def run(cfg: DictConfig) -> None:
     else:
         inputs = torch.tensor(np.stack(tokens["input_ids"].to_numpy()), dtype=torch.long)
     progress = partial(tqdm, desc=f"capture {cfg.model.name}/{cfg.data.name}", unit=" batch")
-    stats = capture(model, inputs, k=cfg.capture.top_k, tok=tok, batch_size=cfg.capture.batch_size,
-                    backend=getattr(cfg.capture.backend, "value", cfg.capture.backend),
-                    seq_ids=tokens["seq_id"].tolist(), device=device, progress=progress,
-                    **{key: list(value) for key, value in cfg.capture.counts.items()})
+    stats = capture(
+        model,
+        inputs,
+        k=cfg.capture.top_k,
+        tok=tok,
+        batch_size=cfg.capture.batch_size,
+        backend=plain(cfg.capture.backend),
+        seq_ids=tokens["seq_id"].tolist(),
+        device=device,
+        progress=progress,
+        **{key: list(value) for key, value in cfg.capture.counts.items()},
+    )
     first = inputs[:1] if vision else encode_prompt(tok, cfg.capture.prompt, protocol=protocol(cfg, tok))
     table = prompt(model, first, tok, device=device)
 
@@ -58,8 +67,14 @@ def run(cfg: DictConfig) -> None:
     write_table(table, out / "prompt.parquet", cfg)
     with tracking.stage_run(cfg) as wb:
         for row in stats.per_layer().itertuples():
-            wb.log({"layer": row.layer, "median_abs": row.median_abs, "top1_abs": row.top1_abs,
-                    "top1_over_median": row.top1_over_median})
+            wb.log(
+                {
+                    "layer": row.layer,
+                    "median_abs": row.median_abs,
+                    "top1_abs": row.top1_abs,
+                    "top1_over_median": row.top1_over_median,
+                }
+            )
         wb.log({"layer_stats": tracking.table(stats.layer_stats)})
 
 

@@ -26,10 +26,24 @@ from pipeline import paths
 # a training step in a revision's name: Pythia step1000, OLMo stage1-step1000-tokens5B, a trainer's
 # checkpoint-1000, global_step1000
 STEP = re.compile(r"(?:^|[^A-Za-z])(?:step|checkpoint|ckpt|iter)[-_]?([0-9]+)", re.I)
-COLUMNS = ["model", "corpus", "revision", "step", "found", "largest_ratio", "emerge_layer", "largest_mean_value",
-           "sink_1_share", "mass_first_mean", "mass_sink_mean"]
-PANELS = [("largest_ratio", "largest |a| / median |a|", "log"), ("emerge_layer", "emerge block", "linear"),
-          ("sink_1_share", "Sink_1 share of heads", "linear")]
+COLUMNS = [
+    "model",
+    "corpus",
+    "revision",
+    "step",
+    "found",
+    "largest_ratio",
+    "emerge_layer",
+    "largest_mean_value",
+    "sink_1_share",
+    "mass_first_mean",
+    "mass_sink_mean",
+]
+PANELS = [
+    ("largest_ratio", "largest |a| / median |a|", "log"),
+    ("emerge_layer", "emerge block", "linear"),
+    ("sink_1_share", "Sink_1 share of heads", "linear"),
+]
 
 
 def step_of(revision: str) -> int | None:
@@ -55,13 +69,21 @@ def table(where, sweep: dict) -> pd.DataFrame:
                 run = paths.run_name(model, revision)
                 det, att = _json(where("detect", run, corpus)), _json(where("attention", run, corpus))
                 found = bool(det.get("found"))
-                rows.append({"model": model, "corpus": corpus, "revision": revision, "step": step_of(revision),
-                             "found": "yes" if found else ("none found" if det else "-"),
-                             "largest_ratio": det.get("largest_ratio") if found else None,
-                             "emerge_layer": det.get("emerge_layer") if found else None,
-                             "largest_mean_value": abs(det["largest_mean_value"]) if found else None,
-                             "sink_1_share": att.get("sink_1_share"), "mass_first_mean": att.get("mass_first_mean"),
-                             "mass_sink_mean": att.get("mass_sink_mean") if att.get("explicit_sink") else None})
+                rows.append(
+                    {
+                        "model": model,
+                        "corpus": corpus,
+                        "revision": revision,
+                        "step": step_of(revision),
+                        "found": "yes" if found else ("none found" if det else "-"),
+                        "largest_ratio": det.get("largest_ratio") if found else None,
+                        "emerge_layer": det.get("emerge_layer") if found else None,
+                        "largest_mean_value": abs(det["largest_mean_value"]) if found else None,
+                        "sink_1_share": att.get("sink_1_share"),
+                        "mass_first_mean": att.get("mass_first_mean"),
+                        "mass_sink_mean": att.get("mass_sink_mean") if att.get("explicit_sink") else None,
+                    }
+                )
     out = pd.DataFrame(rows, columns=COLUMNS)
     for col in COLUMNS[5:]:
         out[col] = pd.to_numeric(out[col], errors="coerce")  # None -> NaN: a gap in the figure, '-' in the table
@@ -78,8 +100,10 @@ def readings(t: pd.DataFrame) -> list[str]:
             out.append(f"{model} on {corpus}: none found at any of its {len(g)} revisions")
             continue
         first, last = found.iloc[0], g.iloc[-1]
-        text = (f"{model} on {corpus}: first found at {first['revision']} (largest {first['largest_ratio']:,.0f}x the median, "
-                f"from block {int(first['emerge_layer'])})")
+        text = (
+            f"{model} on {corpus}: first found at {first['revision']} (largest {first['largest_ratio']:,.0f}x the median, "
+            f"from block {int(first['emerge_layer'])})"
+        )
         if last["found"] == "yes" and last["revision"] != first["revision"]:
             text += f"; at {last['revision']}: {last['largest_ratio']:,.0f}x, from block {int(last['emerge_layer'])}"
         out.append(text)
@@ -91,31 +115,49 @@ def figure(t: pd.DataFrame):
     model and corpus (a Plotly figure). The step axis is logarithmic (step + 1, so step0 is on it) when
     the steps span more than two decades, as Pythia's do; revisions without a step are placed in order."""
     import plotly.graph_objects as go
+    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
-    from plotly.colors import qualitative
-
-    from massive.interactive import FONT
+    from massive.plots.interactive import FONT
 
     by_step = t["step"].notna().all() and len(t)
     steps = t["step"].astype(float) if by_step else None
     log = bool(by_step and steps.max() >= 100 * max(steps[steps > 0].min() if (steps > 0).any() else 1, 1))
-    fig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[title for _, title, _ in PANELS], horizontal_spacing=0.08)
+    fig = make_subplots(
+        rows=1, cols=len(PANELS), subplot_titles=[title for _, title, _ in PANELS], horizontal_spacing=0.08
+    )
     groups = list(t.groupby(["model", "corpus"], sort=False))
     palette = qualitative.D3
     for i, ((model, corpus), g) in enumerate(groups):
         x = (g["step"].astype(float) + (1 if log else 0)) if by_step else g["revision"]
         for j, (col, title, _) in enumerate(PANELS):
-            fig.add_trace(go.Scatter(
-                x=x, y=g[col], mode="lines+markers", name=f"{model} on {corpus}", legendgroup=f"{model}/{corpus}",
-                showlegend=j == 0, line={"color": palette[i % len(palette)]}, marker={"size": 6}, customdata=g["revision"],
-                hovertemplate=f"{model} on {corpus}<br>%{{customdata}}<br>{title} %{{y:,.4~r}}<extra></extra>"), row=1, col=j + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=g[col],
+                    mode="lines+markers",
+                    name=f"{model} on {corpus}",
+                    legendgroup=f"{model}/{corpus}",
+                    showlegend=j == 0,
+                    line={"color": palette[i % len(palette)]},
+                    marker={"size": 6},
+                    customdata=g["revision"],
+                    hovertemplate=f"{model} on {corpus}<br>%{{customdata}}<br>{title} %{{y:,.4~r}}<extra></extra>",
+                ),
+                row=1,
+                col=j + 1,
+            )
     for j, (_, _, scale) in enumerate(PANELS):
         fig.update_yaxes(type=scale, row=1, col=j + 1, **({"dtick": 1, "tickformat": ",~g"} if scale == "log" else {}))
-        fig.update_xaxes(type="log" if log else ("linear" if by_step else "category"), row=1, col=j + 1,
-                         title_text="training step + 1" if log else ("training step" if by_step else "revision"))
-    fig.update_layout(font=FONT, height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white",
-                      hovermode="closest")
+        fig.update_xaxes(
+            type="log" if log else ("linear" if by_step else "category"),
+            row=1,
+            col=j + 1,
+            title_text="training step + 1" if log else ("training step" if by_step else "revision"),
+        )
+    fig.update_layout(
+        font=FONT, height=380, margin={"l": 60, "r": 20, "t": 40, "b": 50}, template="plotly_white", hovermode="closest"
+    )
     return fig
 
 
@@ -127,6 +169,10 @@ def section(where, sweep: dict) -> Markup:
     shown = t.assign(step=t["step"].astype(object).where(t["step"].notna(), "-"))
     if not shown["mass_sink_mean"].notna().any():
         shown = shown.drop(columns=["mass_sink_mean"])
-    return html.render("checkpoints.html.j2", figure=html.figure(figure(t), "fig-checkpoints"), readings=readings(t),
-                       table=html.table(shown, float_format=lambda v: f"{v:,.4g}"),
-                       attention=bool(sweep.get("attention")))
+    return html.render(
+        "checkpoints.html.j2",
+        figure=html.figure(figure(t), "fig-checkpoints"),
+        readings=readings(t),
+        table=html.table(shown, float_format=lambda v: f"{v:,.4g}"),
+        attention=bool(sweep.get("attention")),
+    )

@@ -31,11 +31,12 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from massive import arch
-from massive.errors import MassiveError
+from massive.core import arch
+from massive.core.errors import MassiveError
 from pipeline.config import is_images, layers_spec
 from pipeline.io import model_dir
 from pipeline.model import MARKER, hf_dir
+from pipeline.names import plain
 
 
 def seq_len(cfg: DictConfig) -> int:
@@ -51,10 +52,13 @@ def model_config(cfg: DictConfig):
         return None
     hf = hf_dir(cfg)
     try:
-        return AutoConfig.from_pretrained(hf, trust_remote_code=cfg.model.trust_remote_code,
-                                          **OmegaConf.to_container(cfg.model.config_overrides))
+        return AutoConfig.from_pretrained(
+            hf, trust_remote_code=cfg.model.trust_remote_code, **OmegaConf.to_container(cfg.model.config_overrides)
+        )
     except (OSError, ValueError) as exc:
-        raise MassiveError(f"cannot read the config of {cfg.model.name!r} in {hf}: {str(exc).splitlines()[0]}") from None
+        raise MassiveError(
+            f"cannot read the config of {cfg.model.name!r} in {hf}: {str(exc).splitlines()[0]}"
+        ) from None
 
 
 def image_tokens(cfg: DictConfig, config) -> int | None:
@@ -81,8 +85,10 @@ def check_top_k(cfg: DictConfig, config) -> None:
         return
     d, k = arch.hidden_size(config), cfg.capture.top_k
     if k > tokens * d:
-        raise MassiveError(f"capture.top_k={k} is above the {tokens * d} entries of one layer and sequence "
-                           f"of {cfg.model.name!r} ({tokens} tokens x {d} dims)")
+        raise MassiveError(
+            f"capture.top_k={k} is above the {tokens * d} entries of one layer and sequence "
+            f"of {cfg.model.name!r} ({tokens} tokens x {d} dims)"
+        )
 
 
 def _blocks(cfg: DictConfig, config, key: str, layers: list[int]) -> None:
@@ -145,7 +151,7 @@ def dry_run(cfg: DictConfig) -> None:
             from pipeline.io import results_dir
             from pipeline.paths import train_run_file
 
-            variant = getattr(cfg.train.variant, "value", cfg.train.variant)
+            variant = plain(cfg.train.variant)
             resume = Path(train_run_file(cfg.train.name, variant, "resume.pt", results_dir(cfg)))
             if resume.is_file():
                 from pipeline.resume import check_resume, resume_meta

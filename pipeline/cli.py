@@ -5,7 +5,7 @@ validates it against the schema in pipeline/config.py, checks every value that c
 against the fetched model's config before anything is loaded (pipeline/checks.py), runs the
 rule, and only then writes the composed config to `hydra.run.dir/.hydra/` (derived from the
 model and corpus names, never from the clock), so a failed run leaves an earlier good run's
-record as it was. An error in the input (massive.errors.MassiveError, a Hydra or OmegaConf
+record as it was. An error in the input (massive.core.errors.MassiveError, a Hydra or OmegaConf
 error) ends the process with one line naming the bad value and exit code 2; any other
 exception is a bug and shows its traceback. The rule itself writes its outputs atomically, so
 a failure leaves none behind.
@@ -21,7 +21,7 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from massive.errors import MassiveError
+from massive.core.errors import MassiveError
 from pipeline.config import check_overrides, check_values, register
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -76,7 +76,7 @@ def resolve_protocol(cfg: DictConfig, stage: str) -> None:
 
 def write_run_record(run_dir: Path, cfg: DictConfig, argv: list[str]) -> None:
     """The composed config and the overrides of a successful run, in run_dir/.hydra/ (atomically)."""
-    from massive.files import atomic_dir
+    from massive.core.files import atomic_dir
 
     with atomic_dir(run_dir / ".hydra") as tmp:
         OmegaConf.save(cfg, tmp / "config.yaml")
@@ -85,14 +85,16 @@ def write_run_record(run_dir: Path, cfg: DictConfig, argv: list[str]) -> None:
 
 def write_manifest(run_dir: Path, text: str) -> None:
     """The settings that made a keyed stage's outputs (pipeline.stages.manifest), beside them."""
-    from massive.files import atomic_path
+    from massive.core.files import atomic_path
     from pipeline.paths import MANIFEST
 
     with atomic_path(run_dir / MANIFEST) as tmp:
         tmp.write_text(text)
 
 
-def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None = None, config_name: str = "config") -> None:
+def main(
+    stage: str, run: Callable[[DictConfig], None], argv: list[str] | None = None, config_name: str = "config"
+) -> None:
     """Compose, validate, check against the fetched model, and call `run(cfg)`; map input errors
     to one line and exit 2; on success record the composed config in hydra.run.dir/.hydra/."""
     from hydra.errors import HydraException
@@ -128,7 +130,7 @@ def main(stage: str, run: Callable[[DictConfig], None], argv: list[str] | None =
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(2)
     except OSError as exc:  # a full disk outside pipeline.io's atomic writes (a checkpoint, W&B, a library's cache)
-        from massive.files import disk_full, is_disk_full
+        from massive.core.files import disk_full, is_disk_full
 
         if not is_disk_full(exc) or os.environ.get("PIPELINE_FULL_ERROR"):
             raise

@@ -24,8 +24,8 @@ import pandas as pd
 import yaml
 from markupsafe import Markup
 
-from massive.errors import MassiveError
-from pipeline import html, jobs, paths, stages
+from massive.core.errors import MassiveError
+from pipeline import html, jobs, paths
 from pipeline import sweep as sweeps
 
 FINDINGS = ["found", "dims", "roles", "emerge_layer", "largest_ratio", "ablation", "sink_1_share"]
@@ -49,8 +49,11 @@ def show(value) -> str:
 def sweep_differences(a: dict, b: dict) -> pd.DataFrame:
     """The entries of two sweep files that differ (after load's defaults)."""
     fa, fb = flatten(a), flatten(b)
-    rows = [{"setting": k, "a": show(fa.get(k, "-")), "b": show(fb.get(k, "-"))} for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k)]
+    rows = [
+        {"setting": k, "a": show(fa.get(k, "-")), "b": show(fb.get(k, "-"))}
+        for k in sorted(set(fa) | set(fb))
+        if fa.get(k) != fb.get(k)
+    ]
     return pd.DataFrame(rows, columns=["setting", "a", "b"])
 
 
@@ -72,8 +75,10 @@ def stage_differences(plans: tuple[jobs.Plan, jobs.Plan], results: str) -> pd.Da
         fa, fb = flatten(ma["reads"]), flatten(mb["reads"])
         for key in sorted(set(fa) | set(fb)):
             if fa.get(key) != fb.get(key):
-                row = rows.setdefault((key, repr(fa.get(key, "-")), repr(fb.get(key, "-"))),
-                                      {"setting": key, "a": show(fa.get(key, "-")), "b": show(fb.get(key, "-")), "stages": []})
+                row = rows.setdefault(
+                    (key, repr(fa.get(key, "-")), repr(fb.get(key, "-"))),
+                    {"setting": key, "a": show(fa.get(key, "-")), "b": show(fb.get(key, "-")), "stages": []},
+                )
                 if job[0] not in row["stages"]:
                     row["stages"].append(job[0])
     out = pd.DataFrame(list(rows.values()), columns=["setting", "a", "b", "stages"])
@@ -88,10 +93,20 @@ def findings(plan: jobs.Plan, sweep: dict, name: str, results: str) -> pd.DataFr
     for m, c in sweeps.pairs(sweep):
         det, att = where("detect", m, c), where("attention", m, c)
         if det is None or not (det / "summary.json").is_file():
-            raise MassiveError(f"compare: sweep {name!r} has no detection of {m} on {c} ({det}): run it first "
-                               f"(snakemake --cores 2 --config sweep={name})")
-        sections.append({"model": m, "corpus": c, "result": json.loads((det / "summary.json").read_text()),
-                         "attention": json.loads((att / "summary.json").read_text()) if att and (att / "summary.json").is_file() else None})
+            raise MassiveError(
+                f"compare: sweep {name!r} has no detection of {m} on {c} ({det}): run it first "
+                f"(snakemake --cores 2 --config sweep={name})"
+            )
+        sections.append(
+            {
+                "model": m,
+                "corpus": c,
+                "result": json.loads((det / "summary.json").read_text()),
+                "attention": json.loads((att / "summary.json").read_text())
+                if att and (att / "summary.json").is_file()
+                else None,
+            }
+        )
     table = Path(paths.ablation_file(sweeps.path_of(name).stem, "parquet", results))
     ablation = pd.read_parquet(table) if sweep.get("ablate") and table.is_file() else None
     return html.summary(sections, ablation)
@@ -105,9 +120,15 @@ def side_by_side(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         cols += [f"{f} (a)", f"{f} (b)"]
 
     def same(x, y) -> bool:
-        return (pd.isna(x) and pd.isna(y)) if (not isinstance(x, str) and pd.isna(x)) or (not isinstance(y, str) and pd.isna(y)) else x == y
+        return (
+            (pd.isna(x) and pd.isna(y))
+            if (not isinstance(x, str) and pd.isna(x)) or (not isinstance(y, str) and pd.isna(y))
+            else x == y
+        )
 
-    both["changed"] = [", ".join(f for f in FINDINGS if not same(r[f"{f} (a)"], r[f"{f} (b)"])) for _, r in both.iterrows()]
+    both["changed"] = [
+        ", ".join(f for f in FINDINGS if not same(r[f"{f} (a)"], r[f"{f} (b)"])) for _, r in both.iterrows()
+    ]
     return both[cols + ["changed"]]
 
 
@@ -118,15 +139,21 @@ def render(a: str, b: str, results: str = paths.RESULTS, root: str = ".") -> str
         p.ids(root=root)
     names = [sweeps.path_of(n).stem for n in (a, b)]
     table = side_by_side(*(findings(p, s, n, results) for p, s, n in zip(plans, loaded, (a, b))))
-    return html.render("compare.html.j2", a=names[0], b=names[1],
-                       sweep_diff=html.table(sweep_differences(*loaded), float_format=None, none_found=True),
-                       stage_diff=html.table(stage_differences(plans, results), float_format=None, none_found=True),
-                       findings=html.table(table), n_changed=int((table["changed"] != "").sum()), n_pairs=len(table),
-                       plotly_js=Markup(""))
+    return html.render(
+        "compare.html.j2",
+        a=names[0],
+        b=names[1],
+        sweep_diff=html.table(sweep_differences(*loaded), float_format=None, none_found=True),
+        stage_diff=html.table(stage_differences(plans, results), float_format=None, none_found=True),
+        findings=html.table(table),
+        n_changed=int((table["changed"] != "").sum()),
+        n_pairs=len(table),
+        plotly_js=Markup(""),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    from massive.files import atomic_path
+    from massive.core.files import atomic_path
 
     parser = argparse.ArgumentParser(prog="python -m pipeline.compare", description=__doc__.splitlines()[0])
     parser.add_argument("a", help="a sweep: a name in conf/sweep/ or a path to a sweep YAML")

@@ -7,24 +7,26 @@ at compose time. Numeric ranges are checked by `check_values`, called right afte
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, Optional
 
-import re
-
 from hydra.core.config_store import ConfigStore
 
-from massive.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
-from massive.capture import COUNTS
-from massive.comparison import HARMFUL, HARMLESS, RESAMPLES
-from massive.detect import DELIMITERS, MIN_ABS, MIN_RATIO
-from massive.errors import MassiveError
-from massive.gpt import VARIANTS as GPT_VARIANTS
-from massive.quantize import SCHEMES
-from massive.interventions import LAYER_KEYWORDS, LAYER_WORDS
+from massive.core.errors import MassiveError
+from massive.inference.quantize import SCHEMES
+from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES
+from massive.intervene.interventions import LAYER_KEYWORDS, LAYER_WORDS
+from massive.measure.capture import COUNTS
+from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO
+from massive.retrain.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
+from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
+from pipeline.names import plain
 
-INFERENCE_SCHEMES = tuple(SCHEMES)  # the registry (massive.quantize.SCHEMES): every scheme is the rule's default
+INFERENCE_SCHEMES = tuple(
+    SCHEMES
+)  # the registry (massive.inference.quantize.SCHEMES): every scheme is the rule's default
 
 
 class Dtype(str, Enum):
@@ -55,7 +57,7 @@ IMAGE_KINDS = ("image_wheel", "image_folder")
 
 def is_images(data: Any) -> bool:
     """Whether a data config holds images (vision models) rather than text."""
-    kind = data.kind.value if hasattr(data.kind, "value") else data.kind
+    kind = plain(data.kind)
     return kind in IMAGE_KINDS
 
 
@@ -65,7 +67,7 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
-class BosMode(str, Enum):  # how every sequence begins (massive.sequences.resolve)
+class BosMode(str, Enum):  # how every sequence begins (massive.core.sequences.resolve)
     auto = "auto"  # as the model's tokenizer does by default: a BOS when tok(text) adds one
     always = "always"  # the tokenizer's BOS, then seq_len - 1 text tokens
     never = "never"  # text tokens only: the paper's protocol
@@ -210,8 +212,9 @@ class FiguresConfig:
 
 @dataclass
 class AblateConfig:
-    interventions: list[str] = field(default_factory=lambda: ["none", "zero", "mean", "random_zero", "top_zero",
-                                                              "same_token_zero"])
+    interventions: list[str] = field(
+        default_factory=lambda: ["none", "zero", "mean", "random_zero", "top_zero", "same_token_zero"]
+    )
     # emerge | from_emerge (that block and every later one) | all | a block index | a list of block indices,
     # e.g. [2,3] (in paths and tables: "2_3")
     layers: Any = "emerge"
@@ -221,7 +224,9 @@ class AblateConfig:
     harmless_factor: float = HARMLESS  # "harmless" when it lies below this; "inconclusive" otherwise
     bootstrap: int = RESAMPLES  # paired bootstrap resamples over the chunks (seeded with `seed`): every comparison's
     regrow_share: float = 0.5  # zeroed activations "come back" at the first later block where they reach this share of their unablated size
-    zeroshot_tasks: list[str] = field(default_factory=list)  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
+    zeroshot_tasks: list[str] = field(
+        default_factory=list
+    )  # lm-eval tasks, e.g. [boolq, piqa, winogrande, arc_easy, arc_challenge]
     zeroshot_include: Optional[str] = None  # a folder of local lm-eval task YAMLs
     # a folder of local copies of the tasks' hub datasets, laid out like the hub (<dir>/<org>/<name>/...):
     # for compute nodes without internet (docs/cluster.md); null: the hub
@@ -243,7 +248,7 @@ class AttentionConfig:
 
 @dataclass
 class OriginsConfig:
-    """Rule origins (massive/origins.py): the sublayer and the super weight behind each massive activation."""
+    """Rule origins (massive/measure/origins.py): the sublayer and the super weight behind each massive activation."""
 
     num_sequences: int = 8  # captured sequences (tokens.parquet) traced at the detected massive tokens
     min_share: float = 0.1  # a later block is listed when a part changes the value by more than this share of it
@@ -252,20 +257,28 @@ class OriginsConfig:
     rank_band: int = 100  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
     max_chunks: int = 16  # perplexity chunks of seq_len tokens under each weight intervention
     batch_size: int = 4
-    interventions: list[str] = field(default_factory=lambda: ["none", "zero_super_weight", "random_weight", "zero_channel",
-                                                              "zero_super_weight_restore", "zero_activation"])
+    interventions: list[str] = field(
+        default_factory=lambda: [
+            "none",
+            "zero_super_weight",
+            "random_weight",
+            "zero_channel",
+            "zero_super_weight_restore",
+            "zero_activation",
+        ]
+    )
 
 
 @dataclass
 class InferenceConfig:
-    """Rule inference (massive/precision.py, quantize.py, window.py): what massive activations cost at inference."""
+    """Rule inference (massive/inference/precision.py, quantize.py, window.py): what massive activations cost at inference."""
 
     dtype: Dtype = Dtype.float32  # the reference run (and the quantization and window runs): the model in this dtype
     formats: list[Dtype] = field(default_factory=lambda: [Dtype.float16, Dtype.bfloat16])  # headroom: each also run
     max_chunks: int = 16  # perplexity chunks of seq_len tokens (every run of the rule)
     batch_size: int = 4
-    num_sequences: int = 8  # captured sequences traced for the super weights (massive.origins.find)
-    schemes: list[str] = field(default_factory=lambda: list(INFERENCE_SCHEMES))  # massive/quantize.py SCHEMES
+    num_sequences: int = 8  # captured sequences traced for the super weights (massive.measure.origins.find)
+    schemes: list[str] = field(default_factory=lambda: list(INFERENCE_SCHEMES))  # massive/inference/quantize.py SCHEMES
     with_mean: bool = True  # every scheme also with the massive activations set to their mean at the emergence block
     windows: list[int] = field(default_factory=lambda: [64])  # W: each query sees the last W tokens
     sinks: list[int] = field(default_factory=lambda: [1, 4])  # S: ... and the first S tokens
@@ -274,7 +287,7 @@ class InferenceConfig:
 
 @dataclass
 class RetrofitSection:
-    """Rule retrofit (massive/retrofit.py): an explicit attention bias trained on the frozen model
+    """Rule retrofit (massive/retrain/retrofit.py): an explicit attention bias trained on the frozen model
     with its massive activations zeroed from the block where they emerge."""
 
     variants: list[str] = field(default_factory=lambda: ["attn_bias", "sink_logit", "value_bias", "mlp_bias"])
@@ -324,7 +337,7 @@ class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     sweep_name: str = "default"  # the sweep (conf/sweep/<name>.yaml) this run belongs to: the W&B group
     # user modules imported before the config is checked: a module name or a .py file that registers
-    # interventions (massive.interventions.intervention), e.g. [my_interventions] or [scratch/halve.py]
+    # interventions (massive.intervene.interventions.intervention), e.g. [my_interventions] or [scratch/halve.py]
     plugins: list[str] = field(default_factory=list)
     stage: str = "adhoc"  # the rule being run; set by pipeline.cli.main
     seed: int = 1
@@ -425,8 +438,10 @@ def check_overrides(argv: list[str]) -> None:
         key, _, value = arg.partition("=")
         if key.lstrip("+~") == "ablate.layers" and _JOINED.match(value.strip()):
             blocks = value.strip().split("_")
-            raise MassiveError(f"{arg!r} is ambiguous (Hydra reads {value} as the number {int(value.replace('_', ''))}): "
-                               f"write ablate.layers=[{','.join(blocks)}]")
+            raise MassiveError(
+                f"{arg!r} is ambiguous (Hydra reads {value} as the number {int(value.replace('_', ''))}): "
+                f"write ablate.layers=[{','.join(blocks)}]"
+            )
 
 
 def layers_spec(value: Any) -> str | list[int]:
@@ -439,7 +454,11 @@ def layers_spec(value: Any) -> str | list[int]:
         raise MassiveError(f"ablate.layers={value!r} is not {LAYER_WORDS}, a block index or a list of them")
     if isinstance(value, int):
         return [value]
-    if isinstance(value, (list, tuple, ListConfig)) and value and all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+    if (
+        isinstance(value, (list, tuple, ListConfig))
+        and value
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in value)
+    ):
         return [int(x) for x in value]
     hint = " (write a list, e.g. [2,3])" if isinstance(value, str) and _JOINED.match(value) else ""
     raise MassiveError(f"ablate.layers={value!r} is not {LAYER_WORDS}, a block index or a list of them{hint}")
@@ -487,11 +506,15 @@ def check_names(cfg: Any) -> None:
     for key in ("cache", "results"):  # folders inside the working directory (paths.root)
         value = (cfg.get("paths") or {}).get(key)
         if value is not None and (PurePath(value).is_absolute() or ".." in PurePath(value).parts):
-            raise MassiveError(f"paths.{key}={value!r} must be a folder inside the working directory (paths.root): "
-                               f"relative, without '..'")
+            raise MassiveError(
+                f"paths.{key}={value!r} must be a folder inside the working directory (paths.root): "
+                f"relative, without '..'"
+            )
     if cfg.get("sweep_name") is not None:  # a conf/sweep name or a path to a sweep YAML: its file name becomes paths
         sweep = str(cfg.sweep_name)
-        names.check("sweep_name" if PurePath(sweep).stem == sweep else "sweep_name (its file name)", PurePath(sweep).stem)
+        names.check(
+            "sweep_name" if PurePath(sweep).stem == sweep else "sweep_name (its file name)", PurePath(sweep).stem
+        )
 
 
 def check_revision(model: Any) -> None:
@@ -507,12 +530,16 @@ def check_revision(model: Any) -> None:
         except re.error as exc:
             raise MassiveError(f"model.published_revisions={pattern!r} is not a regular expression: {exc}") from None
         if not published:
-            raise MassiveError(f"model.revision={revision!r} is not a revision {model.get('hub_id') or model.name} "
-                               f"publishes (model.published_revisions: {pattern})")
-    source = getattr(model.source, "value", model.source)
+            raise MassiveError(
+                f"model.revision={revision!r} is not a revision {model.get('hub_id') or model.name} "
+                f"publishes (model.published_revisions: {pattern})"
+            )
+    source = plain(model.source)
     if source == "local" and model.path and not (Path(model.path) / revision / "config.json").is_file():
-        raise MassiveError(f"model.revision={revision!r}: {Path(model.path) / revision} is not a Hugging Face model "
-                           f"directory (no config.json; source=local reads revisions as sub-folders of model.path)")
+        raise MassiveError(
+            f"model.revision={revision!r}: {Path(model.path) / revision} is not a Hugging Face model "
+            f"directory (no config.json; source=local reads revisions as sub-folders of model.path)"
+        )
 
 
 def check_values(cfg: Any) -> None:
@@ -541,45 +568,57 @@ def check_values(cfg: Any) -> None:
         if any(v < 0 for v in ladder) or not ladder:
             raise MassiveError(f"capture.counts.{key.split('.')[1]}={ladder} must be a non-empty list of values >= 0")
         if float(value) not in ladder:  # the capture's counts are exact at its ladders' values only
-            raise MassiveError(f"{key}={value:g} is not a threshold the capture counts at (capture.counts.{key.split('.')[1]}: "
-                               f"{', '.join(f'{v:g}' for v in ladder)}): add it there (the capture runs again) or use one of those")
+            raise MassiveError(
+                f"{key}={value:g} is not a threshold the capture counts at (capture.counts.{key.split('.')[1]}: "
+                f"{', '.join(f'{v:g}' for v in ladder)}): add it there (the capture runs again) or use one of those"
+            )
     for key in ("ablate.max_chunks", "origins.max_chunks", "inference.max_chunks"):
         if OmegaConf.select(cfg, key) == 1:  # massive.compare: the paired bootstrap resamples chunks
             raise MassiveError(f"{key}=1: a bootstrap interval of the perplexity ratio needs at least 2 chunks")
     layers_spec(cfg.ablate.layers)
     a = cfg.ablate
     if a.harmless_factor > a.harmful_factor:
-        raise MassiveError(f"ablate.harmless_factor={a.harmless_factor} exceeds ablate.harmful_factor={a.harmful_factor}")
+        raise MassiveError(
+            f"ablate.harmless_factor={a.harmless_factor} exceeds ablate.harmful_factor={a.harmful_factor}"
+        )
     if not 0 < a.regrow_share <= 1:
         raise MassiveError(f"ablate.regrow_share={a.regrow_share} must lie in (0, 1]")
-    from massive.interventions import INTERVENTIONS
+    from massive.intervene.interventions import INTERVENTIONS
 
     import_plugins(list(cfg.get("plugins") or []))
     unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
     if unknown:
-        raise MassiveError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})")
-    from massive.origins import WEIGHT_INTERVENTIONS
+        raise MassiveError(
+            f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})"
+        )
+    from massive.measure.origins import WEIGHT_INTERVENTIONS
 
     names = list(cfg.origins.interventions)
     unknown = [name for name in names if name not in WEIGHT_INTERVENTIONS]
     if unknown:
-        raise MassiveError(f"unknown weight intervention {unknown[0]!r} in origins.interventions (known: {', '.join(WEIGHT_INTERVENTIONS)})")
+        raise MassiveError(
+            f"unknown weight intervention {unknown[0]!r} in origins.interventions (known: {', '.join(WEIGHT_INTERVENTIONS)})"
+        )
     if not names or names[0] != "none":
         raise MassiveError(f"origins.interventions={names} must start with 'none' (the baseline)")
     for key in ("origins.min_share", "origins.channel_share"):
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
     check_inference(cfg.inference)
-    from massive.retrofit import VARIANTS as RETROFIT_VARIANTS
+    from massive.retrain.retrofit import VARIANTS as RETROFIT_VARIANTS
 
     for key in ("retrofit.variants", "retrofit.kept"):
         unknown = [v for v in OmegaConf.select(cfg, key) if v not in RETROFIT_VARIANTS]
         if unknown:
-            raise MassiveError(f"unknown retrofit variant {unknown[0]!r} in {key} (known: {', '.join(RETROFIT_VARIANTS)})")
+            raise MassiveError(
+                f"unknown retrofit variant {unknown[0]!r} in {key} (known: {', '.join(RETROFIT_VARIANTS)})"
+            )
     if len(set(cfg.retrofit.seeds)) != len(cfg.retrofit.seeds):
         raise MassiveError(f"retrofit.seeds={list(cfg.retrofit.seeds)} names a seed twice")
     if cfg.retrofit.eval_chunks < 2:
-        raise MassiveError(f"retrofit.eval_chunks={cfg.retrofit.eval_chunks}: a bootstrap interval needs at least 2 held-out chunks")
+        raise MassiveError(
+            f"retrofit.eval_chunks={cfg.retrofit.eval_chunks}: a bootstrap interval needs at least 2 held-out chunks"
+        )
     m = cfg.model
     needed = {"hub": "hub_id", "local": "path", "gguf": "path", "wheel": "wheel", "random": "arch"}[m.source.value]
     if m.get(needed) is None:
@@ -588,12 +627,14 @@ def check_values(cfg: Any) -> None:
 
 def check_inference(inf: Any) -> None:
     """Rule inference's values: known quantization schemes, windows W >= 1, sinks S >= 1."""
-    from massive.quantize import SCHEMES
-    from massive.window import SINK_INTERVENTIONS
+    from massive.inference.quantize import SCHEMES
+    from massive.inference.window import SINK_INTERVENTIONS
 
     unknown = [name for name in inf.schemes if name not in SCHEMES]
     if unknown:
-        raise MassiveError(f"unknown quantization scheme {unknown[0]!r} in inference.schemes (known: {', '.join(SCHEMES)})")
+        raise MassiveError(
+            f"unknown quantization scheme {unknown[0]!r} in inference.schemes (known: {', '.join(SCHEMES)})"
+        )
     for w in inf.windows:
         if w < 1:
             raise MassiveError(f"inference.windows: W={w} must be at least 1 (each query sees the last W tokens)")
@@ -602,8 +643,10 @@ def check_inference(inf: Any) -> None:
             raise MassiveError(f"inference.sinks: S={s} must be at least 1 (the window alone, S=0, is always measured)")
     unknown = [name for name in inf.sink_interventions if name not in SINK_INTERVENTIONS]
     if unknown:
-        raise MassiveError(f"unknown sink intervention {unknown[0]!r} in inference.sink_interventions "
-                           f"(known: {', '.join(SINK_INTERVENTIONS)})")
+        raise MassiveError(
+            f"unknown sink intervention {unknown[0]!r} in inference.sink_interventions "
+            f"(known: {', '.join(SINK_INTERVENTIONS)})"
+        )
 
 
 # ---- training (pipeline/train.py)
@@ -615,12 +658,12 @@ class _Named(str, Enum):
         return self.value
 
 
-# the attention variants: the names of the registry massive.gpt.VARIANTS (Hydra checks a config's against them)
+# the attention variants: the names of the registry massive.retrain.gpt.VARIANTS (Hydra checks a config's against them)
 Variant = _Named("Variant", {v: v for v in GPT_VARIANTS})
 
 
 class TrainData(str, Enum):
-    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (massive/backcopy.py)
+    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (massive/retrain/backcopy.py)
     openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
 
 
@@ -629,13 +672,13 @@ class Optimizer(str, Enum):
     sgd = "sgd"  # SGD with momentum (train.momentum); weight decay as an L2 term
 
 
-class Decay(str, Enum):  # which parameters weight decay applies to (massive.gpt.GPT.optimizer_groups)
+class Decay(str, Enum):  # which parameters weight decay applies to (massive.retrain.gpt.GPT.optimizer_groups)
     matrices = "matrices"  # weight matrices and embeddings (nanoGPT)
     all = "all"  # every parameter, norms and biases too (AdamW on model.parameters())
     none = "none"
 
 
-class Init(str, Enum):  # how the GPT's weights start (massive.gpt.GPTConfig.init)
+class Init(str, Enum):  # how the GPT's weights start (massive.retrain.gpt.GPTConfig.init)
     gpt2 = "gpt2"  # N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
     pytorch = "pytorch"  # every module's own torch default
 
@@ -716,9 +759,25 @@ class TrainRunConfig:
     seed: int = 1
 
 
-_TRAIN_POSITIVE = ["model.n_layer", "model.n_head", "model.n_embd", "model.block_size", "model.vocab_size",
-                   "batch_size", "grad_accum", "max_iters", "lr", "log_interval", "eval_interval", "eval_iters",
-                   "probe_batch_size", "checkpoint_interval", "num_threads", "backcopy.n_triggers", "backcopy.alpha"]
+_TRAIN_POSITIVE = [
+    "model.n_layer",
+    "model.n_head",
+    "model.n_embd",
+    "model.block_size",
+    "model.vocab_size",
+    "batch_size",
+    "grad_accum",
+    "max_iters",
+    "lr",
+    "log_interval",
+    "eval_interval",
+    "eval_iters",
+    "probe_batch_size",
+    "checkpoint_interval",
+    "num_threads",
+    "backcopy.n_triggers",
+    "backcopy.alpha",
+]
 
 
 def check_train_values(cfg: Any) -> None:
@@ -732,18 +791,22 @@ def check_train_values(cfg: Any) -> None:
         if OmegaConf.select(t, key) < 0:
             raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
     if t.model.n_embd % t.model.n_head:
-        raise MassiveError(f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}")
+        raise MassiveError(
+            f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}"
+        )
     if t.model.head_bias and t.model.tie_head:
         raise MassiveError("train.model.head_bias=true needs train.model.tie_head=false (a tied head has no bias)")
     if not 0 < t.sink_threshold < 1:
         raise MassiveError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
     if t.data.value == "backcopy":
-        from massive.backcopy import AFTER_START, STARTS
+        from massive.retrain.backcopy import AFTER_START, STARTS
 
         for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
             if t.backcopy[key] not in allowed:
                 raise MassiveError(f"train.backcopy.{key}={t.backcopy[key]!r} is not one of {', '.join(allowed)}")
         n_ids = t.backcopy.vocab_size + (t.backcopy.start == "outside")
         if n_ids > t.model.vocab_size:
-            raise MassiveError(f"train.model.vocab_size={t.model.vocab_size} is smaller than the task's {n_ids} token ids "
-                               f"(train.backcopy.vocab_size={t.backcopy.vocab_size}, start={t.backcopy.start})")
+            raise MassiveError(
+                f"train.model.vocab_size={t.model.vocab_size} is smaller than the task's {n_ids} token ids "
+                f"(train.backcopy.vocab_size={t.backcopy.vocab_size}, start={t.backcopy.start})"
+            )

@@ -16,7 +16,7 @@ Reads the capture's topk, layer_stats and dim_max and writes results/<model>/<co
                      "dim: token (sequences), ..." per dim, e.g. "507: '<s>' (16)" or
                      "12: [REG3] (10), [REG1] (2)"), the dims massive at most tokens there
                      (outlier_dims) and "saturated: ..." when more pass than the top-k holds
-  outliers.parquet   one row per outlier feature dim (massive.detect.OUTLIER_COLUMNS)
+  outliers.parquet   one row per outlier feature dim (massive.measure.detect.OUTLIER_COLUMNS)
   summary.json       found (bool), a one-line verdict, the numbers the report quotes, the
                      outlier and shared dims, the saturation, and the protocol that ran
 A model without massive activations gets empty tables and "none found". When a (layer,
@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import logging
 
+import yaml
 from omegaconf import DictConfig
 
-import yaml
-
-from massive.capture import Capture
-from massive.detect import detect
+from massive.measure.capture import Capture
+from massive.measure.detect import detect
 from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import provenance, read_provenance, read_table, run_dir
@@ -44,6 +43,7 @@ def counted_with(path) -> dict:
     config = read_provenance(path).get("config")
     d = (yaml.safe_load(config) or {}).get("detect", {}) if config else {}
     return {key: d[key] for key in ("min_abs", "min_ratio", "outlier_abs", "outlier_ratio") if key in d}
+
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +58,28 @@ def run(cfg: DictConfig) -> None:
     stats.thresholds = stats.thresholds or counted_with(cap / "layer_stats.parquet")
     d = cfg.detect
     proto = None if vision else protocol(cfg)
-    found = detect(stats, min_abs=d.min_abs, min_ratio=d.min_ratio, delimiters=list(d.delimiters), bos=bool(proto and proto.bos),
-                   massive_max_share=d.massive_max_share, outlier_abs=d.outlier_abs, outlier_ratio=d.outlier_ratio,
-                   outlier_token_share=d.outlier_token_share, outlier_layer_share=d.outlier_layer_share)
+    found = detect(
+        stats,
+        min_abs=d.min_abs,
+        min_ratio=d.min_ratio,
+        delimiters=list(d.delimiters),
+        bos=bool(proto and proto.bos),
+        massive_max_share=d.massive_max_share,
+        outlier_abs=d.outlier_abs,
+        outlier_ratio=d.outlier_ratio,
+        outlier_token_share=d.outlier_token_share,
+        outlier_layer_share=d.outlier_layer_share,
+    )
     out = run_dir(cfg, "detect")
-    found.save(out, meta=provenance(cfg), summary_extra={"model": cfg.model.name, "corpus": cfg.data.name,
-                                                         **(proto.record() if proto else {"protocol": None})})
+    found.save(
+        out,
+        meta=provenance(cfg),
+        summary_extra={
+            "model": cfg.model.name,
+            "corpus": cfg.data.name,
+            **(proto.record() if proto else {"protocol": None}),
+        },
+    )
     log.info("%s on %s: %s", cfg.model.name, cfg.data.name, found.result["message"])
     with tracking.stage_run(cfg) as wb:
         wb.summary.update({k: v for k, v in found.result.items() if not isinstance(v, list)})

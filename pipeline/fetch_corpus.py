@@ -32,16 +32,18 @@ import pandas as pd
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from massive import corpora, images
-from massive.errors import MassiveError
-from massive.wheels import download_wheel, extract_from_wheel
+from massive.core.errors import MassiveError
+from massive.data import corpora
+from massive.data.wheels import download_wheel, extract_from_wheel
+from massive.vision import images
 from pipeline import cli
 from pipeline.config import is_images
 from pipeline.io import corpus_file, root, write_table
+from pipeline.names import plain
 
 
 def _kind(d: DictConfig) -> str:
-    return d.kind.value if hasattr(d.kind, "value") else d.kind
+    return plain(d.kind)
 
 
 def documents(cfg: DictConfig) -> list[str]:
@@ -57,8 +59,16 @@ def documents(cfg: DictConfig) -> list[str]:
             raise MassiveError(f"data.path={d.path!r} is not a file")
         return corpora.text_documents(d.path, d.encoding)
     if kind == "hub":
-        return corpora.hub_documents(d.hub_id, d.hub_config, d.split, d.text_field, d.max_documents, d.revision,
-                                     list(d.data_files) if d.data_files else None, cfg.seed if d.sample else None)
+        return corpora.hub_documents(
+            d.hub_id,
+            d.hub_config,
+            d.split,
+            d.text_field,
+            d.max_documents,
+            d.revision,
+            list(d.data_files) if d.data_files else None,
+            cfg.seed if d.sample else None,
+        )
     raise MassiveError(f"unknown data.kind {kind!r}")
 
 
@@ -87,7 +97,9 @@ def run(cfg: DictConfig) -> None:
     docs = [doc.strip() for doc in documents(cfg)]
     docs = [doc for doc in docs if len(doc) >= cfg.data.min_chars]
     if not docs:
-        raise MassiveError(f"corpus {cfg.data.name!r} is empty (no document of at least {cfg.data.min_chars} characters)")
+        raise MassiveError(
+            f"corpus {cfg.data.name!r} is empty (no document of at least {cfg.data.min_chars} characters)"
+        )
     write_table(pd.DataFrame({"doc_id": range(len(docs)), "text": docs}), corpus_file(cfg), cfg)
 
 

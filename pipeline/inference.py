@@ -1,4 +1,4 @@
-"""Rule inference: what massive activations cost at inference (massive.precision, quantize, window).
+"""Rule inference: what massive activations cost at inference (massive.inference.precision, quantize, window).
 
 Reads the detection, the corpus (perplexity chunks: the first inference.max_chunks, the paper's
 protocol) and the captured tokens (the first inference.num_sequences, traced for the super
@@ -28,11 +28,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, open_dict
 
-from massive import plots, precision, quantize, window
-from massive.errors import NonFiniteError
-from massive.interventions import TokenRoles
-from massive.sequences import perplexity_chunks
-from massive.results import InferenceTables
+from massive.core.errors import NonFiniteError
+from massive.core.results import InferenceTables
+from massive.core.sequences import perplexity_chunks
+from massive.inference import precision, quantize, window
+from massive.intervene.interventions import TokenRoles
+from massive.plots import figures as plots
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.html import save_figure
@@ -66,19 +67,45 @@ def run(cfg: DictConfig) -> None:
     headroom = precision.headroom(ref, runs, formats)
 
     for fmt, r in runs.items():
-        log.info("%s in %s: first block with inf/NaN %s; perplexity %s %s", name, fmt, r.first_nonfinite,
-                 f"{r.perplexity:.4g}" if r.perplexity is not None else "not finite", r.note)
+        log.info(
+            "%s in %s: first block with inf/NaN %s; perplexity %s %s",
+            name,
+            fmt,
+            r.first_nonfinite,
+            f"{r.perplexity:.4g}" if r.perplexity is not None else "not finite",
+            r.note,
+        )
 
     keep = {}
     if any(quantize.scheme(n).target == "weight" and quantize.scheme(n).keep for n in s.schemes):
         keep = quantize.superweights(model, ids, found, seq_ids, batch_size=bs, device=device)
         log.info("%s: super weight(s) kept in float: %s", name, keep)
-    compared = dict(resamples=cfg.ablate.bootstrap, seed=cfg.seed, harmful_factor=cfg.ablate.harmful_factor,
-                    harmless_factor=cfg.ablate.harmless_factor)
-    quant = quantize.perplexities(model, chunks, list(s.schemes), found, roles_of=roles, keep=keep, with_mean=s.with_mean,
-                                  batch_size=bs, device=device, baseline=ref.nll, where=where, **compared)
-    dtypes = precision.compared(ref, runs, where=f"{where}: the model in", **compared).rename(columns={"format": "scheme"})
-    dtypes = dtypes.assign(label=[f"the model in {f}" for f in dtypes["scheme"]], kind="dtype", massive="as is", keep=False)
+    compared = dict(
+        resamples=cfg.ablate.bootstrap,
+        seed=cfg.seed,
+        harmful_factor=cfg.ablate.harmful_factor,
+        harmless_factor=cfg.ablate.harmless_factor,
+    )
+    quant = quantize.perplexities(
+        model,
+        chunks,
+        list(s.schemes),
+        found,
+        roles_of=roles,
+        keep=keep,
+        with_mean=s.with_mean,
+        batch_size=bs,
+        device=device,
+        baseline=ref.nll,
+        where=where,
+        **compared,
+    )
+    dtypes = precision.compared(ref, runs, where=f"{where}: the model in", **compared).rename(
+        columns={"format": "scheme"}
+    )
+    dtypes = dtypes.assign(
+        label=[f"the model in {f}" for f in dtypes["scheme"]], kind="dtype", massive="as is", keep=False
+    )
     quant = pd.concat([quant, dtypes], ignore_index=True)[quantize.COLUMNS]
     quant.insert(0, "corpus", cfg.data.name)
     quant.insert(0, "model", cfg.model.name)
@@ -88,33 +115,83 @@ def run(cfg: DictConfig) -> None:
         log.info("%s: windowed attention skipped: %s", name, skipped)
         win = pd.DataFrame(columns=window.COLUMNS)
     else:
-        win = window.perplexities(model, chunks, found, list(s.windows), list(s.sinks), list(s.sink_interventions),
-                                  roles_of=roles, batch_size=bs, device=device, full=ref.nll, where=where, **compared)
-        log.info("%s: %s", name, "; ".join(f"{v} W={w} S={k} {p:.4g}" for v, w, k, p in
-                                          zip(win["variant"], win["window"], win["sinks"], win["perplexity"])))
-    summary = {"model": cfg.model.name, "corpus": cfg.data.name, "dtype": ref.dtype, "perplexity": ref.perplexity,
-               "n_chunks": len(chunks), "seq_len": int(chunks.shape[1]), "headroom": precision.summary(headroom, runs),
-               "window_skipped": skipped, "superweights_kept": {k: [list(i) for i in v] for k, v in keep.items()}}
+        win = window.perplexities(
+            model,
+            chunks,
+            found,
+            list(s.windows),
+            list(s.sinks),
+            list(s.sink_interventions),
+            roles_of=roles,
+            batch_size=bs,
+            device=device,
+            full=ref.nll,
+            where=where,
+            **compared,
+        )
+        log.info(
+            "%s: %s",
+            name,
+            "; ".join(
+                f"{v} W={w} S={k} {p:.4g}"
+                for v, w, k, p in zip(win["variant"], win["window"], win["sinks"], win["perplexity"])
+            ),
+        )
+    summary = {
+        "model": cfg.model.name,
+        "corpus": cfg.data.name,
+        "dtype": ref.dtype,
+        "perplexity": ref.perplexity,
+        "n_chunks": len(chunks),
+        "seq_len": int(chunks.shape[1]),
+        "headroom": precision.summary(headroom, runs),
+        "window_skipped": skipped,
+        "superweights_kept": {k: [list(i) for i in v] for k, v in keep.items()},
+    }
 
     out = lambda f: run_dir(cfg, "inference") / f  # noqa: E731
-    InferenceTables(headroom=headroom, quantization=quant, window=win, result=summary).save(run_dir(cfg, "inference"), meta=provenance(cfg))
-    save_figure(plots.headroom(headroom, f"{name}: max |a| per block against float16 and bfloat16"),
-                out("headroom.png"), cfg.figures.dpi)
-    save_figure(plots.quantization(quant, f"{name}: perplexity per quantization configuration"),
-                out("quantization.png"), cfg.figures.dpi)
-    log.info("%s: perplexity %s", name, ", ".join(f"{k} ({m}) {v:.4g}" for k, m, v in zip(quant["scheme"], quant["massive"],
-                                                                                          quant["perplexity"].fillna(float("nan")))))
+    InferenceTables(headroom=headroom, quantization=quant, window=win, result=summary).save(
+        run_dir(cfg, "inference"), meta=provenance(cfg)
+    )
+    save_figure(
+        plots.headroom(headroom, f"{name}: max |a| per block against float16 and bfloat16"),
+        out("headroom.png"),
+        cfg.figures.dpi,
+    )
+    save_figure(
+        plots.quantization(quant, f"{name}: perplexity per quantization configuration"),
+        out("quantization.png"),
+        cfg.figures.dpi,
+    )
+    log.info(
+        "%s: perplexity %s",
+        name,
+        ", ".join(
+            f"{k} ({m}) {v:.4g}"
+            for k, m, v in zip(quant["scheme"], quant["massive"], quant["perplexity"].fillna(float("nan")))
+        ),
+    )
     with tracking.stage_run(cfg) as wb:
-        wb.summary.update({f"perplexity/{k}/{m}": v for k, m, v in zip(quant["scheme"], quant["massive"], quant["perplexity"])})
+        wb.summary.update(
+            {f"perplexity/{k}/{m}": v for k, m, v in zip(quant["scheme"], quant["massive"], quant["perplexity"])}
+        )
         wb.summary.update({f"headroom/{fmt}/{k}": v for fmt, h in summary["headroom"].items() for k, v in h.items()})
-        wb.summary.update({f"window/{v}/" + ("full" if pd.isna(w) else f"W{w}/S{k}"): p for v, w, k, p in
-                           zip(win["variant"], win["window"], win["sinks"], win["perplexity"])})
+        wb.summary.update(
+            {
+                f"window/{v}/" + ("full" if pd.isna(w) else f"W{w}/S{k}"): p
+                for v, w, k, p in zip(win["variant"], win["window"], win["sinks"], win["perplexity"])
+            }
+        )
         wb.summary.update({"window_skipped": skipped or "", "superweights_kept": str(keep)})
-        wb.log({"headroom": tracking.table(headroom.astype(object).where(headroom.notna(), None)),
+        wb.log(
+            {
+                "headroom": tracking.table(headroom.astype(object).where(headroom.notna(), None)),
                 "quantization": tracking.table(quant.astype(object).where(quant.notna(), None)),
                 "window": tracking.table(win.astype(object).where(win.notna(), None)),
                 "headroom_figure": tracking.image(out("headroom.png")),
-                "quantization_figure": tracking.image(out("quantization.png"))})
+                "quantization_figure": tracking.image(out("quantization.png")),
+            }
+        )
 
 
 if __name__ == "__main__":

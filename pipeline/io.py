@@ -19,9 +19,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
-from massive.errors import MassiveError
-from massive.files import atomic_path
-
+from massive.core.errors import MassiveError
+from massive.core.files import atomic_path
 from pipeline import paths
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +62,9 @@ def run_dir(cfg: DictConfig, stage: str) -> Path:
 def git_commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout
         return out.stdout.strip() + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -88,8 +89,11 @@ def machine() -> str:
 
     cpu = platform.processor() or platform.machine()
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
     except (OSError, StopIteration):
         pass
     out = f"{cpu}, {os.cpu_count()} cores"
@@ -136,8 +140,10 @@ def writer_of(path: str | Path) -> str:
 
 def _unreadable(path: str | Path, exc: BaseException) -> MassiveError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return MassiveError(f"input {path} is not a readable Parquet file ({first[:160]}): it is written by rule "
-                        f"{writer_of(path)}; delete it and rerun that rule (snakemake remakes it)")
+    return MassiveError(
+        f"input {path} is not a readable Parquet file ({first[:160]}): it is written by rule "
+        f"{writer_of(path)}; delete it and rerun that rule (snakemake remakes it)"
+    )
 
 
 def read_provenance(path: str | Path) -> dict[str, str]:
@@ -187,10 +193,14 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def read_detection(cfg: DictConfig):
-    """The detect rule's outputs (results/<model>/<corpus>/detect/<id>/) read back as a massive.detect.Detection."""
-    from massive.detect import Detection
+    """The detect rule's outputs (results/<model>/<corpus>/detect/<id>/) read back as a massive.measure.detect.Detection."""
+    from massive.measure.detect import Detection
 
     det = run_dir(cfg, "detect")
     if not (det / "summary.json").is_file():
-        raise MassiveError(f"input {det / 'summary.json'} is missing: run the detect rule first (or the whole DAG: snakemake)")
-    return Detection.load(det, k=cfg.capture.top_k, thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio})
+        raise MassiveError(
+            f"input {det / 'summary.json'} is missing: run the detect rule first (or the whole DAG: snakemake)"
+        )
+    return Detection.load(
+        det, k=cfg.capture.top_k, thresholds={"min_abs": cfg.detect.min_abs, "min_ratio": cfg.detect.min_ratio}
+    )

@@ -21,16 +21,40 @@ import hashlib
 import json
 from pathlib import Path
 
-from massive.errors import MassiveError
-from massive.gpt import VARIANTS as GPT_VARIANTS
+from massive.core.errors import MassiveError
+from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
 from pipeline import paths, stages
 from pipeline import sweep as sweeps
 
-RULES = ("fetch_model", "fetch_corpus", "tokenize", "capture", "detect", "figures", "attention", "origins", "retrofit", "inference",
-         "ablate", "zeroshot", "ablate_images", "ablation", "report", "train", "train_compare", "train_scale")  # Plan.args
-TRAIN_VARIANTS_ALL = list(GPT_VARIANTS)  # the registry: massive.gpt.VARIANTS
-CONFIG_NAME = {"train": "train", "train_compare": "train", "train_scale": "train"}  # conf/train.yaml; others conf/config.yaml
-IDS_CACHE = ".snakemake/stage_ids.json"  # the config ids of composed configs, kept while conf/ and the code stay as they are
+RULES = (
+    "fetch_model",
+    "fetch_corpus",
+    "tokenize",
+    "capture",
+    "detect",
+    "figures",
+    "attention",
+    "origins",
+    "retrofit",
+    "inference",
+    "ablate",
+    "zeroshot",
+    "ablate_images",
+    "ablation",
+    "report",
+    "train",
+    "train_compare",
+    "train_scale",
+)  # Plan.args
+TRAIN_VARIANTS_ALL = list(GPT_VARIANTS)  # the registry: massive.retrain.gpt.VARIANTS
+CONFIG_NAME = {
+    "train": "train",
+    "train_compare": "train",
+    "train_scale": "train",
+}  # conf/train.yaml; others conf/config.yaml
+IDS_CACHE = (
+    ".snakemake/stage_ids.json"  # the config ids of composed configs, kept while conf/ and the code stay as they are
+)
 
 
 def config_key(config_name: str, argv: list[str]) -> str:
@@ -44,8 +68,11 @@ def hydra_list(items) -> str:
 
 def section_overrides(section: dict | None, prefix: str, skip=()) -> list[str]:
     """A sweep section's values as Hydra overrides (attention: {num_sequences: 8} -> attention.num_sequences=8)."""
-    return [f"{prefix}.{key}={hydra_list(value) if isinstance(value, list) else value}"
-            for key, value in (section or {}).items() if key not in skip]
+    return [
+        f"{prefix}.{key}={hydra_list(value) if isinstance(value, list) else value}"
+        for key, value in (section or {}).items()
+        if key not in skip
+    ]
 
 
 def layers_override(wildcard: str) -> str:
@@ -58,17 +85,27 @@ def layers_override(wildcard: str) -> str:
 def check_overrides(sweep: dict, name: str) -> None:
     """An override of a key the DAG sets per job (the model, the data, ablate.layers, the protocol)
     would silently win over the job's own: one line naming it and what to write instead."""
-    where = {"model": "models (or model_overrides)", "data": "corpora", "ablate.layers": "ablate.layers",
-             "model.name": "models", "model.bos": "protocols"}
-    lists = [("overrides", sweep.get("overrides") or []), ("protocols.overrides", (sweep.get("protocols") or {}).get("overrides") or []),
-             ("vision.overrides", (sweep.get("vision") or {}).get("overrides") or [])]
+    where = {
+        "model": "models (or model_overrides)",
+        "data": "corpora",
+        "ablate.layers": "ablate.layers",
+        "model.name": "models",
+        "model.bos": "protocols",
+    }
+    lists = [
+        ("overrides", sweep.get("overrides") or []),
+        ("protocols.overrides", (sweep.get("protocols") or {}).get("overrides") or []),
+        ("vision.overrides", (sweep.get("vision") or {}).get("overrides") or []),
+    ]
     lists += [(f"model_overrides.{m}", o) for m, o in (sweep.get("model_overrides") or {}).items()]
     for label, items in lists:
         for item in items:
             key = stages._key(str(item))
             if key in stages.DAG_SET:
-                raise MassiveError(f"sweep {name!r}: {label} entry {item!r} sets {key}, which the DAG sets per job: "
-                                   f"list it in the sweep's {where[key]} instead")
+                raise MassiveError(
+                    f"sweep {name!r}: {label} entry {item!r} sets {key}, which the DAG sets per job: "
+                    f"list it in the sweep's {where[key]} instead"
+                )
 
 
 class Plan:
@@ -89,7 +126,13 @@ class Plan:
         self.retrofit = sweep.get("retrofit")  # None: no retrofit jobs ({}: with the defaults)
         self.inference_pairs = sweeps.inference_pairs(sweep)
         self.retrofit_pairs = sweeps.section_pairs(sweep, "retrofit")
-        self.vision = sweep.get("vision") or {"models": [], "images": [], "layers": [], "interventions": [], "overrides": []}
+        self.vision = sweep.get("vision") or {
+            "models": [],
+            "images": [],
+            "layers": [],
+            "interventions": [],
+            "overrides": [],
+        }
         train = sweep.get("train") or {}
         self.train_configs = train.get("configs") or []
         self.train_variants = train.get("variants") or TRAIN_VARIANTS_ALL
@@ -102,13 +145,25 @@ class Plan:
     def pair_args(self, stage: str, model: str, corpus: str, *extra: str) -> list[str]:
         """model= (a run <model>@<protocol>: its model, name and model.bos), data=, the rule's own
         overrides, then the sweep's that reach this stage (listed last, so they win)."""
-        return [*sweeps.run_args(model), f"data={corpus}", *extra, *sweeps.search_path(self.sweep, model, corpus),
-                *stages.relevant(sweeps.overrides(self.sweep, model, corpus), stage)]
+        return [
+            *sweeps.run_args(model),
+            f"data={corpus}",
+            *extra,
+            *sweeps.search_path(self.sweep, model, corpus),
+            *stages.relevant(sweeps.overrides(self.sweep, model, corpus), stage),
+        ]
 
     def ablate_args(self, stage, model, corpus, layers, interventions, *extra):
         plugins = self.sweep.get("plugins") or []  # the user modules that register interventions
-        return self.pair_args(stage, model, corpus, layers_override(layers), f"ablate.interventions={hydra_list(interventions)}",
-                              *extra, *([f"plugins=[{','.join(repr(p) for p in plugins)}]"] if plugins else []))
+        return self.pair_args(
+            stage,
+            model,
+            corpus,
+            layers_override(layers),
+            f"ablate.interventions={hydra_list(interventions)}",
+            *extra,
+            *([f"plugins=[{','.join(repr(p) for p in plugins)}]"] if plugins else []),
+        )
 
     def train_args(self, train: str) -> list[str]:
         """train=<config> and a grid run's overrides (train.name=..., train.model.n_embd=...)."""
@@ -121,21 +176,38 @@ class Plan:
         sizes = [f"ablate.{key}={self.ablate[key]}" for key in ("max_chunks", "bootstrap") if key in self.ablate]
         sweep_args = [f"sweep_name={sweeps.hydra_value(self.name)}", *sweeps.overrides(s)]
         if rule == "fetch_model":
-            return [*sweeps.run_args(w["model"]), *sweeps.search_path(s, model=w["model"]),
-                    *stages.relevant(sweeps.overrides(s, w["model"]), rule)]
+            return [
+                *sweeps.run_args(w["model"]),
+                *sweeps.search_path(s, model=w["model"]),
+                *stages.relevant(sweeps.overrides(s, w["model"]), rule),
+            ]
         if rule == "fetch_corpus":
-            return [f"data={w['corpus']}", *sweeps.search_path(s, corpus=w["corpus"]), *stages.relevant(sweeps.overrides(s), rule)]
+            return [
+                f"data={w['corpus']}",
+                *sweeps.search_path(s, corpus=w["corpus"]),
+                *stages.relevant(sweeps.overrides(s), rule),
+            ]
         if rule in ("tokenize", "capture", "detect", "figures"):
             return self.pair_args(rule, w["model"], w["corpus"])
         if rule in ("attention", "origins", "retrofit", "inference"):
-            section = {"attention": self.attention, "origins": self.origins, "retrofit": self.retrofit,
-                       "inference": self.inference}[rule]
+            section = {
+                "attention": self.attention,
+                "origins": self.origins,
+                "retrofit": self.retrofit,
+                "inference": self.inference,
+            }[rule]
             return self.pair_args(rule, w["model"], w["corpus"], *section_overrides(section, rule, skip=("corpora",)))
         if rule == "ablate":
             return self.ablate_args(rule, w["model"], w["corpus"], w["layers"], self.ablate["interventions"], *sizes)
         if rule == "zeroshot":
-            return self.ablate_args(rule, w["model"], w["corpus"], w["layers"], self.ablate["interventions"],
-                                    f"ablate.zeroshot_tasks={hydra_list(self.zeroshot)}")
+            return self.ablate_args(
+                rule,
+                w["model"],
+                w["corpus"],
+                w["layers"],
+                self.ablate["interventions"],
+                f"ablate.zeroshot_tasks={hydra_list(self.zeroshot)}",
+            )
         if rule == "ablate_images":
             return self.ablate_args(rule, w["model"], w["corpus"], w["layers"], self.vision["interventions"])
         if rule in ("ablation", "report"):
@@ -157,13 +229,21 @@ class Plan:
             yield from ((name, {"model": m, "corpus": c}) for m, c in self.pairs)
         for name in ["ablate"] * bool(self.ablate) + ["zeroshot"] * bool(self.zeroshot):
             pairs = self.llm_pairs if name == "ablate" else self.zeroshot_pairs
-            yield from ((name, {"model": m, "corpus": c, "layers": layers}) for m, c in pairs for layers in self.ablate["layers"])
+            yield from (
+                (name, {"model": m, "corpus": c, "layers": layers})
+                for m, c in pairs
+                for layers in self.ablate["layers"]
+            )
         yield from (("attention", {"model": m, "corpus": c}) for m, c in self.llm_pairs if self.attention)
         yield from (("origins", {"model": m, "corpus": c}) for m, c in llm_pairs if self.origins is not None)
         yield from (("retrofit", {"model": m, "corpus": c}) for m, c in self.retrofit_pairs)
         yield from (("inference", {"model": m, "corpus": c}) for m, c in self.inference_pairs)
-        yield from (("ablate_images", {"model": m, "corpus": i, "layers": layers}) for m in self.vision["models"]
-                    for i in self.vision["images"] for layers in self.vision["layers"])
+        yield from (
+            ("ablate_images", {"model": m, "corpus": i, "layers": layers})
+            for m in self.vision["models"]
+            for i in self.vision["images"]
+            for layers in self.vision["layers"]
+        )
         yield from (("ablation", {}),) * bool(self.ablate)
         yield ("report", {})
         for train in self.train_runs:
@@ -249,18 +329,26 @@ class Plan:
     def outputs(self, rules: tuple[str, ...] | None = None) -> list[str]:
         """Every output file of the sweep's keyed jobs (of `rules`; None: all), from the stage
         declarations: what the report reads."""
-        return [f"{self.dir(rule, *names)}/{f}" for rule, *names in self.ids()
-                if rules is None or rule in rules for f in stages.STAGES[rule].files]
+        return [
+            f"{self.dir(rule, *names)}/{f}"
+            for rule, *names in self.ids()
+            if rules is None or rule in rules
+            for f in stages.STAGES[rule].files
+        ]
 
     def where(self, results: str = paths.RESULTS):
         """`where(rule, model, corpus[, layers])`: the keyed folder of a job of this sweep as a Path
         under `results`, None where the sweep has no such job (what the report reads)."""
+
         def folder(rule: str, model: str, corpus: str, layers: str | None = None) -> Path | None:
             d = self.dir(rule, model, corpus, layers, results)
             return Path(d) if d else None
+
         return folder
 
-    def dir(self, rule: str, model: str, corpus: str, layers: str | None = None, results: str = paths.RESULTS) -> str | None:
+    def dir(
+        self, rule: str, model: str, corpus: str, layers: str | None = None, results: str = paths.RESULTS
+    ) -> str | None:
         """The keyed folder of one job of this sweep (None where the sweep has no such job)."""
         key = (rule, model, corpus) + ((layers,) if layers is not None else ())
         cid = self.ids().get(key)

@@ -16,17 +16,14 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from massive import models
-from massive.errors import MassiveError
-from massive.sequences import Protocol, resolve
+from massive.core import models
+from massive.core.errors import MassiveError
+from massive.core.sequences import Protocol, resolve
 from pipeline import paths
+from pipeline.names import plain
 
 MARKER = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 pick_device = models.pick_device
-
-
-def _value(x):
-    return x.value if hasattr(x, "value") else x
 
 
 # ---------------------------------------------------------------- what fetch_model recorded, and its check
@@ -67,7 +64,11 @@ def record_files(files: list[Path], root: Path) -> dict:
 
 def model_files(hf: Path) -> list[Path]:
     """Every file of a Hugging Face directory (not hidden ones such as the hub's .cache/)."""
-    return sorted(p for p in Path(hf).rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(hf).parts))
+    return sorted(
+        p
+        for p in Path(hf).rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(hf).parts)
+    )
 
 
 def _resolve(recorded: str, root: Path) -> Path:
@@ -92,8 +93,10 @@ def verify(record: dict, root: Path, marker_path: Path) -> None:
     again = f"delete {marker_path.parent} and fetch the model again (snakemake, or python -m pipeline.fetch_model)"
     files = record.get("files")
     if files is None or Path(record.get("hf_dir", "")).is_absolute() and record.get("source") != "local":
-        raise MassiveError(f"{marker_path} was written by an older version (an absolute path, no content hashes: "
-                           f"the cache may be another directory's): {again}")
+        raise MassiveError(
+            f"{marker_path} was written by an older version (an absolute path, no content hashes: "
+            f"the cache may be another directory's): {again}"
+        )
     stamp_path = marker_path.parent / VERIFIED
     try:
         stamps = json.loads(stamp_path.read_text())
@@ -106,16 +109,20 @@ def verify(record: dict, root: Path, marker_path: Path) -> None:
             raise MassiveError(f"{path} is missing (fetch_model recorded it in {marker_path}): {again}")
         stat = _stat(path)
         if stat[0] != want["size"]:
-            raise MassiveError(f"{path} has {stat[0]} bytes, fetch_model recorded {want['size']}: it changed since "
-                               f"the fetch; {again}")
+            raise MassiveError(
+                f"{path} has {stat[0]} bytes, fetch_model recorded {want['size']}: it changed since the fetch; {again}"
+            )
         if stamps.get(recorded) != [*stat, want["sha256"]]:
             if sha256(path) != want["sha256"]:
                 raise MassiveError(f"{path} changed since fetch_model recorded it (its sha256 differs): {again}")
             stamps[recorded], changed = [*stat, want["sha256"]], True
     if changed:
-        from massive.files import atomic_path
+        from massive.core.files import atomic_path
 
-        with contextlib.suppress(OSError, MassiveError), atomic_path(stamp_path) as tmp:  # read-only or full: again next time
+        with (
+            contextlib.suppress(OSError, MassiveError),
+            atomic_path(stamp_path) as tmp,
+        ):  # read-only or full: again next time
             tmp.write_text(json.dumps(stamps, indent=1, sort_keys=True))
     _verified.add(key)
 
@@ -135,10 +142,16 @@ def marker(cfg: DictConfig) -> dict:
     verify(record, root(cfg), path)
     fetched, wanted = record.get("revision"), cfg.model.get("revision")
     if fetched != wanted:  # the weights of another checkpoint: every number would be that one's
-        hint = (f": name the run after its revision (model.name={paths.base_model(cfg.model.name)}@{wanted}) so it has a "
-                f"fetch of its own, or list it in a sweep's revisions" if wanted else "")
-        raise MassiveError(f"model {cfg.model.name!r} was fetched at revision {fetched or 'main'} ({path}), this run asks "
-                           f"for {wanted or 'main'}{hint}")
+        hint = (
+            f": name the run after its revision (model.name={paths.base_model(cfg.model.name)}@{wanted}) so it has a "
+            f"fetch of its own, or list it in a sweep's revisions"
+            if wanted
+            else ""
+        )
+        raise MassiveError(
+            f"model {cfg.model.name!r} was fetched at revision {fetched or 'main'} ({path}), this run asks "
+            f"for {wanted or 'main'}{hint}"
+        )
     out = dict(record, hf_dir=str(_resolve(record["hf_dir"], root(cfg))))
     if record.get("head"):
         out["head"] = str(_resolve(record["head"], root(cfg)))
@@ -157,12 +170,14 @@ def load_tokenizer(cfg: DictConfig):
 
 def protocol(cfg: DictConfig, tok=None) -> Protocol:
     """How every sequence of this run begins: model.bos resolved with the model's tokenizer
-    (massive.sequences.resolve; `tok` saves loading it). Resolved once per run and kept in
+    (massive.core.sequences.resolve; `tok` saves loading it). Resolved once per run and kept in
     cfg.protocol, so every table the run writes records it (pipeline.io.provenance).
     model.bos=always for a tokenizer without a BOS token is a one-line error."""
     if cfg.get("protocol") is not None:
-        return Protocol(**{k: v for k, v in OmegaConf.to_container(cfg.protocol).items() if k in Protocol.__dataclass_fields__})
-    p = resolve(load_tokenizer(cfg) if tok is None else tok, _value(cfg.model.bos), name=repr(cfg.model.name))
+        return Protocol(
+            **{k: v for k, v in OmegaConf.to_container(cfg.protocol).items() if k in Protocol.__dataclass_fields__}
+        )
+    p = resolve(load_tokenizer(cfg) if tok is None else tok, plain(cfg.model.bos), name=repr(cfg.model.name))
     with open_dict(cfg):
         cfg.protocol = p.record()
     return p
@@ -176,10 +191,17 @@ def load_model(cfg: DictConfig, device: torch.device | None = None, attn_impleme
         head = marker(cfg).get("head")
         if head is None:
             raise MassiveError(f"model.head is set but it was not fetched (model {m.name!r}; run the fetch_model rule)")
-    model = models.load_model(hf_dir(cfg), dtype=_value(m.dtype), device=None, auto_class=m.auto_class,
-                              attn_implementation=attn_implementation, trust_remote_code=m.trust_remote_code,
-                              config_overrides=OmegaConf.to_container(m.config_overrides), device_map=m.device_map,
-                              name=m.name)
+    model = models.load_model(
+        hf_dir(cfg),
+        dtype=plain(m.dtype),
+        device=None,
+        auto_class=m.auto_class,
+        attn_implementation=attn_implementation,
+        trust_remote_code=m.trust_remote_code,
+        config_overrides=OmegaConf.to_container(m.config_overrides),
+        device_map=m.device_map,
+        name=m.name,
+    )
     if head is not None:
         models.load_head(model, head, label=m.head)
     if device is not None and not (m.device_map and torch.cuda.is_available()):

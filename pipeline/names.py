@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from massive.errors import MassiveError
+from massive.core.errors import MassiveError
 
 SAFE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,199}")
 # model.name: gpt2, a protocol run gpt2@bos, a revision run pythia_160m@step1000
@@ -42,6 +42,8 @@ def check(key: str, value, run: bool = False) -> str:
     """`value` when it is one safe path component, else a MassiveError naming `key` (run: one `@<protocol or revision>` allowed)."""
     text = str(value)
     if not (SAFE_RUN if run else SAFE).fullmatch(text):
-        raise MassiveError(f"{key}={text!r} is not a safe name: it becomes a path, so it may hold only {RULE}"
-                           + (" and one @<protocol or revision>" if run else ""))
+        raise MassiveError(
+            f"{key}={text!r} is not a safe name: it becomes a path, so it may hold only {RULE}"
+            + (" and one @<protocol or revision>" if run else "")
+        )
     return text

@@ -38,12 +38,25 @@ LOGS = "logs"
 CAPTURE_TABLES = ("layer_stats", "topk", "dim_max", "prompt")
 DETECT_FILES = ("massive.parquet", "summary.parquet", "per_layer.parquet", "outliers.parquet", "summary.json")
 FIGURES = ("layerwise", "prompt_3d", "token_map")
-ATTENTION_FILES = ("heads.parquet", "layers.parquet", "decomposition.parquet", "perplexity.parquet", "heatmaps.png",
-                   "sink_curve.png", "summary.json")
+ATTENTION_FILES = (
+    "heads.parquet",
+    "layers.parquet",
+    "decomposition.parquet",
+    "perplexity.parquet",
+    "heatmaps.png",
+    "sink_curve.png",
+    "summary.json",
+)
 ORIGINS_FILES = ("sublayers.parquet", "superweights.parquet", "perplexity.parquet", "contributions.png")
 RETROFIT_FILES = ("curves.parquet", "layers.parquet", "summary.parquet", "recovery.png")
-INFERENCE_FILES = ("headroom.parquet", "quantization.parquet", "window.parquet", "summary.json", "headroom.png",
-                   "quantization.png")
+INFERENCE_FILES = (
+    "headroom.parquet",
+    "quantization.parquet",
+    "window.parquet",
+    "summary.json",
+    "headroom.png",
+    "quantization.png",
+)
 ABLATION_EXTS = ("parquet", "png", "html")
 ABLATE_FILES = ("perplexity.parquet", "regrowth.parquet")  # rule ablate, per model x corpus x layers
 TRAIN_COMPARE_FILES = ("comparison.parquet", "emergence.png", "layerwise.png")
@@ -57,7 +70,7 @@ LAYERS_SLUG = r"emerge|from_emerge|all|[0-9]+(?:_[0-9]+)*"
 
 # ---------------------------------------------------------------- runs: a model in a sequence protocol
 PROTOCOL_SEP = "@"
-PROTOCOL_NAMES = ("bos", "no_bos")  # massive.sequences.PROTOCOLS: bos -> model.bos=always, no_bos -> never
+PROTOCOL_NAMES = ("bos", "no_bos")  # massive.core.sequences.PROTOCOLS: bos -> model.bos=always, no_bos -> never
 # The Snakefile's {model}: a model, a protocol run (gpt2@bos) or a revision run (pythia_160m@step1000);
 # fetch_model's: a model or a revision run (a protocol run's marker is a copy of its model's: rule protocol_model).
 RUN_SLUG = r"[A-Za-z0-9_.-]+(?:@[A-Za-z0-9_][A-Za-z0-9_.-]*)?"
@@ -194,8 +207,8 @@ def ablation_file(sweep: str, ext: str, results: str = RESULTS) -> str:
 def regrowth_file(sweep: str, model: str | None = None, results: str = RESULTS) -> str:
     """The ablation rule's regrowth table (model None) or one model's regrowth figure.
 
-        >>> regrowth_file("default"), regrowth_file("default", "gpt2")
-        ('results/ablation_default_regrowth.parquet', 'results/ablation_default_regrowth_gpt2.png')
+    >>> regrowth_file("default"), regrowth_file("default", "gpt2")
+    ('results/ablation_default_regrowth.parquet', 'results/ablation_default_regrowth_gpt2.png')
     """
     return f"{results}/ablation_{sweep}_regrowth" + (".parquet" if model is None else f"_{model}.png")
 

@@ -20,11 +20,13 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import checkpoints, cli, html, jobs, paths, stages, sweep as sweeps, tracking
+from pipeline import checkpoints, cli, html, jobs, paths, stages, tracking
+from pipeline import sweep as sweeps
 from pipeline.io import atomic_path, provenance, read_table, results_dir
 
-
-PAIR_STAGES = stages.tab_stages()  # a pair's tab: the stages keyed by model and corpus (pipeline/stages.py declares each)
+PAIR_STAGES = (
+    stages.tab_stages()
+)  # a pair's tab: the stages keyed by model and corpus (pipeline/stages.py declares each)
 
 
 def report_path(cfg: DictConfig) -> Path:
@@ -45,8 +47,16 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, wher
         blocks.append(checkpoints.section(where, sweep))
     if sweep.get("vision"):
         v = sweep["vision"]
-        blocks.append(html.vision_section([where("ablate_images", m, i, layers) / "images.parquet"
-                                           for m in v["models"] for i in v["images"] for layers in v["layers"]]))
+        blocks.append(
+            html.vision_section(
+                [
+                    where("ablate_images", m, i, layers) / "images.parquet"
+                    for m in v["models"]
+                    for i in v["images"]
+                    for layers in v["layers"]
+                ]
+            )
+        )
     if sweep.get("ablate"):
         blocks.append(html.ablation_block(html.ablation_files(results, sweep_name)))
     train = sweep.get("train") or {}
@@ -56,8 +66,11 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, wher
         for name, _, _ in sweeps.train_runs(sweep):
             blocks.append(html.training_section(Path(paths.train_dir(name, results)), name))
     if sweep.get("retrofit") is not None:  # beside the from-scratch runs: the same question on pretrained weights
-        blocks.append(html.retrofit_overview([(m, c, where("retrofit", m, c)) for m, c in sweeps.pairs(sweep)
-                                              if where("retrofit", m, c) is not None]))
+        blocks.append(
+            html.retrofit_overview(
+                [(m, c, where("retrofit", m, c)) for m, c in sweeps.pairs(sweep) if where("retrofit", m, c) is not None]
+            )
+        )
     return blocks
 
 
@@ -69,8 +82,15 @@ def render(cfg: DictConfig) -> str:
     where = plan.where(results)
     sections = [html.pair_section({s: where(s, m, c) for s in PAIR_STAGES}, m, c) for m, c in sweeps.pairs(sweep)]
     ablation = read_table(html.ablation_files(results, cfg.sweep_name)["parquet"]) if sweep.get("ablate") else None
-    return html.report(Path(cfg.sweep_name).stem, sections, extra_sections(results, sweep, cfg.sweep_name, cfg.detect, where),
-                       min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio, provenance=provenance(cfg), ablation=ablation)
+    return html.report(
+        Path(cfg.sweep_name).stem,
+        sections,
+        extra_sections(results, sweep, cfg.sweep_name, cfg.detect, where),
+        min_abs=cfg.detect.min_abs,
+        min_ratio=cfg.detect.min_ratio,
+        provenance=provenance(cfg),
+        ablation=ablation,
+    )
 
 
 def run(cfg: DictConfig) -> None:

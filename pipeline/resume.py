@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from massive.errors import MassiveError
+from massive.core.errors import MassiveError
 
 # train.* keys that do not change the trained weights or the metrics: a resume may change them. max_iters
 # extends (or shortens) a run with a constant schedule; the cosine schedule depends on it.
@@ -41,9 +41,14 @@ def check_resume(path: Path, meta: dict) -> None:
     old = {f"train.{k}": v for k, v in _flat(saved.get("train") or {}).items() if k not in free}
     new = {f"train.{k}": v for k, v in _flat(meta["train"]).items() if k not in free}
     old["seed"], new["seed"] = saved.get("seed"), meta["seed"]
-    diff = [f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} now" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+    diff = [
+        f"{k}={old.get(k, '(unset)')} there, {new.get(k, '(unset)')} now"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
     if diff:
-        raise MassiveError(f"{path} was trained with other settings ({'; '.join(diff[:3])}"
-                           f"{'; ...' if len(diff) > 3 else ''}): choose another train.name, or set train.resume=false "
-                           f"to start afresh (it overwrites this run)")
+        raise MassiveError(
+            f"{path} was trained with other settings ({'; '.join(diff[:3])}"
+            f"{'; ...' if len(diff) > 3 else ''}): choose another train.name, or set train.resume=false "
+            f"to start afresh (it overwrites this run)"
+        )

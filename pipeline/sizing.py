@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from massive.errors import MassiveError
+from massive.core.errors import MassiveError
+from pipeline.names import plain
 
 GPU_RULES = ("capture", "ablate", "zeroshot", "attention", "origins", "retrofit", "inference", "ablate_images")
 BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float64": 8, "int8": 1}
@@ -58,8 +59,11 @@ class Site:
 
     @classmethod
     def from_env(cls) -> "Site":
-        env = {"gpu_mem_gb": ("MA_SLURM_GPU_MEM_GB", float), "gpus_per_node": ("MA_SLURM_GPUS_PER_NODE", int),
-               "tflops": ("MA_SLURM_GPU_TFLOPS", float)}
+        env = {
+            "gpu_mem_gb": ("MA_SLURM_GPU_MEM_GB", float),
+            "gpus_per_node": ("MA_SLURM_GPUS_PER_NODE", int),
+            "tflops": ("MA_SLURM_GPU_TFLOPS", float),
+        }
         values = {}
         for key, (var, kind) in env.items():
             raw = os.environ.get(var, "").strip()
@@ -182,7 +186,9 @@ def _from_dir(hf: Path, source: str, dtype: str) -> Weights:
     config = json.loads((hf / "config.json").read_text())
     params = params_from_config(config)
     on_disk = sum(p.stat().st_size for p in hf.glob("*.safetensors")) or sum(p.stat().st_size for p in hf.glob("*.bin"))
-    download = on_disk or _index_bytes(hf / "model.safetensors.index.json") or params * BYTES[_stored_dtype(config, "float32")]
+    download = (
+        on_disk or _index_bytes(hf / "model.safetensors.index.json") or params * BYTES[_stored_dtype(config, "float32")]
+    )
     return Weights(params, int(download), source, config)
 
 
@@ -212,7 +218,7 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
     sizing) as far as it can be known now; `root`: the working directory (cache/models/)."""
     from pipeline import paths
 
-    dtype = _value(model.dtype)
+    dtype = plain(model.dtype)
     sizing = model.get("sizing") or {}
     if sizing.get("params"):
         params = int(float(sizing["params"]))
@@ -220,7 +226,7 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
     hf = _fetched_dir(Path(root) / paths.fetched(model.name), Path(root))
     if hf is not None:
         return _from_dir(hf, f"the fetched {hf / 'config.json'}", dtype)
-    source = _value(model.source)
+    source = plain(model.source)
     try:
         if source == "local" and model.path and (Path(model.path) / "config.json").is_file():
             return _from_dir(Path(model.path), f"{model.path}/config.json", dtype)
@@ -242,15 +248,15 @@ def weights(model: Any, root: str | Path = ".") -> Weights:
         raise MassiveError(f"cannot size model {model.name!r}: {exc}; set model.sizing.params") from None
     except Exception as exc:  # offline, gated, unknown repository
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise MassiveError(f"cannot size model {model.name!r}: its config.json is not at hand ({type(exc).__name__}: {first}); "
-                           "log in to the hub (hf auth login), fetch it first (snakemake fetch_model), "
-                           "or set model.sizing.params") from None
-    raise MassiveError(f"cannot size model {model.name!r} (source={source}): no config.json before the fetch; "
-                       f"fetch it first (snakemake {paths.fetched(model.name)}) or set model.sizing.params")
-
-
-def _value(x):
-    return x.value if hasattr(x, "value") else x
+        raise MassiveError(
+            f"cannot size model {model.name!r}: its config.json is not at hand ({type(exc).__name__}: {first}); "
+            "log in to the hub (hf auth login), fetch it first (snakemake fetch_model), "
+            "or set model.sizing.params"
+        ) from None
+    raise MassiveError(
+        f"cannot size model {model.name!r} (source={source}): no config.json before the fetch; "
+        f"fetch it first (snakemake {paths.fetched(model.name)}) or set model.sizing.params"
+    )
 
 
 # ---------------------------------------------------------------- per-rule work and memory
@@ -272,7 +278,7 @@ def work(rule: str, cfg, w: Weights) -> tuple[float, float]:
         seq = tokens_per_image(w.config) if w.config else 257
     n_seq = cfg.tokenize.num_sequences
     a, o, inf = cfg.ablate, cfg.origins, cfg.inference
-    f32 = _value(cfg.model.dtype) == "float32"
+    f32 = plain(cfg.model.dtype) == "float32"
     if rule == "capture":
         tokens = n_seq * seq
     elif rule == "ablate":
@@ -290,10 +296,14 @@ def work(rule: str, cfg, w: Weights) -> tuple[float, float]:
         evals = r.steps // r.eval_every + 3  # step 0, every eval_every, the set-back and the norms
         tokens = arms * (3 * r.steps * r.batch_size + evals * r.eval_chunks) * r.seq_len
     elif rule == "inference":
-        runs = 1 + len(inf.schemes) * (2 if inf.with_mean else 1) + len(inf.windows) * (1 + len(inf.sinks) * (1 + len(inf.sink_interventions)))
+        runs = (
+            1
+            + len(inf.schemes) * (2 if inf.with_mean else 1)
+            + len(inf.windows) * (1 + len(inf.sinks) * (1 + len(inf.sink_interventions)))
+        )
         reference = runs * inf.max_chunks * seq + inf.num_sequences * seq
         tokens = reference + len(inf.formats) * inf.max_chunks * seq
-        return tokens, (reference if _value(inf.dtype) == "float32" else 0)
+        return tokens, (reference if plain(inf.dtype) == "float32" else 0)
     elif rule == "ablate_images":
         tokens = len(a.interventions) * a.max_images * seq
     else:
@@ -322,19 +332,25 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
     """GPUs, host memory and time limit of one job of `rule` (composed config `cfg`) on `site`."""
     site = site or Site()
     m, a, inf = cfg.model, cfg.ablate, cfg.inference
-    dtype = _value(m.dtype)
+    dtype = plain(m.dtype)
     seq = cfg.retrofit.seq_len if rule == "retrofit" else cfg.tokenize.seq_len or m.seq_len
-    batch = {"capture": cfg.capture.batch_size, "ablate": a.batch_size, "zeroshot": a.batch_size,
-             "attention": 1, "origins": cfg.origins.batch_size, "inference": inf.batch_size,
-             "retrofit": cfg.retrofit.batch_size,
-             "ablate_images": a.batch_size}[rule]
+    batch = {
+        "capture": cfg.capture.batch_size,
+        "ablate": a.batch_size,
+        "zeroshot": a.batch_size,
+        "attention": 1,
+        "origins": cfg.origins.batch_size,
+        "inference": inf.batch_size,
+        "retrofit": cfg.retrofit.batch_size,
+        "ablate_images": a.batch_size,
+    }[rule]
     if _is_vit(cfg):
         seq = tokens_per_image(w.config) if w.config else 257
     elif rule == "zeroshot":
         seq = min(seq, 1024)  # lm-eval contexts are short
     if rule == "inference":  # the reference in inference.dtype and one copy cast to each format in turn
-        held = w.params * (BYTES[_value(inf.dtype)] + max(BYTES[_value(f)] for f in inf.formats))
-        loaded = w.params * BYTES[_value(inf.dtype)]
+        held = w.params * (BYTES[plain(inf.dtype)] + max(BYTES[plain(f)] for f in inf.formats))
+        loaded = w.params * BYTES[plain(inf.dtype)]
     else:
         held = loaded = w.params * BYTES[dtype]
     need = held + _batch_bytes(rule, cfg, w, batch, seq) + 1.5 * GIB  # + the CUDA context
@@ -342,12 +358,16 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
     sizing = m.get("sizing") or {}
     gpus = int(sizing.get("gpus") or max(1, math.ceil(need / usable)))
     if gpus > 1 and not m.device_map and not sizing.get("gpus"):
-        raise MassiveError(f"model {m.name!r}, rule {rule}: needs {need / 1e9:.0f} GB of GPU memory, more than one "
-                           f"{site.gpu_mem_gb:g} GB GPU, and has no model.device_map to spread it (set model.device_map=auto)")
+        raise MassiveError(
+            f"model {m.name!r}, rule {rule}: needs {need / 1e9:.0f} GB of GPU memory, more than one "
+            f"{site.gpu_mem_gb:g} GB GPU, and has no model.device_map to spread it (set model.device_map=auto)"
+        )
     if gpus > site.gpus_per_node:
-        raise MassiveError(f"model {m.name!r}, rule {rule}: needs {need / 1e9:.0f} GB of GPU memory = {gpus} GPUs of "
-                           f"{site.gpu_mem_gb:g} GB, more than the {site.gpus_per_node} of a node "
-                           "(MA_SLURM_GPU_MEM_GB, MA_SLURM_GPUS_PER_NODE, or model.sizing.gpus)")
+        raise MassiveError(
+            f"model {m.name!r}, rule {rule}: needs {need / 1e9:.0f} GB of GPU memory = {gpus} GPUs of "
+            f"{site.gpu_mem_gb:g} GB, more than the {site.gpus_per_node} of a node "
+            "(MA_SLURM_GPU_MEM_GB, MA_SLURM_GPUS_PER_NODE, or model.sizing.gpus)"
+        )
     mem_mb = int(sizing.get("mem_mb") or max(16000, math.ceil(1.2 * loaded / 1e6 / 1000) * 1000 + 8000))
     tokens, tokens_f32 = work(rule, cfg, w)
     flops = 2 * active_params(w.config, w.params)
@@ -362,7 +382,9 @@ def size(rule: str, cfg, w: Weights, site: Site | None = None) -> JobSize:
 
 
 # ---------------------------------------------------------------- what the SLURM profile calls
-_JOBS: dict[str, Callable[..., list[str]]] = {}  # rule -> the Hydra overrides of one of its jobs (rules/common.smk ARGS)
+_JOBS: dict[
+    str, Callable[..., list[str]]
+] = {}  # rule -> the Hydra overrides of one of its jobs (rules/common.smk ARGS)
 
 
 def register(args: dict[str, Callable[..., list[str]]]) -> None:
@@ -419,9 +441,11 @@ def account(name: str) -> str:
     """The SLURM account of every job (profile: MA_SLURM_ACCOUNT); the profile's placeholder stops
     the run, -n included, with one line (exit 2)."""
     if name == PLACEHOLDER_ACCOUNT:
-        _stop(f"SLURM account {name!r} is the profile's placeholder: set MA_SLURM_ACCOUNT=<your account> "
-              "(sacctmgr show assoc user=$USER format=account), or MA_SLURM_ACCOUNT='' to submit without one "
-              "(profiles/slurm/config.yaml)")
+        _stop(
+            f"SLURM account {name!r} is the profile's placeholder: set MA_SLURM_ACCOUNT=<your account> "
+            "(sacctmgr show assoc user=$USER format=account), or MA_SLURM_ACCOUNT='' to submit without one "
+            "(profiles/slurm/config.yaml)"
+        )
     return name
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline import paths
+from pipeline.names import plain
 
 ID_LEN = 8
 MANIFEST = "settings.yaml"
@@ -57,26 +58,70 @@ class Stage:
 _PAIR = ("model", "data", "seed")  # every stage of a model and corpus reads these
 # massive.compare's settings, read by every stage that compares conditions (ablate reads all of `ablate`)
 _COMPARE = ("ablate.bootstrap", "ablate.harmful_factor", "ablate.harmless_factor")
-STAGES = {s.name: s for s in [
-    Stage("tokenize", (*_PAIR, "tokenize"), files=("tokens.parquet",)),
-    # capture counts at ladders of thresholds (capture.counts), detect picks its own among them: no key
-    # of `detect` is the capture's identity
-    Stage("capture", (*_PAIR, "capture"), ("tokenize",), files=tuple(f"{t}.parquet" for t in paths.CAPTURE_TABLES)),
-    Stage("detect", (*_PAIR, "detect", "capture.top_k"), ("capture",), files=paths.DETECT_FILES),
-    Stage("figures", (*_PAIR, "figures", "capture.prompt"), ("capture",), files=tuple(f"{f}.png" for f in paths.FIGURES)),
-    Stage("ablate", (*_PAIR, "ablate", "capture", "detect", "tokenize", "plugins"), ("detect",), files=paths.ABLATE_FILES),
-    Stage("zeroshot", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("detect",), files=("zeroshot.parquet",), folder="ablate"),
-    Stage("ablate_images", (*_PAIR, "ablate", "capture", "detect", "plugins"), ("tokenize", "detect"), files=("images.parquet",),
-          folder="ablate"),
-    Stage("attention", (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
-          ("tokenize", "capture", "detect"), files=paths.ATTENTION_FILES, section="attention_section"),
-    Stage("origins", (*_PAIR, "origins", *_COMPARE, "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"), files=paths.ORIGINS_FILES,
-          section="origins_section"),
-    Stage("retrofit", (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"), ("detect",),
-          files=paths.RETROFIT_FILES, section="retrofit_section"),
-    Stage("inference", (*_PAIR, "inference", *_COMPARE, "capture", "detect", "figures", "tokenize"), ("tokenize", "detect"),
-          files=paths.INFERENCE_FILES, section="inference_section"),
-]}
+STAGES = {
+    s.name: s
+    for s in [
+        Stage("tokenize", (*_PAIR, "tokenize"), files=("tokens.parquet",)),
+        # capture counts at ladders of thresholds (capture.counts), detect picks its own among them: no key
+        # of `detect` is the capture's identity
+        Stage("capture", (*_PAIR, "capture"), ("tokenize",), files=tuple(f"{t}.parquet" for t in paths.CAPTURE_TABLES)),
+        Stage("detect", (*_PAIR, "detect", "capture.top_k"), ("capture",), files=paths.DETECT_FILES),
+        Stage(
+            "figures",
+            (*_PAIR, "figures", "capture.prompt"),
+            ("capture",),
+            files=tuple(f"{f}.png" for f in paths.FIGURES),
+        ),
+        Stage(
+            "ablate",
+            (*_PAIR, "ablate", "capture", "detect", "tokenize", "plugins"),
+            ("detect",),
+            files=paths.ABLATE_FILES,
+        ),
+        Stage(
+            "zeroshot",
+            (*_PAIR, "ablate", "capture", "detect", "plugins"),
+            ("detect",),
+            files=("zeroshot.parquet",),
+            folder="ablate",
+        ),
+        Stage(
+            "ablate_images",
+            (*_PAIR, "ablate", "capture", "detect", "plugins"),
+            ("tokenize", "detect"),
+            files=("images.parquet",),
+            folder="ablate",
+        ),
+        Stage(
+            "attention",
+            (*_PAIR, "attention", "ablate", "capture", "detect", "figures", "tokenize"),
+            ("tokenize", "capture", "detect"),
+            files=paths.ATTENTION_FILES,
+            section="attention_section",
+        ),
+        Stage(
+            "origins",
+            (*_PAIR, "origins", *_COMPARE, "capture", "detect", "figures", "tokenize"),
+            ("tokenize", "detect"),
+            files=paths.ORIGINS_FILES,
+            section="origins_section",
+        ),
+        Stage(
+            "retrofit",
+            (*_PAIR, "retrofit", "capture", "detect", "figures", "tokenize"),
+            ("detect",),
+            files=paths.RETROFIT_FILES,
+            section="retrofit_section",
+        ),
+        Stage(
+            "inference",
+            (*_PAIR, "inference", *_COMPARE, "capture", "detect", "figures", "tokenize"),
+            ("tokenize", "detect"),
+            files=paths.INFERENCE_FILES,
+            section="inference_section",
+        ),
+    ]
+}
 
 
 def tab_stages() -> tuple[str, ...]:
@@ -129,7 +174,7 @@ def _plain(value):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
-    return getattr(value, "value", value)
+    return plain(value)
 
 
 def manifest(cfg: DictConfig, stage: str | Stage) -> dict:

@@ -28,15 +28,30 @@ from typing import Iterable
 import jsonschema
 import yaml
 
-from massive.errors import MassiveError
+from massive.core.errors import MassiveError
 from pipeline.cli import CONF_DIR
 
 VISION_INTERVENTIONS = ["none", "zero", "mean", "random_zero", "fix_register_mean"]
 # the lists in which an entry named twice is a mistake (a model captured twice, a row twice)
-UNIQUE = [("models",), ("corpora",), ("vision", "models"), ("vision", "images"), ("ablate", "layers"),
-          ("vision", "layers"), ("ablate", "interventions"), ("vision", "interventions"), ("ablate", "zeroshot_tasks"),
-          ("train", "configs"), ("train", "variants"), ("inference", "corpora"), ("retrofit", "corpora"), ("inference", "schemes"),
-          ("inference", "windows"), ("inference", "sinks"), ("inference", "formats")]
+UNIQUE = [
+    ("models",),
+    ("corpora",),
+    ("vision", "models"),
+    ("vision", "images"),
+    ("ablate", "layers"),
+    ("vision", "layers"),
+    ("ablate", "interventions"),
+    ("vision", "interventions"),
+    ("ablate", "zeroshot_tasks"),
+    ("train", "configs"),
+    ("train", "variants"),
+    ("inference", "corpora"),
+    ("retrofit", "corpora"),
+    ("inference", "schemes"),
+    ("inference", "windows"),
+    ("inference", "sinks"),
+    ("inference", "formats"),
+]
 
 
 class _Loader(yaml.SafeLoader):
@@ -44,9 +59,13 @@ class _Loader(yaml.SafeLoader):
     "3_99", which `load` rejects with a hint, instead of ablating block 399."""
 
 
-_Loader.yaml_implicit_resolvers = {first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.yaml_implicit_resolvers = {
+    first: list(resolvers) for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 for _digit in "0123456789":
-    _Loader.yaml_implicit_resolvers.setdefault(_digit, []).insert(0, ("tag:yaml.org,2002:str", re.compile(r"^[0-9]+(?:_[0-9]+)+$")))
+    _Loader.yaml_implicit_resolvers.setdefault(_digit, []).insert(
+        0, ("tag:yaml.org,2002:str", re.compile(r"^[0-9]+(?:_[0-9]+)+$"))
+    )
 
 
 def path_of(name: str) -> Path:
@@ -66,8 +85,10 @@ def _layer_strings(sweep: dict, name: str) -> None:
         for entry in entries if isinstance(entries, list) else []:
             if isinstance(entry, str) and re.fullmatch(r"[0-9]+(?:[_,\s]+[0-9]+)*", entry.strip()):
                 hint = "[" + ", ".join(re.split(r"[_,\s]+", entry.strip())) + "]"
-                raise MassiveError(f"sweep {name!r}: {section}.layers entry {entry!r}: write block indices as a list, "
-                                   f"{hint} (a string is not a list of blocks, and YAML reads an unquoted 3_99 as 399)")
+                raise MassiveError(
+                    f"sweep {name!r}: {section}.layers entry {entry!r}: write block indices as a list, "
+                    f"{hint} (a string is not a list of blocks, and YAML reads an unquoted 3_99 as 399)"
+                )
 
 
 def _is_path(entry) -> bool:
@@ -81,7 +102,7 @@ def _user_file(sweep_name: str, key: str, group: str, entry: str, user: dict) ->
     (`defaults: [schema]`), copied to cache/conf/<digest>/<group>/<name>.yaml (pipeline/paths.py
     user_conf), where Hydra finds it through the jobs' hydra.searchpath. Returns the name; `user`
     collects {group: {name: search path}}. A bad file is one line naming it."""
-    from massive.files import atomic_path
+    from massive.core.files import atomic_path
     from pipeline import names, paths
 
     path, where = Path(entry), f"sweep {sweep_name!r}: {key} entry {entry!r}"
@@ -100,11 +121,16 @@ def _user_file(sweep_name: str, key: str, group: str, entry: str, user: dict) ->
         raise MassiveError(f"{where}: {exc}") from None
     own = str(own)
     if (CONF_DIR / group / f"{own}.yaml").is_file():
-        raise MassiveError(f"{where}: its name {own!r} is that of conf/{group}/{own}.yaml: give it a name of its own (name:)")
+        raise MassiveError(
+            f"{where}: its name {own!r} is that of conf/{group}/{own}.yaml: give it a name of its own (name:)"
+        )
     defaults = doc.get("defaults") or []
     defaults = defaults if "schema" in defaults else ["schema", *defaults]
-    text = yaml.safe_dump({"defaults": defaults, **{k: v for k, v in doc.items() if k != "defaults"}, "name": own},
-                          sort_keys=False, default_flow_style=False)
+    text = yaml.safe_dump(
+        {"defaults": defaults, **{k: v for k, v in doc.items() if k != "defaults"}, "name": own},
+        sort_keys=False,
+        default_flow_style=False,
+    )
     search = paths.user_conf(hashlib.sha256(f"{group}\0{text}".encode()).hexdigest()[:16])
     if user[group].get(own, search) != search:
         raise MassiveError(f"{where}: another {group} YAML of the sweep is named {own!r} too")
@@ -123,7 +149,11 @@ def search_path(sweep: dict, model: str | None = None, corpus: str | None = None
     from pipeline.paths import base_model
 
     user = sweep.get("user_configs") or {}
-    dirs = [user.get(group, {}).get(item) for group, item in (("model", model and base_model(model)), ("data", corpus)) if item]
+    dirs = [
+        user.get(group, {}).get(item)
+        for group, item in (("model", model and base_model(model)), ("data", corpus))
+        if item
+    ]
     dirs = [d for d in dirs if d]
     return [f"hydra.searchpath=[{','.join('file://' + d for d in dirs)}]"] if dirs else []
 
@@ -144,7 +174,7 @@ def _unique(sweep: dict, name: str) -> None:
 
 
 def _registries() -> dict[str, list[str]]:
-    from massive.interventions import INTERVENTIONS
+    from massive.intervene.interventions import INTERVENTIONS
 
     return {"interventions": sorted(INTERVENTIONS)}
 
@@ -173,12 +203,13 @@ def registry_schema(sweep: dict, name: str) -> dict:
 
 
 def load(name: str) -> dict:
+    from pipeline import names
     from pipeline.config import layers_slug
 
-    from pipeline import names
-
     path = path_of(name)
-    names.check("sweep (the file name)" if path.stem != name else "sweep", path.stem)  # results/report_<stem>.html, logs/...
+    names.check(
+        "sweep (the file name)" if path.stem != name else "sweep", path.stem
+    )  # results/report_<stem>.html, logs/...
     if not path.is_file():
         known = sorted(p.stem for p in (CONF_DIR / "sweep").glob("*.yaml"))
         raise MassiveError(f"sweep {name!r} not found ({path}); known sweeps: {', '.join(known)}")
@@ -194,10 +225,15 @@ def load(name: str) -> dict:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise MassiveError(f"sweep {name!r}: {where}: {exc.message}") from None
     vision = sweep.get("vision")
-    if not ((sweep["models"] or sweep.get("revisions")) and sweep["corpora"]) and not vision \
-            and not (sweep.get("train") or {}).get("configs"):
-        raise MassiveError(f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision "
-                           f"or a train section)")
+    if (
+        not ((sweep["models"] or sweep.get("revisions")) and sweep["corpora"])
+        and not vision
+        and not (sweep.get("train") or {}).get("configs")
+    ):
+        raise MassiveError(
+            f"sweep {name!r}: models and corpora must both be non-empty (or the sweep needs a vision "
+            f"or a train section)"
+        )
     lists = [("model", "models", sweep), ("data", "corpora", sweep)]
     if vision:
         lists += [("model", "vision.models", vision), ("data", "vision.images", vision)]
@@ -214,19 +250,25 @@ def load(name: str) -> dict:
         where[field] = [_user_file(name, key, group, item, user) if _is_path(item) else item for item in where[field]]
         for item in where[field]:
             if item not in user[group] and not (CONF_DIR / group / f"{item}.yaml").is_file():
-                raise MassiveError(f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml "
-                                   f"(or name a {group} YAML by its path: my_{group}.yaml)")
+                raise MassiveError(
+                    f"sweep {name!r}: {key} entry {item!r} has no conf/{group}/{item}.yaml "
+                    f"(or name a {group} YAML by its path: my_{group}.yaml)"
+                )
     for section, key in (("inference", "corpora"), ("retrofit", "corpora"), ("protocols", "corpora")):  # named again
         entries = (sweep.get(section) or {}).get(key) if isinstance(sweep.get(section), dict) else None
         if entries:
-            sweep[section][key] = [_user_file(name, f"{section}.{key}", "data", c, user) if _is_path(c) else c for c in entries]
+            sweep[section][key] = [
+                _user_file(name, f"{section}.{key}", "data", c, user) if _is_path(c) else c for c in entries
+            ]
     _unique(sweep, name)
     sweep["user_configs"] = user
     for section in ("inference", "retrofit"):
         stray = [c for c in (sweep.get(section) or {}).get("corpora", []) if c not in sweep["corpora"]]
         if stray:
-            raise MassiveError(f"sweep {name!r}: {section}.corpora entry {stray[0]!r} is not one of the sweep's corpora "
-                               f"({', '.join(sweep['corpora'])})")
+            raise MassiveError(
+                f"sweep {name!r}: {section}.corpora entry {stray[0]!r} is not one of the sweep's corpora "
+                f"({', '.join(sweep['corpora'])})"
+            )
     sweep.setdefault("overrides", [])
     sweep.setdefault("model_overrides", {})
     sweep["protocols"] = _protocols(sweep, name)
@@ -248,28 +290,34 @@ def _revisions(sweep: dict, name: str) -> dict[str, list[str]]:
             raise MassiveError(f"sweep {name!r}: revisions entry {model!r} has no conf/model/{model}.yaml")
         for i, rev in enumerate(revs):
             if rev in PROTOCOL_NAMES:
-                raise MassiveError(f"sweep {name!r}: revisions.{model} entry {rev!r} is a sequence protocol's name "
-                                   f"(runs <model>@{rev} are protocol runs): list it under protocols")
+                raise MassiveError(
+                    f"sweep {name!r}: revisions.{model} entry {rev!r} is a sequence protocol's name "
+                    f"(runs <model>@{rev} are protocol runs): list it under protocols"
+                )
             try:
                 names.check(f"revisions.{model} entry", rev)
             except MassiveError as exc:
                 raise MassiveError(f"sweep {name!r}: {exc}") from None
             if rev in revs[:i]:
                 raise MassiveError(f"sweep {name!r}: revisions.{model} lists {rev!r} twice")
-        for label, items in (("overrides", sweep.get("overrides") or []),
-                             (f"model_overrides.{model}", (sweep.get("model_overrides") or {}).get(model) or [])):
+        for label, items in (
+            ("overrides", sweep.get("overrides") or []),
+            (f"model_overrides.{model}", (sweep.get("model_overrides") or {}).get(model) or []),
+        ):
             for item in items:
                 if str(item).split("=", 1)[0].lstrip("+~").strip() == "model.revision":
-                    raise MassiveError(f"sweep {name!r}: {label} entry {item!r} sets model.revision, which the revisions "
-                                       f"section sets per run of {model!r}: list the revision there")
+                    raise MassiveError(
+                        f"sweep {name!r}: {label} entry {item!r} sets model.revision, which the revisions "
+                        f"section sets per run of {model!r}: list the revision there"
+                    )
     return spec
 
 
 def revision_runs(sweep: dict) -> list[str]:
     """The runs of the revisions section, <model>@<revision>, in its order (pipeline/paths.py).
 
-        >>> revision_runs({"revisions": {"pythia_160m": ["step0", "step1000"]}})
-        ['pythia_160m@step0', 'pythia_160m@step1000']
+    >>> revision_runs({"revisions": {"pythia_160m": ["step0", "step1000"]}})
+    ['pythia_160m@step0', 'pythia_160m@step1000']
     """
     from pipeline.paths import run_name
 
@@ -330,8 +378,14 @@ def protocol_pairs(sweep: dict) -> list[tuple[str, str]]:
     from pipeline.paths import revision_of, run_name
 
     p = sweep.get("protocols") or {"names": [], "corpora": []}
-    return [(run_name(m, name), c) for m in sweep["models"] if revision_of(m) is None for name in p["names"]
-            if name != own_protocol(m, sweep) for c in p["corpora"]]
+    return [
+        (run_name(m, name), c)
+        for m in sweep["models"]
+        if revision_of(m) is None
+        for name in p["names"]
+        if name != own_protocol(m, sweep)
+        for c in p["corpora"]
+    ]
 
 
 def llm_pairs(sweep: dict) -> list[tuple[str, str]]:
@@ -344,14 +398,23 @@ def run_args(run: str) -> list[str]:
     model=gpt2 model.name=gpt2@bos model.bos=always (its own results folder, the protocol's model.bos);
     for pythia_160m@step1000 model=pythia_160m model.name=pythia_160m@step1000 model.revision=step1000
     (its own fetch and results folder)."""
-    from massive.sequences import PROTOCOLS
+    from massive.core.sequences import PROTOCOLS
     from pipeline.paths import base_model, protocol_of, revision_of
 
     proto, revision = protocol_of(run), revision_of(run)
     if revision is not None:  # quoted where Hydra would read another type (a commit 1234567, true, nan)
-        plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", revision) and revision.lower() not in ("true", "false", "null",
-                                                                                               "nan", "inf")
-        return [f"model={base_model(run)}", f"model.name={run}", f"model.revision={revision if plain else repr(revision)}"]
+        plain = re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]*", revision) and revision.lower() not in (
+            "true",
+            "false",
+            "null",
+            "nan",
+            "inf",
+        )
+        return [
+            f"model={base_model(run)}",
+            f"model.name={run}",
+            f"model.revision={revision if plain else repr(revision)}",
+        ]
     if proto is None:
         return [f"model={run}"]
     return [f"model={base_model(run)}", f"model.name={run}", f"model.bos={PROTOCOLS[proto]}"]
@@ -446,8 +509,9 @@ def _stamp(argv: list[str]) -> str:
     so the checks run again once a model is fetched or a checkpoint written."""
     from pipeline import paths
 
-    model = next((a.split("=", 1)[1] for a in argv if a.startswith("model.name=")), None) or \
-        next((a.split("=", 1)[1] for a in argv if a.startswith("model=")), None)
+    model = next((a.split("=", 1)[1] for a in argv if a.startswith("model.name=")), None) or next(
+        (a.split("=", 1)[1] for a in argv if a.startswith("model=")), None
+    )
     files = [Path(paths.fetched(paths.fetch_name(model)))] if model else []
     if "stage=train" in argv:
         files += sorted(Path(paths.RESULTS, "train").glob("*/*/resume.pt"))
@@ -514,7 +578,7 @@ def _compose_one(name: str, what: str, argv: list[str], config_name: str) -> Non
     from omegaconf.errors import OmegaConfBaseException
 
     from pipeline.checks import dry_run
-    from pipeline.cli import one_line, compose
+    from pipeline.cli import compose, one_line
     from pipeline.config import check_overrides
 
     try:

@@ -1,5 +1,5 @@
 """Rule tokenize: N sequences of seq_len tokens from a seeded sample of the corpus
-(massive.sequences.sequences, the paper's protocol).
+(massive.core.sequences.sequences, the paper's protocol).
 
 Sample tokenize.num_documents documents with the config's seed, join them with
 tokenize.separator (blank lines), tokenise, cut the token stream into consecutive chunks of
@@ -20,9 +20,9 @@ import logging
 import pandas as pd
 from omegaconf import DictConfig
 
-from massive import images
-from massive.errors import MassiveError
-from massive.sequences import sequences
+from massive.core.errors import MassiveError
+from massive.core.sequences import sequences
+from massive.vision import images
 from pipeline import cli
 from pipeline.checks import seq_len
 from pipeline.config import is_images
@@ -36,8 +36,15 @@ def image_rows(cfg: DictConfig) -> pd.DataFrame:
     table = images.sample(read_table(corpus_file(cfg)), cfg.tokenize.num_sequences, cfg.seed)
     processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
     pixels = images.preprocess(processor, table["path"].tolist())
-    return pd.DataFrame({"seq_id": range(len(table)), "image_id": table["image_id"].to_numpy(), "label": table["label"].to_numpy(),
-                         "pixel_values": list(pixels.flatten(1).numpy()), "shape": [list(pixels.shape[1:])] * len(table)})
+    return pd.DataFrame(
+        {
+            "seq_id": range(len(table)),
+            "image_id": table["image_id"].to_numpy(),
+            "label": table["label"].to_numpy(),
+            "pixel_values": list(pixels.flatten(1).numpy()),
+            "shape": [list(pixels.shape[1:])] * len(table),
+        }
+    )
 
 
 def run(cfg: DictConfig) -> None:
@@ -50,17 +57,32 @@ def run(cfg: DictConfig) -> None:
         raise MassiveError(f"corpus {cfg.data.name!r} is empty")
     tok = load_tokenizer(cfg)
     try:
-        ids = sequences(tok, docs, seq_len=n, n=t.num_sequences, seed=cfg.seed, num_documents=t.num_documents,
-                        separator=t.separator, protocol=protocol(cfg, tok))
+        ids = sequences(
+            tok,
+            docs,
+            seq_len=n,
+            n=t.num_sequences,
+            seed=cfg.seed,
+            num_documents=t.num_documents,
+            separator=t.separator,
+            protocol=protocol(cfg, tok),
+        )
     except MassiveError as exc:
         raise MassiveError(f"corpus {cfg.data.name!r}: {exc}") from None
     if len(ids) < t.num_sequences and not t.allow_fewer:
-        raise MassiveError(f"corpus {cfg.data.name!r} gives only {len(ids)} of tokenize.num_sequences={t.num_sequences} "
-                           f"sequences of {n} tokens (from tokenize.num_documents={t.num_documents} documents): lower "
-                           f"tokenize.num_sequences, or set tokenize.allow_fewer=true to go on with {len(ids)}")
+        raise MassiveError(
+            f"corpus {cfg.data.name!r} gives only {len(ids)} of tokenize.num_sequences={t.num_sequences} "
+            f"sequences of {n} tokens (from tokenize.num_documents={t.num_documents} documents): lower "
+            f"tokenize.num_sequences, or set tokenize.allow_fewer=true to go on with {len(ids)}"
+        )
     if len(ids) < t.num_sequences:
-        log.warning("corpus %s gives only %d of %d sequences of %d tokens (tokenize.allow_fewer=true)", cfg.data.name,
-                    len(ids), t.num_sequences, n)
+        log.warning(
+            "corpus %s gives only %d of %d sequences of %d tokens (tokenize.allow_fewer=true)",
+            cfg.data.name,
+            len(ids),
+            t.num_sequences,
+            n,
+        )
     write_table(pd.DataFrame({"seq_id": range(len(ids)), "input_ids": ids.tolist()}), tokens_file(cfg), cfg)
 
 

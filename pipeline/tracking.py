@@ -22,11 +22,14 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.io import git_commit, package_versions, root
+from pipeline.names import plain
 
 if TYPE_CHECKING:
     import wandb
 
-INIT_TIMEOUT = float(os.environ.get("WANDB_INIT_TIMEOUT", 10))  # seconds an online run may take to start before the rule continues offline
+INIT_TIMEOUT = float(
+    os.environ.get("WANDB_INIT_TIMEOUT", 10)
+)  # seconds an online run may take to start before the rule continues offline
 MODES = ("offline", "online", "disabled")
 log = logging.getLogger(__name__)
 _warned: set[str] = set()
@@ -43,7 +46,7 @@ def warn(what: str, exc: BaseException | None = None) -> None:
 
 def mode(cfg: DictConfig) -> str:
     """wandb.mode when set, else $WANDB_MODE (offline, online, disabled; W&B's dryrun = offline), else offline."""
-    configured = cfg.wandb.mode.value if hasattr(cfg.wandb.mode, "value") else cfg.wandb.mode
+    configured = plain(cfg.wandb.mode)
     if configured is not None:
         return configured
     env = os.environ.get("WANDB_MODE", "").strip().lower()
@@ -84,7 +87,9 @@ class _Safe:
 
 def _init(wandb, kwargs: dict, run_mode: str):
     """wandb.init in `run_mode`; an online run that fails or times out continues offline, then disabled."""
-    tries = {"online": ["online", "offline", "disabled"], "offline": ["offline", "disabled"]}.get(run_mode, ["disabled"])
+    tries = {"online": ["online", "offline", "disabled"], "offline": ["offline", "disabled"]}.get(
+        run_mode, ["disabled"]
+    )
     for m in tries:
         try:
             return wandb.init(mode=m, settings=wandb.Settings(init_timeout=INIT_TIMEOUT), **kwargs)
@@ -104,16 +109,20 @@ def stage_run(cfg: DictConfig, name: str | None = None) -> Iterator["wandb.sdk.w
     config = OmegaConf.to_container(cfg, resolve=True)
     config["git_commit"] = git_commit()
     config["packages"] = package_versions()
-    run = _init(wandb, dict(
-        project=cfg.wandb.project,
-        entity=cfg.wandb.entity,
-        group=os.environ.get("WANDB_RUN_GROUP") or cfg.sweep_name,  # the Snakefile sets it to the sweep
-        job_type=cfg.stage,
-        name=name or f"{cfg.stage}/{cfg.model.name}/{cfg.data.name}",
-        config=config,
-        dir=str(wandb_dir),
-        reinit="finish_previous",
-    ), mode(cfg))
+    run = _init(
+        wandb,
+        dict(
+            project=cfg.wandb.project,
+            entity=cfg.wandb.entity,
+            group=os.environ.get("WANDB_RUN_GROUP") or cfg.sweep_name,  # the Snakefile sets it to the sweep
+            job_type=cfg.stage,
+            name=name or f"{cfg.stage}/{cfg.model.name}/{cfg.data.name}",
+            config=config,
+            dir=str(wandb_dir),
+            reinit="finish_previous",
+        ),
+        mode(cfg),
+    )
     try:
         yield _Safe(run)
     finally:
@@ -133,8 +142,11 @@ def table(df: pd.DataFrame):
     df = df.reset_index(drop=True).copy()
     for col in df.columns:
         dtype = df[col].dtype
-        if isinstance(dtype, pd.api.extensions.ExtensionDtype) and pd.api.types.is_numeric_dtype(dtype) \
-                and not pd.api.types.is_bool_dtype(dtype):
+        if (
+            isinstance(dtype, pd.api.extensions.ExtensionDtype)
+            and pd.api.types.is_numeric_dtype(dtype)
+            and not pd.api.types.is_bool_dtype(dtype)
+        ):
             df[col] = df[col].astype("float64")
         elif isinstance(dtype, pd.api.extensions.ExtensionDtype) or dtype == object:
             values = [None if v is None or v is pd.NA or (isinstance(v, float) and v != v) else v for v in df[col]]

@@ -1,10 +1,10 @@
-"""Rule train: train one GPT variant (massive/gpt.py) and watch massive activations emerge.
+"""Rule train: train one GPT variant (massive/retrain/gpt.py) and watch massive activations emerge.
 
     python -m pipeline.train train=cpu_backcopy train.variant=attn_bias
     torchrun --standalone --nproc_per_node=8 -m pipeline.train train=gpt2_124m_owt train.variant=default
 
 The science (the loop, the loss estimates, the emergence metrics on a fixed probe batch,
-checkpoints) is massive/training.py; this rule builds its arguments from cfg.train, sets up the
+checkpoints) is massive/retrain/training.py; this rule builds its arguments from cfg.train, sets up the
 device and DDP, and writes the outputs in results/train/<train.name>/<variant>/:
   resume.pt         model, optimizer, next step, RNG states, metric rows, per-step losses, the train
                     config and seed; rewritten every train.checkpoint_interval steps: a killed run
@@ -23,43 +23,47 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from massive import training
-from massive.backcopy import BackcopySpec
-from massive.errors import MassiveError
-from massive.files import link
-from massive.gpt import GPTConfig
+from massive.core.errors import MassiveError
+from massive.core.files import link
+from massive.retrain import training
+from massive.retrain.backcopy import BackcopySpec
+from massive.retrain.gpt import GPTConfig
 from pipeline import cli, paths, tracking
 from pipeline.io import results_dir, root, write_table
+from pipeline.names import plain
 from pipeline.resume import check_resume, resume_meta
 
 log = logging.getLogger(__name__)
 
 
-def _value(x):
-    return getattr(x, "value", x)
-
-
 def out_dir(cfg: DictConfig) -> Path:
-    return Path(paths.train_variant_dir(cfg.train.name, _value(cfg.train.variant), results_dir(cfg)))
+    return Path(paths.train_variant_dir(cfg.train.name, plain(cfg.train.variant), results_dir(cfg)))
 
 
 def make_data(cfg: DictConfig, rank: int = 0):
     t = cfg.train
-    if _value(t.data) == "backcopy":
+    if plain(t.data) == "backcopy":
         return training.BackcopyBatches(BackcopySpec(**t.backcopy), cfg.seed)
     o = t.openwebtext
-    return training.OpenWebTextBatches(root(cfg) / cfg.paths.cache / "train" / "openwebtext", cfg.seed, o.hub_id,
-                                       o.tokenizer, o.val_fraction, o.num_proc, rank)
+    return training.OpenWebTextBatches(
+        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
+        cfg.seed,
+        o.hub_id,
+        o.tokenizer,
+        o.val_fraction,
+        o.num_proc,
+        rank,
+    )
 
 
 def specs(cfg: DictConfig) -> tuple[GPTConfig, training.TrainSpec]:
     """The architecture and the training hyper-parameters of cfg.train, as the library's dataclasses."""
     t = cfg.train
     names = [f.name for f in fields(training.TrainSpec) if f.name != "block_size"]
-    spec = training.TrainSpec(block_size=t.model.block_size, **{k: _value(t[k]) for k in names})
-    return GPTConfig(**t.model, variant=_value(t.variant)), spec
+    spec = training.TrainSpec(block_size=t.model.block_size, **{k: plain(t[k]) for k in names})
+    return GPTConfig(**t.model, variant=plain(t.variant)), spec
 
 
 def _wandb_metrics(rows: list[dict]) -> dict:
@@ -79,7 +83,7 @@ def run(cfg: DictConfig) -> None:
         raise MassiveError(f"train.grad_accum={t.grad_accum} is not a multiple of the {world} processes")
     data = make_data(cfg, rank)  # before the process group: OpenWebText may take hours to prepare
     device = training.init_device(t.device, local_rank, world)
-    autocast, scaler = training.precision(device, _value(t.dtype))
+    autocast, scaler = training.precision(device, plain(t.dtype))
 
     out = out_dir(cfg)
     resume_path, ckpt_path, metrics_path = out / "resume.pt", out / "checkpoint.pt", out / "metrics.parquet"
@@ -87,7 +91,9 @@ def run(cfg: DictConfig) -> None:
     raw, optimizer = training.build(gpt, spec, cfg.seed, device)
     step, state = 0, None
     meta = resume_meta(cfg)
-    found = resume_path if resume_path.exists() else ckpt_path if ckpt_path.exists() else None  # checkpoint.pt: older runs
+    found = (
+        resume_path if resume_path.exists() else ckpt_path if ckpt_path.exists() else None
+    )  # checkpoint.pt: older runs
     if found is not None and t.resume:
         check_resume(found, meta)
         step, state = training.load_checkpoint(found, raw, optimizer)
@@ -100,21 +106,45 @@ def run(cfg: DictConfig) -> None:
 
         model = DDP(model, device_ids=[local_rank])
     probe = data.batch("probe", 0, t.probe_batch_size, t.model.block_size)[0].to(device)
-    variant = _value(t.variant)
-    log.info("train %s/%s: %.2fM parameters, %d steps from %d, device %s x%d", t.name, variant,
-             raw.num_params() / 1e6, t.max_iters, step, device.type, world)
+    variant = plain(t.variant)
+    log.info(
+        "train %s/%s: %.2fM parameters, %d steps from %d, device %s x%d",
+        t.name,
+        variant,
+        raw.num_params() / 1e6,
+        t.max_iters,
+        step,
+        device.type,
+        world,
+    )
 
     master = rank == 0
     with tracking.stage_run(cfg, name=f"train/{t.name}/{variant}") if master else contextlib.nullcontext() as wb:
+
         def on_eval(step: int, rows: list[dict], history: list[dict]) -> None:
             write_table(pd.DataFrame(history), metrics_path, cfg)
             wb.log(_wandb_metrics(rows), step=step)
 
-        state = training.train(model, optimizer, data, spec, probe, raw=raw, step=step, state=state, device=device,
-                               autocast=autocast, scaler=scaler, rank=rank, world=world,
-                               dtype=_value(t.dtype) if device.type == "cuda" else "float32",
-                               checkpoint=resume_path, meta=meta, on_eval=on_eval,
-                               on_log=lambda step, metrics: wb.log(metrics, step=step))
+        state = training.train(
+            model,
+            optimizer,
+            data,
+            spec,
+            probe,
+            raw=raw,
+            step=step,
+            state=state,
+            device=device,
+            autocast=autocast,
+            scaler=scaler,
+            rank=rank,
+            world=world,
+            dtype=plain(t.dtype) if device.type == "cuda" else "float32",
+            checkpoint=resume_path,
+            meta=meta,
+            on_eval=on_eval,
+            on_log=lambda step, metrics: wb.log(metrics, step=step),
+        )
     if master:  # also when a finished checkpoint was found and nothing ran
         if not resume_path.exists():  # an older run's checkpoint.pt, finished: keep it as the rolling one too
             link(ckpt_path, resume_path)

@@ -2,9 +2,9 @@
 
 The paper's second test of "massive activations are fixed biases": accuracy on BoolQ, PIQA,
 WinoGrande, ARC-Easy and ARC-Challenge with the massive activations zeroed or set to their mean.
-The model is loaded once; the harness (massive.zeroshot.evaluate: lm_eval.simple_evaluate with
+The model is loaded once; the harness (massive.intervene.zeroshot.evaluate: lm_eval.simple_evaluate with
 an HFLM wrapping the loaded model) runs every task under every intervention of
-ablate.interventions, with the same hooks as the ablate rule (massive.interventions.intervene).
+ablate.interventions, with the same hooks as the ablate rule (massive.intervene.interventions.intervene).
 Tasks come from ablate.zeroshot_tasks; their datasets come from the Hugging Face hub (cluster
 runs; ablate.zeroshot_datasets: local copies laid out like the hub, for compute nodes without
 internet), or from local task YAMLs in ablate.zeroshot_include (a folder).
@@ -19,10 +19,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig
 
-from massive import arch, interventions
-from massive.errors import MassiveError
-from massive.zeroshot import evaluate
-from massive.results import ZeroshotTables
+from massive.core import arch
+from massive.core.errors import MassiveError
+from massive.core.results import ZeroshotTables
+from massive.intervene import interventions
+from massive.intervene.zeroshot import evaluate
 from pipeline import cli, tracking
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import provenance, read_detection, run_dir
@@ -40,12 +41,30 @@ def run(cfg: DictConfig) -> None:
     slug = layers_slug(cfg.ablate.layers)
     frames = []
     for name in cfg.ablate.interventions:
-        with torch.inference_mode(), interventions.intervene(model, found, name, tokenizer=tok, seed=cfg.seed,
-                                                             min_abs=cfg.detect.min_abs, min_ratio=cfg.detect.min_ratio,
-                                                             delimiters=cfg.detect.delimiters):
-            df = evaluate(model, tok, tasks, cfg.ablate.zeroshot_include, cfg.ablate.zeroshot_limit,
-                          cfg.ablate.batch_size, cfg.seed, bos=protocol(cfg, tok).bos,
-                          dataset_root=cfg.ablate.zeroshot_datasets)
+        with (
+            torch.inference_mode(),
+            interventions.intervene(
+                model,
+                found,
+                name,
+                tokenizer=tok,
+                seed=cfg.seed,
+                min_abs=cfg.detect.min_abs,
+                min_ratio=cfg.detect.min_ratio,
+                delimiters=cfg.detect.delimiters,
+            ),
+        ):
+            df = evaluate(
+                model,
+                tok,
+                tasks,
+                cfg.ablate.zeroshot_include,
+                cfg.ablate.zeroshot_limit,
+                cfg.ablate.batch_size,
+                cfg.seed,
+                bos=protocol(cfg, tok).bos,
+                dataset_root=cfg.ablate.zeroshot_datasets,
+            )
         df.insert(0, "intervention", name)
         frames.append(df)
     table = pd.concat(frames, ignore_index=True)

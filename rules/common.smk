@@ -4,7 +4,7 @@
 import shlex
 import sys
 
-from massive.errors import MassiveError
+from massive.core.errors import MassiveError
 from pipeline import jobs, paths, sizing, stages
 from pipeline import sweep as sweeps
 

@@ -1,5 +1,5 @@
 # Stage 3, retrofit: an explicit attention bias trained on the frozen model with its massive
-# activations zeroed from their emergence block (massive/retrofit.py), for every LLM x corpus of the
+# activations zeroed from their emergence block (massive/retrain/retrofit.py), for every LLM x corpus of the
 # sweep when it has a `retrofit:` section (its values become retrofit.<key>; {} runs the defaults).
 rule retrofit:
     input:

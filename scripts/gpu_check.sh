@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of the capture (issue 28), in one run on a CUDA machine, every result under $OUT:
-#   sync_test.txt     tests/test_detection.py -k cuda: a capture on CUDA (Triton and torch paths)
+#   sync_test.txt     tests/unit/test_detection.py -k cuda: a capture on CUDA (Triton and torch paths)
 #                     makes no synchronising call inside any block's hook (torch's sync debug mode
 #                     set to "error" there), and its tables equal the CPU capture's
-#   kernel_bench.txt  kernels/bench.py: the Triton top-k kernel against torch (times, bandwidth, exactness)
+#   kernel_bench.txt  massive/kernels/bench.py: the Triton top-k kernel against torch (times, bandwidth, exactness)
 #   peers_cuda.txt    benchmarks/peers.py --device cuda: plain / massive.capture / nnsight /
 #                     TransformerLens side by side, time and peak allocation, on $SHAPES
 #   environment.txt   the GPU, driver, torch, triton and the commit
@@ -47,8 +47,8 @@ step() {  # step NAME FILE COMMAND...: run, keep its output, note the result
 }
 
 step "no synchronisation inside the hooks" sync_test.txt \
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_detection.py -k "cuda or device_path"
-step "Triton kernel benchmark" kernel_bench.txt "$PY" kernels/bench.py
+    "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_detection.py -k "cuda or device_path"
+step "Triton kernel benchmark" kernel_bench.txt "$PY" massive/kernels/bench.py
 if [ -d "$MODEL" ] && [ -f "$TEXTS" ]; then
     step "peers on CUDA" peers_cuda.txt \
         "$PY" benchmarks/peers.py --device cuda --model "$MODEL" --texts "$TEXTS" --shapes "$SHAPES" --rounds "$ROUNDS"

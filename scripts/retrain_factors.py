@@ -1,8 +1,8 @@
 """The one-factor study of docs/retraining.md: which differences of the CPU test bed remove the
 start token's massive activation?
 
-Trains the project's GPT (massive.gpt) on Bigram-Backcopy (massive.backcopy) through the library's
-own loop (massive.training.train), changing one factor at a time from a base setup, on several
+Trains the project's GPT (massive.retrain.gpt) on Bigram-Backcopy (massive.retrain.backcopy) through the library's
+own loop (massive.retrain.training.train), changing one factor at a time from a base setup, on several
 seeds, and measures the trained model on a fixed probe batch of 256 sequences: after block 0 (and
 the layer where it is largest) the start token's largest |a| over the median |a|, the share of
 sequences whose top-1 entry is at the start token, the attention block 0 pays to the start token
@@ -30,13 +30,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # the base: the project's bed before issue 18 (GPT-2 init, tied head, decay on matrices, start id 0
 # inside the vocabulary followed by its own bigram row, clip 1.0, biases)
-BASE = {"init": "gpt2", "tie_head": True, "bias": True, "decay": "matrices", "grad_clip": 1.0,
-        "start": "inside", "after_start": "bigram", "variant": "default", "optimizer": "adamw", "lr": 1e-2, "task_seed": 0,
-        "loss_on_first": True,
-        "head_bias": False}
+BASE = {
+    "init": "gpt2",
+    "tie_head": True,
+    "bias": True,
+    "decay": "matrices",
+    "grad_clip": 1.0,
+    "start": "inside",
+    "after_start": "bigram",
+    "variant": "default",
+    "optimizer": "adamw",
+    "lr": 1e-2,
+    "task_seed": 0,
+    "loss_on_first": True,
+    "head_bias": False,
+}
 REFERENCE = {"init": "pytorch", "tie_head": False, "start": "outside", "after_start": "uniform"}
 FACTORS = {  # name: (what changes from BASE, description)
-    "base": ({}, "the bed before issue 18 (GPT-2 init, tied head, decay on matrices, start id 0 followed by its own bigram row)"),
+    "base": (
+        {},
+        "the bed before issue 18 (GPT-2 init, tied head, decay on matrices, start id 0 followed by its own bigram row)",
+    ),
     "decay_all": ({"decay": "all"}, "weight decay on every parameter (norms, biases too)"),
     "decay_none": ({"decay": "none"}, "no weight decay"),
     "start_outside": ({"start": "outside"}, "start token an extra id outside the vocabulary"),
@@ -46,45 +60,110 @@ FACTORS = {  # name: (what changes from BASE, description)
     "untied": ({"tie_head": False}, "output head not tied to the embedding"),
     "init_pytorch": ({"init": "pytorch"}, "PyTorch's default initialisation"),
     "init_pytorch_untied": ({"init": "pytorch", "tie_head": False}, "PyTorch init + untied head"),
-    "data_reference": ({"start": "outside", "after_start": "uniform"}, "the reference's data (start outside, uniform after it)"),
+    "data_reference": (
+        {"start": "outside", "after_start": "uniform"},
+        "the reference's data (start outside, uniform after it)",
+    ),
     "bed": (REFERENCE, "the reference's data + PyTorch init + untied head (decay on matrices)"),
     "bed_decay_all": ({**REFERENCE, "decay": "all"}, "that + decay on every parameter"),
     "bed_attn_bias": ({**REFERENCE, "variant": "attn_bias"}, "the same as bed, attn_bias"),
     "after_uniform_attn_bias": ({"after_start": "uniform", "variant": "attn_bias"}, "position 1 uniform, attn_bias"),
-    "task1": ({"after_start": "uniform", "task_seed": 1}, "position 1 uniform, another task (bigram table, triggers): task_seed 1"),
+    "task1": (
+        {"after_start": "uniform", "task_seed": 1},
+        "position 1 uniform, another task (bigram table, triggers): task_seed 1",
+    ),
     "task1_attn_bias": ({"after_start": "uniform", "task_seed": 1, "variant": "attn_bias"}, "the same, attn_bias"),
     "task2": ({"after_start": "uniform", "task_seed": 2}, "position 1 uniform, task_seed 2"),
     "task2_attn_bias": ({"after_start": "uniform", "task_seed": 2, "variant": "attn_bias"}, "the same, attn_bias"),
-    "no_first_loss": ({"after_start": "uniform", "loss_on_first": False}, "position 1 uniform, its prediction from the start token not trained"),
-    "no_first_loss_attn_bias": ({"after_start": "uniform", "loss_on_first": False, "variant": "attn_bias"}, "the same, attn_bias"),
-    "reference_model": ({**REFERENCE, "decay": "all", "head_bias": True}, "the reference's model: bed + decay on every parameter + a head bias"),
-    "reference_model_attn_bias": ({**REFERENCE, "decay": "all", "head_bias": True, "variant": "attn_bias"}, "the same, attn_bias"),
-    "sgd_lr0.1": ({"after_start": "uniform", "optimizer": "sgd", "lr": 0.1}, "position 1 uniform, SGD momentum 0.9, lr 0.1 (seed 1)"),
+    "no_first_loss": (
+        {"after_start": "uniform", "loss_on_first": False},
+        "position 1 uniform, its prediction from the start token not trained",
+    ),
+    "no_first_loss_attn_bias": (
+        {"after_start": "uniform", "loss_on_first": False, "variant": "attn_bias"},
+        "the same, attn_bias",
+    ),
+    "reference_model": (
+        {**REFERENCE, "decay": "all", "head_bias": True},
+        "the reference's model: bed + decay on every parameter + a head bias",
+    ),
+    "reference_model_attn_bias": (
+        {**REFERENCE, "decay": "all", "head_bias": True, "variant": "attn_bias"},
+        "the same, attn_bias",
+    ),
+    "sgd_lr0.1": (
+        {"after_start": "uniform", "optimizer": "sgd", "lr": 0.1},
+        "position 1 uniform, SGD momentum 0.9, lr 0.1 (seed 1)",
+    ),
     "sgd_lr0.3": ({"after_start": "uniform", "optimizer": "sgd", "lr": 0.3}, "the same, lr 0.3 (seed 1)"),
     "sgd_lr1": ({"after_start": "uniform", "optimizer": "sgd", "lr": 1.0}, "the same, lr 1.0 (seed 1)"),
 }
-DEFAULT_SET = ["base", "decay_all", "no_clip", "no_bias", "untied", "init_pytorch", "init_pytorch_untied", "start_outside",
-               "after_uniform", "data_reference", "bed", "reference_model", "after_uniform_attn_bias", "bed_attn_bias",
-               "reference_model_attn_bias", "no_first_loss", "no_first_loss_attn_bias"]  # docs/retraining.md's table
+DEFAULT_SET = [
+    "base",
+    "decay_all",
+    "no_clip",
+    "no_bias",
+    "untied",
+    "init_pytorch",
+    "init_pytorch_untied",
+    "start_outside",
+    "after_uniform",
+    "data_reference",
+    "bed",
+    "reference_model",
+    "after_uniform_attn_bias",
+    "bed_attn_bias",
+    "reference_model_attn_bias",
+    "no_first_loss",
+    "no_first_loss_attn_bias",
+]  # docs/retraining.md's table
 
 
 def run_one(name: str, seed: int, steps: int, probe_n: int, evals: int = 1) -> dict:
     import torch
 
-    from massive import training
-    from massive.backcopy import BackcopySpec
-    from massive.gpt import GPTConfig
+    from massive.retrain import training
+    from massive.retrain.backcopy import BackcopySpec
+    from massive.retrain.gpt import GPTConfig
 
     torch.set_num_threads(1)
     f = {**BASE, **FACTORS[name][0]}
-    task = BackcopySpec(vocab_size=64, n_triggers=3, alpha=0.2, task_seed=f["task_seed"], start=f["start"],
-                        after_start=f["after_start"], loss_on_first=f["loss_on_first"])
-    gpt = GPTConfig(vocab_size=task.n_ids, block_size=64, n_layer=2, n_head=4, n_embd=128, bias=f["bias"],
-                    init=f["init"], tie_head=f["tie_head"], head_bias=f["head_bias"], variant=f["variant"])
-    spec = training.TrainSpec(batch_size=64, block_size=64, max_iters=steps, lr=f["lr"], schedule="constant",
-                              warmup_iters=100, weight_decay=0.1, decay=f["decay"], optimizer=f["optimizer"],
-                              grad_clip=f["grad_clip"], eval_interval=max(1, steps // evals), eval_iters=10,
-                              checkpoint_interval=steps)
+    task = BackcopySpec(
+        vocab_size=64,
+        n_triggers=3,
+        alpha=0.2,
+        task_seed=f["task_seed"],
+        start=f["start"],
+        after_start=f["after_start"],
+        loss_on_first=f["loss_on_first"],
+    )
+    gpt = GPTConfig(
+        vocab_size=task.n_ids,
+        block_size=64,
+        n_layer=2,
+        n_head=4,
+        n_embd=128,
+        bias=f["bias"],
+        init=f["init"],
+        tie_head=f["tie_head"],
+        head_bias=f["head_bias"],
+        variant=f["variant"],
+    )
+    spec = training.TrainSpec(
+        batch_size=64,
+        block_size=64,
+        max_iters=steps,
+        lr=f["lr"],
+        schedule="constant",
+        warmup_iters=100,
+        weight_decay=0.1,
+        decay=f["decay"],
+        optimizer=f["optimizer"],
+        grad_clip=f["grad_clip"],
+        eval_interval=max(1, steps // evals),
+        eval_iters=10,
+        checkpoint_interval=steps,
+    )
     model, optimizer = training.build(gpt, spec, seed)
     data = training.BackcopyBatches(task, seed)
     probe, _ = data.batch("probe", 0, probe_n, 64)
@@ -94,28 +173,71 @@ def run_one(name: str, seed: int, steps: int, probe_n: int, evals: int = 1) -> d
     rows = [r for r in state["rows"] if r["step"] == steps]
     b0 = rows[0]
     peak = max(rows, key=lambda r: r["start_over_median"])
-    return {"factor": name, "seed": seed, "steps": steps, "change": json.dumps(FACTORS[name][0], sort_keys=True),
-            "val_loss": b0["val_loss"], "block0_start_abs": b0["start_abs"], "block0_start_over_median": b0["start_over_median"],
-            "block0_top1_at_start": b0["top1_at_start"], "block0_start_attn": b0["first_attn"], "block0_slot_attn": b0["slot_attn"],
-            "block0_start_value_ratio": b0["start_value_ratio"], "block0_start_norm_ratio": b0["start_norm_ratio"],
-            "peak_layer": peak["layer"], "peak_start_over_median": peak["start_over_median"],
-            "peak_top1_at_start": peak["top1_at_start"], "s_per_step": seconds / steps,
-            "history": json.dumps([{k: r[k] for k in ("step", "val_loss", "start_over_median", "top1_at_start", "first_attn",
-                                                      "slot_attn", "start_value_ratio")}
-                                   for r in state["rows"] if r["layer"] == 0])}
+    return {
+        "factor": name,
+        "seed": seed,
+        "steps": steps,
+        "change": json.dumps(FACTORS[name][0], sort_keys=True),
+        "val_loss": b0["val_loss"],
+        "block0_start_abs": b0["start_abs"],
+        "block0_start_over_median": b0["start_over_median"],
+        "block0_top1_at_start": b0["top1_at_start"],
+        "block0_start_attn": b0["first_attn"],
+        "block0_slot_attn": b0["slot_attn"],
+        "block0_start_value_ratio": b0["start_value_ratio"],
+        "block0_start_norm_ratio": b0["start_norm_ratio"],
+        "peak_layer": peak["layer"],
+        "peak_start_over_median": peak["start_over_median"],
+        "peak_top1_at_start": peak["top1_at_start"],
+        "s_per_step": seconds / steps,
+        "history": json.dumps(
+            [
+                {
+                    k: r[k]
+                    for k in (
+                        "step",
+                        "val_loss",
+                        "start_over_median",
+                        "top1_at_start",
+                        "first_attn",
+                        "slot_attn",
+                        "start_value_ratio",
+                    )
+                }
+                for r in state["rows"]
+                if r["layer"] == 0
+            ]
+        ),
+    }
 
 
 def markdown(df) -> str:
-    cols = ["val_loss", "block0_start_abs", "block0_start_over_median", "block0_top1_at_start", "block0_start_attn",
-            "block0_slot_attn", "block0_start_value_ratio", "peak_start_over_median"]
+    cols = [
+        "val_loss",
+        "block0_start_abs",
+        "block0_start_over_median",
+        "block0_top1_at_start",
+        "block0_start_attn",
+        "block0_slot_attn",
+        "block0_start_value_ratio",
+        "peak_start_over_median",
+    ]
     g = df.groupby("factor", sort=False)
-    lines = ["| factor | what changes | val loss | block-0 start \\|a\\| | x median | top-1 at start | block-0 attention on start | on slot | start value norm / median | largest start x median (layer) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| factor | what changes | val loss | block-0 start \\|a\\| | x median | top-1 at start | block-0 attention on start | on slot | start value norm / median | largest start x median (layer) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, part in g:
         cells = []
         for c in cols:
             vals = part[c].tolist()
-            fmt = "{:.4f}" if c == "val_loss" else "{:.2f}" if c in ("block0_top1_at_start", "block0_start_attn", "block0_slot_attn", "block0_start_value_ratio") else "{:.1f}"
+            fmt = (
+                "{:.4f}"
+                if c == "val_loss"
+                else "{:.2f}"
+                if c in ("block0_top1_at_start", "block0_start_attn", "block0_slot_attn", "block0_start_value_ratio")
+                else "{:.1f}"
+            )
             cells.append(" / ".join(fmt.format(v) for v in vals))
         layers = "/".join(str(int(v)) for v in part["peak_layer"])
         lines.append(f"| {name} | {FACTORS[name][1]} | " + " | ".join(cells[:-1]) + f" | {cells[-1]} ({layers}) |")
@@ -145,9 +267,12 @@ def main() -> None:
         for (n, s), fut in zip(jobs, futures):
             rows.append(fut.result())
             r = rows[-1]
-            print(f"{n} seed {s}: val {r['val_loss']:.4f}, block-0 start {r['block0_start_abs']:.1f} "
-                  f"({r['block0_start_over_median']:.1f}x), top-1 {r['block0_top1_at_start']:.2f}, "
-                  f"attn {r['block0_start_attn']:.2f}, slot {r['block0_slot_attn']:.2f}, {r['s_per_step']:.3f} s/step", flush=True)
+            print(
+                f"{n} seed {s}: val {r['val_loss']:.4f}, block-0 start {r['block0_start_abs']:.1f} "
+                f"({r['block0_start_over_median']:.1f}x), top-1 {r['block0_top1_at_start']:.2f}, "
+                f"attn {r['block0_start_attn']:.2f}, slot {r['block0_slot_attn']:.2f}, {r['s_per_step']:.3f} s/step",
+                flush=True,
+            )
     df = pd.DataFrame(rows)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway single-node SLURM cluster on this machine, for tests/test_slurm.py (and for trying
+# A throwaway single-node SLURM cluster on this machine, for tests/e2e/test_slurm.py (and for trying
 # profiles/slurm by hand). Debian's slurm-wlm + munge; no systemd, no slurmdbd.
 #
 #   scripts/slurm_local.sh start [DIR]    install (apt-get, if missing) and start munged, slurmctld, slurmd

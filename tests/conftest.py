@@ -4,8 +4,12 @@ from pathlib import Path
 import pytest
 
 # the shared helpers, here too for the test modules that import them from conftest
-from helpers import (REPO, TINY_SWEEP, assert_one_line_error, detected_run, keyed, only_id, run_module,  # noqa: F401
-                     snakemake, write_sweep)
+from helpers import (
+    TINY_SWEEP,
+    run_module,  # noqa: F401
+    snakemake,
+    write_sweep,
+)
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 KINDS = ("unit", "rules", "e2e")  # tests/<kind>/: docs/testing.md
@@ -44,8 +48,12 @@ def tiny_dag(tmp_path_factory, worker_id) -> Path:
     with FileLock(str(root / "tiny_dag.lock")):
         if not done.is_file():
             work.mkdir(exist_ok=True)
-            proc = snakemake("--cores", "2", "--config", f"sweep={write_sweep(work, **TINY_SWEEP)}", cwd=work, timeout=1500)
-            done.write_text(json.dumps({"returncode": proc.returncode, "out": proc.stdout[-3000:] + proc.stderr[-3000:]}))
+            proc = snakemake(
+                "--cores", "2", "--config", f"sweep={write_sweep(work, **TINY_SWEEP)}", cwd=work, timeout=1500
+            )
+            done.write_text(
+                json.dumps({"returncode": proc.returncode, "out": proc.stdout[-3000:] + proc.stderr[-3000:]})
+            )
     result = json.loads(done.read_text())
     assert result["returncode"] == 0, result["out"]
     return work

@@ -1,5 +1,5 @@
 """The tables of a tiny whole-DAG run, stored once as a fixture (tests/fixtures/golden/) and
-compared by tests/test_golden.py: a refactor must leave every table as it was.
+compared by tests/e2e/test_golden.py: a refactor must leave every table as it was.
 
     python tests/golden.py          # rewrite the fixture (only when a change of numbers is intended)
 """
@@ -21,23 +21,28 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 FIXTURE = REPO / "tests" / "fixtures" / "golden"
 SWEEP = {
-    "models": ["tiny_random"], "corpora": ["news_sample"],
+    "models": ["tiny_random"],
+    "corpora": ["news_sample"],
     "overrides": ["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
     "ablate": {"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge", "all"]},
     "attention": {"num_sequences": 4},
     "vision": {"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]},
 }
 # (rule, model, corpus[, layers]) and the file of each target; their folders carry the config id
-TARGETS = [(("attention", "tiny_random", "news_sample"), "summary.json"),
-           (("ablate_images", "vit_random", "photos", "emerge"), "images.parquet"),
-           (("detect", "tiny_random", "news_sample"), "summary.json"), (("detect", "vit_random", "photos"), "summary.json")]
+TARGETS = [
+    (("attention", "tiny_random", "news_sample"), "summary.json"),
+    (("ablate_images", "vit_random", "photos", "emerge"), "images.parquet"),
+    (("detect", "tiny_random", "news_sample"), "summary.json"),
+    (("detect", "vit_random", "photos"), "summary.json"),
+]
 ID = re.compile(r"^[0-9a-f]{8}$")  # a config id folder (pipeline/stages.py): left out of the fixture's paths
 
 
 def targets(sweep: Path) -> list[str]:
     """The golden run's target files: the ablation table and TARGETS in their keyed folders."""
     sys.path.insert(0, str(REPO))
-    from pipeline import jobs, sweep as sweeps
+    from pipeline import jobs
+    from pipeline import sweep as sweeps
 
     plan = jobs.Plan(sweeps.load(str(sweep)), str(sweep))
     return ["results/ablation_golden.parquet"] + [f"{plan.dir(*job)}/{name}" for job, name in TARGETS]
@@ -48,9 +53,25 @@ def run_dag(workdir: Path) -> Path:
     sweep = workdir / "golden.yaml"
     sweep.write_text(yaml.safe_dump(SWEEP))
     files = targets(sweep)
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default"),
-           "--directory", str(workdir), "--cores", "2", *files, "--config", f"sweep={sweep}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "WANDB_MODE": "disabled"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(REPO / "profiles/default"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        *files,
+        "--config",
+        f"sweep={sweep}",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "WANDB_MODE": "disabled"}
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
     return workdir / "results"
@@ -75,7 +96,8 @@ def lay_out(results: Path, sweep: Path) -> None:
     """Move the fixture's tables (copied to `results`, without config ids) into the keyed folders of
     `sweep`'s jobs, as a run of it lays them out (the inverse of `tables`)."""
     sys.path.insert(0, str(REPO))
-    from pipeline import jobs, stages, sweep as sweeps
+    from pipeline import jobs, stages
+    from pipeline import sweep as sweeps
 
     plan = jobs.Plan(sweeps.load(str(sweep)), str(sweep))
     for (rule, model, corpus, *layers), cid in plan.ids(root=results.parent).items():

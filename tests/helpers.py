@@ -14,10 +14,18 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, cwd: Path | None = None, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run `python -m pipeline.<module> args...` as a user would."""
-    return subprocess.run([sys.executable, "-m", f"pipeline.{module}", *args], cwd=cwd or REPO, capture_output=True,
-                          text=True, env={**os.environ, "WANDB_MODE": "disabled", **(env or {})}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", f"pipeline.{module}", *args],
+        cwd=cwd or REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "disabled", **(env or {})},
+        timeout=600,
+    )
 
 
 def only_id(folder: Path) -> Path:
@@ -54,24 +62,39 @@ def detected_run(cfg, n_seq: int, seq_len: int) -> None:
     run the capture and detect rules: the inputs of the rules that read a detection."""
     import pandas as pd
 
-    import tiny
     from pipeline import capture, detect, fetch_model
     from pipeline.io import corpus_file, tokens_file, write_table
 
+    import tiny
+
     fetch_model.run(cfg)
-    write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": tiny.sequences(n_seq, seq_len).tolist()}), tokens_file(cfg), cfg)
+    write_table(
+        pd.DataFrame({"seq_id": range(n_seq), "input_ids": tiny.sequences(n_seq, seq_len).tolist()}),
+        tokens_file(cfg),
+        cfg,
+    )
     docs = ["<s>" + "".join(chr(97 + (i * 7 + j * 3) % 26) for j in range(seq_len - 3)) for i in range(6)]
     write_table(pd.DataFrame({"text": docs}), corpus_file(cfg), cfg)
     capture.run(cfg)
     detect.run(cfg)
 
 
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(REPO / "profiles/default")]
+SNAKEMAKE = [
+    sys.executable,
+    "-m",
+    "snakemake",
+    "-s",
+    str(REPO / "Snakefile"),
+    "--workflow-profile",
+    str(REPO / "profiles/default"),
+]
 
 
 def snakemake(*args, cwd, timeout=900):
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    return subprocess.run([*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -91,8 +114,10 @@ def files_under(path):
 
 def tree(path):
     """Every file (with a digest of its bytes) and every folder under `path`."""
-    return {p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(path.rglob("*"))}
+    return {
+        p.relative_to(path).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for p in sorted(path.rglob("*"))
+    }
 
 
 # a planted massive activation in a tiny model (tests/tiny.py), saved and fetched as a local model
@@ -103,31 +128,43 @@ OVERFLOW = 3e4  # a planted gain whose activation passes float16's 65,504 in eve
 def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, seq_len: int = 32, gain: float = 200.0):
     import pandas as pd
 
-    import tiny
     from pipeline import fetch_model
     from pipeline.io import tokens_file, write_table
+
+    import tiny
 
     model = tiny.build(family)
     if planted:
         tiny.plant(model, layer=LAYER, dim=DIM, gain=gain)
     path = tiny.save(model, tmp_path / f"hf_{family}")
-    cfg = compose_in("model=tiny_random", "model.source=local", f"model.path={path}", f"model.name=tiny_{family}",
-                     f"model.seq_len={seq_len}", "capture.top_k=16", "capture.batch_size=2")
+    cfg = compose_in(
+        "model=tiny_random",
+        "model.source=local",
+        f"model.path={path}",
+        f"model.name=tiny_{family}",
+        f"model.seq_len={seq_len}",
+        "capture.top_k=16",
+        "capture.batch_size=2",
+    )
     fetch_model.run(cfg)
     ids = tiny.sequences(n_seq, seq_len)
     write_table(pd.DataFrame({"seq_id": range(n_seq), "input_ids": ids.tolist()}), tokens_file(cfg), cfg)
     return cfg, model, ids
 
 
-# The tiny sweep of the whole-DAG tests (tests/test_dag.py, tests/test_browser.py, tests/test_golden.py):
+# The tiny sweep of the whole-DAG tests (tests/rules/test_dag.py, tests/e2e/test_browser.py, tests/e2e/test_golden.py):
 # every LLM rule (ablation, attention, origins, inference) on two corpora, and the ViT smoke run. It holds
 # the golden sweep (tests/golden.py SWEEP: its tables are the golden test's), hence the ablation at "all".
-TINY_SWEEP = dict(models=["tiny_random"], corpora=["news_sample", "wiki_sample"],
-                  overrides=["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
-                  ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge", "all"]},
-                  attention={"num_sequences": 4}, origins={"num_sequences": 2, "max_chunks": 2},
-                  inference={"max_chunks": 2, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
-                  vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]})
+TINY_SWEEP = dict(
+    models=["tiny_random"],
+    corpora=["news_sample", "wiki_sample"],
+    overrides=["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
+    ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge", "all"]},
+    attention={"num_sequences": 4},
+    origins={"num_sequences": 2, "max_chunks": 2},
+    inference={"max_chunks": 2, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
+    vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]},
+)
 
 
 def assert_one_error_line(proc) -> str:
@@ -139,7 +176,7 @@ def assert_one_error_line(proc) -> str:
     return errors[0]
 
 
-# ---------------------------------------------------------------- the SLURM profile (tests/test_slurm.py, test_families.py)
+# ---------------------------------------------------------------- the SLURM profile (tests/e2e/test_slurm.py, test_families.py)
 SLURM_PROFILE = REPO / "profiles/slurm"
 SITE_VARS = ["MA_SLURM_ACCOUNT", "MA_SLURM_CPU_PARTITION", "MA_SLURM_GPU_PARTITION", "MA_SLURM_GPU_TYPE"]
 
@@ -152,9 +189,21 @@ def clean_env(**extra) -> dict:
 
 def slurm_snakemake(*args, cwd, env=None, timeout=300):
     """Snakemake with the SLURM profile (account lab42 unless `env` says otherwise)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--workflow-profile", str(SLURM_PROFILE),
-           "--directory", str(cwd), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(SLURM_PROFILE),
+        "--directory",
+        str(cwd),
+        *args,
+    ]
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42")
+    )
 
 
 def paper_env(tmp_path, **extra) -> dict:

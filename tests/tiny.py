@@ -18,8 +18,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from massive.arch import find_parts
-from massive.models import byte_tokenizer
+from massive.core.arch import find_parts
+from massive.core.models import byte_tokenizer
 
 D, I, L, H, VOCAB = 64, 128, 4, 4, 258
 FAMILIES = ["llama", "mistral", "mixtral", "phi", "gpt2"]
@@ -27,12 +27,31 @@ FAMILIES = ["llama", "mistral", "mixtral", "phi", "gpt2"]
 
 def config(family: str):
     if family == "gpt2":
-        return AutoConfig.for_model("gpt2", n_embd=D, n_inner=I, n_layer=L, n_head=H, n_positions=256, vocab_size=VOCAB,
-                                    bos_token_id=0, eos_token_id=1)
+        return AutoConfig.for_model(
+            "gpt2",
+            n_embd=D,
+            n_inner=I,
+            n_layer=L,
+            n_head=H,
+            n_positions=256,
+            vocab_size=VOCAB,
+            bos_token_id=0,
+            eos_token_id=1,
+        )
     extra = {"num_local_experts": 4, "num_experts_per_tok": 2} if family == "mixtral" else {}
-    return AutoConfig.for_model(family, hidden_size=D, intermediate_size=I, num_hidden_layers=L, num_attention_heads=H,
-                                num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=256, bos_token_id=0,
-                                eos_token_id=1, **extra)
+    return AutoConfig.for_model(
+        family,
+        hidden_size=D,
+        intermediate_size=I,
+        num_hidden_layers=L,
+        num_attention_heads=H,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+        max_position_embeddings=256,
+        bos_token_id=0,
+        eos_token_id=1,
+        **extra,
+    )
 
 
 def build(family: str, seed: int = 0) -> nn.Module:
@@ -42,8 +61,9 @@ def build(family: str, seed: int = 0) -> nn.Module:
 
 
 @torch.no_grad()
-def plant(model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: int | None = None,
-          gain: float = 200.0) -> nn.Module:
+def plant(
+    model: nn.Module, layer: int, dim: int, token_id: int = 0, carrier: int | None = None, gain: float = 200.0
+) -> nn.Module:
     carrier = (dim + 1) % D if carrier is None else carrier
     emb = model.get_input_embeddings().weight
     emb[:, carrier] = 0.0
@@ -119,14 +139,28 @@ def sequences(n: int, seq_len: int, seed: int = 0, first: int = 0) -> torch.Tens
 # (a 4x4 grid), 4 register tokens where the family has them.
 VIT_FAMILIES = ["clip_vision_model", "dinov2_with_registers", "dinov2", "vit_mae"]
 IMAGE, PATCH, REGISTERS = 32, 8, 4
-VIT_CLASSES = {"clip_vision_model": "CLIPVisionModel", "dinov2_with_registers": "AutoModel", "dinov2": "AutoModel",
-               "vit_mae": "AutoModel"}
+VIT_CLASSES = {
+    "clip_vision_model": "CLIPVisionModel",
+    "dinov2_with_registers": "AutoModel",
+    "dinov2": "AutoModel",
+    "vit_mae": "AutoModel",
+}
 
 
 def vit_config(family: str):
-    extra = {"dinov2_with_registers": {"num_register_tokens": REGISTERS}, "vit_mae": {"mask_ratio": 0.0}}.get(family, {})
-    return AutoConfig.for_model(family, hidden_size=D, intermediate_size=I, num_hidden_layers=L, num_attention_heads=H,
-                                image_size=IMAGE, patch_size=PATCH, **extra)
+    extra = {"dinov2_with_registers": {"num_register_tokens": REGISTERS}, "vit_mae": {"mask_ratio": 0.0}}.get(
+        family, {}
+    )
+    return AutoConfig.for_model(
+        family,
+        hidden_size=D,
+        intermediate_size=I,
+        num_hidden_layers=L,
+        num_attention_heads=H,
+        image_size=IMAGE,
+        patch_size=PATCH,
+        **extra,
+    )
 
 
 def build_vit(family: str, seed: int = 0) -> nn.Module:
@@ -152,8 +186,14 @@ def save_vit(model: nn.Module, path) -> str:
 
 
 @torch.no_grad()
-def plant_vit(model: nn.Module, layer: int, dim: int, register: int | None = None, carrier: int | None = None,
-              gain: float = 2000.0) -> nn.Module:
+def plant_vit(
+    model: nn.Module,
+    layer: int,
+    dim: int,
+    register: int | None = None,
+    carrier: int | None = None,
+    gain: float = 2000.0,
+) -> nn.Module:
     """Plant a massive activation in dim `dim` after block `layer`, at register token `register`
     (or at the CLS token when None), as `plant` does for LLMs: a carrier dim is nonzero only in
     that token's embedding, and one MLP unit of block `layer` reads it and writes `dim`."""
@@ -197,9 +237,10 @@ def photos(n: int, seed: int = 0) -> list:
     from PIL import Image
 
     g = torch.Generator().manual_seed(seed)
-    return [Image.fromarray(torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()) for _ in range(n)]
+    return [
+        Image.fromarray(torch.randint(0, 256, (40, 48, 3), generator=g, dtype=torch.uint8).numpy()) for _ in range(n)
+    ]
 
 
-
-# ---------------------------------------------------------------- every family (massive.families' tiny configs)
-from massive.families import plant as plant_family  # noqa: E402, F401  (the same planting for any family)
+# ---------------------------------------------------------------- every family (massive.core.families' tiny configs)
+from massive.core.families import plant as plant_family  # noqa: E402, F401  (the same planting for any family)

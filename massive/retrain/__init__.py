@@ -1,0 +1,1 @@
+"""Retraining without massive activations: the GPT, the Bigram-Backcopy task, training, the retrofit."""

@@ -1,0 +1,1 @@
+"""Vision transformers: images and their token layout, ViT measurements and ablations."""

@@ -1,0 +1,66 @@
+"""The shape of the project: the library imports no Hydra, OmegaConf or W&B; no module imports
+in a cycle; rule modules are thin and import no other rule module; the public API documents
+itself."""
+
+import ast
+import subprocess
+import sys
+
+from helpers import REPO
+
+PACKAGES = tuple(
+    p for p in ("massive", "pipeline", "kernels") if (REPO / p).is_dir()
+)  # kernels: until it moves into massive
+RULE_LIMIT = (
+    90  # statements of a rule module (about 120 lines; counted in statements, so formatting does not change it)
+)
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = ast.parse(path.read_text(), filename=str(path))
+    return out
+
+
+def imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """The project modules a module imports anywhere in its body (lazy imports included)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and not (REPO / name.replace(".", "/")).is_dir():  # a package's __init__ is no edge
+                found.add(name)
+    return found
+
+
+def rules() -> list[str]:
+    """The rule modules: the pipeline modules that are an entry point (`cli.main(...)`)."""
+    return [
+        name
+        for name, tree in modules().items()
+        if name.startswith("pipeline.") and "cli.main(" in ast.unparse(tree) and name not in ("pipeline.cli",)
+    ]
+
+
+def test_library_imports_no_hydra_omegaconf_or_wandb():
+    code = (
+        "import sys, massive, pkgutil, importlib\n"
+        "for m in pkgutil.walk_packages(massive.__path__, 'massive.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'wandb', 'pipeline'))\n"
+        "print(','.join(bad))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "", f"the library loaded {proc.stdout.strip()}"

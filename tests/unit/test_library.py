@@ -1,0 +1,114 @@
+"""The shape of the project: the library imports no Hydra, OmegaConf or W&B; no module imports
+in a cycle; rule modules are thin and import no other rule module; the public API documents
+itself."""
+
+import ast
+import inspect
+
+import pytest
+
+from helpers import REPO
+
+PACKAGES = tuple(
+    p for p in ("massive", "pipeline", "kernels") if (REPO / p).is_dir()
+)  # kernels: until it moves into massive
+RULE_LIMIT = (
+    90  # statements of a rule module (about 120 lines; counted in statements, so formatting does not change it)
+)
+
+
+def modules() -> dict[str, ast.Module]:
+    out = {}
+    for package in PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            parts = path.relative_to(REPO).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            out[name] = ast.parse(path.read_text(), filename=str(path))
+    return out
+
+
+def imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """The project modules a module imports anywhere in its body (lazy imports included)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" for a in node.names] + [node.module]
+        else:
+            continue
+        for name in names:
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and not (REPO / name.replace(".", "/")).is_dir():  # a package's __init__ is no edge
+                found.add(name)
+    return found
+
+
+def rules() -> list[str]:
+    """The rule modules: the pipeline modules that are an entry point (`cli.main(...)`)."""
+    return [
+        name
+        for name, tree in modules().items()
+        if name.startswith("pipeline.") and "cli.main(" in ast.unparse(tree) and name not in ("pipeline.cli",)
+    ]
+
+
+def test_no_import_cycle():
+    mods = modules()
+    graph = {name: imports(tree, set(mods)) - {name} for name, tree in mods.items()}
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = stack[stack.index(nxt) :] + [nxt]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_rule_modules_are_thin_and_import_no_other_rule():
+    mods = modules()
+    names = rules()
+    assert {"pipeline.capture", "pipeline.detect", "pipeline.ablate", "pipeline.attention", "pipeline.report"} <= set(
+        names
+    )
+    for name in names:
+        others = imports(mods[name], set(mods)) & (set(names) - {name})
+        assert not others, f"rule module {name} imports the rule module(s) {sorted(others)}"
+        statements = len({n.lineno for n in ast.walk(mods[name]) if isinstance(n, ast.stmt)})
+        assert statements <= RULE_LIMIT, f"{name} has {statements} statements (thin rules: at most {RULE_LIMIT})"
+
+
+def test_one_hook_mechanism():
+    """Only massive/core/hooks.py registers forward hooks (and pipeline-free training code its own model)."""
+    offenders = []
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            if path.name == "hooks.py":
+                continue
+            text = path.read_text()
+            if "register_forward_hook" in text or "register_forward_pre_hook" in text:
+                offenders.append(str(path.relative_to(REPO)))
+    assert not offenders, offenders
+
+
+def test_public_api_has_docstrings_with_examples():
+    import massive
+
+    for name in massive.__all__:
+        obj = getattr(massive, name)
+        doc = inspect.getdoc(obj) or ""
+        assert doc, f"massive.{name} has no docstring"
+        if inspect.isfunction(obj):
+            assert ">>>" in doc or "Example" in doc, f"massive.{name}'s docstring has no example"
