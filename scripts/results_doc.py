@@ -621,6 +621,14 @@ def readme_block(run: Run, facts: dict, ablation_table: pd.DataFrame | None, pro
             if q is not None and "a4_per_token" in set(q["scheme"]):
                 r = q[(q["scheme"] == "a4_per_token") & (q["massive"] == "as is")].iloc[0]
                 put(f"perplexity, int4 per-token activations {DAGGER}", key, x(r["ratio"]))
+        s = facts.get("retrofit", {}).get(key)
+        if s is not None:  # zeroed from their emergence block, then each arm trained: its ratio to intact
+            arms = s[s["massive"] == "ablated"].groupby("arm", sort=False)["ratio_to_intact"].median()
+            put(
+                f"retrofit: zeroed from emergence, × intact after training {DAGGER}",
+                key,
+                "; ".join(f"{arm} {x(v)}" for arm, v in arms.items()),
+            )
     heads = [f"{m} on {c}" if len({mm for mm, _ in cols}) > 1 else c for m, c in cols]
     lines = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {label} | " + " | ".join(vals) + " |" for label, vals in rows.items()]
@@ -837,7 +845,14 @@ def main(argv: list[str] | None = None) -> int:
         if report.is_file():
             parts.append(f"## The report\n\n`{report}`: {report.stat().st_size / 1e6:.2f} MB.\n")
         prov = run.provenance()
-        facts = {"detect": det, "attention": att, "origins": ori, "inference": inf}
+        retro = {(m, c): run.table(run.file("retrofit", m, c, "summary.parquet")) for m, c in run.pairs}
+        facts = {
+            "detect": det,
+            "attention": att,
+            "origins": ori,
+            "inference": inf,
+            "retrofit": {k: v for k, v in retro.items() if v is not None},
+        }
         doc = header(run, prov) + "\n" + "\n".join(s.rstrip() + "\n" for s in parts if s)
         block = readme_block(run, facts, abl, prov)
         schema_doc = schemas(run) if outs["schemas"] else None
