@@ -90,8 +90,8 @@ SNAKEMAKE = [
 ]
 
 
-def snakemake(*args, cwd, timeout=900):
-    env = {**os.environ, "WANDB_MODE": "disabled"}
+def snakemake(*args, cwd, timeout=900, env=None):
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env or {})}
     return subprocess.run(
         [*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, timeout=timeout, env=env
     )

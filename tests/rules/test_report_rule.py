@@ -104,6 +104,7 @@ def test_ablation_rule_fails_on_a_nan_perplexity_in_one_line(tmp_path):
             table.replace_schema_metadata({**table.schema.metadata, b"config": config.encode()}),
             folder / "perplexity.parquet",
         )
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame({"layer": [0]})), folder / "regrowth.parquet")  # read too
     proc = run_module("ablation", f"sweep_name={sweep}", f"paths.root={tmp_path}", "wandb.mode=disabled")
     assert_one_line_error(
         proc,

@@ -453,20 +453,8 @@ def summary_rows(page: str) -> list[list[str]]:
 
 def test_no_rule_module_imports_another():
     rules = {"ablation", "report", "figures"}
-    every_rule = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {
-        "__init__",
-        "cli",
-        "config",
-        "io",
-        "paths",
-        "sweep",
-        "tracking",
-        "model",
-        "html",
-        "checks",
-        "jobs",
-        "stages",
-    }
+    # a rule module is one with an entry point (cli.main); the rest are the pipeline's shared modules
+    every_rule = {p.stem for p in (REPO / "pipeline").glob("*.py") if "cli.main(" in p.read_text()}
     for name in rules:
         tree = ast.parse((REPO / "pipeline" / f"{name}.py").read_text())
         imported = {
