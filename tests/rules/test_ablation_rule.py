@@ -4,16 +4,12 @@ perplexities (issue #12, defects 1 and 2)."""
 
 import hashlib
 import math
-from contextlib import contextmanager
 
 import pandas as pd
 import pytest
-import torch
 
-from massive.core import hooks
 from massive.core.models import byte_tokenizer
 from massive.core.sequences import perplexity_chunks
-from massive.intervene import interventions
 
 import tiny
 from helpers import assert_one_line_error, only_id, run_module
@@ -24,30 +20,6 @@ A = 66  # the byte tokenizer's id of "a"
 
 def planted(family="llama", **kwargs):
     return tiny.plant(tiny.build(family), layer=LAYER, dim=DIM, **kwargs)
-
-
-@contextmanager
-def recording(model, seen: dict):
-    """Keep a copy of every block's output (blocks.L.hook_resid_post) in seen[L]."""
-    keep = lambda h, name: seen.__setitem__(hooks.layer_of(name), h.clone())  # noqa: E731
-    with hooks.hooked(model, {name: keep for name in hooks.names(model, "blocks.*.hook_resid_post")}):
-        yield
-
-
-def outputs(model, ids, name=None, means=None, layers=(LAYER,), seed=0):
-    """Every block's output (and the logits), under intervention `name` (None: untouched)."""
-    seen = {}
-    ctx = interventions.Context(
-        roles=torch.zeros_like(ids), means=means or {}, generator=torch.Generator().manual_seed(seed)
-    )
-    with torch.inference_mode():
-        if name is None:
-            with recording(model, seen):
-                logits = model(ids).logits
-        else:  # the recording hooks are registered after the intervention's, so they see its result
-            with interventions.applied(model, name, list(layers), [DIM], 100.0, 1000.0, ctx), recording(model, seen):
-                logits = model(ids).logits
-    return seen, logits, ctx
 
 
 # ---------------------------------------------------------------- rule ablate, through its command line

@@ -2,7 +2,6 @@
 library, in memory), and rule ablate through its command line: the layers spec and non-finite
 perplexities (issue #12, defects 1 and 2)."""
 
-import hashlib
 import math
 from contextlib import contextmanager
 
@@ -228,43 +227,6 @@ def test_float16_overflow_is_a_non_finite_error_naming_where_and_the_dtype():
 DOCS = [f"A banana and a papaya, said a man at a bazaar in Panama: number {i}." for i in range(12)]
 
 
-@pytest.fixture(scope="module")
-def detected(tmp_path_factory):
-    """A fetched planted model (an overflow in float16), its detection, and a corpus: the overrides."""
-    from pipeline import capture, detect, fetch_model
-    from pipeline.cli import compose
-    from pipeline.io import corpus_file, tokens_file, write_table
-
-    root = tmp_path_factory.mktemp("ablate")
-    path = tiny.save(tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM, token_id=A, gain=2000.0), root / "hf")
-    base = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        "model.seq_len=32",
-        "capture.top_k=8",
-        "ablate.max_chunks=4",
-        f"paths.root={root}",
-        "wandb.mode=disabled",
-    ]
-    cfg = compose(base)
-    fetch_model.run(cfg)
-    ids = tiny.sequences(4, 32, first=A)
-    write_table(pd.DataFrame({"seq_id": range(4), "input_ids": ids.tolist()}), tokens_file(cfg), cfg)
-    write_table(pd.DataFrame({"id": range(len(DOCS)), "text": DOCS}), corpus_file(cfg), cfg)
-    capture.run(cfg)
-    detect.run(cfg)
-    return root, base
-
-
-def digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def ablate_dir(root):
-    return root / "results" / "tiny_random" / "wiki_sample" / "ablate"
-
-
 # ---------------------------------------------------------------- regrowth, intervals, verdicts (issue #15)
 def test_bootstrap_interval_equals_an_independent_computation():
     import numpy as np
@@ -352,13 +314,3 @@ def regrown(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return root
-
-
-HALVE = """from massive.intervene.interventions import intervention
-
-
-@intervention("halve_plugin")
-def halve(h, mask, ctx):
-    h[mask] /= 2
-    ctx.changed += int(mask.sum())
-"""
