@@ -3,7 +3,6 @@ the mean-replacement intervention (massive.measure.attention, in memory) and the
 
 import json
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -20,7 +19,6 @@ from helpers import detected_run
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 is massive at the first token (token id 0) from block 1's output on
 CONST, CONST_VALUE = 20, 0.1  # wire_sink: a residual dim held at 0.1 for every token
-FAMILIES = tiny.FAMILIES + ["gemma", "gemma2"]
 
 
 def build(family: str) -> nn.Module:
@@ -44,15 +42,6 @@ def build(family: str) -> nn.Module:
         **({"sliding_window": 8} if family == "gemma2" else {}),
     )
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, attn_implementation="eager").eval()
-
-
-def recorder(model, ids, massive=(0,), random=(3,)):
-    rec = attention.Recorder(model)
-    rec.massive = torch.zeros(ids.shape, dtype=torch.bool)
-    rec.massive[:, list(massive)] = True
-    rec.random = torch.zeros(ids.shape, dtype=torch.bool)
-    rec.random[:, list(random)] = True
-    return rec
 
 
 @torch.no_grad()
@@ -87,26 +76,6 @@ def wire_sink(model: nn.Module, gain: float = 2.0) -> nn.Module:
                 if proj.bias is not None:
                     proj.bias[row] = 0.0
     return model
-
-
-def first_token_mass(model, ids) -> list[float]:
-    rec = recorder(attention.use_recording_attention(model), ids)
-    with torch.inference_mode(), rec.active("record"):
-        model(ids)
-    return attention.layer_table(attention.head_table(rec, 0.3), LAYER, None)["mass_first"].tolist()
-
-
-def calibrated(model, ids):
-    rec = recorder(model, ids)
-    with torch.inference_mode(), rec.active("record"):
-        model(ids)
-    rec.finish_means()
-    return rec
-
-
-def massive_table(n: int, positions=(0,)) -> pd.DataFrame:
-    """detect's massive table, as much of it as the attention analysis reads: seq_id, position."""
-    return pd.DataFrame([{"seq_id": i, "position": p} for i in range(n) for p in positions])
 
 
 def test_settings(compose_in):

@@ -15,7 +15,6 @@ from massive.measure import attention
 from massive.measure.perplexity import perplexity
 
 import tiny
-from helpers import detected_run
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 is massive at the first token (token id 0) from block 1's output on
 CONST, CONST_VALUE = 20, 0.1  # wire_sink: a residual dim held at 0.1 for every token
@@ -279,25 +278,3 @@ def test_user_errors():
         attention.random_tokens(torch.ones(2, 4, dtype=torch.bool), seed=0)
     with pytest.raises(MassiveError, match="unknown recorder mode"), attention.Recorder(model).active("bogus"):
         pass
-
-
-def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
-    """A tiny planted llama with a wired sink, its tokens, capture and detection, and a corpus whose
-    perplexity chunks each start with token 0 (the byte tokenizer reads "<s>" as id 0)."""
-    model = wire_sink(tiny.plant(build("llama"), LAYER, DIM))
-    path = tiny.save(model, tmp_path / "hf_llama")
-    cfg = compose_in(
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        "model.name=tiny_sink",
-        f"model.seq_len={seq_len}",
-        "capture.top_k=16",
-        "capture.batch_size=2",
-        "ablate.max_chunks=4",
-        "ablate.batch_size=2",
-        "++attention.num_sequences=3",
-        "figures.dpi=40",
-    )
-    detected_run(cfg, n_seq, seq_len)
-    return cfg
