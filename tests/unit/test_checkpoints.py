@@ -11,8 +11,6 @@ from massive.core.errors import MassiveError
 from pipeline import jobs, paths
 from pipeline import sweep as sweeps
 
-PYTHIA = ["pythia_160m", "pythia_410m", "pythia_1b", "pythia_1_4b"]
-
 
 def _sweep(tmp_path, **sweep) -> str:
     path = tmp_path / "sweep.yaml"
@@ -83,7 +81,3 @@ def test_step_of_a_revision_name():
             "a1b2c3d",
         )
     ] == [0, 143000, 11931, 500, 20, None, None]
-
-
-# ---------------------------------------------------------------- a tiny model whose planted gain grows over training
-GAINS = {"step1000": 200.0, "step4000": 1000.0}  # the planted unit's gain at each checkpoint (two: each a DAG run)
