@@ -5,9 +5,8 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
-from massive.measure.capture import Reducer, capture
+from massive.measure.capture import capture
 from massive.measure.detect import detect
 from pipeline import capture as capture_rule
 from pipeline import detect as detect_rule
@@ -118,38 +117,3 @@ def test_provenance_in_every_table(tmp_path, compose_in):
     meta = read_provenance(run_dir(cfg, "capture") / "topk.parquet")
     assert {"config", "git_commit", "packages", "seed"} <= set(meta)
     assert "tiny_llama" in meta["config"] and '"torch"' in meta["packages"]
-
-
-# ---------------------------------------------------------------- #28: no host synchronisation per block
-HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__")
-
-
-def count_host_reads(monkeypatch) -> tuple[dict, list]:
-    """Counts every host read of a tensor (HOST_READS) made inside the Reducer's hook and its flush:
-    on a GPU each of them would synchronise the device."""
-    counts, where = {"hook": 0, "flush": 0}, []
-
-    def counting(name):
-        orig = getattr(torch.Tensor, name)
-
-        def wrapper(self, *args, **kwargs):
-            if where:
-                counts[where[-1]] += 1
-            return orig(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, name, wrapper)
-
-    for name in HOST_READS:
-        counting(name)
-    for method, key in (("__call__", "hook"), ("flush", "flush")):
-        orig = getattr(Reducer, method)
-
-        def inside(self, *args, _orig=orig, _key=key, **kwargs):
-            where.append(_key)
-            try:
-                return _orig(self, *args, **kwargs)
-            finally:
-                where.pop()
-
-        monkeypatch.setattr(Reducer, method, inside)
-    return counts, where
