@@ -2,31 +2,11 @@
 earlier good output removed or changed."""
 
 import json
-import shutil
 
-import pandas as pd
 import pytest
 
 import tiny
 from helpers import REPO, assert_one_line_error, files_under, run_module, tree  # noqa: F401
-
-
-def _local_model(tmp_path):
-    """A tiny llama saved as a local Hugging Face directory, fetched, with one row of tokens."""
-    path = tiny.save(tiny.build("llama"), tmp_path / "hf")
-    root = tmp_path / "run"
-    args = ["model=tiny_random", "model.source=local", f"model.path={path}", f"paths.root={root}"]
-    assert run_module("fetch_model", *args).returncode == 0
-    from pipeline.cli import compose
-    from pipeline.io import write_table
-
-    cfg = compose([*args])
-    write_table(
-        pd.DataFrame({"seq_id": [0], "input_ids": [tiny.sequences(1, 16)[0].tolist()]}),
-        root / "results/tiny_random/wiki_sample/tokens.parquet",
-        cfg,
-    )
-    return root, args, tmp_path / "hf" / "model.safetensors"
 
 
 def test_sharded_and_bin_weights_are_checked(tmp_path):
@@ -80,22 +60,3 @@ def good_run(tmp_path_factory):
 
     assert (only_id(root / "results/tiny_random/news_sample/capture") / ".hydra/config.yaml").is_file()
     return root, args
-
-
-# ---------------------------------------------------------------- #24: one line, exit 2, nothing lost
-@pytest.fixture
-def good_copy(good_run, tmp_path):
-    """A copy of good_run's working directory (its fetched.json names paths relative to it, so the copy
-    uses its own files), the original's tree to compare with, and its overrides rooted in the copy."""
-
-    root, args = good_run
-    copy = tmp_path / "copy"
-    shutil.copytree(root, copy)
-    args = [a if not a.startswith("paths.root=") else f"paths.root={copy}" for a in args]
-    from pipeline.cli import compose
-    from pipeline.model import hf_dir
-
-    assert (
-        hf_dir(compose(args)) == copy / "cache/models/tiny_random/hf"
-    )  # its own files, verified once (.verified.json)
-    return copy, args, tree(root)
