@@ -2,14 +2,13 @@
 (pipeline/stages.py), so an override reaches only the stages that read it, two settings live side by
 side, and two sweeps that agree on a stage share it."""
 
-import hashlib
 import os
 import re
 from pathlib import Path
 
 import pytest
 
-from helpers import job_counts, snakemake, write_sweep
+from helpers import snakemake, write_sweep
 
 # small enough to plan in seconds: one LLM on one corpus, every per-pair stage, the ablation table, a training run
 SMALL = dict(
@@ -55,15 +54,6 @@ def after_small(tmp_path_factory):
     return tmp_path
 
 
-def plan_of(work: Path, name: str, **changes) -> dict[str, int]:
-    sweep = {**SMALL, **changes}
-    path = work / f"{name}.yaml"
-    path.write_text(write_sweep(work, **sweep).read_text())
-    proc = snakemake("-n", "--config", f"sweep={path}", cwd=work)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return job_counts(proc.stdout)
-
-
 def test_only_the_overrides_a_stage_reads_reach_its_job():
     from pipeline import jobs
     from pipeline import sweep as sweeps
@@ -104,47 +94,7 @@ def test_an_override_of_a_key_the_dag_sets_per_job_is_refused(override, needle):
     assert needle in str(exc.value) and override in str(exc.value) and "\n" not in str(exc.value)
 
 
-# ---------------------------------------------------------------- two experiments run one after the other
-# a model and a corpus named by path (user_files: tiny_random with 3 blocks, news_sample, under names of their own)
-MINI = dict(
-    models=["scratch/my_tiny.yaml"],
-    corpora=["scratch/my_news.yaml"],
-    overrides=["tokenize.num_sequences=2", "capture.top_k=8"],
-)
-
-
-def tables(work: Path) -> dict[str, str]:
-    """The digest of every table (Parquet, JSON) under results/, by relative path."""
-    return {
-        str(p.relative_to(work)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted((work / "results").rglob("*"))
-        if p.suffix in (".parquet", ".json") and ".hydra" not in p.parts
-    }
-
-
-def run_sweep(work: Path, name: str, *config: str, **sweep) -> None:
-    path = work / f"{name}.yaml"
-    path.write_text(write_sweep(work, **sweep).read_text())
-    proc = snakemake("--cores", "2", "--config", f"sweep={path}", *config, cwd=work, timeout=1200)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
-
-
 # ---------------------------------------------------------------- a model and a corpus named by path
-def user_files(work: Path, **model_changes) -> None:
-    """scratch/my_tiny.yaml (conf/model/tiny_random.yaml with 3 blocks, under its own name) and
-    scratch/my_news.yaml (conf/data/news_sample.yaml under its own name), as a user writes them."""
-    import yaml
-
-    from pipeline.cli import CONF_DIR
-
-    (work / "scratch").mkdir(exist_ok=True)
-    model = yaml.safe_load((CONF_DIR / "model" / "tiny_random.yaml").read_text())
-    model["name"], model["arch"]["num_hidden_layers"] = "my_tiny", 3
-    model.pop("defaults")  # the schema of conf/model/ applies all the same
-    (work / "scratch" / "my_tiny.yaml").write_text(yaml.safe_dump({**model, **model_changes}))
-    data = {**yaml.safe_load((CONF_DIR / "data" / "news_sample.yaml").read_text()), "name": "my_news"}
-    (work / "scratch" / "my_news.yaml").write_text(yaml.safe_dump(data))
 
 
 @pytest.mark.parametrize(
