@@ -2,79 +2,11 @@
 (resid_pre + attn_out + mlp_out == resid_post at every block), and the coverage of every
 causal-LM model_type of the installed transformers (massive.core.families)."""
 
-import os
 import re
-
-import pytest
-import torch
 
 from massive.core import arch, families
 
-# the families the library promises (tests/tiny.py's five plus issue 26's), one structure each at least:
-# pre-norm, post-norm (sandwich), parallel, residual inside the modules, MoE, MLA, hybrid, learned sinks
-NAMED = [
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "mixtral",
-    "gemma2",
-    "gemma3_text",
-    "olmo2",
-    "olmo3",
-    "gpt_neox",
-    "phi3",
-    "phi",
-    "gptj",
-    "falcon",
-    "bloom",
-    "deepseek_v3",
-    "gpt_oss",
-    "qwen3_next",
-    "gpt2",
-    "granite",
-]
-
-
-def _config(family):
-    config = families.tiny_config(family)
-    if family == "granite":
-        config.residual_multiplier = 0.3  # its default, 1.0, would hide a missing multiplier
-    return config
-
-
-# ---------------------------------------------------------------- attention on every family
-def _analyse(model, seq=10):
-    from massive.measure import attention
-
-    ids = torch.randint(2, families.VOCAB, (2, seq), generator=torch.Generator().manual_seed(1))
-    marked = torch.zeros(ids.shape, dtype=torch.bool)
-    marked[:, 0] = True
-    return attention.analyse(model, ids, marked, emerge=0), ids
-
-
 # ---------------------------------------------------------------- planted massive activations
-PLANTED = [
-    "llama",
-    "qwen2",
-    "qwen3",
-    "qwen2_moe",
-    "qwen3_moe",
-    "gemma2",
-    "gemma3_text",
-    "olmo2",
-    "gpt_neox",
-    "phi3",
-    "mistral",
-    "mixtral",
-    "deepseek_v3",
-    "gpt_oss",
-    "falcon",
-    "gptj",
-    "bloom",
-]
 DIM = 7
 
 
@@ -135,25 +67,6 @@ def test_survey_sweep_plans_every_family_in_its_own_regime(tmp_path):
     assert sorted(capture) == sorted(SURVEY) and all(r["gres"].startswith("gpu:") for r in capture.values())
     assert int(capture["pythia_160m"]["runtime"]) < int(capture["gpt_oss_20b"]["runtime"])
     assert re.search(r"pipeline\.capture model=gemma2_2b data=wikitext2", proc.stdout)
-
-
-# families.check agrees with the table for every causal-LM model_type (each well under a second), but for the
-# slow tail: families whose tiny model takes over 5 s (linear-attention and state-space hybrids, run by torch's
-# reference kernels; 75 s of the 118 s all 189 took on a loaded 2-core machine), run with MASSIVE_ALL_FAMILIES=1
-SLOW_TAIL = ["falcon_h1", "kimi_linear", "bailing_hybrid", "afmoe"]
-TAIL = pytest.mark.skipif(
-    os.environ.get("MASSIVE_ALL_FAMILIES") != "1",
-    reason="the slow tail of the coverage table's families: MASSIVE_ALL_FAMILIES=1 runs them",
-)
-
-
-def _table() -> dict[str, tuple[str, str]]:
-    from helpers import REPO
-
-    rows = re.findall(
-        r"^\| `([^`]+)` \| (supported|refused) \| ([^|]*) \|", (REPO / "docs/families.md").read_text(), re.M
-    )
-    return {family: (status, structure.strip()) for family, status, structure in rows}
 
 
 # ---------------------------------------------------------------- through the rules' entry points

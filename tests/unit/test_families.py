@@ -244,28 +244,7 @@ def test_planted_activation_is_found_zeroed_and_traced(family):
     assert pd.isna(sw["expert"]) != bool(w.experts)  # a mixture of experts names its expert
 
 
-# ---------------------------------------------------------------- the survey sweep (dry run: no hub needed)
-SURVEY = [
-    "llama3_2_1b",
-    "llama3_1_8b",
-    "qwen2_5_7b",
-    "qwen3_8b",
-    "gemma2_2b",
-    "gemma3_1b",
-    "gemma3_4b",
-    "olmo2_7b",
-    "pythia_160m",
-    "pythia_410m",
-    "pythia_1b",
-    "pythia_1_4b",
-    "pythia_2_8b",
-    "pythia_6_9b",
-    "phi3_mini",
-    "gpt_oss_20b",
-    "mistral_7b",
-]
-
-
+# ---------------------------------------------------------------- the coverage table (docs/families.md)
 def test_the_coverage_table_lists_every_causal_lm_family():
     """docs/families.md (scripts/families.py) is current for the installed transformers, and every
     family the library promises is supported there."""
@@ -320,32 +299,3 @@ def test_families_without_a_decoder_stack_of_attention_are_refused_in_one_line(f
     row = families.check(family)
     assert row["status"] == "refused" and family in row["why"] and "\n" not in row["why"]
     assert ("encoder-decoder" if family == "bart" else "no attention") in row["why"]
-
-
-# ---------------------------------------------------------------- through the rules' entry points
-def _prepared(tmp_path, compose_in, family, name, seq_len=24, n_seq=3):
-    import tiny
-    from helpers import detected_run
-
-    model, layer = _planted(family)
-    path = tiny.save(model, tmp_path / f"hf_{family}")
-    overrides = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        f"model.name={name}",
-        f"model.family={family}",
-        f"model.seq_len={seq_len}",
-        "capture.top_k=16",
-        "capture.batch_size=2",
-        "figures.dpi=40",
-        "origins.num_sequences=2",
-        "origins.max_chunks=2",
-        "origins.batch_size=2",
-        "++attention.num_sequences=3",
-        "ablate.max_chunks=3",
-        "ablate.batch_size=2",
-    ]
-    cfg = compose_in(*overrides)
-    detected_run(cfg, n_seq, seq_len)
-    return cfg, [f"paths.root={tmp_path}", "wandb.mode=disabled", *overrides], layer
