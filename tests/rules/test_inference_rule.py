@@ -6,14 +6,12 @@ massive entries in float lowering per-tensor int8 error; bad input in one line; 
 
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from massive.core import hooks
-from massive.intervene.interventions import ROLES
 from pipeline import html
 from pipeline.io import read_table, run_dir
 
@@ -29,37 +27,6 @@ def planted(family: str, value: float = 1e5) -> nn.Module:
     with torch.no_grad(), hooks.cache(probe, [hooks.resid_post(LAYER)]) as store:
         probe(tiny.sequences(1, 8))
     return tiny.plant(tiny.build(family), LAYER, DIM, gain=value / float(store[hooks.resid_post(LAYER)][0, 0, DIM]))
-
-
-# ---------------------------------------------------------------- the fake quantiser
-def reference(x: np.ndarray, bits: int, keep: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric round-to-nearest per row, in float64 numpy, and where a value sits on a rounding tie."""
-    q = 2 ** (bits - 1) - 1
-    a = np.abs(np.where(keep, 0.0, x)) if keep is not None else np.abs(x)
-    s = a.max(axis=1, keepdims=True) / q
-    s = np.where(s > 0, s, 1.0)
-    r = x / s
-    out = np.clip(np.round(r), -q, q) * s
-    tie = np.abs(np.abs(r - np.trunc(r)) - 0.5) < 1e-4
-    return (np.where(keep, x, out) if keep is not None else out), tie
-
-
-def first_roles(ids: torch.Tensor) -> torch.Tensor:
-    """Token roles of random byte sequences: the first token, then ordinary ones."""
-    roles = torch.full(ids.shape, ROLES.index("other"), dtype=torch.long)
-    roles[:, 0] = ROLES.index("first")
-    return roles
-
-
-class NoMask(nn.Module):
-    """A causal LM whose forward drops the attention mask it is given."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner, self.config = inner, inner.config
-
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        return self.inner(input_ids, **kwargs)
 
 
 # ---------------------------------------------------------------- the rule

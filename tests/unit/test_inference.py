@@ -17,7 +17,6 @@ from massive.measure.capture import capture
 from massive.measure.detect import detect
 
 import tiny
-from helpers import detected_run
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token from block 1's output on
 
@@ -233,26 +232,3 @@ def test_window_perplexities_and_the_sink_interventions():
     assert t.loc[0, "ratio"] == 1.0 and (t["perplexity"] > 0).all()
     with pytest.raises(MassiveError, match="W=0"):
         window.perplexities(model, chunks, found, windows=[0])
-
-
-# ---------------------------------------------------------------- the rule
-def prepare(tmp_path, compose_in, seq_len=32, model=None):
-    path = tiny.save(planted("llama", 1e5) if model is None else model, tmp_path / "hf_llama")
-    overrides = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        "model.name=tiny_inf",
-        f"model.seq_len={seq_len}",
-        "capture.top_k=16",
-        "capture.batch_size=2",
-        "figures.dpi=40",
-        "inference.max_chunks=2",
-        "inference.batch_size=2",
-        "inference.num_sequences=2",
-        "inference.windows=[8]",
-        "inference.schemes=[a8_per_tensor,a8_per_tensor_keep_massive,w4_per_channel,w4_per_channel_keep_super]",
-    ]
-    cfg = compose_in(*overrides)
-    detected_run(cfg, 4, seq_len)
-    return cfg, [f"paths.root={tmp_path}", "wandb.mode=disabled", *overrides]
