@@ -11,9 +11,6 @@ from helpers import REPO
 PACKAGES = tuple(
     p for p in ("massive", "pipeline", "kernels") if (REPO / p).is_dir()
 )  # kernels: until it moves into massive
-RULE_LIMIT = (
-    90  # statements of a rule module (about 120 lines; counted in statements, so formatting does not change it)
-)
 
 
 def modules() -> dict[str, ast.Module]:
@@ -42,15 +39,6 @@ def imports(tree: ast.Module, known: set[str]) -> set[str]:
             if name and not (REPO / name.replace(".", "/")).is_dir():  # a package's __init__ is no edge
                 found.add(name)
     return found
-
-
-def rules() -> list[str]:
-    """The rule modules: the pipeline modules that are an entry point (`cli.main(...)`)."""
-    return [
-        name
-        for name, tree in modules().items()
-        if name.startswith("pipeline.") and "cli.main(" in ast.unparse(tree) and name not in ("pipeline.cli",)
-    ]
 
 
 def test_library_imports_no_hydra_omegaconf_or_wandb():
