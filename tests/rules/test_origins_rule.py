@@ -7,10 +7,8 @@ its block raises; an MLP the arch module does not know is one clear line; and th
 import torch
 from torch import nn
 
-from massive.core import arch, hooks
+from massive.core import arch
 from massive.measure import origins
-from massive.measure.capture import capture
-from massive.measure.detect import detect
 from pipeline import html
 from pipeline.io import read_table, run_dir
 
@@ -19,13 +17,6 @@ from helpers import assert_one_line_error, detected_run, run_module
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token (id 0) from block 1's output on; hidden unit 0
 EXPERT = 2  # the one Mixtral expert that keeps the planted weight, and that the router sends token 0 to
-EXPECTED = {  # family -> (parameter, its own index of W[dim, channel])
-    "llama": ("model.layers.1.mlp.down_proj.weight", [DIM, 0]),
-    "mistral": ("model.layers.1.mlp.down_proj.weight", [DIM, 0]),
-    "phi": ("model.layers.1.mlp.fc2.weight", [DIM, 0]),
-    "gpt2": ("transformer.h.1.mlp.c_proj.weight", [0, DIM]),  # Conv1D: [d_mlp, d_model]
-    "mixtral": ("model.layers.1.mlp.experts.down_proj", [EXPERT, DIM, 0]),
-}
 
 
 @torch.no_grad()
@@ -38,37 +29,6 @@ def planted(family: str) -> nn.Module:
         moe.experts.down_proj[EXPERT, DIM, 0] = keep
         moe.gate.weight[EXPERT, (DIM + 1) % tiny.D] = 50.0  # the carrier dim: nonzero at token 0 only
     return model
-
-
-def found_in(model, n=4, seq_len=16):
-    ids = tiny.sequences(n, seq_len)
-    return ids, detect(capture(model, ids, k=16))
-
-
-def value_at(model, ids) -> torch.Tensor:
-    with torch.no_grad(), hooks.cache(model, [hooks.resid_post(LAYER)]) as store:
-        model(ids)
-    return store[hooks.resid_post(LAYER)]
-
-
-def snapshot(model) -> dict[str, torch.Tensor]:
-    return {k: p.detach().clone() for k, p in model.named_parameters()}
-
-
-def assert_bit_identical(model, before) -> None:
-    for k, p in model.named_parameters():
-        assert torch.equal(p.detach().view(torch.int32), before[k].view(torch.int32)), k
-
-
-class WeirdMLP(nn.Module):
-    """An MLP whose projections massive.core.arch cannot see (the real one hidden in a list)."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = [inner]
-
-    def forward(self, x):
-        return self.inner[0](x)
 
 
 def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):

@@ -17,7 +17,6 @@ from massive.measure.capture import capture
 from massive.measure.detect import detect
 
 import tiny
-from helpers import detected_run
 
 LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token (id 0) from block 1's output on; hidden unit 0
 EXPERT = 2  # the one Mixtral expert that keeps the planted weight, and that the router sends token 0 to
@@ -165,24 +164,3 @@ def test_an_mlp_without_a_known_down_projection_is_one_clear_line():
     with pytest.raises(MassiveError) as err:
         origins.find(model, ids, found)
     assert "WeirdMLP" in str(err.value) and "\n" not in str(err.value)
-
-
-def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):
-    model = planted("gpt2")
-    path = tiny.save(model, tmp_path / "hf_gpt2")
-    overrides = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        "model.name=tiny_sw",
-        f"model.seq_len={seq_len}",
-        "capture.top_k=16",
-        "capture.batch_size=2",
-        "figures.dpi=40",
-        "origins.num_sequences=3",
-        "origins.max_chunks=3",
-        "origins.batch_size=2",
-    ]
-    cfg = compose_in(*overrides)
-    detected_run(cfg, n_seq, seq_len)
-    return cfg, [f"paths.root={tmp_path}", "wandb.mode=disabled", *overrides]
