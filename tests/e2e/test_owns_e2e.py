@@ -7,23 +7,7 @@ import shutil
 
 import pytest
 
-from helpers import run_module, snakemake, tree
-
-TRAIN = [
-    "train=cpu_backcopy",
-    "train.model.n_layer=1",
-    "train.model.n_head=2",
-    "train.model.n_embd=16",
-    "train.model.block_size=16",
-    "train.batch_size=4",
-    "train.eval_iters=1",
-    "train.probe_batch_size=2",
-    "train.log_interval=2",
-    "train.warmup_iters=2",
-    "train.eval_interval=2",
-    "train.checkpoint_interval=2",
-    "train.max_iters=4",
-]
+from helpers import snakemake, tree
 
 
 @pytest.fixture
@@ -37,19 +21,6 @@ def work(tmp_path):
 def outside(work):
     """Everything outside `work` (its parent's tree, work excluded)."""
     return {k: v for k, v in tree(work.parent).items() if not (k == "work" or k.startswith("work/"))}
-
-
-# ---------------------------------------------------------------- 5, 7. checks at snakemake -n, before any deletion
-@pytest.fixture(scope="module")
-def fetched_work(tmp_path_factory):
-    """A working directory with tiny_random fetched and a (fake) good tokens.parquet."""
-    work = tmp_path_factory.mktemp("fetched") / "work"
-    work.mkdir()
-    assert run_module("fetch_model", "model=tiny_random", f"paths.root={work}").returncode == 0
-    tokens = work / "results/tiny_random/news_sample/tokens.parquet"
-    tokens.parent.mkdir(parents=True)
-    tokens.write_bytes(b"a good earlier output")
-    return work
 
 
 # ---------------------------------------------------------------- 8. a deleted output is made again
