@@ -3,15 +3,10 @@ protocol runs in a sweep (<model>@<protocol>), and the report's protocol and out
 
 import importlib
 
-import pandas as pd
 import pytest
 
 from massive.core.errors import MassiveError
 from massive.core.models import byte_tokenizer
-from pipeline import fetch_model
-from pipeline.io import corpus_file, write_table
-
-import tiny
 
 seqs = importlib.import_module("massive.core.sequences")  # the module (massive.sequences is also the function's name)
 DOCS = [" ".join(f"word{i}{j}." for j in range(30)) for i in range(40)]  # no "<s>" in the text: id 0 only as a BOS
@@ -58,29 +53,6 @@ def test_zero_shot_follows_the_protocol_through_the_tokenizer():
     tok.bos_token = None
     with pytest.raises(MassiveError, match="no BOS token"):
         with_bos(tok, True)
-
-
-# ---------------------------------------------------------------- the rules
-def setup_run(tmp_path, compose_in, *extra, add_bos=True, name="tiny_bos"):
-    model = tiny.plant(tiny.build("llama"), layer=1, dim=7)  # massive at token 0: the byte tokenizer's BOS
-    path = tiny.save(model, tmp_path / "hf", add_bos=add_bos)
-    args = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        f"model.name={name}",
-        "model.seq_len=24",
-        "capture.top_k=8",
-        "tokenize.num_sequences=4",
-        "tokenize.num_documents=20",
-        "ablate.max_chunks=3",
-        "ablate.interventions=[none,zero]",
-        *extra,
-    ]
-    cfg = compose_in(*args)
-    fetch_model.run(cfg)
-    write_table(pd.DataFrame({"text": DOCS}), corpus_file(cfg), cfg)
-    return cfg, [f"paths.root={tmp_path}", "wandb.mode=disabled", *args]
 
 
 # ---------------------------------------------------------------- sweeps
