@@ -4,7 +4,6 @@ where possible: small DataFrames in, a Figure or HTML out; the report rendered f
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import shutil
@@ -17,7 +16,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from matplotlib.figure import Figure
 
 from golden import lay_out
 from helpers import REPO, assert_one_line_error, keyed, run_module
@@ -34,12 +32,6 @@ SWEEP = {
     "vision": {"models": ["vit_random"], "images": ["photos"]},
     "train": {"configs": ["cpu_backcopy"]},
 }
-
-
-def png_of(fig: Figure) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=40)
-    return buf.getvalue()
 
 
 def ppl_table(layers: str, ppl: dict[str, float], dims: str = "7", spread: float = 0.02) -> pd.DataFrame:

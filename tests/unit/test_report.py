@@ -440,17 +440,6 @@ def test_html_escapes_what_it_shows(results):
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt;" in page
 
 
-def summary_rows(page: str) -> list[list[str]]:
-    """The summary table of a report page: its body's rows, cells as text."""
-    block = page[page.index('<section id="summary">') :]
-    block = block[: block.index("</section>")]
-    body = block[block.index("<tbody>") : block.index("</tbody>")]
-    return [
-        [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
-        for row in re.findall(r"<tr>(.*?)</tr>", body, re.S)
-    ]
-
-
 def test_no_rule_module_imports_another():
     rules = {"ablation", "report", "figures"}
     # a rule module is one with an entry point (cli.main); the rest are the pipeline's shared modules
