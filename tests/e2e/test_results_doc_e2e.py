@@ -3,7 +3,6 @@ run's results/ (the shared tiny DAG), with the machine and commit the tables rec
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,13 +14,6 @@ import pytest
 from helpers import REPO
 
 SCRIPT = REPO / "scripts" / "results_doc.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("results_doc", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
