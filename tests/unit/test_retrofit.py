@@ -158,34 +158,3 @@ def test_resume_after_a_kill_gives_the_same_result(sink, tmp_path):
 def test_unknown_variant_is_one_line():
     with pytest.raises(MassiveError, match="unknown retrofit variant 'halve'"):
         R.Retrofit(tiny.config("llama"), "halve")
-
-
-# ---------------------------------------------------------------- rule retrofit, through its command line
-@pytest.fixture(scope="module")
-def detected(tmp_path_factory):
-    from pipeline.cli import compose
-
-    from helpers import detected_run
-
-    root = tmp_path_factory.mktemp("retrofit")
-    torch.manual_seed(0)
-    path = tiny.save(plant_sink(tiny.build("llama")), root / "hf")
-    base = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={path}",
-        "model.seq_len=32",
-        "capture.top_k=8",
-        f"paths.root={root}",
-        "wandb.mode=disabled",
-        "retrofit.steps=4",
-        "retrofit.eval_every=2",
-        "retrofit.seq_len=16",
-        "retrofit.eval_chunks=2",
-        "retrofit.train_chunks=6",
-        "retrofit.bootstrap=50",
-        "retrofit.variants=[attn_bias,softmax_plus_one,mlp_bias]",
-        "retrofit.kept=[attn_bias]",
-    ]
-    detected_run(compose(base), n_seq=4, seq_len=32)
-    return root, base, path
