@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from massive.retrain import training
-from massive.retrain.backcopy import BackcopySpec
 from massive.retrain.gpt import GPT, GPTConfig
 
 from helpers import REPO
@@ -38,20 +36,7 @@ def tiny(variant: str, seed: int = 0) -> GPT:
     return GPT(GPTConfig(**TINY, variant=variant)).eval()
 
 
-def batch(n: int = 4, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 64, (n, 16), generator=torch.Generator().manual_seed(seed))
-
-
 # ---------------------------------------------------------------- training, in memory (massive.retrain.training)
-SPEC = dict(batch_size=8, block_size=16, warmup_iters=2, eval_iters=2, log_interval=2)
-
-
-def setup(variant: str, seed: int = 1, **spec):
-    spec = training.TrainSpec(**{**SPEC, **spec})
-    model, optimizer = training.build(GPTConfig(**TINY, variant=variant), spec, seed=seed)
-    data = training.BackcopyBatches(BackcopySpec(), seed=seed)
-    probe, _ = data.batch("probe", 0, 4, 16)
-    return model, optimizer, data, spec, probe
 
 
 def test_the_library_imports_no_hydra_or_wandb():

@@ -4,7 +4,6 @@ training (massive/retrain/training.py, in memory), and the rules train / train_c
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,18 +16,6 @@ from massive.retrain.gpt import GPT, VARIANTS, GPTConfig
 
 torch.set_num_threads(1)
 TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
-TINY_OVERRIDES = [
-    "train.model.n_layer=2",
-    "train.model.n_head=2",
-    "train.model.n_embd=32",
-    "train.model.block_size=16",
-    "train.batch_size=8",
-    "train.eval_iters=2",
-    "train.probe_batch_size=4",
-    "train.log_interval=2",
-    "train.warmup_iters=2",
-    "wandb.mode=disabled",
-]
 
 
 def tiny(variant: str, seed: int = 0) -> GPT:
@@ -246,13 +233,6 @@ def test_a_non_finite_loss_is_an_error():
         training.train(model, optimizer, data, spec, probe, dtype="float16")
     with pytest.raises(NonFiniteError, match="training loss at step 1 is nan"):  # no evaluation at step 1
         training.train(model, optimizer, data, spec, probe, step=1)
-
-
-# ---------------------------------------------------------------- the rules
-def compose(tmp_path: Path, *overrides: str):
-    from pipeline.cli import compose as cli_compose
-
-    return cli_compose([*TINY_OVERRIDES, f"paths.root={tmp_path}", *overrides], config_name="train")
 
 
 # ---------------------------------------------------------------- the factor switches (issue 18)
