@@ -6,9 +6,7 @@ can be, then the rules."""
 import pytest
 import torch
 
-from massive.core import arch, hooks
 from massive.core.errors import MassiveError
-from massive.intervene import interventions
 from massive.plots import figures as plots
 from massive.vision import images
 from pipeline import ablate_images, capture, detect, fetch_corpus, fetch_model, figures, tokenize
@@ -103,21 +101,6 @@ def test_capture_and_detection_on_each_vit_family(tmp_path, compose_in, family):
             "[REG3]",
             "patch 0,0",
         ]
-
-
-def block_input(model, pixels, index: int, name=None, ctx=None, roles=None):
-    """The input of block `index` (after any intervention's, whose hooks are registered first)."""
-    with torch.inference_mode():
-        if name is None:
-            with hooks.cache(model, [hooks.resid_pre(index)]) as seen:
-                model(**arch.forward_kwargs(model, pixels))
-        else:
-            with (
-                interventions.applied(model, name, [], [], 100.0, 1000.0, ctx, roles),
-                hooks.cache(model, [hooks.resid_pre(index)]) as seen,
-            ):
-                model(**arch.forward_kwargs(model, pixels))
-    return seen[hooks.resid_pre(index)]
 
 
 def test_ablate_images_zero_breaks_the_cls_embedding_and_mean_does_not(tmp_path, compose_in):
@@ -301,11 +284,3 @@ def test_linear_head_from_a_file_is_loaded_into_the_classifier(tmp_path, compose
     )
     with pytest.raises(MassiveError, match="does not fit the classifier"):
         load_model(bad)  # 2 labels by default: the 5-class head does not fit
-
-
-def planted_means(model, pixels, position: int) -> dict:
-    """The (block, dim, role) means of the planted activation, as massive_means gives them."""
-    with torch.inference_mode(), hooks.cache(model, [hooks.resid_post(LAYER)]) as store:
-        model(pixel_values=pixels)
-    value = float(store[hooks.resid_post(LAYER)][:, position, DIM].mean())
-    return {(LAYER, DIM, "register"): value, (LAYER, DIM, "any"): value}

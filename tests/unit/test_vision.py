@@ -11,7 +11,6 @@ from massive.core.errors import MassiveError
 from massive.intervene import interventions
 from massive.vision import images
 from massive.vision import vit as vision
-from pipeline import fetch_corpus, fetch_model, tokenize
 
 import tiny
 
@@ -26,43 +25,6 @@ def image_folder(path, n: int = 6, classes: int = 0):
         where.mkdir(exist_ok=True)
         im.save(where / f"img{i}.png")
     return path
-
-
-def prepare(
-    tmp_path,
-    compose_in,
-    family: str,
-    planted: bool = True,
-    auto_class: str | None = None,
-    model=None,
-    classes: int = 0,
-    *extra: str,
-):
-    model = model if model is not None else tiny.build_vit(family)
-    if planted:
-        tiny.plant_vit(model, LAYER, DIM, register=REGISTER if family == "dinov2_with_registers" else None)
-    path = tiny.save_vit(model, tmp_path / f"hf_{family}")
-    folder = image_folder(tmp_path / "images", classes=classes)
-    cfg = compose_in(
-        "model=vit_random",
-        "model.source=local",
-        f"model.path={path}",
-        f"model.name=tiny_{family}",
-        f"model.auto_class={auto_class or tiny.VIT_CLASSES[family]}",
-        "data=photos",
-        "data.kind=image_folder",
-        f"data.path={folder}",
-        "data.name=tiny_images",
-        "tokenize.num_sequences=4",
-        "capture.top_k=16",
-        "capture.batch_size=2",
-        "ablate.batch_size=3",
-        *extra,
-    )
-    fetch_model.run(cfg)
-    fetch_corpus.run(cfg)
-    tokenize.run(cfg)
-    return cfg, model
 
 
 def test_layout_names_and_roles():
