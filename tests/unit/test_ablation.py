@@ -5,7 +5,6 @@ perplexities (issue #12, defects 1 and 2)."""
 import math
 from contextlib import contextmanager
 
-import pandas as pd
 import pytest
 import torch
 
@@ -19,10 +18,8 @@ from massive.measure.detect import detect
 from massive.measure.perplexity import Perplexity, perplexity
 
 import tiny
-from helpers import run_module
 
 LAYER, DIM = 1, 7
-A = 66  # the byte tokenizer's id of "a"
 
 
 def planted(family="llama", **kwargs):
@@ -223,10 +220,6 @@ def test_float16_overflow_is_a_non_finite_error_naming_where_and_the_dtype():
         perplexity(model.half(), ids, where="ablate: intervention 'none'")
 
 
-# ---------------------------------------------------------------- rule ablate, through its command line
-DOCS = [f"A banana and a papaya, said a man at a bazaar in Panama: number {i}." for i in range(12)]
-
-
 # ---------------------------------------------------------------- regrowth, intervals, verdicts (issue #15)
 def test_bootstrap_interval_equals_an_independent_computation():
     import numpy as np
@@ -254,63 +247,3 @@ def test_verdict_reads_the_interval():
     assert verdict(2.1, 9.0, 2.0, 1.1) == "harmful"
     assert verdict(0.97, 1.09, 2.0, 1.1) == "harmless"
     assert verdict(1.05, 2.5, 2.0, 1.1) == verdict(1.5, 1.9, 2.0, 1.1) == "inconclusive"  # straddles, or between
-
-
-@pytest.fixture(scope="module")
-def regrown(tmp_path_factory):
-    """A planted massive activation that block 2 writes again when block 1's is zeroed (block 2's unit
-    reads the carrier after the norm, which the massive dim dominates), ablated at emerge, from_emerge
-    and block 0 through the command line, then gathered by rule ablation."""
-    from pipeline import capture, detect, fetch_model
-    from pipeline.cli import compose
-    from pipeline.io import corpus_file, tokens_file, write_table
-
-    root = tmp_path_factory.mktemp("regrown")
-    model = tiny.plant(
-        tiny.plant(tiny.build("llama"), layer=LAYER, dim=DIM, token_id=A, gain=2000.0),
-        layer=LAYER + 1,
-        dim=DIM,
-        token_id=A,
-        gain=2000.0,
-    )
-    base = [
-        "model=tiny_random",
-        "model.source=local",
-        f"model.path={tiny.save(model, root / 'hf')}",
-        "model.seq_len=32",
-        "capture.top_k=8",
-        "ablate.max_chunks=8",
-        "ablate.bootstrap=400",
-        f"paths.root={root}",
-        "wandb.mode=disabled",
-    ]
-    cfg = compose(base)
-    fetch_model.run(cfg)
-    write_table(
-        pd.DataFrame({"seq_id": range(4), "input_ids": tiny.sequences(4, 32, first=A).tolist()}), tokens_file(cfg), cfg
-    )
-    write_table(pd.DataFrame({"id": range(len(DOCS)), "text": DOCS}), corpus_file(cfg), cfg)
-    capture.run(cfg)
-    detect.run(cfg)
-    for layers in ("emerge", "from_emerge", "[0]"):
-        proc = run_module(
-            "ablate", *base, f"ablate.layers={layers}", "ablate.interventions=[none,zero,mean,top_zero,same_token_zero]"
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    sweep = root / "regrown.yaml"
-    sweep.write_text(
-        "models: [tiny_random]\ncorpora: [wiki_sample]\n"  # the settings the ablate jobs ran with
-        f"overrides: [model.source=local, 'model.path={base[2].split('=', 1)[1]}', model.seq_len=32, capture.top_k=8,"
-        " ablate.max_chunks=8, ablate.bootstrap=400]\n"
-        "ablate: {interventions: [none, zero, mean, top_zero, same_token_zero], layers: [emerge, from_emerge, [0]]}\n"
-    )
-    proc = run_module(
-        "ablation",
-        f"sweep_name={sweep}",
-        f"paths.root={root}",
-        "wandb.mode=disabled",
-        "ablate.harmful_factor=1.05",
-        "ablate.harmless_factor=1.02",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root

@@ -34,29 +34,3 @@ def test_sharded_and_bin_weights_are_checked(tmp_path):
     (tmp_path / "bin" / "pytorch_model.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(MassiveError, match="pytorch_model.bin is truncated"):
         check_weights(tmp_path / "bin")
-
-
-# ---------------------------------------------------------------- #12 defect 6: checks before loading anything
-@pytest.fixture(scope="module")
-def good_run(tmp_path_factory):
-    """A tiny model's good fetch, corpus, tokens and capture (with its .hydra record)."""
-    tmp = tmp_path_factory.mktemp("good_run")
-    text = tmp / "t.txt"
-    text.write_text("\n\n".join(f"Document {i}: some text, with a delimiter. And more words." for i in range(200)))
-    root = tmp / "run"
-    args = [
-        "model=tiny_random",
-        "data=news_sample",
-        "data.kind=text_file",
-        f"data.path={text}",
-        f"paths.root={root}",
-        "tokenize.num_sequences=2",
-        "capture.top_k=8",
-    ]
-    for stage in ("fetch_model", "fetch_corpus", "tokenize", "capture"):
-        proc = run_module(stage, *args)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    from helpers import only_id
-
-    assert (only_id(root / "results/tiny_random/news_sample/capture") / ".hydra/config.yaml").is_file()
-    return root, args

@@ -2,56 +2,9 @@
 (pipeline/stages.py), so an override reaches only the stages that read it, two settings live side by
 side, and two sweeps that agree on a stage share it."""
 
-import os
-import re
-from pathlib import Path
-
 import pytest
 
-from helpers import snakemake, write_sweep
-
-# small enough to plan in seconds: one LLM on one corpus, every per-pair stage, the ablation table, a training run
-SMALL = dict(
-    models=["tiny_random"],
-    corpora=["news_sample"],
-    overrides=["capture.top_k=8"],
-    ablate={"interventions": ["none", "zero"], "layers": ["emerge"]},
-    attention={"num_sequences": 2},
-    train={"configs": ["cpu_backcopy_short"], "variants": ["default"]},
-)
-
-
-def planned_outputs(stdout: str) -> list[str]:
-    return [f for line in re.findall(r"^    output: (.*)$", stdout, re.M) for f in line.split(", ")]
-
-
-def pretend_run(work: Path, stdout: str) -> None:
-    """Create every output a dry run lists that is not there (the model is really fetched: the dry
-    run checks its config.json), all with one mtime: as if the sweep had run."""
-    for f in planned_outputs(stdout):
-        (work / f).parent.mkdir(parents=True, exist_ok=True)
-        if not (work / f).exists():
-            (work / f).write_text("x")
-    for f in [*planned_outputs(stdout), *(p for p in (work / "cache").rglob("*") if p.is_file())]:
-        os.utime(work / f, (1_700_000_000, 1_700_000_000))
-
-
-@pytest.fixture(scope="module")
-def after_small(tmp_path_factory):
-    """A working directory in which SMALL (sweep file small.yaml) has 'run' (its model fetched)."""
-    from helpers import run_module
-
-    tmp_path = tmp_path_factory.mktemp("after_small")
-    fetched = run_module("fetch_model", "model=tiny_random", "wandb.mode=disabled", cwd=tmp_path)
-    assert fetched.returncode == 0, fetched.stderr[-2000:]
-    base = tmp_path / "small.yaml"
-    base.write_text(write_sweep(tmp_path, **SMALL).read_text())
-    proc = snakemake("-n", "--config", f"sweep={base}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    pretend_run(tmp_path, proc.stdout)
-    again = snakemake("-n", "--config", f"sweep={base}", cwd=tmp_path)
-    assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
-    return tmp_path
+from helpers import write_sweep
 
 
 def test_only_the_overrides_a_stage_reads_reach_its_job():
