@@ -1,7 +1,5 @@
 """The lm-evaluation-harness path, on a small local task (no network), with the ablation hooks."""
 
-import json
-
 import pandas as pd
 import pytest
 
@@ -9,32 +7,9 @@ from pipeline import capture, detect, fetch_model, zeroshot
 from pipeline.io import read_table, run_dir, tokens_file, write_table
 
 import tiny
+from topics.zeroshot import write_task
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install -e '.[zeroshot]')")
-
-TASK = """task: tiny_yesno
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}} Answer:"
-doc_to_choice: [" no", " yes"]
-doc_to_target: label
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-"""
-
-
-def write_task(tmp_path):
-    data = tmp_path / "tasks" / "yesno.jsonl"
-    data.parent.mkdir()
-    data.write_text("\n".join(json.dumps({"question": f"Is {i} even?", "label": int(i % 2 == 0)}) for i in range(12)))
-    (tmp_path / "tasks" / "tiny_yesno.yaml").write_text(TASK.format(data=data))
-    return tmp_path / "tasks"
 
 
 def test_zeroshot_runs_the_harness_under_each_intervention(tmp_path, compose_in):
