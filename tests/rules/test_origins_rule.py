@@ -4,31 +4,13 @@ Conv1D weight and the right Mixtral expert included); zeroing it removes the mas
 and the control does not; every weight intervention restores the weights bit for bit, even when
 its block raises; an MLP the arch module does not know is one clear line; and the rule end to end."""
 
-import torch
-from torch import nn
-
-from massive.core import arch
 from massive.measure import origins
 from pipeline import html
 from pipeline.io import read_table, run_dir
 
 import tiny
 from helpers import assert_one_line_error, detected_run, run_module
-
-LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token (id 0) from block 1's output on; hidden unit 0
-EXPERT = 2  # the one Mixtral expert that keeps the planted weight, and that the router sends token 0 to
-
-
-@torch.no_grad()
-def planted(family: str) -> nn.Module:
-    model = tiny.plant(tiny.build(family), LAYER, DIM)
-    if family == "mixtral":  # only EXPERT writes it, and the router sends the first token there
-        moe = arch.find_parts(model).mlps[LAYER]
-        keep = moe.experts.down_proj[EXPERT, DIM, 0].clone()
-        moe.experts.down_proj[:, DIM, 0] = 0.0
-        moe.experts.down_proj[EXPERT, DIM, 0] = keep
-        moe.gate.weight[EXPERT, (DIM + 1) % tiny.D] = 50.0  # the carrier dim: nonzero at token 0 only
-    return model
+from topics.origins import DIM, LAYER, planted
 
 
 def prepare(tmp_path, compose_in, seq_len=32, n_seq=4):

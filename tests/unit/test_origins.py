@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from massive.core import arch, hooks
+from massive.core import hooks
 from massive.core.errors import MassiveError
 from massive.intervene.interventions import massive_mask
 from massive.measure import origins
@@ -17,9 +17,8 @@ from massive.measure.capture import capture
 from massive.measure.detect import detect
 
 import tiny
+from topics.origins import DIM, EXPERT, LAYER, planted
 
-LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token (id 0) from block 1's output on; hidden unit 0
-EXPERT = 2  # the one Mixtral expert that keeps the planted weight, and that the router sends token 0 to
 EXPECTED = {  # family -> (parameter, its own index of W[dim, channel])
     "llama": ("model.layers.1.mlp.down_proj.weight", [DIM, 0]),
     "mistral": ("model.layers.1.mlp.down_proj.weight", [DIM, 0]),
@@ -27,18 +26,6 @@ EXPECTED = {  # family -> (parameter, its own index of W[dim, channel])
     "gpt2": ("transformer.h.1.mlp.c_proj.weight", [0, DIM]),  # Conv1D: [d_mlp, d_model]
     "mixtral": ("model.layers.1.mlp.experts.down_proj", [EXPERT, DIM, 0]),
 }
-
-
-@torch.no_grad()
-def planted(family: str) -> nn.Module:
-    model = tiny.plant(tiny.build(family), LAYER, DIM)
-    if family == "mixtral":  # only EXPERT writes it, and the router sends the first token there
-        moe = arch.find_parts(model).mlps[LAYER]
-        keep = moe.experts.down_proj[EXPERT, DIM, 0].clone()
-        moe.experts.down_proj[:, DIM, 0] = 0.0
-        moe.experts.down_proj[EXPERT, DIM, 0] = keep
-        moe.gate.weight[EXPERT, (DIM + 1) % tiny.D] = 50.0  # the carrier dim: nonzero at token 0 only
-    return model
 
 
 def found_in(model, n=4, seq_len=16):
