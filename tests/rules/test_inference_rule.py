@@ -8,25 +8,13 @@ import json
 
 import pandas as pd
 import pytest
-import torch
-from torch import nn
 
-from massive.core import hooks
 from pipeline import html
 from pipeline.io import read_table, run_dir
 
 import tiny
 from helpers import REPO, assert_one_line_error, detected_run, run_module
-
-LAYER, DIM = 1, 7  # tiny.plant: dim 7 massive at the first token from block 1's output on
-
-
-def planted(family: str, value: float = 1e5) -> nn.Module:
-    """A tiny model whose planted activation is `value` after block LAYER (the gain is linear in it)."""
-    probe = tiny.plant(tiny.build(family), LAYER, DIM, gain=1.0)
-    with torch.no_grad(), hooks.cache(probe, [hooks.resid_post(LAYER)]) as store:
-        probe(tiny.sequences(1, 8))
-    return tiny.plant(tiny.build(family), LAYER, DIM, gain=value / float(store[hooks.resid_post(LAYER)][0, 0, DIM]))
+from topics.inference import DIM, LAYER, planted
 
 
 # ---------------------------------------------------------------- the rule
