@@ -17,7 +17,7 @@ from helpers import assert_one_line_error
 PYTHIA = ["pythia_160m", "pythia_410m", "pythia_1b", "pythia_1_4b"]
 
 
-def _sweep(tmp_path, **sweep) -> str:
+def sweep_file(tmp_path, **sweep) -> str:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({"models": [], "corpora": ["news_sample"], **sweep}))
     return str(path)
@@ -41,7 +41,7 @@ def test_checkpoints_sweep_plans_every_revision_and_names_a_bad_one(tmp_path):
     )
     assert re.search(r"results/pythia_410m@step143000/redpajama_sample/capture/[0-9a-f]{8}/", proc.stdout)
 
-    bad = _sweep(tmp_path, corpora=["redpajama_sample"], revisions={"pythia_160m": ["step1000", "step1500"]})
+    bad = sweep_file(tmp_path, corpora=["redpajama_sample"], revisions={"pythia_160m": ["step1000", "step1500"]})
     proc = snakemake("-n", "--config", f"sweep={bad}", cwd=tmp_path / "b", env=paper_env(tmp_path))
     line = assert_one_line_error(proc, "model.revision='step1500'", "EleutherAI/pythia-160m", "published")
     assert "step1000" not in line.split("model.revision")[1].split("(")[0]
@@ -105,7 +105,7 @@ def test_emergence_over_training_through_the_dag(tmp_path):
         )
     work = tmp_path / "work"
     work.mkdir()
-    sweep = _sweep(
+    sweep = sweep_file(
         work,
         revisions={"pythia_160m": list(GAINS)},
         attention={"num_sequences": 2},

@@ -4,22 +4,11 @@ causal-LM model_type of the installed transformers (massive.core.families)."""
 
 import re
 
-from massive.core import arch, families
+from massive.core import families
+
+from topics.families import planted_family
 
 # ---------------------------------------------------------------- planted massive activations
-DIM = 7
-
-
-def _planted(family):
-    import tiny
-
-    model = families.build(family)
-    parts = arch.find_parts(model)
-    d = arch.hidden_size(model.config)
-    layer = next(
-        (i for i, m in enumerate(parts.mlps) if arch.down_weights(m, d).experts), 0
-    )  # an MoE block where there is one
-    return tiny.plant_family(model, layer, DIM), layer
 
 
 # ---------------------------------------------------------------- the survey sweep (dry run: no hub needed)
@@ -74,7 +63,7 @@ def _prepared(tmp_path, compose_in, family, name, seq_len=24, n_seq=3):
     import tiny
     from helpers import detected_run
 
-    model, layer = _planted(family)
+    model, layer = planted_family(family)
     path = tiny.save(model, tmp_path / f"hf_{family}")
     overrides = [
         "model=tiny_random",

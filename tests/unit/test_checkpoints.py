@@ -12,7 +12,7 @@ from pipeline import jobs, paths
 from pipeline import sweep as sweeps
 
 
-def _sweep(tmp_path, **sweep) -> str:
+def sweep_file(tmp_path, **sweep) -> str:
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({"models": [], "corpora": ["news_sample"], **sweep}))
     return str(path)
@@ -20,7 +20,7 @@ def _sweep(tmp_path, **sweep) -> str:
 
 def test_each_revision_is_a_run_with_its_own_fetch(tmp_path):
     s = sweeps.load(
-        _sweep(
+        sweep_file(
             tmp_path,
             models=["tiny_random"],
             revisions={"tiny_random": ["step1", "checkpoint-20", "1234567"]},
@@ -62,7 +62,7 @@ def test_each_revision_is_a_run_with_its_own_fetch(tmp_path):
 )
 def test_bad_revisions_are_refused_in_one_line(tmp_path, revisions, overrides, needle):
     with pytest.raises(MassiveError, match=re.escape(needle)) as exc:
-        sweeps.load(_sweep(tmp_path, revisions=revisions, overrides=overrides))
+        sweeps.load(sweep_file(tmp_path, revisions=revisions, overrides=overrides))
     assert "\n" not in str(exc.value)
 
 

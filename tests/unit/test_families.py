@@ -11,6 +11,8 @@ import torch
 
 from massive.core import arch, families, hooks
 
+from topics.families import DIM, planted_family
+
 # the families the library promises (tests/tiny.py's five plus issue 26's), one structure each at least:
 # pre-norm, post-norm (sandwich), parallel, residual inside the modules, MoE, MLA, hybrid, learned sinks
 NAMED = [
@@ -195,19 +197,6 @@ PLANTED = [
     "gptj",
     "bloom",
 ]
-DIM = 7
-
-
-def _planted(family):
-    import tiny
-
-    model = families.build(family)
-    parts = arch.find_parts(model)
-    d = arch.hidden_size(model.config)
-    layer = next(
-        (i for i, m in enumerate(parts.mlps) if arch.down_weights(m, d).experts), 0
-    )  # an MoE block where there is one
-    return tiny.plant_family(model, layer, DIM), layer
 
 
 @pytest.mark.parametrize("family", PLANTED)
@@ -220,7 +209,7 @@ def test_planted_activation_is_found_zeroed_and_traced(family):
 
     import tiny
 
-    model, layer = _planted(family)
+    model, layer = planted_family(family)
     ids = tiny.sequences(4, 16)
     found = detect(capture(model, ids, k=16))
     assert found.dims == [DIM] and found.emerge_layer == layer, (found.dims, found.emerge_layer)
