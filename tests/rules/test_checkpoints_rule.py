@@ -6,21 +6,15 @@ import json
 import re
 
 import pytest
-import yaml
 
 from massive.core.errors import MassiveError
 from pipeline import jobs, paths
 from pipeline import sweep as sweeps
 
 from helpers import assert_one_line_error
+from topics.checkpoints import sweep_file
 
 PYTHIA = ["pythia_160m", "pythia_410m", "pythia_1b", "pythia_1_4b"]
-
-
-def sweep_file(tmp_path, **sweep) -> str:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"models": [], "corpora": ["news_sample"], **sweep}))
-    return str(path)
 
 
 # ---------------------------------------------------------------- the cluster sweep (dry run: no hub needed)

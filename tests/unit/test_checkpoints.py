@@ -5,17 +5,12 @@ tests/hub.py) and results, and the report draws the emergence against the traini
 import re
 
 import pytest
-import yaml
 
 from massive.core.errors import MassiveError
 from pipeline import jobs, paths
 from pipeline import sweep as sweeps
 
-
-def sweep_file(tmp_path, **sweep) -> str:
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"models": [], "corpora": ["news_sample"], **sweep}))
-    return str(path)
+from topics.checkpoints import sweep_file
 
 
 def test_each_revision_is_a_run_with_its_own_fetch(tmp_path):
