@@ -1,7 +1,6 @@
 """How sequences begin (model.bos: auto | always | never), one function for every rule's sequences,
 protocol runs in a sweep (<model>@<protocol>), and the report's protocol and outlier sections."""
 
-import importlib
 import json
 import re
 
@@ -19,9 +18,7 @@ from pipeline.io import corpus_file, read_provenance, read_table, run_dir, token
 
 import tiny
 from helpers import assert_one_line_error, run_module
-
-seqs = importlib.import_module("massive.core.sequences")  # the module (massive.sequences is also the function's name)
-DOCS = [" ".join(f"word{i}{j}." for j in range(30)) for i in range(40)]  # no "<s>" in the text: id 0 only as a BOS
+from topics.protocol import DOCS, seqs
 
 
 # ---------------------------------------------------------------- the rules
