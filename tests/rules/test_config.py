@@ -7,8 +7,7 @@ from massive.core.errors import MassiveError
 from pipeline.cli import CONF_DIR, compose
 from pipeline.config import SourceKind
 
-MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-CORPORA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+from topics.config import CORPORA, MODELS
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -1,9 +1,6 @@
 """Every config file composes; the schema rejects unknown keys and bad values at compose time."""
 
-from pipeline.cli import CONF_DIR
-
-MODELS = sorted(p.stem for p in (CONF_DIR / "model").glob("*.yaml"))
-CORPORA = sorted(p.stem for p in (CONF_DIR / "data").glob("*.yaml"))
+from topics.config import CORPORA, MODELS
 
 
 def test_the_paper_models_and_corpora_are_there():
