@@ -11,12 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from massive.retrain.gpt import GPT, GPTConfig
-
 from helpers import REPO
 
 torch.set_num_threads(1)
-TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
 TINY_OVERRIDES = [
     "train.model.n_layer=2",
     "train.model.n_head=2",
@@ -29,11 +26,6 @@ TINY_OVERRIDES = [
     "train.warmup_iters=2",
     "wandb.mode=disabled",
 ]
-
-
-def tiny(variant: str, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(**TINY, variant=variant)).eval()
 
 
 # ---------------------------------------------------------------- training, in memory (massive.retrain.training)

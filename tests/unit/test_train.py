@@ -14,13 +14,9 @@ from massive.retrain import training
 from massive.retrain.backcopy import START, Backcopy, BackcopySpec
 from massive.retrain.gpt import GPT, VARIANTS, GPTConfig
 
+from topics.train import TINY, tiny
+
 torch.set_num_threads(1)
-TINY = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
-
-
-def tiny(variant: str, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(**TINY, variant=variant)).eval()
 
 
 def batch(n: int = 4, seed: int = 0) -> torch.Tensor:
