@@ -5,25 +5,13 @@ error line and exit code 2 (or that it works), that nothing outside the working 
 
 import shutil
 
-import pytest
-
-from helpers import snakemake, tree
-
-
-@pytest.fixture
-def work(tmp_path):
-    """A working directory with a canary file one level up (tmp_path/canary.txt)."""
-    (tmp_path / "canary.txt").write_text("canary")
-    (tmp_path / "work").mkdir()
-    return tmp_path / "work"
-
-
-def outside(work):
-    """Everything outside `work` (its parent's tree, work excluded)."""
-    return {k: v for k, v in tree(work.parent).items() if not (k == "work" or k.startswith("work/"))}
-
+import topics.owns
+from helpers import snakemake
 
 # ---------------------------------------------------------------- 8. a deleted output is made again
+work = topics.owns.work  # the fixture of tests/topics/owns.py
+
+
 def test_a_deleted_summary_json_is_made_again(tiny_dag, tmp_path):
     from helpers import job_counts
 

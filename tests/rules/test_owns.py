@@ -12,7 +12,12 @@ import time
 import pytest
 import yaml
 
+import topics.owns
 from helpers import SNAKEMAKE, assert_one_line_error, run_module, snakemake, tree
+from topics.owns import outside
+
+work = topics.owns.work  # the fixture of tests/topics/owns.py
+
 
 TRAIN = [
     "train=cpu_backcopy",
@@ -29,19 +34,6 @@ TRAIN = [
     "train.checkpoint_interval=2",
     "train.max_iters=4",
 ]
-
-
-@pytest.fixture
-def work(tmp_path):
-    """A working directory with a canary file one level up (tmp_path/canary.txt)."""
-    (tmp_path / "canary.txt").write_text("canary")
-    (tmp_path / "work").mkdir()
-    return tmp_path / "work"
-
-
-def outside(work):
-    """Everything outside `work` (its parent's tree, work excluded)."""
-    return {k: v for k, v in tree(work.parent).items() if not (k == "work" or k.startswith("work/"))}
 
 
 # ---------------------------------------------------------------- 1. names that become paths
