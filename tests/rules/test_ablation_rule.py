@@ -13,13 +13,9 @@ from massive.core.sequences import perplexity_chunks
 
 import tiny
 from helpers import assert_one_line_error, only_id, run_module
+from topics.ablation import DIM, LAYER
 
-LAYER, DIM = 1, 7
 A = 66  # the byte tokenizer's id of "a"
-
-
-def planted(family="llama", **kwargs):
-    return tiny.plant(tiny.build(family), layer=LAYER, dim=DIM, **kwargs)
 
 
 # ---------------------------------------------------------------- rule ablate, through its command line

@@ -18,12 +18,7 @@ from massive.measure.detect import detect
 from massive.measure.perplexity import Perplexity, perplexity
 
 import tiny
-
-LAYER, DIM = 1, 7
-
-
-def planted(family="llama", **kwargs):
-    return tiny.plant(tiny.build(family), layer=LAYER, dim=DIM, **kwargs)
+from topics.ablation import DIM, LAYER, planted
 
 
 @contextmanager
