@@ -11,9 +11,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import REPO
-
-SCRIPT = REPO / "scripts" / "results_doc.py"
+from topics.results_doc import SCRIPT
 
 
 @pytest.mark.slow

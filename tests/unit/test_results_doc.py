@@ -8,9 +8,7 @@ import importlib.util
 import pandas as pd
 import pytest
 
-from helpers import REPO
-
-SCRIPT = REPO / "scripts" / "results_doc.py"
+from topics.results_doc import SCRIPT
 
 
 def load_script():
