@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, SNAKEMAKE
+
 FIXTURE = REPO / "tests" / "fixtures" / "golden"
 SWEEP = {
     "models": ["tiny_random"],
@@ -54,13 +55,7 @@ def run_dag(workdir: Path) -> Path:
     sweep.write_text(yaml.safe_dump(SWEEP))
     files = targets(sweep)
     cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--workflow-profile",
-        str(REPO / "profiles/default"),
+        *SNAKEMAKE,
         "--directory",
         str(workdir),
         "--cores",

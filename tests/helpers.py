@@ -79,15 +79,20 @@ def detected_run(cfg, n_seq: int, seq_len: int) -> None:
     detect.run(cfg)
 
 
-SNAKEMAKE = [
-    sys.executable,
-    "-m",
-    "snakemake",
-    "-s",
-    str(REPO / "Snakefile"),
-    "--workflow-profile",
-    str(REPO / "profiles/default"),
-]
+def snakemake_command(profile: str = "default") -> list[str]:
+    """`python -m snakemake` on this repository's Snakefile with its workflow profile profiles/<profile>."""
+    return [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--workflow-profile",
+        str(REPO / "profiles" / profile),
+    ]
+
+
+SNAKEMAKE = snakemake_command()
 
 
 def snakemake(*args, cwd, timeout=900, env=None):
@@ -189,18 +194,7 @@ def clean_env(**extra) -> dict:
 
 def slurm_snakemake(*args, cwd, env=None, timeout=300):
     """Snakemake with the SLURM profile (account lab42 unless `env` says otherwise)."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--workflow-profile",
-        str(SLURM_PROFILE),
-        "--directory",
-        str(cwd),
-        *args,
-    ]
+    cmd = [*snakemake_command(SLURM_PROFILE.name), "--directory", str(cwd), *args]
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env=env or clean_env(MA_SLURM_ACCOUNT="lab42")
     )

@@ -13,7 +13,7 @@ import pytest
 import yaml
 import yte
 
-from helpers import REPO, SITE_VARS, clean_env, job_counts, paper_env, planned_jobs  # noqa: F401
+from helpers import REPO, SITE_VARS, clean_env, job_counts, paper_env, planned_jobs, snakemake_command  # noqa: F401
 from helpers import SLURM_PROFILE as PROFILE
 from helpers import slurm_snakemake as snakemake
 from hub import hub_env
@@ -337,13 +337,7 @@ def test_tiny_dag_runs_as_slurm_jobs(tmp_path, local_slurm):
         "-s",
         "KILL",
         "330",
-        sys.executable,
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO / "Snakefile"),
-        "--workflow-profile",
-        str(PROFILE),
+        *snakemake_command(PROFILE.name),
         "--directory",
         str(tmp_path),
         *args,
