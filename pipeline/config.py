@@ -21,9 +21,14 @@ from massive.intervene.interventions import LAYER_KEYWORDS, LAYER_WORDS
 from massive.measure.capture import COUNTS
 from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO
 from massive.retrain.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
+from massive.retrain.gpt import DECAY, INITS, NOT_ARCH, GPTConfig
 from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
+from massive.retrain.retrofit import RetrofitConfig
+from massive.retrain.training import OPTIMIZERS, SCHEDULES, TrainSpec
 from pipeline.names import plain
+from pipeline.schema import choices, node
 
+RETROFIT_FIXED = ("seed", "weight_decay")  # RetrofitConfig's fields the rule sets itself (pipeline/retrofit.py)
 INFERENCE_SCHEMES = tuple(
     SCHEMES
 )  # the registry (massive.inference.quantize.SCHEMES): every scheme is the rule's default
@@ -286,22 +291,19 @@ class InferenceConfig:
 
 
 @dataclass
-class RetrofitSection:
+class RetrofitSection(
+    # the library's RetrofitConfig, but its seed (each of `seeds`, else the run's) and weight_decay (none: its default)
+    node(RetrofitConfig, "RetrofitConfigNode", drop=RETROFIT_FIXED)
+):
     """Rule retrofit (massive/retrain/retrofit.py): an explicit attention bias trained on the frozen model
-    with its massive activations zeroed from the block where they emerge."""
+    with its massive activations zeroed from the block where they emerge. The training keys (steps, lr, ...)
+    are massive.retrain.retrofit.RetrofitConfig's; these are the rule's."""
 
     variants: list[str] = field(default_factory=lambda: ["attn_bias", "sink_logit", "value_bias", "mlp_bias"])
     kept: list[str] = field(default_factory=lambda: ["attn_bias"])  # also trained with the massive activations kept
-    steps: int = 20
-    eval_every: int = 10
-    batch_size: int = 4
     seq_len: int = 64  # tokens per training and held-out chunk
     eval_chunks: int = 8  # held out: the corpus's first chunks
     train_chunks: int = 64  # the chunks after them
-    lr: float = 1e-2
-    logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
-    eps: float = 1e-15  # AdamW's eps (a closed slot's gradients are near torch's default 1e-8)
-    init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
     bootstrap: int = RESAMPLES
     seeds: list[int] = field(default_factory=list)  # each arm trained once per seed; empty: the run's `seed`
 
@@ -653,13 +655,14 @@ def check_inference(inf: Any) -> None:
 # conf/train.yaml composes TrainRunConfig; conf/train/*.yaml are TrainConfig (one setup each).
 
 
-class _Named(str, Enum):
-    def __str__(self) -> str:  # "attn_bias", not "Variant.attn_bias", in interpolated paths
-        return self.value
-
-
-# the attention variants: the names of the registry massive.retrain.gpt.VARIANTS (Hydra checks a config's against them)
-Variant = _Named("Variant", {v: v for v in GPT_VARIANTS})
+# the registries' names (Hydra checks a config's against them): the attention variants of
+# massive.retrain.gpt.VARIANTS, the initialisations (INITS) and weight-decay groups (DECAY) of the GPT,
+# the optimizers and learning-rate schedules of massive.retrain.training
+Variant = choices("Variant", GPT_VARIANTS)
+Init = choices("Init", INITS)
+Decay = choices("Decay", DECAY)
+Optimizer = choices("Optimizer", OPTIMIZERS)
+LrSchedule = choices("LrSchedule", SCHEDULES)
 
 
 class TrainData(str, Enum):
@@ -667,39 +670,8 @@ class TrainData(str, Enum):
     openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
 
 
-class Optimizer(str, Enum):
-    adamw = "adamw"  # AdamW with betas (beta1, beta2)
-    sgd = "sgd"  # SGD with momentum (train.momentum); weight decay as an L2 term
-
-
-class Decay(str, Enum):  # which parameters weight decay applies to (massive.retrain.gpt.GPT.optimizer_groups)
-    matrices = "matrices"  # weight matrices and embeddings (nanoGPT)
-    all = "all"  # every parameter, norms and biases too (AdamW on model.parameters())
-    none = "none"
-
-
-class Init(str, Enum):  # how the GPT's weights start (massive.retrain.gpt.GPTConfig.init)
-    gpt2 = "gpt2"  # N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
-    pytorch = "pytorch"  # every module's own torch default
-
-
-class LrSchedule(str, Enum):
-    cosine = "cosine"  # linear warmup, cosine decay to min_lr at max_iters (nanoGPT)
-    constant = "constant"  # linear warmup, then constant
-
-
-@dataclass
-class GPTArch:
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    vocab_size: int = 50304
-    dropout: float = 0.0
-    bias: bool = True
-    init: Init = Init.gpt2
-    tie_head: bool = True  # the output head shares the token embedding (GPT-2)
-    head_bias: bool = False  # a bias on the logits (needs tie_head: false)
+# train.model: the library's GPTConfig, but the variant (train.variant) and the fixed model_type
+GPTArch = node(GPTConfig, "GPTArch", drop=NOT_ARCH, enums={"init": Init})
 
 
 @dataclass
@@ -710,38 +682,28 @@ class OpenWebTextData:
     num_proc: int = 8
 
 
+# train.*: the library's TrainSpec (block_size is train.model.block_size), then the pipeline's own keys
+_TrainSpecNode = node(
+    TrainSpec,
+    "TrainSpecNode",
+    drop=("block_size",),
+    enums={"schedule": LrSchedule, "decay": Decay, "optimizer": Optimizer},
+)
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(_TrainSpecNode):
     name: str = "???"  # results/train/<name>/<variant>/
     variant: Variant = Variant.default
     data: TrainData = TrainData.backcopy
     model: GPTArch = field(default_factory=GPTArch)
     backcopy: BackcopyData = field(default_factory=BackcopyData)
     openwebtext: OpenWebTextData = field(default_factory=OpenWebTextData)
-    batch_size: int = 64  # sequences per micro-batch (per GPU)
-    grad_accum: int = 1  # micro-batches per step, over all GPUs together
-    max_iters: int = 3000
-    lr: float = 3e-3
-    min_lr: float = 3e-4  # end of the cosine decay
-    schedule: LrSchedule = LrSchedule.constant
-    warmup_iters: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    decay: Decay = Decay.matrices
-    optimizer: Optimizer = Optimizer.adamw
-    momentum: float = 0.9  # SGD only
-    grad_clip: float = 1.0  # 0: off
     dtype: Dtype = Dtype.float32  # autocast dtype on GPUs (bfloat16 for the paper's run)
     device: str = "auto"
     compile: bool = False
     num_threads: int = 1  # torch CPU threads
-    log_interval: int = 50  # steps between W&B loss points
-    eval_interval: int = 250  # steps between evaluations and emergence metrics
-    eval_iters: int = 10  # batches per loss estimate
     probe_batch_size: int = 16  # the fixed batch of the emergence metrics
-    checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
-    sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
     # continue from the run's checkpoint (resume.pt) when there is one; it must have been made with the same
     # settings (pipeline.resume.RESUME_FREE lists the keys that may differ); false: start afresh and overwrite it
     resume: bool = True

@@ -25,7 +25,7 @@ through a hook on the MLP output for the control. Outside `applied(...)` the mod
 
     >>> rf = Retrofit(model.config, "attn_bias")
     >>> ablate = lambda: massive.intervene(model, found, "zero", layers="from_emerge")
-    >>> fit(model, rf, train_chunks, steps=40, ablation=ablate)
+    >>> fit(model, rf, train_chunks, RetrofitConfig(steps=40), ablation=ablate)
     >>> with applied(model, rf), ablate():
     ...     nll = massive.chunk_nll(model, eval_chunks)
 """
@@ -64,7 +64,7 @@ class RetrofitConfig:
     attention weight, about exp(init_logit)) are themselves near 1e-8, and AdamW's default would
     shrink their steps to a fraction of the learning rate."""
 
-    steps: int = 40
+    steps: int = 20
     batch_size: int = 4
     lr: float = 1e-2
     logit_lr: float = 0.5

@@ -72,7 +72,7 @@ class TrainSpec:
     max_iters: int = 3000
     lr: float = 3e-3
     min_lr: float = 3e-4  # end of the cosine decay
-    schedule: str = "constant"  # "constant" or "cosine", after the linear warmup
+    schedule: str = "constant"  # after the linear warmup: "constant" or "cosine" (decay to min_lr at max_iters)
     warmup_iters: int = 100
     beta1: float = 0.9
     beta2: float = 0.95
@@ -88,14 +88,15 @@ class TrainSpec:
     sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
 
     def __post_init__(self):
-        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", ("constant", "cosine")), ("decay", DECAY)):
+        for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES), ("decay", DECAY)):
             value = getattr(getattr(self, key), "value", getattr(self, key))  # accept the config's Enum
             setattr(self, key, value)
             if value not in allowed:
                 raise MassiveError(f"{key}={value!r} is not one of {', '.join(allowed)}")
 
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd")  # TrainSpec.optimizer: AdamW (betas beta1, beta2); SGD with momentum, decay as L2
+SCHEDULES = ("constant", "cosine")  # TrainSpec.schedule: after the linear warmup, constant or cosine decay to min_lr
 
 
 # ---------------------------------------------------------------- data
