@@ -25,6 +25,7 @@ from massive.retrain.gpt import DECAY, INITS, NOT_ARCH, GPTConfig
 from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
 from massive.retrain.retrofit import RetrofitConfig
 from massive.retrain.training import OPTIMIZERS, SCHEDULES, TrainSpec
+from massive.retrain.training import OpenWebTextSpec as OpenWebTextData  # the library's own dataclass
 from pipeline.names import plain
 from pipeline.schema import choices, node
 
@@ -672,14 +673,6 @@ class TrainData(str, Enum):
 
 # train.model: the library's GPTConfig, but the variant (train.variant) and the fixed model_type
 GPTArch = node(GPTConfig, "GPTArch", drop=NOT_ARCH, enums={"init": Init})
-
-
-@dataclass
-class OpenWebTextData:
-    hub_id: str = "Skylion007/openwebtext"
-    tokenizer: str = "openai-community/gpt2"
-    val_fraction: float = 0.0005  # nanoGPT's split
-    num_proc: int = 8
 
 
 # train.*: the library's TrainSpec (block_size is train.model.block_size), then the pipeline's own keys

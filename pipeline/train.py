@@ -50,10 +50,7 @@ def make_data(cfg: DictConfig, rank: int = 0):
     return training.OpenWebTextBatches(
         root(cfg) / cfg.paths.cache / "train" / "openwebtext",
         cfg.seed,
-        o.hub_id,
-        o.tokenizer,
-        o.val_fraction,
-        o.num_proc,
+        training.OpenWebTextSpec(**o),
         rank,
     )
 

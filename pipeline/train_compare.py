@@ -53,10 +53,7 @@ def make_data(cfg: DictConfig, backcopy: dict | None = None):
     return training.OpenWebTextBatches(
         root(cfg) / cfg.paths.cache / "train" / "openwebtext",
         cfg.seed,
-        o.hub_id,
-        o.tokenizer,
-        o.val_fraction,
-        o.num_proc,
+        training.OpenWebTextSpec(**o),
     )
 
 

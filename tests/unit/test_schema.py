@@ -20,6 +20,7 @@ NODES = [
     (config.TrainConfig, training.TrainSpec, ("block_size",)),
     (config.RetrofitSection, RetrofitConfig, config.RETROFIT_FIXED),
     (config.BackcopyData, BackcopySpec, ()),
+    (config.OpenWebTextData, training.OpenWebTextSpec, ()),
 ]
 
 
