@@ -45,7 +45,7 @@ from pipeline import cli, tracking
 from pipeline.config import RETROFIT_FIXED
 from pipeline.html import save_figure
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def arms(cfg: DictConfig) -> list[tuple[str, str | None, bool]]:
@@ -85,14 +85,7 @@ def run(cfg: DictConfig) -> None:
             f"retrofit.eval_chunks={c.eval_chunks} held out and training chunks after them"
         )
     held, train = chunks[: c.eval_chunks], chunks[c.eval_chunks :]
-    ablate = lambda: interventions.intervene(
-        model,
-        found,
-        "zero",
-        seed=cfg.seed,
-        min_abs=cfg.detect.min_abs,  # noqa: E731
-        min_ratio=cfg.detect.min_ratio,
-    )
+    ablate = lambda: intervene(cfg, model, found, "zero")
     seeds = list(c.seeds) or [cfg.seed]
     intact = R.evaluate(model, None, held, None, c.batch_size, where=f"{name}: the intact model")
     out = run_dir(cfg, "retrofit")
