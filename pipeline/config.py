@@ -18,8 +18,10 @@ from massive.core.errors import MassiveError
 from massive.inference.quantize import SCHEMES
 from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES
 from massive.intervene.interventions import LAYER_KEYWORDS, LAYER_WORDS
+from massive.measure import origins
+from massive.measure.attention import analyse
 from massive.measure.capture import COUNTS
-from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO
+from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO, detect
 from massive.retrain.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
 from massive.retrain.gpt import DECAY, INITS, NOT_ARCH, GPTConfig
 from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
@@ -27,7 +29,7 @@ from massive.retrain.retrofit import RetrofitConfig
 from massive.retrain.training import OPTIMIZERS, SCHEDULES, TrainSpec
 from massive.retrain.training import OpenWebTextSpec as OpenWebTextData  # the library's own dataclass
 from pipeline.names import plain
-from pipeline.schema import choices, node
+from pipeline.schema import choices, default_of, node
 
 RETROFIT_FIXED = ("seed", "weight_decay")  # RetrofitConfig's fields the rule sets itself (pipeline/retrofit.py)
 INFERENCE_SCHEMES = tuple(
@@ -198,7 +200,7 @@ class DetectConfig:
     delimiters: list[str] = field(default_factory=lambda: list(DELIMITERS))
     # a (layer, dim) whose entries pass both thresholds at more than this share of the tokens is a dense
     # outlier feature, not a massive activation (massive activations sit at a few tokens)
-    massive_max_share: float = 0.5
+    massive_max_share: float = default_of(detect, "massive_max_share")
     # outlier features (Dettmers et al. 2022, LLM.int8()): |a| above outlier_abs at >= outlier_token_share
     # of the positions, in >= outlier_layer_share of the layers. Dettmers' 6 is in units of a normalised
     # hidden state (the input of a linear layer: std ~1, median |a| ~0.67); on the raw residual stream,
@@ -206,8 +208,8 @@ class DetectConfig:
     # standard deviations; 0: Dettmers' absolute criterion alone)
     outlier_abs: float = 6.0
     outlier_ratio: float = 9.0
-    outlier_token_share: float = 0.06
-    outlier_layer_share: float = 0.25
+    outlier_token_share: float = default_of(detect, "outlier_token_share")
+    outlier_layer_share: float = default_of(detect, "outlier_layer_share")
 
 
 @dataclass
@@ -245,11 +247,17 @@ class AblateConfig:
 @dataclass
 class AttentionConfig:
     num_sequences: int = 8  # calibration sequences (tokens.parquet): measures and means
-    sink_threshold: float = 0.3  # a Sink_1 head: mean attention on the first token above this
-    concentrate_threshold: float = 0.5  # concentration layer: head-mean attention on massive tokens above this
+    sink_threshold: float = default_of(
+        analyse, "sink_threshold"
+    )  # a Sink_1 head: mean attention on the first token above this
+    concentrate_threshold: float = default_of(
+        analyse, "concentrate_threshold"
+    )  # concentration layer: head-mean attention on massive tokens above this
     heatmap_layers: Optional[list[int]] = None  # null: before emergence, emergence, a middle layer
     intervene_layers: str = "massive"  # massive: layers whose input holds massive activations | all
-    sample_queries: int = 32  # query positions (second half of the sequence) kept for the decomposition
+    sample_queries: int = default_of(
+        analyse, "sample_queries"
+    )  # query positions (second half of the sequence) kept for the decomposition
 
 
 @dataclass
@@ -257,10 +265,18 @@ class OriginsConfig:
     """Rule origins (massive/measure/origins.py): the sublayer and the super weight behind each massive activation."""
 
     num_sequences: int = 8  # captured sequences (tokens.parquet) traced at the detected massive tokens
-    min_share: float = 0.1  # a later block is listed when a part changes the value by more than this share of it
-    channel_share: float = 0.5  # the down-projection input channels kept make up this share of the MLP's write
-    max_channels: int = 3  # ... and are at most this many (the first is the super weight)
-    rank_band: int = 100  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
+    min_share: float = default_of(
+        origins.find, "min_share"
+    )  # a later block is listed when a part changes the value by more than this share of it
+    channel_share: float = default_of(
+        origins.find, "channel_share"
+    )  # the down-projection input channels kept make up this share of the MLP's write
+    max_channels: int = default_of(
+        origins.find, "max_channels"
+    )  # ... and are at most this many (the first is the super weight)
+    rank_band: int = default_of(
+        origins.perplexities, "rank_band"
+    )  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
     max_chunks: int = 16  # perplexity chunks of seq_len tokens under each weight intervention
     batch_size: int = 4
     interventions: list[str] = field(

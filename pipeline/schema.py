@@ -17,6 +17,7 @@ A value outside a registry is then rejected by Hydra at compose time, as any enu
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 from enum import Enum
 from typing import Iterable, Mapping
@@ -81,3 +82,17 @@ def library_fields(source: type, drop: Iterable[str] = ()) -> dict[str, object]:
             continue
         out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return out
+
+
+def default_of(fn, name: str):
+    """The default of keyword `name` of library function `fn`: a config key of a function that has no
+    config dataclass takes its default from there.
+
+    >>> from massive.measure.detect import detect
+    >>> default_of(detect, "massive_max_share")
+    0.5
+    """
+    value = inspect.signature(fn).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise TypeError(f"{fn.__qualname__}'s {name!r} has no default")
+    return value

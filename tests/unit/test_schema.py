@@ -52,6 +52,27 @@ def test_the_config_enums_are_the_library_registries():
     assert (config.DetectConfig().min_abs, config.DetectConfig().min_ratio) == (MIN_ABS, MIN_RATIO)
 
 
+def test_keys_of_library_functions_take_their_defaults():
+    import inspect
+
+    from massive.measure import origins
+    from massive.measure.attention import analyse
+    from massive.measure.detect import detect
+
+    for section, fn, keys in (
+        (
+            config.DetectConfig(),
+            detect,
+            ("min_abs", "min_ratio", "massive_max_share", "outlier_token_share", "outlier_layer_share"),
+        ),
+        (config.AttentionConfig(), analyse, ("sink_threshold", "concentrate_threshold", "sample_queries")),
+        (config.OriginsConfig(), origins.find, ("min_share", "channel_share", "max_channels")),
+        (config.OriginsConfig(), origins.perplexities, ("rank_band",)),
+    ):
+        for key in keys:
+            assert getattr(section, key) == inspect.signature(fn).parameters[key].default, (fn.__name__, key)
+
+
 def test_a_node_rejects_a_name_outside_its_registry_and_an_unknown_field():
     Arch = node(gpt.GPTConfig, "Arch", drop=gpt.NOT_ARCH, enums={"init": choices("Init", gpt.INITS)})
     cfg = OmegaConf.structured(Arch)
