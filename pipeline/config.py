@@ -14,7 +14,9 @@ from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from massive.core.arch import DTYPES
 from massive.core.errors import MassiveError
+from massive.core.sequences import BOS_MODES
 from massive.inference.quantize import SCHEMES
 from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES
 from massive.intervene.interventions import LAYER_KEYWORDS, LAYER_WORDS
@@ -37,10 +39,7 @@ INFERENCE_SCHEMES = tuple(
 )  # the registry (massive.inference.quantize.SCHEMES): every scheme is the rule's default
 
 
-class Dtype(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
+Dtype = choices("Dtype", DTYPES)  # the dtypes the library loads and autocasts to (massive.core.arch.DTYPES)
 
 
 class SourceKind(str, Enum):
@@ -75,10 +74,10 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
-class BosMode(str, Enum):  # how every sequence begins (massive.core.sequences.resolve)
-    auto = "auto"  # as the model's tokenizer does by default: a BOS when tok(text) adds one
-    always = "always"  # the tokenizer's BOS, then seq_len - 1 text tokens
-    never = "never"  # text tokens only: the paper's protocol
+# how every sequence begins (massive.core.sequences.BOS_MODES, resolve): auto (as the model's tokenizer does by
+# default: a BOS when tok(text) adds one), always (the tokenizer's BOS, then seq_len - 1 text tokens), never (text
+# tokens only: the paper's protocol)
+BosMode = choices("BosMode", BOS_MODES)
 
 
 class TopkBackend(str, Enum):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import typing
 from enum import Enum
 from typing import Iterable, Mapping
@@ -36,7 +37,8 @@ def choices(name: str, names: Iterable[str]) -> type[Named]:
     >>> list(choices("Decay", ("matrices", "all", "none")))
     [<Decay.matrices: 'matrices'>, <Decay.all: 'all'>, <Decay.none: 'none'>]
     """
-    return Named(name, {n: n for n in names}, module=__name__)
+    module = sys._getframe(1).f_globals["__name__"]  # the caller's (pipeline.config): pickled members resolve there
+    return Named(name, {n: n for n in names}, module=module)
 
 
 def node(source: type, name: str, *, drop: Iterable[str] = (), enums: Mapping[str, type[Enum]] | None = None) -> type:

@@ -7,6 +7,8 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
+from massive.core.arch import DTYPES
+from massive.core.sequences import BOS_MODES
 from massive.measure.detect import MIN_ABS, MIN_RATIO
 from massive.retrain import gpt, training
 from massive.retrain.backcopy import BackcopySpec
@@ -47,6 +49,8 @@ def test_the_config_enums_are_the_library_registries():
         (config.Decay, gpt.DECAY),
         (config.Optimizer, training.OPTIMIZERS),
         (config.LrSchedule, training.SCHEDULES),
+        (config.Dtype, DTYPES),
+        (config.BosMode, BOS_MODES),
     ):
         assert [m.value for m in enum] == list(names), enum.__name__
     assert (config.DetectConfig().min_abs, config.DetectConfig().min_ratio) == (MIN_ABS, MIN_RATIO)
