@@ -68,10 +68,12 @@ def chunk_nll(
     dtype, out = _dtype(model), []
     for start in range(0, len(chunks), batch_size):
         batch = chunks[start : start + batch_size]
-        logits = model(batch.to(device), use_cache=False).logits.float()
-        loss = (
-            F.cross_entropy(logits[:, :-1].transpose(1, 2), batch[:, 1:].to(device), reduction="none").double().mean(1)
-        )
+        logits = model(batch.to(device), use_cache=False).logits[:, :-1].float()
+        # the vocabulary as the last, contiguous dim: 2-3x faster on a CPU than cross_entropy over
+        # [batch, vocab, positions], and nearer float64 (1e-6 against 5e-5 on a 49,152-token vocabulary)
+        targets = batch[:, 1:].to(device)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+        loss = loss.view(targets.shape).double().mean(1)
         for i, v in enumerate(loss.tolist()):
             check_finite(v, f"{where}: the cross-entropy of chunk {start + i}", dtype)
         out += loss.tolist()

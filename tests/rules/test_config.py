@@ -54,6 +54,43 @@ def test_bad_values_fail_at_compose_time(overrides, message):
         compose(overrides)
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=smollm2_135m", "data=wiki_sample", "stage=ablate", "ablate.layers=[1,2]", "capture.top_k=8"],
+        ["model=gpt2", "data=news_sample", "seed=3", "detect.min_ratio=500", "ablate.interventions=[none,zero]"],
+        ["data=photos", "model=vit_random", "ablate.max_images=6", "model.seq_len=16"],
+        ["+model.config_overrides.num_hidden_layers=2", "model=tiny_random"],
+        ["model.no_such_key=1"],
+        ["no_such_key=1"],
+        ["model.seq_len=long"],
+        ["model.dtype=float8"],
+        ["capture.top_k=1,2"],
+    ],
+)
+def test_value_overrides_on_a_cached_composition_equal_hydras_compose(overrides):
+    """compose applies value overrides to a cached composition of the config groups: the same
+    config, or the same error, as Hydra's compose of all the overrides at once."""
+    from omegaconf import OmegaConf
+
+    from pipeline import cli
+    from pipeline.config import check_values
+
+    def outcome(fn):
+        try:
+            return OmegaConf.to_yaml(fn())
+        except Exception as exc:  # noqa: BLE001 - the error is the outcome compared
+            return type(exc).__name__, cli.one_line(exc)
+
+    def hydra():
+        cfg = cli._hydra_compose(overrides, "config", False)
+        check_values(cfg)
+        return cfg
+
+    for _ in range(2):  # the second time from the cache
+        assert outcome(lambda: compose(overrides)) == outcome(hydra)
+
+
 def test_a_corpus_can_name_its_encoding():
     assert compose([]).data.encoding is None
     assert compose(["data=news_sample", "data.encoding=latin-1"]).data.encoding == "latin-1"
