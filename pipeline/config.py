@@ -750,6 +750,15 @@ _TRAIN_POSITIVE = [
 ]
 
 
+def library_check(prefix: str, make: Any) -> None:
+    """Run a library dataclass's own checks (`make()` builds it from a config section); its one-line
+    error names the key with the section's path in front (`train.model.n_embd=...`)."""
+    try:
+        make()
+    except MassiveError as exc:
+        raise MassiveError(f"{prefix}{exc}") from None
+
+
 def check_train_values(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
@@ -760,21 +769,12 @@ def check_train_values(cfg: Any) -> None:
     for key in ("warmup_iters", "weight_decay", "grad_clip", "min_lr", "model.dropout", "momentum"):
         if OmegaConf.select(t, key) < 0:
             raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
-    if t.model.n_embd % t.model.n_head:
-        raise MassiveError(
-            f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}"
-        )
-    if t.model.head_bias and t.model.tie_head:
-        raise MassiveError("train.model.head_bias=true needs train.model.tie_head=false (a tied head has no bias)")
+    library_check("train.model.", lambda: GPTConfig(**t.model))  # the GPT's own checks (n_embd, head_bias, ...)
     if not 0 < t.sink_threshold < 1:
         raise MassiveError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
     if t.data.value == "backcopy":
-        from massive.retrain.backcopy import AFTER_START, STARTS
-
-        for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
-            if t.backcopy[key] not in allowed:
-                raise MassiveError(f"train.backcopy.{key}={t.backcopy[key]!r} is not one of {', '.join(allowed)}")
-        n_ids = t.backcopy.vocab_size + (t.backcopy.start == "outside")
+        library_check("train.", lambda: BackcopyData(**t.backcopy))  # the task's own checks (start, after_start)
+        n_ids = BackcopyData(**t.backcopy).n_ids
         if n_ids > t.model.vocab_size:
             raise MassiveError(
                 f"train.model.vocab_size={t.model.vocab_size} is smaller than the task's {n_ids} token ids "
