@@ -13,6 +13,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from massive.core import arch, hooks
+from massive.core.arch import repeat_kv
 from massive.core.errors import MassiveError, check_finite
 
 IMPLEMENTATION = "massive_eager"
@@ -40,14 +41,6 @@ def eager_of(module: torch.nn.Module) -> Callable:
             from transformers.models.llama.modeling_llama import eager_attention_forward as fn
         _EAGER[cls] = fn
     return _EAGER[cls]
-
-
-def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """[batch, kv_heads, seq, d] -> [batch, kv_heads * groups, seq, d] (grouped-query attention)."""
-    if groups == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
 
 
 def massive_eager(module, query, key, value, attention_mask, **kwargs):
