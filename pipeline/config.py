@@ -28,6 +28,7 @@ from massive.retrain.backcopy import BackcopySpec as BackcopyData  # the task's 
 from massive.retrain.gpt import DECAY, INITS, NOT_ARCH, GPTConfig
 from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
 from massive.retrain.retrofit import RetrofitConfig
+from massive.retrain.training import DATA as TRAIN_DATA
 from massive.retrain.training import OPTIMIZERS, SCHEDULES, TrainSpec
 from massive.retrain.training import OpenWebTextSpec as OpenWebTextData  # the library's own dataclass
 from pipeline.names import plain
@@ -681,9 +682,7 @@ Optimizer = choices("Optimizer", OPTIMIZERS)
 LrSchedule = choices("LrSchedule", SCHEDULES)
 
 
-class TrainData(str, Enum):
-    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (massive/retrain/backcopy.py)
-    openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
+TrainData = choices("TrainData", TRAIN_DATA)  # backcopy (generated on the fly), openwebtext (tokenised once)
 
 
 # train.model: the library's GPTConfig, but the variant (train.variant) and the fixed model_type

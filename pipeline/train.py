@@ -44,13 +44,12 @@ def out_dir(cfg: DictConfig) -> Path:
 
 def make_data(cfg: DictConfig, rank: int = 0):
     t = cfg.train
-    if plain(t.data) == "backcopy":
-        return training.BackcopyBatches(BackcopySpec(**t.backcopy), cfg.seed)
-    o = t.openwebtext
-    return training.OpenWebTextBatches(
-        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
+    return training.batches(
+        plain(t.data),
         cfg.seed,
-        training.OpenWebTextSpec(**o),
+        BackcopySpec(**t.backcopy),
+        training.OpenWebTextSpec(**t.openwebtext),
+        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
         rank,
     )
 

@@ -49,6 +49,7 @@ def test_the_config_enums_are_the_library_registries():
         (config.Decay, gpt.DECAY),
         (config.Optimizer, training.OPTIMIZERS),
         (config.LrSchedule, training.SCHEDULES),
+        (config.TrainData, training.DATA),
         (config.Dtype, DTYPES),
         (config.BosMode, BOS_MODES),
     ):

@@ -34,7 +34,7 @@ the same next-step losses, bit for bit.
     >>> state = training.train(model, optimizer, data, spec, probe)
     >>> [(r["step"], r["layer"], round(r["slot_attn"], 2)) for r in state["rows"]][-2:]  # doctest: +SKIP"""
 
-from massive.retrain.training.batches import BackcopyBatches, OpenWebTextBatches, OpenWebTextSpec
+from massive.retrain.training.batches import DATA, BackcopyBatches, OpenWebTextBatches, OpenWebTextSpec, batches
 from massive.retrain.training.checkpoints import load_checkpoint, load_trained, save_checkpoint
 from massive.retrain.training.comparison import contrast, summarise
 from massive.retrain.training.devices import distributed, init_device, precision
@@ -47,6 +47,8 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "TrainSpec",
+    "DATA",
+    "batches",
     "BackcopyBatches",
     "OpenWebTextBatches",
     "OpenWebTextSpec",

@@ -97,3 +97,27 @@ class OpenWebTextBatches:
         x = torch.stack([torch.from_numpy(data[i : i + block_size].astype(np.int64)) for i in ix])
         y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + block_size].astype(np.int64)) for i in ix])
         return x, y
+
+
+DATA = {"backcopy": BackcopyBatches, "openwebtext": OpenWebTextBatches}  # a training run's data, by name
+
+
+def batches(
+    data: str,
+    seed: int,
+    backcopy: BackcopySpec | None = None,
+    openwebtext: OpenWebTextSpec | None = None,
+    directory: str | Path = "cache/train/openwebtext",
+    rank: int = 0,
+):
+    """The batches of a training run's `data` (a name of DATA): Bigram-Backcopy with the task `backcopy`,
+    or OpenWebText from `openwebtext`, tokenised once into `directory`.
+
+    >>> batches("backcopy", seed=1).batch("val", 0, batch_size=2, block_size=8)[0].shape
+    torch.Size([2, 8])
+    """
+    if data == "backcopy":
+        return BackcopyBatches(backcopy or BackcopySpec(), seed)
+    if data == "openwebtext":
+        return OpenWebTextBatches(directory, seed, openwebtext, rank)
+    raise ValueError(f"data={data!r} is not one of {', '.join(DATA)}")
