@@ -31,6 +31,7 @@ def emergence(model: GPT, x: torch.Tensor, sink_threshold: float = 0.3) -> list[
                       (positions >= 1) pay to position 0; slot_attn: on the bias slot;
       sink_heads      share of this layer's heads above `sink_threshold`; sink1: Sink_1 over all heads.
 
+        >>> from massive.retrain.gpt import GPTConfig
         >>> model = GPT(GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32, variant="attn_bias"))
         >>> rows = emergence(model, torch.randint(0, 64, (4, 16)), sink_threshold=0.3)
         >>> [r["layer"] for r in rows], 0 <= rows[0]["sink1"] <= 1
