@@ -41,7 +41,7 @@ from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -65,17 +65,7 @@ def run(cfg: DictConfig) -> None:
         @contextmanager
         def applied():
             with (
-                interventions.intervene(
-                    model,
-                    found,
-                    name,
-                    tokenizer=tok,
-                    seed=cfg.seed,
-                    min_abs=cfg.detect.min_abs,
-                    min_ratio=cfg.detect.min_ratio,
-                    delimiters=cfg.detect.delimiters,
-                    roles_of=roles,
-                ) as ctx,
+                intervene(cfg, model, found, name, tok, roles_of=roles) as ctx,
                 regrowth.recording(model, ctx, first) as recorders[name],
             ):
                 yield ctx

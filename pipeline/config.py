@@ -14,25 +14,33 @@ from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from massive.core.arch import DTYPES
 from massive.core.errors import MassiveError
+from massive.core.sequences import BOS_MODES
 from massive.inference.quantize import SCHEMES
 from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES
 from massive.intervene.interventions import LAYER_KEYWORDS, LAYER_WORDS
+from massive.measure import origins
+from massive.measure.attention import analyse
 from massive.measure.capture import COUNTS
-from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO
+from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO, detect
 from massive.retrain.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
+from massive.retrain.gpt import DECAY, INITS, NOT_ARCH, GPTConfig
 from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
+from massive.retrain.retrofit import RetrofitConfig
+from massive.retrain.training import DATA as TRAIN_DATA
+from massive.retrain.training import OPTIMIZERS, SCHEDULES, TrainSpec
+from massive.retrain.training import OpenWebTextSpec as OpenWebTextData  # the library's own dataclass
 from pipeline.names import plain
+from pipeline.schema import choices, default_of, node
 
+RETROFIT_FIXED = ("seed", "weight_decay")  # RetrofitConfig's fields the rule sets itself (pipeline/retrofit.py)
 INFERENCE_SCHEMES = tuple(
     SCHEMES
 )  # the registry (massive.inference.quantize.SCHEMES): every scheme is the rule's default
 
 
-class Dtype(str, Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
+Dtype = choices("Dtype", DTYPES)  # the dtypes the library loads and autocasts to (massive.core.arch.DTYPES)
 
 
 class SourceKind(str, Enum):
@@ -67,10 +75,10 @@ class WandbMode(str, Enum):
     disabled = "disabled"
 
 
-class BosMode(str, Enum):  # how every sequence begins (massive.core.sequences.resolve)
-    auto = "auto"  # as the model's tokenizer does by default: a BOS when tok(text) adds one
-    always = "always"  # the tokenizer's BOS, then seq_len - 1 text tokens
-    never = "never"  # text tokens only: the paper's protocol
+# how every sequence begins (massive.core.sequences.BOS_MODES, resolve): auto (as the model's tokenizer does by
+# default: a BOS when tok(text) adds one), always (the tokenizer's BOS, then seq_len - 1 text tokens), never (text
+# tokens only: the paper's protocol)
+BosMode = choices("BosMode", BOS_MODES)
 
 
 class TopkBackend(str, Enum):
@@ -192,7 +200,7 @@ class DetectConfig:
     delimiters: list[str] = field(default_factory=lambda: list(DELIMITERS))
     # a (layer, dim) whose entries pass both thresholds at more than this share of the tokens is a dense
     # outlier feature, not a massive activation (massive activations sit at a few tokens)
-    massive_max_share: float = 0.5
+    massive_max_share: float = default_of(detect, "massive_max_share")
     # outlier features (Dettmers et al. 2022, LLM.int8()): |a| above outlier_abs at >= outlier_token_share
     # of the positions, in >= outlier_layer_share of the layers. Dettmers' 6 is in units of a normalised
     # hidden state (the input of a linear layer: std ~1, median |a| ~0.67); on the raw residual stream,
@@ -200,8 +208,8 @@ class DetectConfig:
     # standard deviations; 0: Dettmers' absolute criterion alone)
     outlier_abs: float = 6.0
     outlier_ratio: float = 9.0
-    outlier_token_share: float = 0.06
-    outlier_layer_share: float = 0.25
+    outlier_token_share: float = default_of(detect, "outlier_token_share")
+    outlier_layer_share: float = default_of(detect, "outlier_layer_share")
 
 
 @dataclass
@@ -239,11 +247,17 @@ class AblateConfig:
 @dataclass
 class AttentionConfig:
     num_sequences: int = 8  # calibration sequences (tokens.parquet): measures and means
-    sink_threshold: float = 0.3  # a Sink_1 head: mean attention on the first token above this
-    concentrate_threshold: float = 0.5  # concentration layer: head-mean attention on massive tokens above this
+    sink_threshold: float = default_of(
+        analyse, "sink_threshold"
+    )  # a Sink_1 head: mean attention on the first token above this
+    concentrate_threshold: float = default_of(
+        analyse, "concentrate_threshold"
+    )  # concentration layer: head-mean attention on massive tokens above this
     heatmap_layers: Optional[list[int]] = None  # null: before emergence, emergence, a middle layer
     intervene_layers: str = "massive"  # massive: layers whose input holds massive activations | all
-    sample_queries: int = 32  # query positions (second half of the sequence) kept for the decomposition
+    sample_queries: int = default_of(
+        analyse, "sample_queries"
+    )  # query positions (second half of the sequence) kept for the decomposition
 
 
 @dataclass
@@ -251,10 +265,18 @@ class OriginsConfig:
     """Rule origins (massive/measure/origins.py): the sublayer and the super weight behind each massive activation."""
 
     num_sequences: int = 8  # captured sequences (tokens.parquet) traced at the detected massive tokens
-    min_share: float = 0.1  # a later block is listed when a part changes the value by more than this share of it
-    channel_share: float = 0.5  # the down-projection input channels kept make up this share of the MLP's write
-    max_channels: int = 3  # ... and are at most this many (the first is the super weight)
-    rank_band: int = 100  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
+    min_share: float = default_of(
+        origins.find, "min_share"
+    )  # a later block is listed when a part changes the value by more than this share of it
+    channel_share: float = default_of(
+        origins.find, "channel_share"
+    )  # the down-projection input channels kept make up this share of the MLP's write
+    max_channels: int = default_of(
+        origins.find, "max_channels"
+    )  # ... and are at most this many (the first is the super weight)
+    rank_band: int = default_of(
+        origins.perplexities, "rank_band"
+    )  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
     max_chunks: int = 16  # perplexity chunks of seq_len tokens under each weight intervention
     batch_size: int = 4
     interventions: list[str] = field(
@@ -286,22 +308,19 @@ class InferenceConfig:
 
 
 @dataclass
-class RetrofitSection:
+class RetrofitSection(
+    # the library's RetrofitConfig, but its seed (each of `seeds`, else the run's) and weight_decay (none: its default)
+    node(RetrofitConfig, "RetrofitConfigNode", drop=RETROFIT_FIXED)
+):
     """Rule retrofit (massive/retrain/retrofit.py): an explicit attention bias trained on the frozen model
-    with its massive activations zeroed from the block where they emerge."""
+    with its massive activations zeroed from the block where they emerge. The training keys (steps, lr, ...)
+    are massive.retrain.retrofit.RetrofitConfig's; these are the rule's."""
 
     variants: list[str] = field(default_factory=lambda: ["attn_bias", "sink_logit", "value_bias", "mlp_bias"])
     kept: list[str] = field(default_factory=lambda: ["attn_bias"])  # also trained with the massive activations kept
-    steps: int = 20
-    eval_every: int = 10
-    batch_size: int = 4
     seq_len: int = 64  # tokens per training and held-out chunk
     eval_chunks: int = 8  # held out: the corpus's first chunks
     train_chunks: int = 64  # the chunks after them
-    lr: float = 1e-2
-    logit_lr: float = 0.5  # the scalar logits (slot offsets, sinks, gate biases)
-    eps: float = 1e-15  # AdamW's eps (a closed slot's gradients are near torch's default 1e-8)
-    init_logit: float = -14.0  # where the slot / sink logit starts: the model unchanged to float32 rounding
     bootstrap: int = RESAMPLES
     seeds: list[int] = field(default_factory=list)  # each arm trained once per seed; empty: the run's `seed`
 
@@ -653,95 +672,45 @@ def check_inference(inf: Any) -> None:
 # conf/train.yaml composes TrainRunConfig; conf/train/*.yaml are TrainConfig (one setup each).
 
 
-class _Named(str, Enum):
-    def __str__(self) -> str:  # "attn_bias", not "Variant.attn_bias", in interpolated paths
-        return self.value
+# the registries' names (Hydra checks a config's against them): the attention variants of
+# massive.retrain.gpt.VARIANTS, the initialisations (INITS) and weight-decay groups (DECAY) of the GPT,
+# the optimizers and learning-rate schedules of massive.retrain.training
+Variant = choices("Variant", GPT_VARIANTS)
+Init = choices("Init", INITS)
+Decay = choices("Decay", DECAY)
+Optimizer = choices("Optimizer", OPTIMIZERS)
+LrSchedule = choices("LrSchedule", SCHEDULES)
 
 
-# the attention variants: the names of the registry massive.retrain.gpt.VARIANTS (Hydra checks a config's against them)
-Variant = _Named("Variant", {v: v for v in GPT_VARIANTS})
+TrainData = choices("TrainData", TRAIN_DATA)  # backcopy (generated on the fly), openwebtext (tokenised once)
 
 
-class TrainData(str, Enum):
-    backcopy = "backcopy"  # Bigram-Backcopy, generated on the fly (massive/retrain/backcopy.py)
-    openwebtext = "openwebtext"  # tokenised once with the GPT-2 tokenizer into cache/train/<name>/
+# train.model: the library's GPTConfig, but the variant (train.variant) and the fixed model_type
+GPTArch = node(GPTConfig, "GPTArch", drop=NOT_ARCH, enums={"init": Init})
 
 
-class Optimizer(str, Enum):
-    adamw = "adamw"  # AdamW with betas (beta1, beta2)
-    sgd = "sgd"  # SGD with momentum (train.momentum); weight decay as an L2 term
-
-
-class Decay(str, Enum):  # which parameters weight decay applies to (massive.retrain.gpt.GPT.optimizer_groups)
-    matrices = "matrices"  # weight matrices and embeddings (nanoGPT)
-    all = "all"  # every parameter, norms and biases too (AdamW on model.parameters())
-    none = "none"
-
-
-class Init(str, Enum):  # how the GPT's weights start (massive.retrain.gpt.GPTConfig.init)
-    gpt2 = "gpt2"  # N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)
-    pytorch = "pytorch"  # every module's own torch default
-
-
-class LrSchedule(str, Enum):
-    cosine = "cosine"  # linear warmup, cosine decay to min_lr at max_iters (nanoGPT)
-    constant = "constant"  # linear warmup, then constant
+# train.*: the library's TrainSpec (block_size is train.model.block_size), then the pipeline's own keys
+_TrainSpecNode = node(
+    TrainSpec,
+    "TrainSpecNode",
+    drop=("block_size",),
+    enums={"schedule": LrSchedule, "decay": Decay, "optimizer": Optimizer},
+)
 
 
 @dataclass
-class GPTArch:
-    n_layer: int = 12
-    n_head: int = 12
-    n_embd: int = 768
-    block_size: int = 1024
-    vocab_size: int = 50304
-    dropout: float = 0.0
-    bias: bool = True
-    init: Init = Init.gpt2
-    tie_head: bool = True  # the output head shares the token embedding (GPT-2)
-    head_bias: bool = False  # a bias on the logits (needs tie_head: false)
-
-
-@dataclass
-class OpenWebTextData:
-    hub_id: str = "Skylion007/openwebtext"
-    tokenizer: str = "openai-community/gpt2"
-    val_fraction: float = 0.0005  # nanoGPT's split
-    num_proc: int = 8
-
-
-@dataclass
-class TrainConfig:
+class TrainConfig(_TrainSpecNode):
     name: str = "???"  # results/train/<name>/<variant>/
     variant: Variant = Variant.default
     data: TrainData = TrainData.backcopy
     model: GPTArch = field(default_factory=GPTArch)
     backcopy: BackcopyData = field(default_factory=BackcopyData)
     openwebtext: OpenWebTextData = field(default_factory=OpenWebTextData)
-    batch_size: int = 64  # sequences per micro-batch (per GPU)
-    grad_accum: int = 1  # micro-batches per step, over all GPUs together
-    max_iters: int = 3000
-    lr: float = 3e-3
-    min_lr: float = 3e-4  # end of the cosine decay
-    schedule: LrSchedule = LrSchedule.constant
-    warmup_iters: int = 100
-    beta1: float = 0.9
-    beta2: float = 0.95
-    weight_decay: float = 0.1
-    decay: Decay = Decay.matrices
-    optimizer: Optimizer = Optimizer.adamw
-    momentum: float = 0.9  # SGD only
-    grad_clip: float = 1.0  # 0: off
     dtype: Dtype = Dtype.float32  # autocast dtype on GPUs (bfloat16 for the paper's run)
     device: str = "auto"
     compile: bool = False
     num_threads: int = 1  # torch CPU threads
-    log_interval: int = 50  # steps between W&B loss points
-    eval_interval: int = 250  # steps between evaluations and emergence metrics
-    eval_iters: int = 10  # batches per loss estimate
     probe_batch_size: int = 16  # the fixed batch of the emergence metrics
-    checkpoint_interval: int = 500  # steps between checkpoints (also written at the end)
-    sink_threshold: float = 0.3  # Gu et al. 2024: Sink_1 threshold of first-token attention
     # continue from the run's checkpoint (resume.pt) when there is one; it must have been made with the same
     # settings (pipeline.resume.RESUME_FREE lists the keys that may differ); false: start afresh and overwrite it
     resume: bool = True
@@ -780,6 +749,15 @@ _TRAIN_POSITIVE = [
 ]
 
 
+def library_check(prefix: str, make: Any) -> None:
+    """Run a library dataclass's own checks (`make()` builds it from a config section); its one-line
+    error names the key with the section's path in front (`train.model.n_embd=...`)."""
+    try:
+        make()
+    except MassiveError as exc:
+        raise MassiveError(f"{prefix}{exc}") from None
+
+
 def check_train_values(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
@@ -790,21 +768,12 @@ def check_train_values(cfg: Any) -> None:
     for key in ("warmup_iters", "weight_decay", "grad_clip", "min_lr", "model.dropout", "momentum"):
         if OmegaConf.select(t, key) < 0:
             raise MassiveError(f"train.{key}={OmegaConf.select(t, key)} must be >= 0")
-    if t.model.n_embd % t.model.n_head:
-        raise MassiveError(
-            f"train.model.n_embd={t.model.n_embd} is not a multiple of train.model.n_head={t.model.n_head}"
-        )
-    if t.model.head_bias and t.model.tie_head:
-        raise MassiveError("train.model.head_bias=true needs train.model.tie_head=false (a tied head has no bias)")
+    library_check("train.model.", lambda: GPTConfig(**t.model))  # the GPT's own checks (n_embd, head_bias, ...)
     if not 0 < t.sink_threshold < 1:
         raise MassiveError(f"train.sink_threshold={t.sink_threshold} must lie in (0, 1)")
     if t.data.value == "backcopy":
-        from massive.retrain.backcopy import AFTER_START, STARTS
-
-        for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
-            if t.backcopy[key] not in allowed:
-                raise MassiveError(f"train.backcopy.{key}={t.backcopy[key]!r} is not one of {', '.join(allowed)}")
-        n_ids = t.backcopy.vocab_size + (t.backcopy.start == "outside")
+        library_check("train.", lambda: BackcopyData(**t.backcopy))  # the task's own checks (start, after_start)
+        n_ids = BackcopyData(**t.backcopy).n_ids
         if n_ids > t.model.vocab_size:
             raise MassiveError(
                 f"train.model.vocab_size={t.model.vocab_size} is smaller than the task's {n_ids} token ids "

@@ -47,6 +47,7 @@ import yaml
 from markupsafe import Markup
 
 from massive.core.results import AttentionTables, InferenceTables, OriginsTables, RetrofitTables
+from massive.measure.detect import MIN_RATIO
 from massive.plots import interactive
 from pipeline import columns, paths
 from pipeline.cli import CONF_DIR
@@ -565,7 +566,7 @@ def _zero_effect(ablation: pd.DataFrame | None, model: str, corpus: str) -> str:
     return f"; zeroing them at {where} multiplies perplexity by {ratio('zero')} ({verdict}{mean})"
 
 
-def headline(sections: list[dict], ablation: pd.DataFrame | None = None, min_ratio: float = 1000) -> list[str]:
+def headline(sections: list[dict], ablation: pd.DataFrame | None = None, min_ratio: float = MIN_RATIO) -> list[str]:
     """One sentence per model (its own run, first corpus): what was found, where, how big, and what zeroing
     does, with its 95% interval; other corpora that agree are named, those that differ are said to.
 

@@ -207,3 +207,26 @@ def load_model(cfg: DictConfig, device: torch.device | None = None, attn_impleme
     if device is not None and not (m.device_map and torch.cuda.is_available()):
         model.to(device)
     return model
+
+
+def intervene(cfg: DictConfig, model, found, name: str, tok=None, **extra):
+    """massive.intervene.interventions.intervene under the run's settings: its seed, and detect's
+    thresholds and delimiters (the rule's definition of "massive"); `extra`: roles_of, layers, ...
+
+        >>> with intervene(cfg, model, found, "zero", tok):  # doctest: +SKIP
+        ...     nll = massive.chunk_nll(model, chunks)
+    """
+    from massive.intervene import interventions
+
+    d = cfg.detect
+    return interventions.intervene(
+        model,
+        found,
+        name,
+        tokenizer=tok,
+        seed=cfg.seed,
+        min_abs=d.min_abs,
+        min_ratio=d.min_ratio,
+        delimiters=list(d.delimiters),
+        **extra,
+    )

@@ -29,6 +29,8 @@ made with other settings is a one-line error.
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,9 +42,10 @@ from massive.intervene import interventions
 from massive.plots import figures as plots
 from massive.retrain import retrofit as R
 from pipeline import cli, tracking
+from pipeline.config import RETROFIT_FIXED
 from pipeline.html import save_figure
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def arms(cfg: DictConfig) -> list[tuple[str, str | None, bool]]:
@@ -52,6 +55,11 @@ def arms(cfg: DictConfig) -> list[tuple[str, str | None, bool]]:
         *((v, v, True) for v in cfg.retrofit.variants),
         *((f"{v}@kept", v, False) for v in cfg.retrofit.kept),
     ]
+
+
+def training_keys() -> list[str]:
+    """The retrofit.* keys that are massive.retrain.retrofit.RetrofitConfig's (all of its fields but RETROFIT_FIXED)."""
+    return [f.name for f in fields(R.RetrofitConfig) if f.name not in RETROFIT_FIXED]
 
 
 def run(cfg: DictConfig) -> None:
@@ -77,14 +85,7 @@ def run(cfg: DictConfig) -> None:
             f"retrofit.eval_chunks={c.eval_chunks} held out and training chunks after them"
         )
     held, train = chunks[: c.eval_chunks], chunks[c.eval_chunks :]
-    ablate = lambda: interventions.intervene(
-        model,
-        found,
-        "zero",
-        seed=cfg.seed,
-        min_abs=cfg.detect.min_abs,  # noqa: E731
-        min_ratio=cfg.detect.min_ratio,
-    )
+    ablate = lambda: intervene(cfg, model, found, "zero")
     seeds = list(c.seeds) or [cfg.seed]
     intact = R.evaluate(model, None, held, None, c.batch_size, where=f"{name}: the intact model")
     out = run_dir(cfg, "retrofit")
@@ -110,16 +111,7 @@ def run(cfg: DictConfig) -> None:
     )
     curves, layers, summary = [], [], []
     for seed in seeds:
-        train_cfg = R.RetrofitConfig(
-            steps=c.steps,
-            batch_size=c.batch_size,
-            lr=c.lr,
-            logit_lr=c.logit_lr,
-            eps=c.eps,
-            init_logit=c.init_logit,
-            seed=seed,
-            eval_every=c.eval_every,
-        )
+        train_cfg = R.RetrofitConfig(seed=seed, **{k: c[k] for k in training_keys()})
         for arm_name, variant, ablated in arms(cfg):
             arm = R.run_arm(
                 model,

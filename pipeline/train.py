@@ -4,7 +4,7 @@
     torchrun --standalone --nproc_per_node=8 -m pipeline.train train=gpt2_124m_owt train.variant=default
 
 The science (the loop, the loss estimates, the emergence metrics on a fixed probe batch,
-checkpoints) is massive/retrain/training.py; this rule builds its arguments from cfg.train, sets up the
+checkpoints) is massive/retrain/training/; this rule builds its arguments from cfg.train, sets up the
 device and DDP, and writes the outputs in results/train/<train.name>/<variant>/:
   resume.pt         model, optimizer, next step, RNG states, metric rows, per-step losses, the train
                     config and seed; rewritten every train.checkpoint_interval steps: a killed run
@@ -44,16 +44,12 @@ def out_dir(cfg: DictConfig) -> Path:
 
 def make_data(cfg: DictConfig, rank: int = 0):
     t = cfg.train
-    if plain(t.data) == "backcopy":
-        return training.BackcopyBatches(BackcopySpec(**t.backcopy), cfg.seed)
-    o = t.openwebtext
-    return training.OpenWebTextBatches(
-        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
+    return training.batches(
+        plain(t.data),
         cfg.seed,
-        o.hub_id,
-        o.tokenizer,
-        o.val_fraction,
-        o.num_proc,
+        BackcopySpec(**t.backcopy),
+        training.OpenWebTextSpec(**t.openwebtext),
+        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
         rank,
     )
 

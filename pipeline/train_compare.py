@@ -47,16 +47,12 @@ log = logging.getLogger(__name__)
 def make_data(cfg: DictConfig, backcopy: dict | None = None):
     """The probe's data source; Bigram-Backcopy with the task a checkpoint was trained on (`backcopy`)."""
     t = cfg.train
-    if plain(t.data) == "backcopy":
-        return training.BackcopyBatches(BackcopySpec(**{**t.backcopy, **(backcopy or {})}), cfg.seed)
-    o = t.openwebtext
-    return training.OpenWebTextBatches(
-        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
+    return training.batches(
+        plain(t.data),
         cfg.seed,
-        o.hub_id,
-        o.tokenizer,
-        o.val_fraction,
-        o.num_proc,
+        BackcopySpec(**{**t.backcopy, **(backcopy or {})}),
+        training.OpenWebTextSpec(**t.openwebtext),
+        root(cfg) / cfg.paths.cache / "train" / "openwebtext",
     )
 
 

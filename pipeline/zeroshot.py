@@ -27,7 +27,7 @@ from massive.intervene.zeroshot import evaluate
 from pipeline import cli, tracking
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import provenance, read_detection, run_dir
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
@@ -41,19 +41,7 @@ def run(cfg: DictConfig) -> None:
     slug = layers_slug(cfg.ablate.layers)
     frames = []
     for name in cfg.ablate.interventions:
-        with (
-            torch.inference_mode(),
-            interventions.intervene(
-                model,
-                found,
-                name,
-                tokenizer=tok,
-                seed=cfg.seed,
-                min_abs=cfg.detect.min_abs,
-                min_ratio=cfg.detect.min_ratio,
-                delimiters=cfg.detect.delimiters,
-            ),
-        ):
+        with torch.inference_mode(), intervene(cfg, model, found, name, tok):
             df = evaluate(
                 model,
                 tok,

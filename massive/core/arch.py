@@ -295,6 +295,19 @@ def is_parallel(block: nn.Module) -> bool:
     return len(norms) == 1
 
 
+def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """[batch, kv_heads, seq, d] -> [batch, kv_heads * groups, seq, d]: grouped-query attention's keys or
+    values, one copy per query head.
+
+        >>> repeat_kv(torch.zeros(1, 2, 3, 4), 3).shape
+        torch.Size([1, 6, 3, 4])
+    """
+    if groups == 1:
+        return x
+    b, h, t, d = x.shape
+    return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
+
+
 # ---------------------------------------------------------------- tokens
 def is_newline_token(text: str) -> bool:
     """Whether a token's text is only line breaks (and spaces), in plain or GPT-2 byte-level form."""

@@ -46,6 +46,7 @@ VARIANTS = ("default", "sink_token", "attn_bias", "softmax_plus_one", "gated")
 SLOT_VARIANTS = ("attn_bias", "softmax_plus_one")  # variants with an extra key/value slot
 INITS = ("gpt2", "pytorch")  # how the weights start (GPTConfig.init)
 DECAY = ("matrices", "all", "none")  # which parameters weight decay applies to (GPT.optimizer_groups)
+NOT_ARCH = ("variant", "model_type")  # GPTConfig's fields that are not the architecture (GPTConfig.arch)
 
 
 @dataclass
@@ -89,7 +90,7 @@ class GPTConfig:
         >>> sorted(GPTConfig().arch())[:3]
         ['bias', 'block_size', 'dropout']
         """
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("variant", "model_type")}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in NOT_ARCH}
 
     # the names massive.core.arch reads
     @property

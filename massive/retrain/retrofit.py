@@ -25,7 +25,7 @@ through a hook on the MLP output for the control. Outside `applied(...)` the mod
 
     >>> rf = Retrofit(model.config, "attn_bias")
     >>> ablate = lambda: massive.intervene(model, found, "zero", layers="from_emerge")
-    >>> fit(model, rf, train_chunks, steps=40, ablation=ablate)
+    >>> fit(model, rf, train_chunks, RetrofitConfig(steps=40), ablation=ablate)
     >>> with applied(model, rf), ablate():
     ...     nll = massive.chunk_nll(model, eval_chunks)
 """
@@ -47,6 +47,7 @@ from torch import nn
 from tqdm import tqdm
 
 from massive.core import arch, hooks
+from massive.core.arch import repeat_kv
 from massive.core.errors import MassiveError, check_finite
 from massive.intervene.comparison import Interval
 
@@ -64,7 +65,7 @@ class RetrofitConfig:
     attention weight, about exp(init_logit)) are themselves near 1e-8, and AdamW's default would
     shrink their steps to a fraction of the learning rate."""
 
-    steps: int = 40
+    steps: int = 20
     batch_size: int = 4
     lr: float = 1e-2
     logit_lr: float = 0.5
@@ -133,7 +134,7 @@ class Retrofit(nn.Module):
                 "which the retrofit attention does not reproduce"
             )
         groups = query.shape[1] // key.shape[1]
-        k, v = _repeat_kv(key, groups), _repeat_kv(value, groups)
+        k, v = repeat_kv(key, groups), repeat_kv(value, groups)
         scale = scaling if scaling is not None else query.shape[-1] ** -0.5
         logits = torch.matmul(query, k.transpose(2, 3)) * scale
         if attention_mask is not None:
@@ -182,13 +183,6 @@ class Retrofit(nn.Module):
         out = {layer: (float(a / n), float(b / n)) for layer, (a, b, n) in sorted(self.shares.items())}
         self.shares = {}
         return out
-
-
-def _repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    if groups == 1:
-        return x
-    b, h, t, d = x.shape
-    return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
 
 
 # ---------------------------------------------------------------- switching it on
