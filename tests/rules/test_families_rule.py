@@ -8,9 +8,6 @@ from massive.core import families
 
 from topics.families import planted_family
 
-# ---------------------------------------------------------------- planted massive activations
-
-
 # ---------------------------------------------------------------- the survey sweep (dry run: no hub needed)
 SURVEY = [
     "llama3_2_1b",
