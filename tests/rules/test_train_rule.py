@@ -1,5 +1,5 @@
 """The retraining experiment: GPT variants (massive/retrain/gpt.py), Bigram-Backcopy (massive/retrain/backcopy.py),
-training (massive/retrain/training.py, in memory), and the rules train / train_compare."""
+training (massive/retrain/training/, in memory), and the rules train / train_compare."""
 
 from __future__ import annotations
 
