@@ -108,6 +108,21 @@ def check_overrides(sweep: dict, name: str) -> None:
                 )
 
 
+def last_wins(args: list[str]) -> list[str]:
+    """Hydra overrides with each plain `key=value` kept only where it takes effect (its last
+    occurrence, as Hydra applies them): a job's command line, hence its Snakemake parameters, then
+    changes only when its resolved settings do. A protocol run's `attention.num_sequences=2` shadows
+    the sweep's section value; without this, editing that section would rerun the protocol's job
+    with its config unchanged.
+
+    >>> last_wins(["model=m", "attention.num_sequences=16", "tokenize.num_sequences=4", "attention.num_sequences=2"])
+    ['model=m', 'tokenize.num_sequences=4', 'attention.num_sequences=2']
+    """
+    key = lambda a: a.split("=", 1)[0] if "=" in a and a[0] not in "+~" else None  # noqa: E731
+    last = {key(a): i for i, a in enumerate(args) if key(a) is not None}
+    return [a for i, a in enumerate(args) if key(a) is None or last[key(a)] == i]
+
+
 class Plan:
     """The jobs of one sweep and their Hydra overrides (what rules/common.smk's ARGS were)."""
 
@@ -145,13 +160,15 @@ class Plan:
     def pair_args(self, stage: str, model: str, corpus: str, *extra: str) -> list[str]:
         """model= (a run <model>@<protocol>: its model, name and model.bos), data=, the rule's own
         overrides, then the sweep's that reach this stage (listed last, so they win)."""
-        return [
-            *sweeps.run_args(model),
-            f"data={corpus}",
-            *extra,
-            *sweeps.search_path(self.sweep, model, corpus),
-            *stages.relevant(sweeps.overrides(self.sweep, model, corpus), stage),
-        ]
+        return last_wins(
+            [
+                *sweeps.run_args(model),
+                f"data={corpus}",
+                *extra,
+                *sweeps.search_path(self.sweep, model, corpus),
+                *stages.relevant(sweeps.overrides(self.sweep, model, corpus), stage),
+            ]
+        )
 
     def ablate_args(self, stage, model, corpus, layers, interventions, *extra):
         plugins = self.sweep.get("plugins") or []  # the user modules that register interventions
