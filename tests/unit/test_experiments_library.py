@@ -25,6 +25,27 @@ def test_only_the_overrides_a_stage_reads_reach_its_job():
     assert not any("sweep_name" in a for a in plan.args("train_compare", train="cpu_backcopy_short"))
 
 
+def test_a_section_value_a_protocol_shadows_leaves_the_protocol_jobs_as_they_were():
+    """The protocol run's own attention.num_sequences wins (Hydra: last wins), so a sweep that changes
+    the attention section changes the command line, hence the Snakemake parameters, of the model's own
+    runs only: each key once, where it takes effect."""
+    from pipeline import jobs
+    from pipeline import sweep as sweeps
+
+    base = jobs.Plan(sweeps.load("default"), "default")
+    mine = sweeps.load("default")
+    mine["attention"] = {**mine["attention"], "num_sequences": 16}
+    plan = jobs.Plan(mine, "mine")
+    bos = dict(model="smollm2_135m@bos", corpus="wiki_sample")
+    assert plan.args("attention", **bos) == base.args("attention", **bos)
+    assert [a for a in plan.args("attention", **bos) if a.startswith("attention.num_sequences=")] == [
+        "attention.num_sequences=2"
+    ]
+    own = dict(model="smollm2_135m", corpus="wiki_sample")
+    assert "attention.num_sequences=16" in plan.args("attention", **own) != base.args("attention", **own)
+    assert jobs.last_wins(["+a.b=1", "c=1", "+a.b=2", "c=2"]) == ["+a.b=1", "+a.b=2", "c=2"]  # additions kept
+
+
 @pytest.mark.parametrize(
     "override, needle",
     [
