@@ -47,7 +47,7 @@ def compose(overrides: list[str] | None = None, config_name: str = "config", wit
 
         from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
-        groups = tuple(o.input_line for o in _parse(overrides) if o.input_line not in {v.input_line for v in values})
+        groups = tuple(o for o in overrides if o not in {v.input_line for v in values})
         key = (config_name, groups)
         if key not in _BASES:
             _BASES[key] = _hydra_compose(list(groups), config_name, with_hydra)
