@@ -24,17 +24,29 @@ from __future__ import annotations
 
 # The functions below share their names with the modules that define them (massive.capture is
 # the function; its module is massive.capture's home: `from massive.capture import Capture`).
-# They are imported here, once, so that the name always means the function.
-from massive.core import arch, errors, hooks  # noqa: F401
-from massive.core.errors import MassiveError
-from massive.core.hooks import cache, hooked
-from massive.core.models import load
-from massive.core.sequences import encode_prompt, perplexity_chunks, sequences
-from massive.intervene.comparison import Comparison, compare
-from massive.intervene.interventions import intervene
-from massive.measure.capture import capture
-from massive.measure.detect import detect
-from massive.measure.perplexity import chunk_nll, perplexity
+# They load on first use (PEP 562), so that `import massive` (and the pipeline's config, which
+# reads the library's names and defaults) does not import torch: each name maps to its module.
+import importlib
+
+_HOMES = {
+    "Comparison": "massive.intervene.comparison",
+    "MassiveError": "massive.core.errors",
+    "arch": "massive.core.arch",
+    "cache": "massive.core.hooks",
+    "capture": "massive.measure.capture",
+    "chunk_nll": "massive.measure.perplexity",
+    "compare": "massive.intervene.comparison",
+    "detect": "massive.measure.detect",
+    "encode_prompt": "massive.core.sequences",
+    "errors": "massive.core.errors",
+    "hooked": "massive.core.hooks",
+    "hooks": "massive.core.hooks",
+    "intervene": "massive.intervene.interventions",
+    "load": "massive.core.models",
+    "perplexity": "massive.measure.perplexity",
+    "perplexity_chunks": "massive.core.sequences",
+    "sequences": "massive.core.sequences",
+}
 
 __all__ = [
     "Comparison",
@@ -52,3 +64,24 @@ __all__ = [
     "perplexity_chunks",
     "sequences",
 ]
+
+
+# massive.intervene is the function, not the sub-package of the same name: the sub-package is loaded
+# here, once, so that no later import of it binds the name (Python binds a package's name in its
+# parent when it first loads it), and the name is then left to __getattr__
+importlib.import_module("massive.intervene")
+del intervene  # noqa: F821 - bound by the import above
+
+
+def __getattr__(name: str):
+    """massive.<name>: the function (or class, or module) from its home module, imported on first use."""
+    if name not in _HOMES:
+        raise AttributeError(f"module 'massive' has no attribute {name!r}")
+    home = importlib.import_module(_HOMES[name])
+    value = home if home.__name__ == f"massive.core.{name}" else getattr(home, name)
+    globals()[name] = value  # later lookups find it without this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -45,11 +45,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from massive.core.dtypes import DTYPE_NAMES, torch_dtype
 from massive.core.errors import MassiveError
+from massive.core.tokens import NEWLINE_BYTES, is_newline_token, role_of_name  # noqa: F401 - their home until now
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}  # name -> torch dtype (massive.core.dtypes)
 MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn")
-NEWLINE_BYTES = {"\n", "\r", " ", "Ċ"}  # "Ċ": byte-level BPE (GPT-2) for "\n"; "Ġ"-free: spaces are plain here
 
 
 # ---------------------------------------------------------------- config facts
@@ -308,12 +309,6 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x[:, :, None].expand(b, h, groups, t, d).reshape(b, h * groups, t, d)
 
 
-# ---------------------------------------------------------------- tokens
-def is_newline_token(text: str) -> bool:
-    """Whether a token's text is only line breaks (and spaces), in plain or GPT-2 byte-level form."""
-    return bool(text) and set(text) <= NEWLINE_BYTES and ("\n" in text or "Ċ" in text)
-
-
 # ---------------------------------------------------------------- vision transformers
 def vision_config(config):
     """The vision part of a config (CLIP's vision_config), or the config itself."""
@@ -372,11 +367,6 @@ def layout(config, pixel_shape: tuple[int, ...], seq_len: int) -> Layout:
     if n_cls < 0:
         raise MassiveError(f"{seq_len} tokens cannot hold {registers} registers and a {grid[0]}x{grid[1]} patch grid")
     return Layout(n_cls=n_cls, n_registers=registers, grid=grid)
-
-
-def role_of_name(token: str) -> str:
-    """The role of a token named by Layout.name."""
-    return "cls" if token == "[CLS]" else "register" if token.startswith("[REG") else "patch"
 
 
 def forward_kwargs(model: nn.Module, pixel_values: torch.Tensor) -> dict:

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from massive.core.errors import MassiveError
 
@@ -138,6 +137,7 @@ def make(tok, text: str, seq_len: int | None, count: int, protocol: Protocol = N
         >>> make(byte_tokenizer(), "abcdef", seq_len=4, count=2, protocol=resolve(byte_tokenizer(), "always"))
         tensor([[ 0, 66, 67, 68], [ 0, 69, 70, 71]])
     """
+    import torch  # here, not at the top: the config reads BOS_MODES and PROTOCOLS without torch
     ids = encode(tok, text)
     head = [protocol.bos_token_id] if protocol.bos else []
     if protocol.bos and protocol.bos_token_id is None:

@@ -34,12 +34,9 @@ from typing import Any, Callable, ContextManager, Mapping
 
 import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 from tqdm import tqdm
 
 from massive.core.errors import MassiveError, NonFiniteError, check_finite
-from massive.measure.perplexity import chunk_nll
 
 CONFIDENCE = 0.95
 VERDICTS = ("harmful", "harmless", "inconclusive")
@@ -255,6 +252,10 @@ def compare(
         >>> cmp.row("zero")["verdict"]
         'harmful'
     """
+    from torch import nn  # here, not at the top: the config reads HARMFUL, HARMLESS, RESAMPLES without torch
+
+    from massive.measure.perplexity import chunk_nll
+
     if baseline not in conditions:
         raise MassiveError(f"{where}: the baseline {baseline!r} is not one of the conditions ({', '.join(conditions)})")
     _check_pairable(len(chunks), resamples, where)

@@ -47,16 +47,9 @@ from torch import nn
 
 from massive.core import arch, hooks
 from massive.core.errors import DTYPE_HINT, MassiveError, NonFiniteError
+from massive.measure.detect import COUNTS  # the ladders, defined beside the thresholds (torch-free)
 from massive.kernels.block import BlockStats, Thresholds, block_stats, median_lower
 
-# The ladders the exact counts are made at (each pair of min_abs x min_ratio; of outlier_abs x outlier_ratio):
-# detection may use any of their pairs without a new capture (Capture.at). The paper: 100 and about 1000x.
-COUNTS = {
-    "min_abs": (50.0, 100.0, 200.0),
-    "min_ratio": (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0),
-    "outlier_abs": (6.0,),
-    "outlier_ratio": (9.0,),
-}
 LAYER_COLUMNS = ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs"]
 
 

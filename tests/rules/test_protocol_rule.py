@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from massive.core.models import byte_tokenizer
-from massive.intervene import comparison
+from massive.measure import perplexity as comparison_nll  # massive.compare's one NLL loop
 from pipeline import ablate as ablate_rule
 from pipeline import capture as capture_rule
 from pipeline import detect as detect_rule
@@ -59,9 +59,9 @@ def test_a_tokenizer_that_adds_a_bos_gets_it_on_every_sequence_and_chunk(tmp_pat
     monkeypatch.setattr(
         seqs, "make", lambda *a, **k: made.append(a[3] if len(a) > 3 else k.get("count")) or real_make(*a, **k)
     )
-    real_nll = comparison.chunk_nll
+    real_nll = comparison_nll.chunk_nll
     monkeypatch.setattr(
-        comparison, "chunk_nll", lambda model, c, *a, **k: chunks.append(c) or real_nll(model, c, *a, **k)
+        comparison_nll, "chunk_nll", lambda model, c, *a, **k: chunks.append(c) or real_nll(model, c, *a, **k)
     )
     tokenize_rule.run(cfg)
     capture_rule.run(cfg)
