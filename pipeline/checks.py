@@ -31,12 +31,12 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from massive.core import arch
+from massive.core import configs as arch  # the config facts of massive.core.arch, without torch
 from massive.core.errors import MassiveError
 from pipeline.config import is_images, layers_spec
 from pipeline.io import model_dir
-from pipeline.model import MARKER, hf_dir
 from pipeline.names import plain
+from pipeline.paths import MARKER
 
 
 def seq_len(cfg: DictConfig) -> int:
@@ -46,10 +46,12 @@ def seq_len(cfg: DictConfig) -> int:
 
 def model_config(cfg: DictConfig):
     """The fetched model's config (with model.config_overrides), or None when it is not fetched."""
-    from transformers import AutoConfig
-
     if not (model_dir(cfg) / MARKER).is_file():
         return None
+    from transformers import AutoConfig
+
+    from pipeline.model import hf_dir
+
     hf = hf_dir(cfg)
     try:
         return AutoConfig.from_pretrained(
@@ -63,6 +65,8 @@ def model_config(cfg: DictConfig):
 
 def image_tokens(cfg: DictConfig, config) -> int | None:
     """Tokens per image of a ViT (CLS, registers, patches of the processor's output size), or None."""
+    from pipeline.model import hf_dir
+
     path = hf_dir(cfg) / "preprocessor_config.json"
     pre = json.loads(path.read_text()) if path.is_file() else {}
     size = pre.get("crop_size") if pre.get("do_center_crop") else pre.get("size")

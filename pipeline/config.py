@@ -14,23 +14,24 @@ from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from massive.core.arch import DTYPES
+from massive.core.dtypes import DTYPE_NAMES
 from massive.core.errors import MassiveError
 from massive.core.sequences import BOS_MODES
-from massive.inference.quantize import SCHEMES
+from massive.inference.schemes import SCHEMES, SINK_INTERVENTIONS
 from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES
-from massive.intervene.interventions import LAYER_KEYWORDS, LAYER_WORDS
-from massive.measure import origins
-from massive.measure.attention import analyse
-from massive.measure.capture import COUNTS
-from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO, detect
-from massive.retrain.backcopy import BackcopySpec as BackcopyData  # the task's parameters: the library's own dataclass
-from massive.retrain.gpt import DECAY, INITS, NOT_ARCH, GPTConfig
-from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
-from massive.retrain.retrofit import RetrofitConfig
-from massive.retrain.training import DATA as TRAIN_DATA
-from massive.retrain.training import OPTIMIZERS, SCHEDULES, TrainSpec
-from massive.retrain.training import OpenWebTextSpec as OpenWebTextData  # the library's own dataclass
+from massive.intervene.registry import LAYER_KEYWORDS, LAYER_WORDS, intervention_names, weight_intervention_names
+from massive.measure import defaults as measure_defaults
+from massive.measure.detect import COUNTS, DELIMITERS, MIN_ABS, MIN_RATIO, detect
+from massive.retrain.gpt_config import DECAY, INITS, NOT_ARCH, GPTConfig
+from massive.retrain.gpt_config import VARIANTS as GPT_VARIANTS
+from massive.retrain.retrofit_config import VARIANTS as RETROFIT_VARIANTS
+from massive.retrain.retrofit_config import RetrofitConfig
+from massive.retrain.train_spec import DATA_NAMES as TRAIN_DATA
+from massive.retrain.train_spec import OPTIMIZERS, SCHEDULES, TrainSpec
+from massive.retrain.train_spec import (
+    BackcopySpec as BackcopyData,  # the task's parameters: the library's own dataclass
+)
+from massive.retrain.train_spec import OpenWebTextSpec as OpenWebTextData  # the library's own dataclass
 from pipeline.names import plain
 from pipeline.schema import choices, default_of, node
 
@@ -40,7 +41,7 @@ INFERENCE_SCHEMES = tuple(
 )  # the registry (massive.inference.quantize.SCHEMES): every scheme is the rule's default
 
 
-Dtype = choices("Dtype", DTYPES)  # the dtypes the library loads and autocasts to (massive.core.arch.DTYPES)
+Dtype = choices("Dtype", DTYPE_NAMES)  # the dtypes the library loads and autocasts to (massive.core.dtypes)
 
 
 class SourceKind(str, Enum):
@@ -247,17 +248,14 @@ class AblateConfig:
 @dataclass
 class AttentionConfig:
     num_sequences: int = 8  # calibration sequences (tokens.parquet): measures and means
-    sink_threshold: float = default_of(
-        analyse, "sink_threshold"
+    sink_threshold: float = (
+        measure_defaults.SINK_THRESHOLD
     )  # a Sink_1 head: mean attention on the first token above this
-    concentrate_threshold: float = default_of(
-        analyse, "concentrate_threshold"
-    )  # concentration layer: head-mean attention on massive tokens above this
+    # concentration layer: head-mean attention on massive tokens above this
+    concentrate_threshold: float = measure_defaults.CONCENTRATE_THRESHOLD
     heatmap_layers: Optional[list[int]] = None  # null: before emergence, emergence, a middle layer
     intervene_layers: str = "massive"  # massive: layers whose input holds massive activations | all
-    sample_queries: int = default_of(
-        analyse, "sample_queries"
-    )  # query positions (second half of the sequence) kept for the decomposition
+    sample_queries: int = measure_defaults.SAMPLE_QUERIES  # query positions (second half) kept for the decomposition
 
 
 @dataclass
@@ -265,18 +263,13 @@ class OriginsConfig:
     """Rule origins (massive/measure/origins.py): the sublayer and the super weight behind each massive activation."""
 
     num_sequences: int = 8  # captured sequences (tokens.parquet) traced at the detected massive tokens
-    min_share: float = default_of(
-        origins.find, "min_share"
-    )  # a later block is listed when a part changes the value by more than this share of it
-    channel_share: float = default_of(
-        origins.find, "channel_share"
-    )  # the down-projection input channels kept make up this share of the MLP's write
-    max_channels: int = default_of(
-        origins.find, "max_channels"
-    )  # ... and are at most this many (the first is the super weight)
-    rank_band: int = default_of(
-        origins.perplexities, "rank_band"
-    )  # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
+    # a later block is listed when a part changes the value by more than this share of it
+    min_share: float = measure_defaults.MIN_SHARE
+    # the down-projection input channels kept make up this share of the MLP's write ...
+    channel_share: float = measure_defaults.CHANNEL_SHARE
+    max_channels: int = measure_defaults.MAX_CHANNELS  # ... and are at most this many (the first is the super weight)
+    # random_weight control: a weight ranked within +- this many of the super weight's |w| rank
+    rank_band: int = measure_defaults.RANK_BAND
     max_chunks: int = 16  # perplexity chunks of seq_len tokens under each weight intervention
     batch_size: int = 4
     interventions: list[str] = field(
@@ -602,21 +595,17 @@ def check_values(cfg: Any) -> None:
         )
     if not 0 < a.regrow_share <= 1:
         raise MassiveError(f"ablate.regrow_share={a.regrow_share} must lie in (0, 1]")
-    from massive.intervene.interventions import INTERVENTIONS
-
     import_plugins(list(cfg.get("plugins") or []))
-    unknown = [name for name in cfg.ablate.interventions if name not in INTERVENTIONS]
+    known = intervention_names()  # the registry's (massive.intervene.registry): built-in and the plugins'
+    unknown = [name for name in cfg.ablate.interventions if name not in known]
     if unknown:
-        raise MassiveError(
-            f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(sorted(INTERVENTIONS))})"
-        )
-    from massive.measure.origins import WEIGHT_INTERVENTIONS
-
+        raise MassiveError(f"unknown intervention {unknown[0]!r} in ablate.interventions (known: {', '.join(known)})")
+    known = weight_intervention_names()
     names = list(cfg.origins.interventions)
-    unknown = [name for name in names if name not in WEIGHT_INTERVENTIONS]
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise MassiveError(
-            f"unknown weight intervention {unknown[0]!r} in origins.interventions (known: {', '.join(WEIGHT_INTERVENTIONS)})"
+            f"unknown weight intervention {unknown[0]!r} in origins.interventions (known: {', '.join(known)})"
         )
     if not names or names[0] != "none":
         raise MassiveError(f"origins.interventions={names} must start with 'none' (the baseline)")
@@ -624,8 +613,6 @@ def check_values(cfg: Any) -> None:
         if not 0 < OmegaConf.select(cfg, key) <= 1:
             raise MassiveError(f"{key}={OmegaConf.select(cfg, key)} must lie in (0, 1]")
     check_inference(cfg.inference)
-    from massive.retrain.retrofit import VARIANTS as RETROFIT_VARIANTS
-
     for key in ("retrofit.variants", "retrofit.kept"):
         unknown = [v for v in OmegaConf.select(cfg, key) if v not in RETROFIT_VARIANTS]
         if unknown:
@@ -646,9 +633,6 @@ def check_values(cfg: Any) -> None:
 
 def check_inference(inf: Any) -> None:
     """Rule inference's values: known quantization schemes, windows W >= 1, sinks S >= 1."""
-    from massive.inference.quantize import SCHEMES
-    from massive.inference.window import SINK_INTERVENTIONS
-
     unknown = [name for name in inf.schemes if name not in SCHEMES]
     if unknown:
         raise MassiveError(

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from massive.core.errors import MassiveError
-from massive.retrain.gpt import VARIANTS as GPT_VARIANTS
+from massive.retrain.gpt_config import VARIANTS as GPT_VARIANTS
 from pipeline import paths, stages
 from pipeline import sweep as sweeps
 

@@ -21,8 +21,8 @@ from massive.core.errors import MassiveError
 from massive.core.sequences import Protocol, resolve
 from pipeline import paths
 from pipeline.names import plain
+from pipeline.paths import MARKER  # noqa: F401 - written by fetch_model: where the Hugging Face directory is
 
-MARKER = "fetched.json"  # written by fetch_model: where the Hugging Face directory is
 pick_device = models.pick_device
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 CACHE = "cache"  # the defaults of paths.cache and paths.results (pipeline/config.py)
 RESULTS = "results"
 LOGS = "logs"
+MARKER = "fetched.json"  # written by fetch_model in the model's cache folder: where the Hugging Face directory is
 
 # The outputs of each rule: the Snakefile's output lists and the report read these.
 CAPTURE_TABLES = ("layer_stats", "topk", "dim_max", "prompt")

@@ -174,9 +174,9 @@ def _unique(sweep: dict, name: str) -> None:
 
 
 def _registries() -> dict[str, list[str]]:
-    from massive.intervene.interventions import INTERVENTIONS
+    from massive.intervene.registry import intervention_names
 
-    return {"interventions": sorted(INTERVENTIONS)}
+    return {"interventions": intervention_names()}
 
 
 def registry_schema(sweep: dict, name: str) -> dict:

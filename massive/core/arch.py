@@ -45,44 +45,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from massive.core.configs import hidden_size, max_positions, num_layers, patch_size, vision_config  # noqa: F401
 from massive.core.dtypes import DTYPE_NAMES, torch_dtype
 from massive.core.errors import MassiveError
 from massive.core.tokens import NEWLINE_BYTES, is_newline_token, role_of_name  # noqa: F401 - their home until now
 
 DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}  # name -> torch dtype (massive.core.dtypes)
 MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn")
-
-
-# ---------------------------------------------------------------- config facts
-def num_layers(config) -> int:
-    """The number of blocks (num_hidden_layers, n_layer or num_layers; a text_config's for multimodal configs)."""
-    for key in ("num_hidden_layers", "n_layer", "num_layers"):
-        if getattr(config, key, None):
-            return int(getattr(config, key))
-    text = getattr(config, "text_config", None)
-    if text is not None:
-        return num_layers(text)
-    raise MassiveError(f"cannot tell the number of layers of model_type={config.model_type!r}")
-
-
-def hidden_size(config) -> int:
-    """The width of the residual stream."""
-    for key in ("hidden_size", "n_embd", "d_model"):
-        if getattr(config, key, None):
-            return int(getattr(config, key))
-    for sub in ("text_config", "vision_config"):
-        if getattr(config, sub, None) is not None:
-            return hidden_size(getattr(config, sub))
-    raise MassiveError(f"cannot tell the hidden size of model_type={config.model_type!r}")
-
-
-def max_positions(config) -> int | None:
-    """The longest sequence the model's positions allow (None when the config does not say)."""
-    for key in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
-        value = getattr(config, key, None)
-        if value:
-            return int(value)
-    return None
 
 
 # ---------------------------------------------------------------- module structure
@@ -310,16 +279,6 @@ def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------- vision transformers
-def vision_config(config):
-    """The vision part of a config (CLIP's vision_config), or the config itself."""
-    return getattr(config, "vision_config", None) or config
-
-
-def patch_size(config) -> int:
-    p = vision_config(config).patch_size
-    return p if isinstance(p, int) else p[0]
-
-
 @dataclass(frozen=True)
 class Layout:
     """Which position of a ViT's residual stream is the CLS token, a register, or a patch."""

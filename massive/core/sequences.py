@@ -23,8 +23,12 @@ regime than the others.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the annotations only: torch is imported where tensors are made (make)
+    import torch
 
 from massive.core.errors import MassiveError
 
@@ -138,6 +142,7 @@ def make(tok, text: str, seq_len: int | None, count: int, protocol: Protocol = N
         tensor([[ 0, 66, 67, 68], [ 0, 69, 70, 71]])
     """
     import torch  # here, not at the top: the config reads BOS_MODES and PROTOCOLS without torch
+
     ids = encode(tok, text)
     head = [protocol.bos_token_id] if protocol.bos else []
     if protocol.bos and protocol.bos_token_id is None:

@@ -34,12 +34,12 @@ from torch import nn
 
 from massive.core import arch, hooks
 from massive.core.errors import MassiveError
+from massive.inference.schemes import SINK_INTERVENTIONS
 from massive.intervene.comparison import COLUMNS as COMPARISON_COLUMNS
 from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES, compare
 from massive.intervene.interventions import ROLES, Context, emerge_layer, lookup, massive_mask, massive_means
 from massive.measure.detect import thresholds
 
-SINK_INTERVENTIONS = ("mean", "zero")
 COLUMNS = ["variant", "window", "sinks", "sink_massive", *COMPARISON_COLUMNS, "entries_changed"]
 
 

@@ -30,13 +30,17 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from massive.core.errors import MassiveError, NonFiniteError, check_finite
+
+if TYPE_CHECKING:  # the annotations only: compare imports torch when it runs
+    import torch
+    from torch import nn
 
 CONFIDENCE = 0.95
 VERDICTS = ("harmful", "harmless", "inconclusive")

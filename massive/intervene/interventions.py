@@ -56,32 +56,17 @@ from torch import nn
 
 from massive.core import arch, hooks
 from massive.core.errors import MassiveError
+from massive.intervene.registry import (  # noqa: F401 - the registry's public names, also importable from here
+    BEFORE_BLOCKS,
+    INTERVENTIONS,
+    LAYER_KEYWORDS,
+    LAYER_WORDS,
+    intervention,
+)
 from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO, role, thresholds
 
 ROLES = ("first", "delimiter", "other", "cls", "register", "patch", "bos")  # text roles, vision roles, then the BOS
-INTERVENTIONS: dict[str, Callable] = {}
-BEFORE_BLOCKS: set[str] = set()  # applied at the input of every block, with a [batch, seq] mask of positions
 Means = dict[tuple[int, int, str], float]  # (block, dim, role) -> mean signed value; role "any": over all roles
-LAYER_KEYWORDS = ("emerge", "from_emerge", "all")  # the words of a layers spec (parse_layers); else block indices
-LAYER_WORDS = "'emerge', 'from_emerge', 'all'"
-
-
-def intervention(name: str, before_blocks: bool = False):
-    """Register `fn(h, mask, ctx) -> None` as intervention `name` (a decorator).
-
-    >>> @intervention("halve")
-    ... def halve(h, mask, ctx):
-    ...     h[mask] /= 2
-    ...     ctx.changed += int(mask.sum())
-    """
-
-    def register(fn):
-        INTERVENTIONS[name] = fn
-        if before_blocks:
-            BEFORE_BLOCKS.add(name)
-        return fn
-
-    return register
 
 
 def lookup(name: str) -> Callable:

@@ -60,6 +60,13 @@ from massive.core import arch, hooks
 from massive.core.errors import MassiveError
 from massive.intervene.comparison import COLUMNS, HARMFUL, HARMLESS, RESAMPLES, compare
 from massive.intervene.interventions import ROLES, massive_means
+from massive.intervene.registry import (  # noqa: F401 - the registry's public names, also importable from here
+    ACTIVATION,
+    KINDS,
+    WEIGHT_INTERVENTIONS,
+    weight_intervention,
+)
+from massive.measure.defaults import CHANNEL_SHARE, MAX_CHANNELS, MIN_SHARE, RANK_BAND
 from massive.measure.detect import thresholds
 
 PARTS = ("attn", "mlp", "other")
@@ -85,16 +92,6 @@ SUPERWEIGHT_COLUMNS = [
     "n_weights",
     "primary",
 ]
-WEIGHT_INTERVENTIONS: dict[str, Callable] = {}
-ACTIVATION: dict[str, str] = {}  # intervention -> "restore" | "zero": what it does at the writing block's output
-KINDS = {
-    "none": "baseline",
-    "zero_super_weight": "super weight",
-    "random_weight": "control",
-    "zero_channel": "control",
-    "zero_super_weight_restore": "factorial",
-    "zero_activation": "factorial",
-}
 
 
 @dataclass
@@ -193,9 +190,9 @@ def find(
     ids: torch.Tensor,
     found: Any,
     seq_ids: Sequence[int] | None = None,
-    min_share: float = 0.1,
-    channel_share: float = 0.5,
-    max_channels: int = 3,
+    min_share: float = MIN_SHARE,
+    channel_share: float = CHANNEL_SHARE,
+    max_channels: int = MAX_CHANNELS,
     batch_size: int = 4,
     device=None,
 ) -> Origins:
@@ -362,7 +359,7 @@ class Context:
     mean each takes), in order; edited: the coordinates it edited; changed_weights, entries_changed."""
 
     generator: torch.Generator
-    rank_band: int = 100
+    rank_band: int = RANK_BAND
     recorded: list = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
     changed_weights: int = 0
@@ -376,19 +373,6 @@ class Context:
     def massive_abs(self) -> float:
         """Mean |a| of the recorded massive entries at their writing block's output, under the intervention."""
         return self.abs_sum / self.abs_count if self.abs_count else float("nan")
-
-
-def weight_intervention(name: str, activation: str | None = None):
-    """Register `fn(origins, ctx) -> list[Edit]` as weight intervention `name` (a decorator);
-    `activation` ("restore" | "zero"): also edit the massive activation at its writing block's output."""
-
-    def register(fn):
-        WEIGHT_INTERVENTIONS[name] = fn
-        if activation:
-            ACTIVATION[name] = activation
-        return fn
-
-    return register
 
 
 def _sw(o: Origins):
@@ -546,7 +530,7 @@ def perplexities(
     chunks: torch.Tensor,
     names: Sequence[str] = tuple(INTERVENTIONS),
     seed: int = 1,
-    rank_band: int = 100,
+    rank_band: int = RANK_BAND,
     batch_size: int = 4,
     device=None,
     roles_of=None,

@@ -30,41 +30,13 @@ The task (bigram table and triggers) is fixed by `task_seed`; a batch is a pure 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from massive.core.errors import MassiveError
+from massive.retrain.train_spec import AFTER_START, STARTS, BackcopySpec  # noqa: F401 - also importable from here
 
 START = 0  # the start token inside the vocabulary, at position 0 of every sequence and nowhere else
-STARTS = ("inside", "outside")  # BackcopySpec.start
-AFTER_START = ("bigram", "uniform")  # BackcopySpec.after_start
 SPLITS = {"train": 0, "val": 1, "probe": 2}  # probe: the fixed batch of the emergence metrics
-
-
-@dataclass
-class BackcopySpec:
-    """The task's parameters (the pipeline's train.backcopy config)."""
-
-    vocab_size: int = 64  # token ids of the language (with the start token when it is inside)
-    n_triggers: int = 3
-    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
-    task_seed: int = 0
-    start: str = "inside"  # "inside": the start token is id 0; "outside": an extra id, vocab_size
-    after_start: str = "bigram"  # position 1: "bigram" (the start token's row) or "uniform" (non-triggers)
-    loss_on_first: bool = True  # False: no loss on predicting position 1 from the start token (target -1)
-
-    def __post_init__(self):
-        for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
-            value = getattr(getattr(self, key), "value", getattr(self, key))  # accept the config's Enum
-            setattr(self, key, value)
-            if value not in allowed:
-                raise MassiveError(f"backcopy.{key}={value!r} is not one of {', '.join(allowed)}")
-
-    @property
-    def n_ids(self) -> int:
-        """Token ids a model of this task needs (the start token's included)."""
-        return self.vocab_size + (self.start == "outside")
 
 
 class Backcopy:

@@ -12,6 +12,7 @@ from massive.core.errors import MassiveError
 from massive.measure.attention.measures import concentration_layer, decomposition, head_table, layer_table
 from massive.measure.attention.recorder import Recorder, device_of, use_recording_attention
 from massive.measure.attention.tokens import at, calibration_tokens, random_tokens
+from massive.measure.defaults import CONCENTRATE_THRESHOLD, SAMPLE_QUERIES, SINK_THRESHOLD
 
 
 @dataclass
@@ -84,9 +85,9 @@ def analyse(
     emerge: int | None = None,
     layer_stats: pd.DataFrame | None = None,
     seq_ids: list[int] | None = None,
-    sink_threshold: float = 0.3,
-    concentrate_threshold: float = 0.5,
-    sample_queries: int = 32,
+    sink_threshold: float = SINK_THRESHOLD,
+    concentrate_threshold: float = CONCENTRATE_THRESHOLD,
+    sample_queries: int = SAMPLE_QUERIES,
     seed: int = 0,
     batch_size: int = 8,
     device: torch.device | str | None = None,

@@ -15,6 +15,7 @@ from torch.overrides import TorchFunctionMode
 from massive.core import arch, hooks
 from massive.core.arch import repeat_kv
 from massive.core.errors import MassiveError, check_finite
+from massive.measure.defaults import SAMPLE_QUERIES
 
 IMPLEMENTATION = "massive_eager"
 # replace mode -> (the part it replaces, by what)
@@ -189,7 +190,7 @@ class Recorder:
     >>> rec.finish_means(); head_table(rec, 0.3)
     """
 
-    def __init__(self, model: torch.nn.Module, sample_queries: int = 32):
+    def __init__(self, model: torch.nn.Module, sample_queries: int = SAMPLE_QUERIES):
         attentions = arch.find_parts(model).attentions
         self.layer_of = {id(m): i for i, m in enumerate(attentions)}
         self.n_layers = len(attentions)

@@ -34,6 +34,7 @@ the same next-step losses, bit for bit.
     >>> state = training.train(model, optimizer, data, spec, probe)
     >>> [(r["step"], r["layer"], round(r["slot_attn"], 2)) for r in state["rows"]][-2:]  # doctest: +SKIP"""
 
+from massive.retrain.train_spec import OPTIMIZERS, SCHEDULES, TrainSpec
 from massive.retrain.training.batches import DATA, BackcopyBatches, OpenWebTextBatches, OpenWebTextSpec, batches
 from massive.retrain.training.checkpoints import load_checkpoint, load_trained, save_checkpoint
 from massive.retrain.training.comparison import contrast, summarise
@@ -41,7 +42,6 @@ from massive.retrain.training.devices import distributed, init_device, precision
 from massive.retrain.training.loop import estimate_loss, evaluate, train, train_step
 from massive.retrain.training.metrics import emergence
 from massive.retrain.training.optimizer import build, lr_at
-from massive.retrain.training.spec import OPTIMIZERS, SCHEDULES, TrainSpec
 
 __all__ = [
     "OPTIMIZERS",

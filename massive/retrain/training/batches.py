@@ -4,7 +4,6 @@ stream position, so a resumed run draws the same batches."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 
 from massive.core.files import atomic_path
 from massive.retrain.backcopy import Backcopy, BackcopySpec
+from massive.retrain.train_spec import DATA_NAMES, OpenWebTextSpec
 
 
 class BackcopyBatches:
@@ -28,16 +28,6 @@ class BackcopyBatches:
 
     def batch(self, split: str, index: int, batch_size: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.task.batch(split, index, batch_size, block_size, seed=self.seed)
-
-
-@dataclass
-class OpenWebTextSpec:
-    """Where OpenWebText comes from and how it is split (the pipeline's train.openwebtext config)."""
-
-    hub_id: str = "Skylion007/openwebtext"
-    tokenizer: str = "openai-community/gpt2"
-    val_fraction: float = 0.0005  # nanoGPT's split
-    num_proc: int = 8  # processes that tokenise it
 
 
 class OpenWebTextBatches:
@@ -99,7 +89,7 @@ class OpenWebTextBatches:
         return x, y
 
 
-DATA = {"backcopy": BackcopyBatches, "openwebtext": OpenWebTextBatches}  # a training run's data, by name
+DATA = dict(zip(DATA_NAMES, (BackcopyBatches, OpenWebTextBatches)))  # a training run's data, by name (DATA_NAMES)
 
 
 def batches(

@@ -14,10 +14,10 @@ import torch
 
 from massive.core.errors import check_finite
 from massive.retrain.gpt import GPT
+from massive.retrain.train_spec import TrainSpec
 from massive.retrain.training.checkpoints import save_checkpoint
 from massive.retrain.training.metrics import emergence
 from massive.retrain.training.optimizer import lr_at
-from massive.retrain.training.spec import TrainSpec
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from massive.retrain.gpt import GPT, GPTConfig
-from massive.retrain.training.spec import TrainSpec
+from massive.retrain.train_spec import TrainSpec
 
 
 def build(

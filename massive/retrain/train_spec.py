@@ -1,13 +1,16 @@
-"""The training's hyper-parameters: TrainSpec, and the optimizers and schedules it may name."""
+"""The training run's settings, without torch (the pipeline's train.* config is built from them):
+TrainSpec (the optimisation and evaluation), BackcopySpec and OpenWebTextSpec (its data), and
+the names their fields take. The torch code that uses them: massive/retrain/training/, backcopy.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from massive.core.errors import MassiveError
-from massive.retrain.gpt import DECAY
+from massive.retrain.gpt_config import DECAY
 
 OPTIMIZERS = ("adamw", "sgd")  # TrainSpec.optimizer: AdamW (betas beta1, beta2); SGD with momentum, decay as L2
+DATA_NAMES = ("backcopy", "openwebtext")  # a training run's data (massive.retrain.training.batches.DATA)
 SCHEDULES = ("constant", "cosine")  # TrainSpec.schedule: after the linear warmup, constant or cosine decay to min_lr
 
 
@@ -46,3 +49,42 @@ class TrainSpec:
             setattr(self, key, value)
             if value not in allowed:
                 raise MassiveError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+
+
+STARTS = ("inside", "outside")  # BackcopySpec.start
+AFTER_START = ("bigram", "uniform")  # BackcopySpec.after_start
+
+
+@dataclass
+class BackcopySpec:
+    """The task's parameters (the pipeline's train.backcopy config)."""
+
+    vocab_size: int = 64  # token ids of the language (with the start token when it is inside)
+    n_triggers: int = 3
+    alpha: float = 0.2  # Dirichlet concentration of the bigram rows
+    task_seed: int = 0
+    start: str = "inside"  # "inside": the start token is id 0; "outside": an extra id, vocab_size
+    after_start: str = "bigram"  # position 1: "bigram" (the start token's row) or "uniform" (non-triggers)
+    loss_on_first: bool = True  # False: no loss on predicting position 1 from the start token (target -1)
+
+    def __post_init__(self):
+        for key, allowed in (("start", STARTS), ("after_start", AFTER_START)):
+            value = getattr(getattr(self, key), "value", getattr(self, key))  # accept the config's Enum
+            setattr(self, key, value)
+            if value not in allowed:
+                raise MassiveError(f"backcopy.{key}={value!r} is not one of {', '.join(allowed)}")
+
+    @property
+    def n_ids(self) -> int:
+        """Token ids a model of this task needs (the start token's included)."""
+        return self.vocab_size + (self.start == "outside")
+
+
+@dataclass
+class OpenWebTextSpec:
+    """Where OpenWebText comes from and how it is split (the pipeline's train.openwebtext config)."""
+
+    hub_id: str = "Skylion007/openwebtext"
+    tokenizer: str = "openai-community/gpt2"
+    val_fraction: float = 0.0005  # nanoGPT's split
+    num_proc: int = 8  # processes that tokenise it
