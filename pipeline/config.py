@@ -21,7 +21,8 @@ from massive.inference.schemes import SCHEMES, SINK_INTERVENTIONS
 from massive.intervene.comparison import HARMFUL, HARMLESS, RESAMPLES
 from massive.intervene.registry import LAYER_KEYWORDS, LAYER_WORDS, intervention_names, weight_intervention_names
 from massive.measure import defaults as measure_defaults
-from massive.measure.detect import COUNTS, DELIMITERS, MIN_ABS, MIN_RATIO, detect
+from massive.measure.defaults import COUNTS
+from massive.measure.detect import DELIMITERS, MIN_ABS, MIN_RATIO, detect
 from massive.retrain.gpt_config import DECAY, INITS, NOT_ARCH, GPTConfig
 from massive.retrain.gpt_config import VARIANTS as GPT_VARIANTS
 from massive.retrain.retrofit_config import VARIANTS as RETROFIT_VARIANTS

@@ -48,7 +48,7 @@ from torch import nn
 from massive.core import arch, hooks
 from massive.core.errors import DTYPE_HINT, MassiveError, NonFiniteError
 from massive.kernels.block import BlockStats, Thresholds, block_stats, median_lower
-from massive.measure.detect import COUNTS  # the ladders, defined beside the thresholds (torch-free)
+from massive.measure.defaults import COUNTS
 
 LAYER_COLUMNS = ["layer", "hook", "seq_id", "median_abs", "top1_abs", "top2_abs", "top3_abs"]
 

@@ -5,6 +5,16 @@ that composing a config, or `snakemake -n`, never imports torch.
 
 from __future__ import annotations
 
+# massive.measure.capture
+# The ladders the capture's exact counts are made at (each pair of min_abs x min_ratio; of outlier_abs x
+# outlier_ratio): detection may use any of their pairs without a new capture (massive.measure.capture.Capture.at).
+COUNTS = {
+    "min_abs": (50.0, 100.0, 200.0),
+    "min_ratio": (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0),
+    "outlier_abs": (6.0,),
+    "outlier_ratio": (9.0,),
+}
+
 # massive.measure.attention.analyse
 SINK_THRESHOLD = 0.3  # a Sink_1 head (Gu et al. 2024): mean attention on the first token above this
 CONCENTRATE_THRESHOLD = 0.5  # the concentration layer: head-mean attention on the massive tokens above this

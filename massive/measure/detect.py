@@ -44,14 +44,6 @@ log = logging.getLogger(__name__)
 
 MIN_ABS = 100.0  # the paper's rule (Sun et al. 2024): massive when |a| is above this ...
 MIN_RATIO = 1000.0  # ... and above this multiple of its layer's median |a| (the one definition of the defaults)
-# The ladders the capture's exact counts are made at (each pair of min_abs x min_ratio; of outlier_abs x
-# outlier_ratio): detection may use any of their pairs without a new capture (massive.measure.capture.Capture.at).
-COUNTS = {
-    "min_abs": (50.0, 100.0, 200.0),
-    "min_ratio": (100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0),
-    "outlier_abs": (6.0,),
-    "outlier_ratio": (9.0,),
-}
 
 
 def thresholds(found) -> tuple[float, float]:
