@@ -31,20 +31,22 @@ from contextlib import contextmanager
 import pandas as pd
 from omegaconf import DictConfig
 
-from massive.core import arch
 from massive.core.errors import MassiveError
 from massive.core.results import AblateTables
 from massive.core.sequences import perplexity_chunks
-from massive.intervene import comparison, interventions
-from massive.measure import regrowth
+from massive.intervene import comparison
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
-from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.core import arch
+    from massive.intervene import interventions
+    from massive.measure import regrowth
+    from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
+
     if "none" not in cfg.ablate.interventions:
         raise MassiveError("ablate.interventions must include 'none': the baseline every ratio is measured against")
     device = pick_device(cfg.capture.device)

@@ -17,22 +17,24 @@ Output: results/<model>/<images>/ablate/<layers>/<config id>/images.parquet, one
 
 from __future__ import annotations
 
-import torch
 from omegaconf import DictConfig
 
-from massive.core.arch import num_layers
 from massive.core.errors import MassiveError
 from massive.core.results import ImagesTables
-from massive.intervene import interventions as iv
-from massive.vision import images
-from massive.vision import vit as vision
 from pipeline import cli, tracking
 from pipeline.config import is_images, layers_slug, layers_spec
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir, tokens_file
-from pipeline.model import hf_dir, load_model, pick_device
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.core.arch import num_layers
+    from massive.intervene import interventions as iv
+    from massive.vision import images
+    from massive.vision import vit as vision
+    from pipeline.model import hf_dir, load_model, pick_device
+
     if not is_images(cfg.data):
         raise MassiveError(f"rule ablate_images needs image data; data={cfg.data.name!r} is text (use rule ablate)")
     if "none" not in cfg.ablate.interventions:

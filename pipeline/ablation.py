@@ -29,13 +29,14 @@ from omegaconf import DictConfig
 from massive.core.errors import check_finite
 from massive.core.results import AblateTables, ZeroshotTables
 from massive.intervene import ablation, comparison
-from massive.plots import figures as plots
-from pipeline import cli, html, jobs, paths, tracking
+from pipeline import cli, jobs, paths, tracking
 from pipeline import sweep as sweeps
 from pipeline.io import atomic_path, read_provenance, results_dir, write_table
 
 
 def outputs(cfg: DictConfig) -> dict[str, Path]:
+    from pipeline import html
+
     return html.ablation_files(results_dir(cfg), cfg.sweep_name)
 
 
@@ -94,6 +95,9 @@ def dtype_of(path: Path) -> str | None:
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.plots import figures as plots
+    from pipeline import html
+
     sweep = sweeps.load(cfg.sweep_name)
     spec = sweep.get("ablate") or {}
     plan = jobs.Plan(sweep, cfg.sweep_name)

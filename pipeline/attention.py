@@ -24,20 +24,15 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, fields
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from massive.core.errors import MassiveError
 from massive.core.results import AttentionTables
 from massive.core.sequences import encode_prompt, perplexity_chunks
-from massive.measure import attention
-from massive.plots import figures as plots
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
 from pipeline.config import AttentionConfig
-from pipeline.html import save_figure
 from pipeline.io import corpus_file, provenance, read_detection, read_table, read_token_ids, run_dir
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +54,13 @@ def settings(cfg: DictConfig) -> AttentionConfig:
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.measure import attention
+    from massive.plots import figures as plots
+    from pipeline.html import save_figure
+    from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+
     s = settings(cfg)
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)

@@ -21,21 +21,23 @@ from __future__ import annotations
 from functools import partial
 
 import numpy as np
-import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
 from massive.core.sequences import encode_prompt
-from massive.measure.capture import capture, prompt
-from massive.vision import images
 from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import provenance, read_table, run_dir, tokens_file, write_table
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 from pipeline.names import plain
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.measure.capture import capture, prompt
+    from massive.vision import images
+    from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)
     tokens = read_table(tokens_file(cfg))

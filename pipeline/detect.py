@@ -30,12 +30,10 @@ import logging
 import yaml
 from omegaconf import DictConfig
 
-from massive.measure.capture import Capture
 from massive.measure.detect import detect
 from pipeline import cli, tracking
 from pipeline.config import is_images
 from pipeline.io import provenance, read_provenance, read_table, run_dir
-from pipeline.model import protocol
 
 
 def counted_with(path) -> dict:
@@ -49,6 +47,9 @@ log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.measure.capture import Capture
+    from pipeline.model import protocol
+
     cap = run_dir(cfg, "capture")
     vision = is_images(cfg.data)
     for table in ("layer_stats", "topk"):  # a missing input: one line naming it

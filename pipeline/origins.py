@@ -23,24 +23,26 @@ from __future__ import annotations
 import logging
 
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from massive.core.results import OriginsTables
 from massive.core.sequences import perplexity_chunks
-from massive.intervene.interventions import TokenRoles
-from massive.measure import origins
-from massive.plots import figures as plots
 from pipeline import cli, tracking
 from pipeline.checks import seq_len
-from pipeline.html import save_figure
 from pipeline.io import corpus_file, provenance, read_detection, read_table, read_token_ids, run_dir
-from pipeline.model import load_model, load_tokenizer, pick_device, protocol
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.intervene.interventions import TokenRoles
+    from massive.measure import origins
+    from massive.plots import figures as plots
+    from pipeline.html import save_figure
+    from pipeline.model import load_model, load_tokenizer, pick_device, protocol
+
     s = cfg.origins
     torch.manual_seed(cfg.seed)
     device = pick_device(cfg.capture.device)

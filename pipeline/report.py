@@ -20,7 +20,7 @@ from pathlib import Path
 from markupsafe import Markup
 from omegaconf import DictConfig
 
-from pipeline import checkpoints, cli, html, jobs, paths, stages, tracking
+from pipeline import checkpoints, cli, jobs, paths, stages, tracking
 from pipeline import sweep as sweeps
 from pipeline.io import atomic_path, provenance, read_table, results_dir
 
@@ -36,6 +36,7 @@ def report_path(cfg: DictConfig) -> Path:
 def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, where=None) -> list[Markup]:
     """The sections of the sweep-level rules: protocols and outlier features, ablate_images,
     ablation, train_compare (`detect`: the config's detect section, its thresholds)."""
+    from pipeline import html
     from pipeline.config import DetectConfig
 
     detect = detect if detect is not None else DetectConfig()
@@ -75,6 +76,8 @@ def extra_sections(results: str, sweep: dict, sweep_name: str, detect=None, wher
 
 
 def render(cfg: DictConfig) -> str:
+    from pipeline import html
+
     sweep = sweeps.load(cfg.sweep_name)
     results = results_dir(cfg)
     plan = jobs.Plan(sweep, cfg.sweep_name)

@@ -34,18 +34,12 @@ from dataclasses import fields
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from massive.core import arch
 from massive.core.errors import MassiveError
 from massive.core.results import RetrofitTables
 from massive.core.sequences import perplexity_chunks
-from massive.intervene import interventions
-from massive.plots import figures as plots
-from massive.retrain import retrofit as R
 from pipeline import cli, tracking
 from pipeline.config import RETROFIT_FIXED
-from pipeline.html import save_figure
 from pipeline.io import corpus_file, provenance, read_detection, read_table, run_dir
-from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def arms(cfg: DictConfig) -> list[tuple[str, str | None, bool]]:
@@ -59,10 +53,19 @@ def arms(cfg: DictConfig) -> list[tuple[str, str | None, bool]]:
 
 def training_keys() -> list[str]:
     """The retrofit.* keys that are massive.retrain.retrofit.RetrofitConfig's (all of its fields but RETROFIT_FIXED)."""
+    from massive.retrain import retrofit as R
+
     return [f.name for f in fields(R.RetrofitConfig) if f.name not in RETROFIT_FIXED]
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.core import arch
+    from massive.intervene import interventions
+    from massive.plots import figures as plots
+    from massive.retrain import retrofit as R
+    from pipeline.html import save_figure
+    from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
+
     c, name = cfg.retrofit, f"retrofit {cfg.model.name}/{cfg.data.name}"
     tok = load_tokenizer(cfg)
     model = load_model(cfg, pick_device(cfg.capture.device))

@@ -22,17 +22,18 @@ from omegaconf import DictConfig
 
 from massive.core.errors import MassiveError
 from massive.core.sequences import sequences
-from massive.vision import images
 from pipeline import cli
 from pipeline.checks import seq_len
 from pipeline.config import is_images
 from pipeline.io import corpus_file, read_table, tokens_file, write_table
-from pipeline.model import hf_dir, load_tokenizer, protocol
 
 log = logging.getLogger(__name__)
 
 
 def image_rows(cfg: DictConfig) -> pd.DataFrame:
+    from massive.vision import images
+    from pipeline.model import hf_dir
+
     table = images.sample(read_table(corpus_file(cfg)), cfg.tokenize.num_sequences, cfg.seed)
     processor = images.load_processor(hf_dir(cfg), cfg.model.trust_remote_code)
     pixels = images.preprocess(processor, table["path"].tolist())
@@ -48,6 +49,8 @@ def image_rows(cfg: DictConfig) -> pd.DataFrame:
 
 
 def run(cfg: DictConfig) -> None:
+    from pipeline.model import load_tokenizer, protocol
+
     if is_images(cfg.data):
         write_table(image_rows(cfg), tokens_file(cfg), cfg)
         return

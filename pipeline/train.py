@@ -22,18 +22,15 @@ from dataclasses import fields
 from pathlib import Path
 
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from massive.core.errors import MassiveError
 from massive.core.files import link
-from massive.retrain import training
-from massive.retrain.backcopy import BackcopySpec
-from massive.retrain.gpt import GPTConfig
+from massive.retrain.gpt_config import GPTConfig
+from massive.retrain.train_spec import BackcopySpec, OpenWebTextSpec, TrainSpec
 from pipeline import cli, paths, tracking
 from pipeline.io import results_dir, root, write_table
 from pipeline.names import plain
-from pipeline.resume import check_resume, resume_meta
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +40,24 @@ def out_dir(cfg: DictConfig) -> Path:
 
 
 def make_data(cfg: DictConfig, rank: int = 0):
+    from massive.retrain import training
+
     t = cfg.train
     return training.batches(
         plain(t.data),
         cfg.seed,
         BackcopySpec(**t.backcopy),
-        training.OpenWebTextSpec(**t.openwebtext),
+        OpenWebTextSpec(**t.openwebtext),
         root(cfg) / cfg.paths.cache / "train" / "openwebtext",
         rank,
     )
 
 
-def specs(cfg: DictConfig) -> tuple[GPTConfig, training.TrainSpec]:
+def specs(cfg: DictConfig) -> tuple[GPTConfig, TrainSpec]:
     """The architecture and the training hyper-parameters of cfg.train, as the library's dataclasses."""
     t = cfg.train
-    names = [f.name for f in fields(training.TrainSpec) if f.name != "block_size"]
-    spec = training.TrainSpec(block_size=t.model.block_size, **{k: plain(t[k]) for k in names})
+    names = [f.name for f in fields(TrainSpec) if f.name != "block_size"]
+    spec = TrainSpec(block_size=t.model.block_size, **{k: plain(t[k]) for k in names})
     return GPTConfig(**t.model, variant=plain(t.variant)), spec
 
 
@@ -72,6 +71,11 @@ def _wandb_metrics(rows: list[dict]) -> dict:
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.retrain import training
+    from pipeline.resume import check_resume, resume_meta
+
     t = cfg.train
     torch.set_num_threads(t.num_threads)
     rank, local_rank, world = training.distributed()

@@ -29,13 +29,9 @@ import logging
 from pathlib import Path
 
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
 from massive.core.errors import MassiveError
-from massive.plots import figures as plots
-from massive.retrain import training
-from massive.retrain.backcopy import BackcopySpec
 from pipeline import cli, paths, tracking
 from pipeline.config import Variant
 from pipeline.io import read_table, results_dir, root, write_table
@@ -46,6 +42,9 @@ log = logging.getLogger(__name__)
 
 def make_data(cfg: DictConfig, backcopy: dict | None = None):
     """The probe's data source; Bigram-Backcopy with the task a checkpoint was trained on (`backcopy`)."""
+    from massive.retrain import training
+    from massive.retrain.backcopy import BackcopySpec
+
     t = cfg.train
     return training.batches(
         plain(t.data),
@@ -58,6 +57,8 @@ def make_data(cfg: DictConfig, backcopy: dict | None = None):
 
 def final_stats(cfg: DictConfig, variant: str, ckpt_path):
     """The checkpoint's step, its per-layer emergence rows on the probe batch, its GPTConfig and optimizer."""
+    from massive.retrain import training
+
     model, ckpt = training.load_trained(ckpt_path, variant)
     data = make_data(cfg, ckpt["train"].get("backcopy"))
     probe, _ = data.batch("probe", 0, cfg.train.probe_batch_size, model.config.block_size)
@@ -81,6 +82,11 @@ def save(fig, path, dpi: int) -> None:
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.plots import figures as plots
+    from massive.retrain import training
+
     torch.set_num_threads(cfg.train.num_threads)
     base = Path(paths.train_dir(cfg.train.name, results_dir(cfg)))
     found = [

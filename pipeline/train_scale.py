@@ -21,7 +21,6 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from massive.core.errors import MassiveError
-from massive.plots import figures as plots
 from pipeline import cli, paths
 from pipeline import sweep as sweeps
 from pipeline.io import read_table, results_dir, write_table
@@ -61,6 +60,8 @@ COLUMNS = [
 
 
 def run(cfg: DictConfig) -> None:
+    from massive.plots import figures as plots
+
     sweep = sweeps.load(cfg.sweep_name)
     config = cfg.train.name
     runs = [name for name, base, _ in sweeps.train_runs(sweep) if base == config]

@@ -16,21 +16,23 @@ task, metric).
 from __future__ import annotations
 
 import pandas as pd
-import torch
 from omegaconf import DictConfig
 
-from massive.core import arch
 from massive.core.errors import MassiveError
 from massive.core.results import ZeroshotTables
-from massive.intervene import interventions
-from massive.intervene.zeroshot import evaluate
 from pipeline import cli, tracking
 from pipeline.config import layers_slug, layers_spec
 from pipeline.io import provenance, read_detection, run_dir
-from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
 
 
 def run(cfg: DictConfig) -> None:
+    import torch
+
+    from massive.core import arch
+    from massive.intervene import interventions
+    from massive.intervene.zeroshot import evaluate
+    from pipeline.model import intervene, load_model, load_tokenizer, pick_device, protocol
+
     tasks = list(cfg.ablate.zeroshot_tasks)
     if not tasks:
         raise MassiveError("ablate.zeroshot_tasks is empty: nothing to evaluate")
