@@ -28,19 +28,17 @@ from __future__ import annotations
 # reads the library's names and defaults) does not import torch: each name maps to its module.
 import importlib
 
+_MODULES = ("arch", "errors", "hooks")  # massive.arch is massive.core.arch, and so on
 _HOMES = {
     "Comparison": "massive.intervene.comparison",
     "MassiveError": "massive.core.errors",
-    "arch": "massive.core.arch",
     "cache": "massive.core.hooks",
     "capture": "massive.measure.capture",
     "chunk_nll": "massive.measure.perplexity",
     "compare": "massive.intervene.comparison",
     "detect": "massive.measure.detect",
     "encode_prompt": "massive.core.sequences",
-    "errors": "massive.core.errors",
     "hooked": "massive.core.hooks",
-    "hooks": "massive.core.hooks",
     "intervene": "massive.intervene.interventions",
     "load": "massive.core.models",
     "perplexity": "massive.measure.perplexity",
@@ -48,22 +46,7 @@ _HOMES = {
     "sequences": "massive.core.sequences",
 }
 
-__all__ = [
-    "Comparison",
-    "MassiveError",
-    "cache",
-    "capture",
-    "chunk_nll",
-    "compare",
-    "detect",
-    "encode_prompt",
-    "hooked",
-    "intervene",
-    "load",
-    "perplexity",
-    "perplexity_chunks",
-    "sequences",
-]
+__all__ = sorted(_HOMES)  # the public API, every name as before
 
 
 # massive.intervene is the function, not the sub-package of the same name: the sub-package is loaded
@@ -75,13 +58,15 @@ del intervene  # noqa: F821 - bound by the import above
 
 def __getattr__(name: str):
     """massive.<name>: the function (or class, or module) from its home module, imported on first use."""
-    if name not in _HOMES:
+    if name in _MODULES:
+        value = importlib.import_module(f"massive.core.{name}")
+    elif name in _HOMES:
+        value = getattr(importlib.import_module(_HOMES[name]), name)
+    else:
         raise AttributeError(f"module 'massive' has no attribute {name!r}")
-    home = importlib.import_module(_HOMES[name])
-    value = home if home.__name__ == f"massive.core.{name}" else getattr(home, name)
     globals()[name] = value  # later lookups find it without this function
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+    return sorted(set(globals()) | set(_HOMES) | set(_MODULES))
