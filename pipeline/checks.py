@@ -31,12 +31,11 @@ from typing import Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from massive.core import configs as arch  # the config facts of massive.core.arch, without torch
 from massive.core.errors import MassiveError
 from pipeline.config import is_images, layers_spec
 from pipeline.io import model_dir
+from pipeline.model import MARKER, facts, hf_dir, need
 from pipeline.names import plain
-from pipeline.paths import MARKER
 
 
 def seq_len(cfg: DictConfig) -> int:
@@ -44,50 +43,28 @@ def seq_len(cfg: DictConfig) -> int:
     return cfg.tokenize.seq_len or cfg.model.seq_len
 
 
-def model_config(cfg: DictConfig):
-    """The fetched model's config (with model.config_overrides), or None when it is not fetched."""
-    if not (model_dir(cfg) / MARKER).is_file():
-        return None
-    from transformers import AutoConfig
-
-    from pipeline.model import hf_dir
-
-    hf = hf_dir(cfg)
-    try:
-        return AutoConfig.from_pretrained(
-            hf, trust_remote_code=cfg.model.trust_remote_code, **OmegaConf.to_container(cfg.model.config_overrides)
-        )
-    except (OSError, ValueError) as exc:
-        raise MassiveError(
-            f"cannot read the config of {cfg.model.name!r} in {hf}: {str(exc).splitlines()[0]}"
-        ) from None
-
-
-def image_tokens(cfg: DictConfig, config) -> int | None:
+def image_tokens(cfg: DictConfig, facts: dict) -> int | None:
     """Tokens per image of a ViT (CLS, registers, patches of the processor's output size), or None."""
-    from pipeline.model import hf_dir
-
     path = hf_dir(cfg) / "preprocessor_config.json"
     pre = json.loads(path.read_text()) if path.is_file() else {}
     size = pre.get("crop_size") if pre.get("do_center_crop") else pre.get("size")
     if not (isinstance(size, dict) and "height" in size and "width" in size):
         return None
-    patch = arch.patch_size(config)
-    registers = int(getattr(arch.vision_config(config), "num_register_tokens", 0) or 0)
-    return 1 + registers + (int(size["height"]) // patch) * (int(size["width"]) // patch)
+    patch = need(facts, "patch_size", cfg.model.name)
+    return 1 + facts["num_register_tokens"] + (int(size["height"]) // patch) * (int(size["width"]) // patch)
 
 
-def check_seq_len(cfg: DictConfig, config) -> None:
-    limit, n = arch.max_positions(config), seq_len(cfg)
+def check_seq_len(cfg: DictConfig, facts: dict) -> None:
+    limit, n = facts["max_positions"], seq_len(cfg)
     if not is_images(cfg.data) and limit is not None and n > limit:
         raise MassiveError(f"seq_len={n} is above the maximum positions of {cfg.model.name!r} ({limit})")
 
 
-def check_top_k(cfg: DictConfig, config) -> None:
-    tokens = image_tokens(cfg, config) if is_images(cfg.data) else seq_len(cfg)
+def check_top_k(cfg: DictConfig, facts: dict) -> None:
+    tokens = image_tokens(cfg, facts) if is_images(cfg.data) else seq_len(cfg)
     if tokens is None:
         return
-    d, k = arch.hidden_size(config), cfg.capture.top_k
+    d, k = need(facts, "hidden_size", cfg.model.name), cfg.capture.top_k
     if k > tokens * d:
         raise MassiveError(
             f"capture.top_k={k} is above the {tokens * d} entries of one layer and sequence "
@@ -95,33 +72,33 @@ def check_top_k(cfg: DictConfig, config) -> None:
         )
 
 
-def _blocks(cfg: DictConfig, config, key: str, layers: list[int]) -> None:
-    n = arch.num_layers(config)
+def _blocks(cfg: DictConfig, facts: dict, key: str, layers: list[int]) -> None:
+    n = need(facts, "num_layers", cfg.model.name)
     bad = [x for x in layers if not 0 <= x < n]
     if bad:
         raise MassiveError(f"{key}: block {bad[0]} is out of range: {cfg.model.name!r} has blocks 0..{n - 1}")
 
 
-def check_layer_3d(cfg: DictConfig, config) -> None:
+def check_layer_3d(cfg: DictConfig, facts: dict) -> None:
     if cfg.figures.layer_3d is not None:
-        n = arch.num_layers(config)
+        n = need(facts, "num_layers", cfg.model.name)
         if not 0 <= cfg.figures.layer_3d < n:
             raise MassiveError(f"figures.layer_3d={cfg.figures.layer_3d} is outside 0..{n - 1}")
 
 
-def check_heatmap_layers(cfg: DictConfig, config) -> None:
+def check_heatmap_layers(cfg: DictConfig, facts: dict) -> None:
     layers = OmegaConf.select(cfg, "attention.heatmap_layers")
     if layers is not None:
-        _blocks(cfg, config, "attention.heatmap_layers", [int(x) for x in layers])
+        _blocks(cfg, facts, "attention.heatmap_layers", [int(x) for x in layers])
 
 
-def check_ablate_layers(cfg: DictConfig, config) -> None:
+def check_ablate_layers(cfg: DictConfig, facts: dict) -> None:
     spec = layers_spec(cfg.ablate.layers)
     if not isinstance(spec, str):
-        _blocks(cfg, config, "ablate.layers", spec)
+        _blocks(cfg, facts, "ablate.layers", spec)
 
 
-CHECKS: dict[str, list[Callable[[DictConfig, object], None]]] = {
+CHECKS: dict[str, list[Callable[[DictConfig, dict], None]]] = {
     "tokenize": [check_seq_len],
     "capture": [check_seq_len, check_top_k],
     "figures": [check_layer_3d],
@@ -135,14 +112,13 @@ CHECKS: dict[str, list[Callable[[DictConfig, object], None]]] = {
 
 
 def preflight(cfg: DictConfig, stage: str) -> None:
-    """Check the values `stage` uses against the fetched model's config; MassiveError naming the first bad one."""
-    if stage not in CHECKS or "model" not in cfg:
+    """Check the values `stage` uses against the fetched model's config (the facts fetch_model recorded,
+    pipeline.model.facts); MassiveError naming the first bad one. Nothing to check before the fetch."""
+    if stage not in CHECKS or "model" not in cfg or not (model_dir(cfg) / MARKER).is_file():
         return
-    config = model_config(cfg)
-    if config is None:
-        return
+    known = facts(cfg)
     for check in CHECKS[stage]:
-        check(cfg, config)
+        check(cfg, known)
 
 
 def dry_run(cfg: DictConfig) -> None:

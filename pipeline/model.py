@@ -11,19 +11,27 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from massive.core import models
 from massive.core.errors import MassiveError
-from massive.core.sequences import Protocol, resolve
+from massive.core.sequences import BosFacts, Protocol, resolve
 from pipeline import paths
 from pipeline.names import plain
-from pipeline.paths import MARKER  # noqa: F401 - written by fetch_model: where the Hugging Face directory is
 
-pick_device = models.pick_device
+if TYPE_CHECKING:  # the annotations only: the loading functions import torch when they run
+    import torch
+from pipeline.paths import MARKER  # written by fetch_model: where the Hugging Face directory is
+
+
+def pick_device(name):
+    """massive.core.models.pick_device: "auto" is cuda when available, else cpu."""
+    from massive.core import models
+
+    return models.pick_device(name)
 
 
 # ---------------------------------------------------------------- what fetch_model recorded, and its check
@@ -165,18 +173,101 @@ def hf_dir(cfg: DictConfig) -> Path:
 
 def load_tokenizer(cfg: DictConfig):
     """The fetched model's tokenizer."""
+    from massive.core import models
+
     return models.load_tokenizer(hf_dir(cfg), cfg.model.trust_remote_code, name=cfg.model.name)
+
+
+# ---------------------------------------------------------------- what the checks and the protocol read
+# fetch_model records under "facts" in fetched.json what the checks of a rule's values (pipeline.checks)
+# and the sequence protocol (model.bos) read from the model's config.json and tokenizer, with the
+# options they were read under (model.config_overrides, model.trust_remote_code). A later rule, or
+# `snakemake -n`, with the same options takes them from there instead of loading transformers' config
+# and tokenizer classes (3-4 s of each job's start); other options read the files again. The files
+# themselves are checked against fetched.json's hashes (verify) before anything is read.
+def _options(cfg: DictConfig) -> dict:
+    return {
+        "config_overrides": OmegaConf.to_container(cfg.model.config_overrides),
+        "trust_remote_code": bool(cfg.model.trust_remote_code),
+    }
+
+
+def _or_none(read: Callable[[], object]):
+    try:
+        return read()
+    except (MassiveError, AttributeError, TypeError, ValueError):
+        return None
+
+
+def read_facts(cfg: DictConfig, hf: Path, tokenizer: bool = False) -> dict:
+    """The facts of the model in `hf` under cfg's options: its blocks, width, positions, patch size and
+    registers (None where the config does not tell), and with `tokenizer` its tokenizer's BosFacts
+    (None when it has no tokenizer files; left out when it fails to load: the rule loading it says why)."""
+    from transformers import AutoConfig
+
+    from massive.core import arch, models
+
+    options = _options(cfg)
+    try:
+        config = AutoConfig.from_pretrained(
+            hf, trust_remote_code=options["trust_remote_code"], **options["config_overrides"]
+        )
+    except (OSError, ValueError) as exc:
+        raise MassiveError(
+            f"cannot read the config of {cfg.model.name!r} in {hf}: {str(exc).splitlines()[0]}"
+        ) from None
+    out = {
+        "options": options,
+        "model_type": getattr(config, "model_type", None),
+        "num_layers": _or_none(lambda: arch.num_layers(config)),
+        "hidden_size": _or_none(lambda: arch.hidden_size(config)),
+        "max_positions": arch.max_positions(config),
+        "patch_size": _or_none(lambda: arch.patch_size(config)),
+        "num_register_tokens": int(getattr(arch.vision_config(config), "num_register_tokens", 0) or 0),
+    }
+    if tokenizer:
+        if not any((Path(hf) / f).exists() for f in models.TOKENIZER_FILES):
+            out["tokenizer"] = None
+        else:
+            try:
+                out["tokenizer"] = asdict(BosFacts.of(models.load_tokenizer(hf, options["trust_remote_code"])))
+            except MassiveError:
+                pass
+    return out
+
+
+def recorded_facts(cfg: DictConfig) -> dict | None:
+    """The facts fetch_model recorded, when this run's options are those they were read under (else None)."""
+    facts = marker(cfg).get("facts")
+    return facts if facts and facts.get("options") == _options(cfg) else None
+
+
+def facts(cfg: DictConfig) -> dict:
+    """The fetched model's facts under this run's options (read_facts): as recorded, or read now."""
+    return recorded_facts(cfg) or read_facts(cfg, hf_dir(cfg))
+
+
+def need(facts: dict, key: str, name: str):
+    """facts[key], or the MassiveError saying the model's config does not tell it."""
+    if facts.get(key) is None:
+        what = key.replace("num_", "number of ").replace("_", " ")
+        raise MassiveError(f"cannot tell the {what} of {name!r} (model_type={facts.get('model_type')!r})")
+    return facts[key]
 
 
 def protocol(cfg: DictConfig, tok=None) -> Protocol:
     """How every sequence of this run begins: model.bos resolved with the model's tokenizer
-    (massive.core.sequences.resolve; `tok` saves loading it). Resolved once per run and kept in
-    cfg.protocol, so every table the run writes records it (pipeline.io.provenance).
-    model.bos=always for a tokenizer without a BOS token is a one-line error."""
+    (massive.core.sequences.resolve; `tok` saves loading it, and so do the BosFacts fetch_model
+    recorded). Resolved once per run and kept in cfg.protocol, so every table the run writes records
+    it (pipeline.io.provenance). model.bos=always for a tokenizer without a BOS token is a one-line error."""
     if cfg.get("protocol") is not None:
         return Protocol(
             **{k: v for k, v in OmegaConf.to_container(cfg.protocol).items() if k in Protocol.__dataclass_fields__}
         )
+    if tok is None:
+        recorded = recorded_facts(cfg)
+        if recorded and recorded.get("tokenizer") is not None:
+            tok = BosFacts(**recorded["tokenizer"])
     p = resolve(load_tokenizer(cfg) if tok is None else tok, plain(cfg.model.bos), name=repr(cfg.model.name))
     with open_dict(cfg):
         cfg.protocol = p.record()
@@ -185,6 +276,10 @@ def protocol(cfg: DictConfig, tok=None) -> Protocol:
 
 def load_model(cfg: DictConfig, device: torch.device | None = None, attn_implementation: str | None = None):
     """The fetched model in eval mode, in model.dtype, on `device` (or sharded by model.device_map)."""
+    import torch
+
+    from massive.core import models
+
     m = cfg.model
     head = None
     if m.head:

@@ -2,6 +2,7 @@
 asserting the one-line error, and setting up a detected run. Test modules import these from here
 (never from one another); fixtures live in conftest.py."""
 
+import contextlib
 import hashlib
 import os
 import re
@@ -100,6 +101,26 @@ def snakemake(*args, cwd, timeout=900, env=None):
     return subprocess.run(
         [*SNAKEMAKE, "--directory", str(cwd), *args], capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def dry_run_error(sweep: str | Path, cwd: Path) -> str:
+    """The one `error:` line `snakemake -n --config sweep=<sweep>` prints, computed in this process by the
+    calls the Snakefile makes while it builds the DAG (rules/common.smk: load the sweep, plan its jobs,
+    their config ids, then compose every job's config), without a Snakemake start (~6 s each).
+    tests/rules/test_dag.py::test_the_dry_runs_error_line_is_the_in_process_one holds it to Snakemake's."""
+    from massive.core.errors import MassiveError
+    from pipeline import jobs
+    from pipeline import sweep as sweeps
+
+    name = str(sweep)
+    try:
+        with contextlib.chdir(cwd):  # Snakemake runs in its --directory: paths in the configs are relative
+            plan = jobs.Plan(sweeps.load(name), name)
+            plan.ids(cache=None)
+            sweeps.check_configs(name, plan.described())
+    except MassiveError as exc:
+        return f"error: {exc}"
+    raise AssertionError(f"sweep {name} passed every check of the dry run")
 
 
 def job_counts(stdout: str) -> dict[str, int]:

@@ -89,9 +89,33 @@ def tokenizer_adds_bos(tok) -> bool:
     return bool(ids) and ids[0] == bos and tok("a", add_special_tokens=False)["input_ids"][:1] != [bos]
 
 
+@dataclass(frozen=True)
+class BosFacts:
+    """What `resolve` reads from a tokenizer: its BOS token (None: it has none) and whether it adds it
+    by default. Recorded once (pipeline/fetch_model.py), so a run resolves its protocol without loading
+    the tokenizer.
+
+        >>> BosFacts.of(byte_tokenizer(add_bos=True))
+        BosFacts(bos_token_id=0, bos_token='<s>', adds_bos=True)
+    """
+
+    bos_token_id: int | None = None
+    bos_token: str | None = None
+    adds_bos: bool = False
+
+    @classmethod
+    def of(cls, tok) -> "BosFacts":
+        token_id = getattr(tok, "bos_token_id", None)
+        return cls(
+            bos_token_id=token_id,
+            bos_token=getattr(tok, "bos_token", None) if token_id is not None else None,
+            adds_bos=tokenizer_adds_bos(tok),
+        )
+
+
 def resolve(tok, bos: str = "auto", name: str | None = None) -> Protocol:
-    """The Protocol of model.bos=`bos` (auto | always | never) for tokenizer `tok`. `always` for a
-    tokenizer without a BOS token is a MassiveError naming the model (`name`).
+    """The Protocol of model.bos=`bos` (auto | always | never) for tokenizer `tok` (or its BosFacts).
+    `always` for a tokenizer without a BOS token is a MassiveError naming the model (`name`).
 
         >>> resolve(byte_tokenizer(), "auto").name, resolve(byte_tokenizer(add_bos=True), "auto").name
         ('no_bos', 'bos')
@@ -99,8 +123,8 @@ def resolve(tok, bos: str = "auto", name: str | None = None) -> Protocol:
     bos = getattr(bos, "value", bos)
     if bos not in BOS_MODES:
         raise MassiveError(f"model.bos={bos!r} is not one of {', '.join(BOS_MODES)}")
-    token_id = getattr(tok, "bos_token_id", None)
-    adds = tokenizer_adds_bos(tok)
+    facts = tok if isinstance(tok, BosFacts) else BosFacts.of(tok)
+    token_id, adds = facts.bos_token_id, facts.adds_bos
     if bos == "always" and token_id is None:
         raise MassiveError(
             f"model.bos=always, but the tokenizer of {name or 'the model'} has no BOS token "
@@ -112,7 +136,7 @@ def resolve(tok, bos: str = "auto", name: str | None = None) -> Protocol:
         requested=bos,
         tokenizer_adds_bos=adds,
         bos_token_id=token_id,
-        bos_token=getattr(tok, "bos_token", None) if token_id is not None else None,
+        bos_token=facts.bos_token,
     )
 
 

@@ -7,7 +7,16 @@ import sys
 
 import pytest
 
-from helpers import REPO, SNAKEMAKE, assert_one_error_line, job_counts, keyed, snakemake, write_sweep  # noqa: F401
+from helpers import (  # noqa: F401
+    REPO,
+    SNAKEMAKE,
+    assert_one_error_line,
+    dry_run_error,
+    job_counts,
+    keyed,
+    snakemake,
+    write_sweep,
+)
 
 
 def test_lint_is_clean(tmp_path):
@@ -123,8 +132,7 @@ def test_layers_entries_become_path_safe_folders_and_unambiguous_overrides(tmp_p
 def test_layers_written_as_a_string_are_rejected(tmp_path, text):
     path = tmp_path / "sweep.yaml"
     path.write_text(f"models: [gpt2]\ncorpora: [wikitext2]\n{text}\n")
-    proc = snakemake("-n", "--config", f"sweep={path}", cwd=tmp_path)
-    error = assert_one_error_line(proc)
+    error = dry_run_error(path, tmp_path)
     assert "'3_99'" in error and "[3, 99]" in error, error
 
 
@@ -137,13 +145,9 @@ def test_layers_written_as_a_string_are_rejected(tmp_path, text):
     ],
 )
 def test_bad_ablation_entries_fail_the_dry_run_with_one_line(tmp_path, ablate, needle):
-    proc = snakemake(
-        "-n",
-        "--config",
-        f"sweep={write_sweep(tmp_path, models=['gpt2'], corpora=['wikitext2'], ablate=ablate)}",
-        cwd=tmp_path,
+    assert needle in dry_run_error(
+        write_sweep(tmp_path, models=["gpt2"], corpora=["wikitext2"], ablate=ablate), tmp_path
     )
-    assert needle in assert_one_error_line(proc)
 
 
 @pytest.mark.parametrize(
@@ -170,8 +174,7 @@ def test_bad_ablation_entries_fail_the_dry_run_with_one_line(tmp_path, ablate, n
     ],
 )
 def test_a_sweep_naming_an_entry_twice_is_rejected(tmp_path, sweep, twice):
-    proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, **sweep)}", cwd=tmp_path)
-    assert twice in assert_one_error_line(proc)
+    assert twice in dry_run_error(write_sweep(tmp_path, **sweep), tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -188,17 +191,23 @@ def test_a_sweep_naming_an_entry_twice_is_rejected(tmp_path, sweep, twice):
     ],
 )
 def test_a_typo_in_the_sweep_fails_before_any_job_runs(tmp_path, sweep, needle):
-    """Every job's config is composed while the DAG is built: `snakemake -n` fails with the one-line
-    error, and a real run starts no job, so the previous results stay as they were."""
+    """Every job's config is composed while the DAG is built: the dry run fails with the one-line error."""
+    path = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], **sweep)
+    assert needle in dry_run_error(path, tmp_path)
+
+
+def test_a_typo_fails_snakemake_n_and_a_real_run_starts_no_job(tmp_path):
+    """Through Snakemake: `snakemake -n` fails with the one-line error, and a real run starts no job,
+    so the previous results stay as they were."""
     tokens = tmp_path / "results/tiny_random/news_sample/tokens.parquet"
     tokens.parent.mkdir(parents=True)
     tokens.write_bytes(b"an earlier good result")
     before = tokens.stat().st_mtime_ns
-    path = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], **sweep)
+    path = write_sweep(tmp_path, models=["tiny_random"], corpora=["news_sample"], overrides=["capture.top_kk=5"])
     dry = snakemake("-n", "--config", f"sweep={path}", cwd=tmp_path)
-    assert needle in assert_one_error_line(dry)
+    assert assert_one_error_line(dry) == dry_run_error(path, tmp_path) and "capture.top_kk" in dry.stderr
     real = snakemake("--cores", "1", "--config", f"sweep={path}", cwd=tmp_path, timeout=300)
-    assert needle in assert_one_error_line(real)
+    assert "capture.top_kk" in assert_one_error_line(real)
     assert tokens.read_bytes() == b"an earlier good result" and tokens.stat().st_mtime_ns == before
     assert not (tmp_path / "logs").exists() and not (tmp_path / "cache").exists()
 
@@ -258,8 +267,23 @@ def test_editing_the_sweep_changes_the_dag(tmp_path):
     ],
 )
 def test_bad_sweep_is_rejected(tmp_path, sweep, message):
-    proc = snakemake("-n", "--config", f"sweep={write_sweep(tmp_path, **sweep)}", cwd=tmp_path)
-    assert message in assert_one_error_line(proc)
+    assert message in dry_run_error(write_sweep(tmp_path, **sweep), tmp_path)
+
+
+@pytest.mark.parametrize(
+    "sweep",
+    [
+        {"models": ["gpt2", "gpt2"], "corpora": ["wikitext2"]},  # the sweep file's own checks
+        {"models": ["gpt2"], "corpora": ["wikitext2"], "ablate": {"interventions": ["none"], "layers": ["3_99"]}},
+        {"models": ["no_such_model"], "corpora": ["wiki_sample"]},
+    ],
+)
+def test_the_dry_runs_error_line_is_the_in_process_one(tmp_path, sweep):
+    """helpers.dry_run_error (the tests above) gives exactly the line `snakemake -n` prints, exit 2."""
+    path = write_sweep(tmp_path, **sweep)
+    assert assert_one_error_line(snakemake("-n", "--config", f"sweep={path}", cwd=tmp_path)) == dry_run_error(
+        path, tmp_path
+    )
 
 
 def test_paths_import_no_hydra():

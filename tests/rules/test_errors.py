@@ -186,6 +186,37 @@ def test_preflight_checks_only_a_fetched_model(compose_in):
     preflight(compose_in("model=tiny_random", "capture.top_k=1000000000"), "capture")  # not fetched: the rule says so
 
 
+def test_checks_and_protocol_read_the_facts_fetch_model_recorded(good_run, monkeypatch):
+    """fetch_model records what the checks and model.bos read (fetched.json "facts", under the options
+    they were read with): a rule with those options reads neither config.json nor the tokenizer; other
+    model.config_overrides read the config again. The facts equal what the files say."""
+    import json
+
+    import transformers
+
+    from massive.core.errors import MassiveError
+    from pipeline import model
+    from pipeline.checks import preflight
+    from pipeline.cli import compose
+
+    root, args = good_run
+    record = json.loads((root / "cache/models/tiny_random/fetched.json").read_text())
+    cfg = compose(args)
+    live = model.read_facts(cfg, model.hf_dir(cfg), tokenizer=True)
+    assert record["facts"] == live and live["num_layers"] == 4 and live["tokenizer"] is not None
+
+    def unread(*a, **k):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained", unread)
+    monkeypatch.setattr(model, "load_tokenizer", unread)
+    with pytest.raises(MassiveError, match="capture.top_k=1000000000 is above"):
+        preflight(compose([*args, "capture.top_k=1000000000"]), "capture")
+    assert model.protocol(compose([*args, "model.bos=always"])).bos  # from the recorded BosFacts
+    with pytest.raises(AssertionError, match="read again"):  # other options: the config is read again
+        preflight(compose([*args, "+model.config_overrides.max_position_embeddings=8"]), "capture")
+
+
 # ---------------------------------------------------------------- #24: one line, exit 2, nothing lost
 @pytest.fixture
 def good_copy(good_run, tmp_path):
