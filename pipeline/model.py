@@ -205,7 +205,7 @@ def read_facts(cfg: DictConfig, hf: Path, tokenizer: bool = False) -> dict:
     (None when it has no tokenizer files; left out when it fails to load: the rule loading it says why)."""
     from transformers import AutoConfig
 
-    from massive.core import arch, models
+    from massive.core import configs  # the config facts, without torch
 
     options = _options(cfg)
     try:
@@ -219,13 +219,15 @@ def read_facts(cfg: DictConfig, hf: Path, tokenizer: bool = False) -> dict:
     out = {
         "options": options,
         "model_type": getattr(config, "model_type", None),
-        "num_layers": _or_none(lambda: arch.num_layers(config)),
-        "hidden_size": _or_none(lambda: arch.hidden_size(config)),
-        "max_positions": arch.max_positions(config),
-        "patch_size": _or_none(lambda: arch.patch_size(config)),
-        "num_register_tokens": int(getattr(arch.vision_config(config), "num_register_tokens", 0) or 0),
+        "num_layers": _or_none(lambda: configs.num_layers(config)),
+        "hidden_size": _or_none(lambda: configs.hidden_size(config)),
+        "max_positions": configs.max_positions(config),
+        "patch_size": _or_none(lambda: configs.patch_size(config)),
+        "num_register_tokens": int(getattr(configs.vision_config(config), "num_register_tokens", 0) or 0),
     }
     if tokenizer:
+        from massive.core import models
+
         if not any((Path(hf) / f).exists() for f in models.TOKENIZER_FILES):
             out["tokenizer"] = None
         else:

@@ -45,10 +45,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from massive.core.configs import hidden_size, max_positions, num_layers, patch_size, vision_config  # noqa: F401
+from massive.core.configs import hidden_size, max_positions, num_layers, patch_size, vision_config  # noqa: F401 - also here
 from massive.core.dtypes import DTYPE_NAMES, torch_dtype
 from massive.core.errors import MassiveError
-from massive.core.tokens import NEWLINE_BYTES, is_newline_token, role_of_name  # noqa: F401 - their home until now
+from massive.core.tokens import NEWLINE_BYTES, is_newline_token, role_of_name  # noqa: F401 - also here
 
 DTYPES = {name: torch_dtype(name) for name in DTYPE_NAMES}  # name -> torch dtype (massive.core.dtypes)
 MLP_NAMES = ("mlp", "feed_forward", "block_sparse_moe", "ffn")
