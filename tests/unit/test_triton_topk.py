@@ -232,15 +232,21 @@ def test_default_launch_config():
 def test_capture_through_the_kernel_matches_the_torch_path():
     """The capture's statistics are the same whichever backend computes them."""
     import pandas as pd
+    from transformers import AutoModelForCausalLM
 
     from massive.measure.capture import capture
 
     import tiny
 
-    model = tiny.plant(tiny.build("llama"), layer=1, dim=7)
+    # two blocks, not tiny's four: each launch of the interpreted kernel takes about 2 s here
+    config = tiny.config("llama")
+    config.num_hidden_layers = 2
+    torch.manual_seed(0)
+    model = tiny.plant(AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval(), layer=1, dim=7)
     ids = tiny.sequences(2, 12)
     with torch.inference_mode():
         results = {backend: capture(model, ids, k=8, backend=backend) for backend in ("torch", "triton")}
+    assert results["torch"].n_layers == 2 and results["torch"].topk["abs_value"].max() > 100  # the planted one
     for table in ("layer_stats", "topk", "dim_max"):
         pd.testing.assert_frame_equal(
             getattr(results["torch"], table), getattr(results["triton"], table), check_exact=True
