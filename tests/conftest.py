@@ -8,6 +8,7 @@ from helpers import (
     TINY_SWEEP,
     run_module,  # noqa: F401
     snakemake,
+    tiny_corpus,
     write_sweep,
 )
 
@@ -48,6 +49,7 @@ def tiny_dag(tmp_path_factory, worker_id) -> Path:
     with FileLock(str(root / "tiny_dag.lock")):
         if not done.is_file():
             work.mkdir(exist_ok=True)
+            tiny_corpus(work)
             proc = snakemake(
                 "--cores", "2", "--config", f"sweep={write_sweep(work, **TINY_SWEEP)}", cwd=work, timeout=1500
             )

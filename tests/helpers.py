@@ -41,9 +41,10 @@ def keyed(work: Path, sweep: str | Path, rule: str, model: str, corpus: str, lay
     from pipeline import jobs
     from pipeline import sweep as sweeps
 
-    plan = jobs.Plan(sweeps.load(str(sweep)), str(sweep))
-    plan.ids(root=work)
-    return work / plan.dir(rule, model, corpus, layers)
+    with contextlib.chdir(work):  # a config named by path is relative to the working directory
+        plan = jobs.Plan(sweeps.load(str(sweep)), str(sweep))
+        plan.ids(root=work)
+        return work / plan.dir(rule, model, corpus, layers)
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
@@ -181,9 +182,13 @@ def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, se
 # The tiny sweep of the whole-DAG tests (tests/rules/test_dag.py, tests/e2e/test_browser.py, tests/e2e/test_golden.py):
 # every LLM rule (ablation, attention, origins, inference) on two corpora, and the ViT smoke run. It holds
 # the golden sweep (tests/golden.py SWEEP: its tables are the golden test's), hence the ablation at "all".
+# The second corpus is a YAML of the run's own, named by path as a user's (tiny_corpus): the news sample's
+# longer articles. It was wiki_sample, whose 3.4 million characters each of its ten jobs tokenised again
+# (88 s of CPU of the run's ~190 s); the MediaWiki parsing keeps its test (tests/rules/test_ablation_rule.py).
+TINY_CORPUS = "scratch/news_long.yaml"
 TINY_SWEEP = dict(
     models=["tiny_random"],
-    corpora=["news_sample", "wiki_sample"],
+    corpora=["news_sample", TINY_CORPUS],
     overrides=["tokenize.num_sequences=4", "capture.top_k=8", "ablate.max_chunks=4"],
     ablate={"interventions": ["none", "zero", "mean", "random_zero"], "layers": ["emerge", "all"]},
     attention={"num_sequences": 4},
@@ -191,6 +196,15 @@ TINY_SWEEP = dict(
     inference={"max_chunks": 2, "windows": [8], "sinks": [1], "schemes": ["a8_per_tensor", "w4_per_channel"]},
     vision={"models": ["vit_random"], "images": ["photos"], "overrides": ["ablate.max_images=6"]},
 )
+
+
+def tiny_corpus(work: Path) -> Path:
+    """TINY_CORPUS in `work`: conf/data/news_sample.yaml's articles of at least 500 characters, as news_long."""
+    data = yaml.safe_load((REPO / "conf" / "data" / "news_sample.yaml").read_text())
+    path = work / TINY_CORPUS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({**data, "name": "news_long", "min_chars": 500}))
+    return path
 
 
 def assert_one_error_line(proc) -> str:
