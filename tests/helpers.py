@@ -184,7 +184,7 @@ def prepare(tmp_path, compose_in, family: str, planted: bool, n_seq: int = 4, se
 # the golden sweep (tests/golden.py SWEEP: its tables are the golden test's), hence the ablation at "all".
 # The second corpus is a YAML of the run's own, named by path as a user's (tiny_corpus): the news sample's
 # longer articles. It was wiki_sample, whose 3.4 million characters each of its ten jobs tokenised again
-# (88 s of CPU of the run's ~190 s); the MediaWiki parsing keeps its test (tests/rules/test_ablation_rule.py).
+# (88 s of CPU of the run's ~190 s); the MediaWiki parsing has its own test (tests/rules/test_hub_data.py).
 TINY_CORPUS = "scratch/news_long.yaml"
 TINY_SWEEP = dict(
     models=["tiny_random"],

@@ -61,13 +61,21 @@ def test_weights_damaged_after_fetching_fail_at_load(tmp_path, damage, needle):
 
 
 # ---------------------------------------------------------------- #12 defect 7: fetch_model checks the weights
+@pytest.fixture(scope="module")
+def fetched_tiny(tmp_path_factory):
+    """A working directory where `python -m pipeline.fetch_model model=tiny_random` ran (once per module)."""
+    root = tmp_path_factory.mktemp("fetched") / "run"
+    assert run_module("fetch_model", "model=tiny_random", f"paths.root={root}").returncode == 0
+    return root
+
+
 @pytest.mark.parametrize(
     "damage, needle",
     [("truncated", "is truncated"), ("garbage", "not a safetensors file"), ("missing", "no weights file")],
 )
-def test_damaged_weights_fail_fetch_model_and_keep_other_models(tmp_path, damage, needle):
+def test_damaged_weights_fail_fetch_model_and_keep_other_models(tmp_path, damage, needle, fetched_tiny):
     root = tmp_path / "run"
-    assert run_module("fetch_model", "model=tiny_random", f"paths.root={root}").returncode == 0
+    shutil.copytree(fetched_tiny, root, symlinks=True)  # another model, fetched before
     good = tree(root)
     path = tiny.save(tiny.build("llama"), tmp_path / "hf")
     weights = tmp_path / "hf" / "model.safetensors"
