@@ -324,8 +324,6 @@ def test_tiny_dag_runs_as_slurm_jobs(tmp_path, local_slurm):
         "squeue",
         "--slurm-init-seconds-before-status-checks",
         "1",
-        "--seconds-between-status-checks",  # (default 10 s: five jobs in a chain waited up to 50 s for it)
-        "1",
         "--latency-wait",
         "5",
         "--retries",
