@@ -1,7 +1,13 @@
 import os
 from pathlib import Path
 
-import pytest
+# One OpenMP thread in each test process and in each process it starts (a rule through its CLI; a
+# Snakemake job gets its rule's threads, profiles/default): two xdist workers share two cores, and torch
+# ops on two threads each spun waiting for each other (tests/unit/test_families.py and test_detection.py:
+# 37.0 s of CPU with torch's default, 31.1 s with one thread, the same wall time). Set before any torch import.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
 
 # the shared helpers, here too for the test modules that import them from conftest
 from helpers import (
