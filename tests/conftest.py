@@ -23,10 +23,14 @@ KINDS = ("unit", "rules", "e2e")  # tests/<kind>/: docs/testing.md
 
 
 def pytest_collection_modifyitems(items):
-    """Each test is marked with its folder's kind (`pytest -m unit`)."""
+    """Each test is marked with its folder's kind (`pytest -m unit`), and the slow ones (whole DAGs) run
+    first: with `--dist worksteal` a worker that runs out takes only tests not yet started, so a long
+    test that starts near the end leaves the other worker idle (the two-sweeps test, 82 s, started at
+    512 s of a 601-s suite whose other worker had ended at 550 s)."""
     for item in items:
         if item.path.parent.name in KINDS:
             item.add_marker(item.path.parent.name)
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: the rest in file order
 
 
 @pytest.fixture
