@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -51,8 +52,9 @@ import torch
 
 from massive.kernels.topk import top_abs_torch, triton_available
 
-SAMPLE = 4096  # entries per row that bracket the median (host path)
-SMALL = 16384  # rows shorter than this take torch.kthvalue at once
+SAMPLE = 8192  # entries of the strided sample that guesses each row's order statistics (host path)
+SMALL = 16384  # rows shorter than this are reduced by selections over the whole row
+SPREAD = 3  # the median's bracket: this many standard deviations of the sample's rank either side
 
 
 def _ladder(values) -> tuple[float, ...]:
@@ -90,8 +92,8 @@ class Thresholds:
     def of(self, med: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(count thresholds [n, A + R], per-dim thresholds [n, len(outlier) + A + R]) for the medians
         `med` [n], in float32 (as |a| is compared). The massive ones are a basis, not the pairs: each
-        min_abs a, then max(min_abs[0], r x median) for each min_ratio r; for a given sequence
-        (and dim) the count above max(a, r x median) is the smaller of the counts above a and above
+        min_abs a, then max(min_abs[0], r x median) for each min_ratio r; for a given sequence (and
+        dim) the count above max(a, r x median) is the smaller of the counts above a and above
         max(min_abs[0], r x median) (`pairs` combines them), so A + R thresholds give the A x R counts."""
         f32 = np.float32  # scalars, so that nothing is read back from a device
         floor = f32(self.min_abs[0])
@@ -100,6 +102,18 @@ class Thresholds:
         ]
         outlier = [torch.clamp(med * f32(r), min=f32(a)) for a, r in self.outlier]
         return torch.stack(basis, dim=1), torch.stack(outlier + basis, dim=1)
+
+    def every(self, med: np.float32) -> np.ndarray:
+        """The thresholds of every pair for one sequence of median |a| `med`, in float32 [len(outlier) +
+        A x R]: max(a, r x median) for each (a, r) of `outlier`, then of `massive` (the rows of
+        dim_counts), the same float32 values as `of` and `pairs` compare with."""
+        a, r = self._every
+        return np.maximum(a, np.float32(med) * r)
+
+    @functools.cached_property
+    def _every(self) -> tuple[np.ndarray, np.ndarray]:
+        pairs = self.outlier + self.massive
+        return np.array([a for a, _ in pairs], dtype=np.float32), np.array([r for _, r in pairs], dtype=np.float32)
 
     def pairs(self, counts: torch.Tensor) -> torch.Tensor:
         """The counts above each massive pair (min_abs a, min_ratio r) [..., A x R], in the order of
@@ -137,33 +151,79 @@ def _coprime_step(n: int, d: int) -> int:
     return step
 
 
-def _bracket(x: np.ndarray, d: int, ranks: list[int], step: int | None = None) -> list[float]:
-    """Order statistics of a strided sample of the row x (a stride coprime with the width d, by
-    default about x.size / SAMPLE) at the ranks `ranks` of the row (0-based), each from the
-    sample's matching rank."""
-    step = _coprime_step(x.size, d) if step is None else step
-    s = x[::step]
-    at = [min(max(r * s.size // x.size, 0), s.size - 1) for r in ranks]
-    part = np.partition(s, sorted(set(at)))
-    return [float(part[i]) for i in at]
+@dataclass(frozen=True)
+class _Plan:
+    """How a row of `size` entries (width d) is sampled (every `step`-th entry, `s` of them) and at
+    which of the sample's ranks its order statistics are read: `lo` and `hi` bracket the median
+    (SPREAD standard deviations of the sample's rank either side), `top` puts about
+    max(4k + 36, 16 x step) entries of the row above it (None: k too near the row's size)."""
+
+    step: int
+    s: int
+    lo: int
+    hi: int
+    top: int | None
+
+    @property
+    def kth(self) -> list[int]:
+        return sorted({self.lo, self.hi} | ({self.top} if self.top is not None else set()))
+
+
+@functools.lru_cache(maxsize=None)
+def _plan(size: int, d: int, k: int) -> _Plan | None:
+    """The sampling plan of a row (None: too short to sample, selections over the whole row)."""
+    if size < SMALL:
+        return None
+    step = _coprime_step(size, d)
+    s = len(range(0, size, step))
+    c = ((size - 1) // 2) * s // size  # the median's rank in the sample
+    w = int(SPREAD * math.sqrt(s) / 2) + 2  # the sample's rank has a standard deviation of about sqrt(s) / 2
+    want = 4 * (k + 1) + 32
+    above = max(16, -(-want * s // size))  # sample entries above the top-k's guess
+    top = s - 1 - above if want * 4 <= size and above < s // 4 else None
+    return _Plan(step, s, max(c - w, 0), min(c + w, s - 1), top)
+
+
+_scratch = threading.local()
+
+
+def _mask(size: int, i: int = 0) -> np.ndarray:
+    """Boolean buffer i (0 or 1) of `size` entries for this thread, reused from row to row (a fresh
+    one per comparison would be paged in anew each time)."""
+    bufs = getattr(_scratch, "masks", None)
+    if bufs is None or bufs[0].size != size:
+        bufs = _scratch.masks = (np.empty(size, dtype=bool), np.empty(size, dtype=bool))
+    return bufs[i]
+
+
+def _above(x: np.ndarray, v) -> np.ndarray:
+    """The flat indices of the entries of x above v, ascending."""
+    return np.flatnonzero(np.greater(x, v, out=_mask(x.size)))
+
+
+def _median_in(x: np.ndarray, lo: np.float32, hi: np.float32) -> np.float32:
+    """The lower median of the row x, exactly np.partition's value: one pass counts the entries below
+    lo and keeps those in [lo, hi], a selection among those gives it when the bracket holds it, else a
+    selection over the whole row."""
+    size, m = x.size, (x.size - 1) // 2
+    ge = np.greater_equal(x, lo, out=_mask(size))
+    below = size - int(np.count_nonzero(ge))
+    if below <= m:
+        kept = np.compress(np.logical_and(ge, np.less_equal(x, hi, out=_mask(size, 1)), out=ge), x)
+        if m < below + kept.size:
+            return np.partition(kept, m - below)[m - below]
+    return np.partition(x, m)[m]
 
 
 def median_row(x: np.ndarray, d: int = 1) -> np.float32:
     """The lower median of the row x (float32 |a| >= 0, finite): exactly np.partition's value, from a
-    strided sample's bracket around it (about 4 standard deviations wide), one pass that counts the
-    entries below it and keeps those inside, and a selection among those."""
-    size = x.size
-    m = (size - 1) // 2
-    if size >= SMALL:
-        s = size // _coprime_step(size, d) + 1
-        half = (2 * int(math.sqrt(s)) + 2) * size // s  # about 4 standard deviations of the sample's rank
-        lo, hi = _bracket(x, d, [m - half, m + half])
-        ge = x >= np.float32(lo)
-        below = size - int(np.count_nonzero(ge))
-        kept = x[ge & (x <= np.float32(hi))]
-        if below <= m < below + kept.size:
-            return np.partition(kept, m - below)[m - below]
-    return np.partition(x, m)[m]
+    strided sample's bracket around it (SPREAD standard deviations of its rank either side), one pass
+    that counts the entries below it and keeps those inside, and a selection among those."""
+    plan = _plan(x.size, d, 1)
+    if plan is None:
+        return np.partition(x, (x.size - 1) // 2)[(x.size - 1) // 2]
+    part = np.partition(x[:: plan.step], [plan.lo, plan.hi])
+    return _median_in(x, part[plan.lo], part[plan.hi])
 
 
 def median_lower(a: torch.Tensor, d: int = 1) -> torch.Tensor:
@@ -177,37 +237,81 @@ def median_lower(a: torch.Tensor, d: int = 1) -> torch.Tensor:
     return torch.from_numpy(np.array([median_row(row, d) for row in x], dtype=np.float32))
 
 
-def top_row(x: np.ndarray, k: int, d: int = 1) -> tuple[np.ndarray, float] | None:
-    """(the flat indices of the k largest entries of the row x, |a| descending, among equal |a| the
-    lowest index first; the value t such that every entry above t is among `candidates`) or None
-    when the sample's guess keeps fewer than k entries: the candidates are the entries above a
-    value that a strided sample puts at about 4k entries, compacted in index order, so a stable
-    sort of them gives the order at once."""
-    size = x.size
-    want = 4 * (k + 1) + 32
-    if want * 4 > size:
-        return None
-    # a sample that puts about 16 of its entries above t, whatever the row's length
-    (t,) = _bracket(x, d, [size - want], _coprime_step(min(size, want * SAMPLE // 16), d))
-    cand = np.flatnonzero(x > np.float32(t))
-    if cand.size < k + 1:
-        return None
-    order = np.argsort(-x[cand], kind="stable")[:k]
-    return cand, t, cand[order]
+def _top(x: np.ndarray, cand: np.ndarray, k: int) -> np.ndarray:
+    """The flat indices of the k largest entries of x, |a| descending, among equal |a| the lowest index
+    first, given candidates `cand` (ascending indices, at least k of them) that hold every entry at or
+    above the k-th largest: a stable sort of the candidates at or above their k-th largest value."""
+    vals = x[cand]
+    if cand.size > 4 * k:  # keep those at or above the k-th largest candidate value (ties included)
+        keep = vals >= np.partition(vals, cand.size - k)[cand.size - k]
+        cand, vals = cand[keep], vals[keep]
+    return cand[np.argsort(-vals, kind="stable")[:k]]
 
 
-def _order(a: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kept flat indices idx [n, k] in the capture's order (|a| descending, then index
-    ascending) -> (values, signed, indices)."""
-    idx, _ = torch.sort(idx, dim=1)
-    order = torch.sort(torch.gather(a, 1, idx), dim=1, descending=True, stable=True).indices
-    idx = torch.gather(idx, 1, order)
-    return torch.gather(a, 1, idx), torch.gather(x.reshape(len(x), -1), 1, idx).to(torch.float32), idx
+def _per_dim(idx: np.ndarray, vals: np.ndarray, above: np.ndarray, d: int) -> np.ndarray:
+    """[C, d]: per threshold above[c] and dim, how many of the entries (flat indices idx, values vals)
+    are above it: each entry's number of thresholds below it (a search among them, sorted), a histogram
+    of those per dim, and its sums from the top."""
+    order = np.argsort(above, kind="stable")
+    j = np.searchsorted(above[order], vals, side="left")  # the sorted thresholds below each value
+    hist = np.bincount(j * d + idx % d, minlength=(above.size + 1) * d).reshape(above.size + 1, d)
+    for c in range(above.size, 1, -1):  # above the c-th smallest: more than c of them below it
+        hist[c - 1] += hist[c]
+    out = np.empty((above.size, d), dtype=np.int64)
+    out[order] = hist[1:]
+    return out
 
 
-def _dim_counts_full(a3: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
-    """[n, C, D]: per sequence and dim, the entries of a3 [n, T, D] above thr [n, C] (a pass per threshold)."""
-    return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=1) for c in range(thr.shape[1])], dim=1)
+def _row(x: np.ndarray, mx: np.ndarray, k: int, d: int, thr: Thresholds) -> tuple:
+    """(top-k flat indices, median, per-dim counts above every pair's threshold [len(outlier) + A x R,
+    d]) of one row x (float32 |a|, finite) whose per-dim maxima are mx: the module docstring's host path."""
+    size, m = x.size, (x.size - 1) // 2
+    plan = _plan(size, d, k)
+    t = None
+    if plan is None:
+        med = np.partition(x, m)[m]
+    else:
+        s = np.partition(x[:: plan.step], plan.kth)
+        med = _median_in(x, s[plan.lo], s[plan.hi])
+        if plan.top is not None:
+            t = s[plan.top]
+    above = thr.every(med)
+    low = above.min()
+
+    def few(v) -> bool:  # the sample says that at most 1/16 of the row lies above v
+        return plan is not None and np.count_nonzero(s > v) * plan.step <= size // 16
+
+    hot = cand = None  # the entries above low; the top-k's candidates, every entry above t
+    if t is not None:
+        if low < t and few(low):
+            hot = _above(x, low)
+            cand = hot[x[hot] > t]
+        else:
+            cand = _above(x, t)
+    if cand is None or cand.size < k + 1:  # a short row or a guess that keeps too few: torch.topk, ties by index
+        idx = top_abs_torch(torch.from_numpy(x), k).indices.numpy()
+        t, cand = x[idx[-1]], np.sort(idx)  # every entry above the k-th |a| is in the top-k
+    else:
+        idx = _top(x, cand, k)
+    if hot is None and low >= t:
+        hot = cand[x[cand] > low]
+    if hot is not None:
+        return idx, med, _per_dim(hot, x[hot], above, d)
+    # many entries above the lowest threshold: the massive pairs from the entries above theirs, the
+    # outlier pairs per dim over the dims whose max passes
+    o = len(thr.outlier)
+    low = above[o:].min()
+    hot = cand[x[cand] > low] if low >= t else _above(x, low)
+    dc = np.zeros((above.size, d), dtype=np.int64)
+    dc[o:] = _per_dim(hot, x[hot], above[o:], d)
+    x2 = x.reshape(-1, d)
+    for c in range(o):
+        cols = np.flatnonzero(mx > above[c])  # only dims whose max passes can count
+        if len(cols) > d // 8:
+            dc[c] = np.count_nonzero(x2 > above[c], axis=0)
+        elif len(cols):
+            dc[c, cols] = np.count_nonzero(x2[:, cols] > above[c], axis=0)
+    return idx, med, dc
 
 
 @functools.lru_cache(maxsize=None)
@@ -223,8 +327,9 @@ def _pool() -> ThreadPoolExecutor:
 def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockStats:
     n, d = x.shape[0], x.shape[-1]
     row_max = a.view(n, -1, d).amax(dim=1)  # [n, D]; inf and NaN propagate
-    finite = torch.isfinite(row_max).all(dim=1)
-    if not bool(finite.all()):  # the caller raises: no statistic of it is used
+    mn = row_max.numpy()
+    finite = np.isfinite(mn).all(axis=1)
+    if not finite.all():  # the caller raises: no statistic of it is used
         z = torch.zeros
         return BlockStats(
             z(n),
@@ -234,63 +339,41 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
             z(n, len(thr.massive), dtype=torch.int64),
             row_max.amax(dim=0),
             z(len(thr.outlier) + len(thr.massive), d, dtype=torch.int64),
-            finite,
+            torch.from_numpy(finite),
             z(n, dtype=torch.bool),
         )
-    an, mn = a.numpy(), row_max.numpy()
-    med = np.array(
-        list(_pool().map(lambda row: median_row(row, d), an))
-        if n > 1 and torch.get_num_threads() > 1
-        else [median_row(row, d) for row in an],
-        dtype=np.float32,
-    )
-    count_thr, dim_thr = (t.numpy() for t in thr.of(torch.from_numpy(med)))
-
-    def one(r: int) -> tuple[np.ndarray, list[int], np.ndarray]:  # (top-k indices, counts, dim counts) of row r
-        row = an[r]
-        top = top_row(row, k, d)
-        if top is None:  # k near the row's size: torch.topk with the ties cut by index
-            i = top_abs_torch(x[r], k).indices.numpy()
-            cand, t = i, float(row[i[-1]])  # every entry above the k-th |a| is in the top-k
-        else:
-            cand, t, i = top
-        # the entries above the lowest count threshold: among the candidates when it is at or above t,
-        # else one pass; each count above a threshold at or above it is then counted over those alone
-        low = np.float32(count_thr[r].min())
-        hot = cand[row[cand] > low] if low >= t else np.flatnonzero(row > low)
-        ranked = np.sort(row[hot])
-        counts = ranked.size - np.searchsorted(ranked, count_thr[r], side="right")
-        dc = np.zeros((dim_thr.shape[1], d), dtype=np.int64)
-        for c, v in enumerate(dim_thr[r]):
-            if v >= low:
-                dc[c] = np.bincount(hot[row[hot] > v] % d, minlength=d)
-                continue
-            cols = np.flatnonzero(mn[r] > v)  # only dims whose max passes can count
-            if len(cols) > d // 8:
-                dc[c] = np.count_nonzero(row.reshape(-1, d) > v, axis=0)
-            elif len(cols):
-                dc[c, cols] = np.count_nonzero(row.reshape(-1, d)[:, cols] > v, axis=0)
-        return i, counts, dc
-
-    # the rows side by side on torch's threads (numpy lets go of the GIL in these loops)
+    an = a.numpy()
+    one = lambda r: _row(an[r], mn[r], k, d, thr)  # noqa: E731
+    # the rows side by side on torch's threads (numpy lets go of the GIL in its loops)
     rows = list(_pool().map(one, range(n))) if n > 1 and torch.get_num_threads() > 1 else [one(r) for r in range(n)]
     idx = np.stack([i for i, _, _ in rows])
-    counts = np.array([c for _, c, _ in rows], dtype=np.int64).reshape(n, count_thr.shape[1])
-    dim_counts = np.stack([dc for _, _, dc in rows])
+    dim_counts = np.stack([dc for _, _, dc in rows])  # [n, len(outlier) + A x R, D]
     t = torch.from_numpy
-    values = np.take_along_axis(an, idx, axis=1)
-    signed = torch.gather(x.reshape(n, -1), 1, t(idx)).to(torch.float32)
     return BlockStats(
-        t(med),
-        t(values),
-        signed,
+        t(np.array([m for _, m, _ in rows], dtype=np.float32)),
+        t(np.take_along_axis(an, idx, axis=1)),
+        torch.gather(x.reshape(n, -1), 1, t(idx)).to(torch.float32),
         t(idx),
-        thr.pairs(t(counts)),
+        t(dim_counts[:, len(thr.outlier) :].sum(axis=2)),
         row_max.amax(dim=0),
-        thr.dim_pairs(t(dim_counts)),
-        finite,
+        t(dim_counts.sum(axis=0)),
+        t(finite),
         torch.zeros(n, dtype=torch.bool),
     )
+
+
+def _order(a: torch.Tensor, x: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kept flat indices idx [n, k] in the capture's order (|a| descending, then index
+    ascending) -> (values, signed, indices)."""
+    idx, _ = torch.sort(idx, dim=1)
+    order = torch.sort(torch.gather(a, 1, idx), dim=1, descending=True, stable=True).indices
+    idx = torch.gather(idx, 1, order)
+    return torch.gather(a, 1, idx), torch.gather(x.reshape(len(x), -1), 1, idx).to(torch.float32), idx
+
+
+def _dim_counts_full(a3: torch.Tensor, thr: torch.Tensor) -> torch.Tensor:
+    """[n, C, D]: per sequence and dim, the entries of a3 [n, T, D] above thr [n, C] (a pass per threshold)."""
+    return torch.stack([(a3 > thr[:, c, None, None]).sum(dim=1) for c in range(thr.shape[1])], dim=1)
 
 
 def _device(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds, backend: str) -> BlockStats:
