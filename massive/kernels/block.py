@@ -17,19 +17,23 @@ in float32 whatever h's dtype (a BlockStats of tensors on h's device):
                      tied entries to keep needs the exact path; the caller redoes the batch with it)
 
 Two paths:
-  host    (CPU tensors; `sync=True`): numpy, row by row, reading small results to skip work. A
-          strided sample of the row (a stride coprime with D, so every dim is sampled) gives
-          order statistics that bracket what is wanted:
-            median: one pass counts the entries below the bracket and keeps those inside (about
-            6%), a selection among those gives the exact median (median_row; a row whose bracket
-            misses falls back to a selection over the whole row);
-            top-k: the entries above a value that the sample puts at about 4k entries are the
-            candidates, compacted in index order, and a stable sort of them gives the top-k with
-            ties cut by index (top_row; too few candidates: torch.topk with the tie fix).
-          The entries above the lowest massive threshold are found among the candidates (one pass
-          over the row only when it lies below their value: more pass than the top-k holds,
-          saturation), and every massive count of the ladder is a search in their sorted values;
-          the outlier magnitude is counted over the row, per dim only over dims whose max passes.
+  host    (CPU tensors; `sync=True`): numpy, row by row (`_row`), a few passes over each row while
+          it is in the core's cache. One strided sample of the row (about SAMPLE entries, a stride
+          coprime with D, so every dim is sampled) and one selection in it give three guesses:
+            median: two order statistics SPREAD standard deviations of the sample's rank either side
+            of it; one pass counts the entries below the bracket and keeps those inside (about 3%),
+            and a selection among those gives the exact median (a bracket that misses it: a
+            selection over the whole row);
+            top-k: a value with about max(4k + 36, 16 x stride) entries above it: those entries are
+            the candidates, in index order, and a stable sort of those at or above their k-th largest
+            value gives the top-k with ties cut by index (too few candidates: torch.topk with the tie
+            fix).
+          Every count (per sequence and per dim, at every pair of the ladders, outlier and massive)
+          comes from the entries above the lowest of their thresholds, found in one pass (or among
+          the candidates when it lies above their value): each entry's number of thresholds below it,
+          a histogram per dim, sums from the top. When the sample says more than 1/16 of the row lies
+          above it (an outlier threshold below the bulk, saturation), the massive pairs come from the
+          entries above theirs and the outlier pairs from passes over the dims whose max passes.
   device  (CUDA; `sync=False`): no value goes to the host, so the device is never synchronised:
           torch.kthvalue for the median, then the Triton kernel (massive/kernels/triton_topk.py: top-k,
           dim max and every count in one read of h per sequence) or, without Triton, torch ops
@@ -44,7 +48,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -188,8 +191,8 @@ _scratch = threading.local()
 
 
 def _mask(size: int, i: int = 0) -> np.ndarray:
-    """Boolean buffer i (0 or 1) of `size` entries for this thread, reused from row to row (a fresh
-    one per comparison would be paged in anew each time)."""
+    """Boolean buffer i (0 or 1) of `size` entries for this thread (a capture may run in any thread),
+    reused from row to row: a fresh one per comparison would be paged in anew each time."""
     bufs = getattr(_scratch, "masks", None)
     if bufs is None or bufs[0].size != size:
         bufs = _scratch.masks = (np.empty(size, dtype=bool), np.empty(size, dtype=bool))
@@ -314,14 +317,11 @@ def _row(x: np.ndarray, mx: np.ndarray, k: int, d: int, thr: Thresholds) -> tupl
     return idx, med, dc
 
 
-@functools.lru_cache(maxsize=None)
-def _pools(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="block_stats")
-
-
-def _pool() -> ThreadPoolExecutor:
-    """A pool of as many threads as torch uses, for the host path's rows."""
-    return _pools(torch.get_num_threads())
+def signed(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """The signed values of x [n, ...] (on the CPU) at the flat indices idx [n, k], in float32."""
+    if x.dtype in (torch.float32, torch.float16):  # (numpy has no bfloat16)
+        return torch.from_numpy(np.take_along_axis(x.reshape(len(x), -1).numpy(), idx, axis=1).astype(np.float32))
+    return torch.gather(x.reshape(len(x), -1), 1, torch.from_numpy(idx)).to(torch.float32)
 
 
 def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockStats:
@@ -342,17 +342,17 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
             torch.from_numpy(finite),
             z(n, dtype=torch.bool),
         )
+    # one row after another: threads side by side gained nothing (16 x 256 and 2 x 2,048 tokens of
+    # SmolLM2-135M on 2 threads, docs/capture_speed.md), as np.partition and the short calls hold the GIL
     an = a.numpy()
-    one = lambda r: _row(an[r], mn[r], k, d, thr)  # noqa: E731
-    # the rows side by side on torch's threads (numpy lets go of the GIL in its loops)
-    rows = list(_pool().map(one, range(n))) if n > 1 and torch.get_num_threads() > 1 else [one(r) for r in range(n)]
+    rows = [_row(an[r], mn[r], k, d, thr) for r in range(n)]
     idx = np.stack([i for i, _, _ in rows])
     dim_counts = np.stack([dc for _, _, dc in rows])  # [n, len(outlier) + A x R, D]
     t = torch.from_numpy
     return BlockStats(
         t(np.array([m for _, m, _ in rows], dtype=np.float32)),
         t(np.take_along_axis(an, idx, axis=1)),
-        torch.gather(x.reshape(n, -1), 1, t(idx)).to(torch.float32),
+        signed(x, idx),
         t(idx),
         t(dim_counts[:, len(thr.outlier) :].sum(axis=2)),
         row_max.amax(dim=0),

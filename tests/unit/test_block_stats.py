@@ -15,7 +15,9 @@ from massive.kernels import block
 from massive.kernels.block import SMALL, Thresholds, block_stats, median_lower
 
 SEED = random.randrange(2**31)
-THR = Thresholds(min_abs=(50.0, 100.0, 200.0), min_ratio=(100.0, 1000.0, 5000.0), outlier_abs=(6.0,), outlier_ratio=(9.0,))
+THR = Thresholds(
+    min_abs=(50.0, 100.0, 200.0), min_ratio=(100.0, 1000.0, 5000.0), outlier_abs=(6.0,), outlier_ratio=(9.0,)
+)
 
 
 def reference(x: torch.Tensor, k: int, thr: Thresholds) -> dict:

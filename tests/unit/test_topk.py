@@ -87,25 +87,3 @@ def test_exact_counts_match_brute_force_with_more_planted_entries_than_k(dtype):
     assert none.counts.shape == (0,) and none.dim_counts.shape == (0, 16)
     with pytest.raises(ValueError, match="NaN"):
         top_abs(x[0], 8, count_above=[float("nan")])
-
-
-def test_block_stats_rows_side_by_side_equal_rows_one_by_one():
-    """The host path reduces a batch's rows on torch's threads when it has more than one (the tests run
-    with OMP_NUM_THREADS=1, tests/conftest.py): with 2 threads every statistic is the same as with 1."""
-    from massive.kernels.block import Thresholds, block_stats
-
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(4, 96, 64, generator=g)
-    x[0, 0, 7], x[1, 5, 7], x[2, 0, 3], x[3, 9, 11] = 2000.0, -1500.0, 700.0, 1e4
-    thr = Thresholds(min_abs=(10.0, 100.0), min_ratio=(100.0, 1000.0))
-    n = torch.get_num_threads()
-    try:
-        got = {}
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            got[threads] = block_stats(x, 16, thr, sync=True)
-    finally:
-        torch.set_num_threads(n)
-    for field in ("median", "values", "signed", "indices", "counts", "dim_max", "dim_counts", "finite"):
-        assert torch.equal(getattr(got[1], field), getattr(got[2], field)), field
-    assert got[2].counts[3].tolist() == [1, 1, 1, 1] and got[2].values[3, 0] == 1e4
