@@ -20,11 +20,16 @@ values, per-dim maxima and the token tables. Each mode gets its own copy of the 
 wraps the modules' forward methods and TransformerLens switches the model to eager attention.
 
 Times are medians over `--rounds` rounds, the modes interleaved within each round (in reverse order
-every other round), after one checking pass per mode; the per-round ratios are printed too. Memory is the peak resident set size during the pass above the resident
-size before it (Linux VmHWM, reset through /proc/self/clear_refs), measured as in
-benchmarks/capture_overhead.py: the script re-runs itself with glibc returning every block of
-64 KiB or more to the system at once (MALLOC_MMAP_THRESHOLD_), so that the resident size follows
-live memory. With `--device cuda`: torch's peak allocation above the allocation before the pass.
+every other round), after one checking pass per mode; the per-round ratios are printed too. They are
+taken with glibc's default allocator settings, as a user's process runs. Memory is the peak resident
+set size during a pass above the resident size before it (Linux VmHWM, reset through
+/proc/self/clear_refs), measured as in benchmarks/capture_overhead.py, in a second process of this
+script (`--memory-only`) that runs with glibc returning every block of 64 KiB or more to the system at
+once (MALLOC_MMAP_THRESHOLD_), so that the resident size follows live memory: the largest of two
+passes per mode after a warm-up pass. (Timed under that setting, every allocation of 64 KiB or more
+is a fresh mapping paged in anew: the page faults added 0.6 s to the capture's 6.9 s on 16 x 256
+tokens and much less to the plain pass, docs/capture_speed.md.) With `--device cuda`: torch's peak
+allocation above the allocation before the pass, in the same process.
 
 The checking pass compares, batch by batch, each mode's logits with the plain pass's (bit-identical,
 or the max |difference|) and its statistics with the library's (max |difference| of the top-1
@@ -42,8 +47,10 @@ The peers are an optional extra: pip install -e .[peers]
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -221,7 +228,14 @@ class Meter:
         return time.perf_counter() - self.t0, status_kb("VmHWM") * 1024 - self.before
 
 
-def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device) -> None:
+def measure(meter: Meter, mode: Mode) -> tuple[float, int]:
+    """One timed pass of `mode`: (seconds, peak bytes above the start)."""
+    meter.start()
+    mode.run()
+    return meter.stop()
+
+
+def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device) -> dict | None:
     """Every mode on `shape` (sequences, tokens), side by side: the table of one shape."""
     n, seq_len = shape
     model, tok = massive.load(args.model, device=device)
@@ -252,6 +266,16 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
             )
 
     meter = Meter(device)
+    if args.memory_only:  # the child process: a warm-up pass, then the peak of two passes per mode
+        peaks = {}
+        with torch.inference_mode():
+            for mode in modes:
+                try:
+                    mode.run()
+                except Exception:  # the parent reports the failure from its checking pass
+                    continue
+                peaks[mode.name] = max(measure(meter, mode)[1] for _ in range(2))
+        return {"shape": list(shape), "peaks": peaks}
     with torch.inference_mode():
         plain_logits = [model(b, use_cache=False).logits for b in batches]
         eager_logits = [eager_model(b, use_cache=False).logits for b in batches]
@@ -267,72 +291,84 @@ def compare(args, shape: tuple[int, int], docs: list[str], device: torch.device)
         peaks = {m.name: 0 for m in modes}
         for r in range(args.rounds):
             for mode in modes if r % 2 == 0 else modes[::-1]:  # interleaved, the order reversed every other round
-                meter.start()
-                mode.run()
-                t, peak = meter.stop()
+                t, peak = measure(meter, mode)
                 times[mode.name].append(t)
                 peaks[mode.name] = max(peaks[mode.name], peak)
 
     if "massive.capture" not in checks or "plain" not in checks:
         sys.exit("\n".join(["the library's capture or the plain pass failed: nothing to compare with", *skipped]))
     ours = checks["massive.capture"]["stats"]
-    base_t, base_m = statistics.median(times["plain"]), peaks["plain"]
+    base_t = statistics.median(times["plain"])
     where = (
         f"{torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     )
-    print(
-        f"\nmodel {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
-        f"{where}, median of {args.rounds} rounds"
-    )
-    head = (
-        f"{'mode':<17} {'time s':>7} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'logits vs plain':>16} "
-        f"{'vs eager':>10} {'Δ top-1':>9} {'Δ median':>9} {'Δ top-k':>9}"
-    )
-    print(head)
-    for mode in modes:
-        c = checks[mode.name]
-        t = statistics.median(times[mode.name])
-        if c["stats"] is None:
-            deltas = ["-"] * 3
-        else:
-            top, med = c["stats"]
-            deltas = [
-                number(np.abs(top[..., 0] - ours[0][..., 0]).max()),
-                number(np.abs(med - ours[1]).max()),
-                number(np.abs(top - ours[0]).max()),
-            ]
-        print(
-            f"{mode.name:<17} {t:7.2f} {t / base_t:8.3f} {peaks[mode.name] / 2**20:9.1f} {ratio(peaks[mode.name], base_m):>8} "
-            f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}"
-        )
-    print(
-        "Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)"
-    )
-    print(
+    notes = [
+        "Δ: max |difference| from massive.capture over every layer and sequence (top-1 |a|, median |a|, all top-k |a|)",
         "per round, massive.capture / plain: "
         + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times["plain"]))
         + (
             "; nnsight / plain: " + " ".join(f"{a / b:.3f}" for a, b in zip(times["nnsight"], times["plain"]))
             if "nnsight" in times
             else ""
-        )
-    )
-    print(
+        ),
         f"the capture's own cost (its forward pass unembeds the last position only, as {LAST!r} does): massive.capture / "
         f"{LAST} = {statistics.median(times['massive.capture']) / statistics.median(times[LAST]):.3f}; per round "
-        + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times[LAST]))
-    )
+        + " ".join(f"{a / b:.3f}" for a, b in zip(times["massive.capture"], times[LAST])),
+    ]
     if "transformer_lens" in checks:  # is its difference TransformerLens's, or eager attention's?
         with torch.inference_mode():
             eager = ours_stats(massive.capture(eager_model, ids, k=k, batch_size=bs))
         top, med = checks["transformer_lens"]["stats"]
-        print(
+        notes.append(
             f"transformer_lens against massive.capture on the eager-attention model: Δ top-1 "
             f"{number(np.abs(top[..., 0] - eager[0][..., 0]).max())}, Δ median {number(np.abs(med - eager[1]).max())}, "
             f"Δ top-k {number(np.abs(top - eager[0]).max())}"
         )
-    for line in skipped:
-        print("skipped", line)
+    notes += [f"skipped {line}" for line in skipped]
+
+    def show(peaks: dict) -> None:
+        """Print the shape's table, with the pass memory of each mode (`peaks`, bytes)."""
+        base_m = peaks.get("plain", 0)
+        print(
+            f"\nmodel {args.model}, {len(ids)} sequences x {ids.shape[1]} tokens, batch {bs}, top_k {k}, "
+            f"{where}, median of {args.rounds} rounds"
+        )
+        print(
+            f"{'mode':<17} {'time s':>7} {'x plain':>8} {'pass MiB':>9} {'x plain':>8} {'logits vs plain':>16} "
+            f"{'vs eager':>10} {'Δ top-1':>9} {'Δ median':>9} {'Δ top-k':>9}"
+        )
+        for mode in modes:
+            c = checks[mode.name]
+            t = statistics.median(times[mode.name])
+            if c["stats"] is None:
+                deltas = ["-"] * 3
+            else:
+                top, med = c["stats"]
+                deltas = [
+                    number(np.abs(top[..., 0] - ours[0][..., 0]).max()),
+                    number(np.abs(med - ours[1]).max()),
+                    number(np.abs(top - ours[0]).max()),
+                ]
+            peak = peaks.get(mode.name)
+            memory = f"{peak / 2**20:9.1f} {ratio(peak, base_m):>8}" if peak is not None else f"{'-':>9} {'-':>8}"
+            print(
+                f"{mode.name:<17} {t:7.2f} {t / base_t:8.3f} {memory} "
+                f"{logit_text(c['logits']):>16} {logit_text(c['eager']):>10} {deltas[0]:>9} {deltas[1]:>9} {deltas[2]:>9}"
+            )
+        print("\n".join(notes))
+
+    return {"shape": list(shape), "show": show, "peaks": peaks if device.type == "cuda" else None}
+
+
+def memory_child(argv: list[str]) -> dict:
+    """{(sequences, tokens): {mode: peak bytes}} from a second process of this script that runs with
+    glibc returning every block of 64 KiB or more at once (`--memory-only`), so that its resident
+    size follows live memory."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    out = subprocess.run(
+        [sys.executable, __file__, *argv, "--memory-only"], env=env, stdout=subprocess.PIPE, text=True, check=True
+    ).stdout
+    return {tuple(r["shape"]): r["peaks"] for r in json.loads(out.strip().splitlines()[-1])}
 
 
 def main(argv: list[str]) -> None:
@@ -356,10 +392,8 @@ def main(argv: list[str]) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)  # the memory process
     args = parser.parse_args(argv)
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
-        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
     args.peers = [p for p in args.peers.split(",") if p]
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -367,8 +401,13 @@ def main(argv: list[str]) -> None:
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
     torch.manual_seed(args.seed)
     docs = pd.read_parquet(args.texts, columns=["text"])["text"].tolist()
-    for shape in shapes:
-        compare(args, shape, docs, device)
+    results = [compare(args, shape, docs, device) for shape in shapes]
+    if args.memory_only:
+        print(json.dumps(results))
+        return
+    peaks = memory_child(argv) if device.type != "cuda" else {tuple(r["shape"]): r["peaks"] for r in results}
+    for r in results:
+        r["show"](peaks.get(tuple(r["shape"]), {}))
 
 
 if __name__ == "__main__":
