@@ -317,7 +317,7 @@ def _row(x: np.ndarray, mx: np.ndarray, k: int, d: int, thr: Thresholds) -> tupl
     return idx, med, dc
 
 
-def signed(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+def _signed(x: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
     """The signed values of x [n, ...] (on the CPU) at the flat indices idx [n, k], in float32."""
     if x.dtype in (torch.float32, torch.float16):  # (numpy has no bfloat16)
         return torch.from_numpy(np.take_along_axis(x.reshape(len(x), -1).numpy(), idx, axis=1).astype(np.float32))
@@ -352,7 +352,7 @@ def _host(x: torch.Tensor, a: torch.Tensor, k: int, thr: Thresholds) -> BlockSta
     return BlockStats(
         t(np.array([m for _, m, _ in rows], dtype=np.float32)),
         t(np.take_along_axis(an, idx, axis=1)),
-        signed(x, idx),
+        _signed(x, idx),
         t(idx),
         t(dim_counts[:, len(thr.outlier) :].sum(axis=2)),
         row_max.amax(dim=0),
