@@ -156,13 +156,12 @@ def _coprime_step(n: int, d: int) -> int:
 
 @dataclass(frozen=True)
 class _Plan:
-    """How a row of `size` entries (width d) is sampled (every `step`-th entry, `s` of them) and at
-    which of the sample's ranks its order statistics are read: `lo` and `hi` bracket the median
+    """How a row of `size` entries (width d) is sampled (every `step`-th entry) and at which of the
+    sample's ranks its order statistics are read: `lo` and `hi` bracket the median
     (SPREAD standard deviations of the sample's rank either side), `top` puts about
     max(4k + 36, 16 x step) entries of the row above it (None: k too near the row's size)."""
 
     step: int
-    s: int
     lo: int
     hi: int
     top: int | None
@@ -184,7 +183,7 @@ def _plan(size: int, d: int, k: int) -> _Plan | None:
     want = 4 * (k + 1) + 32
     above = max(16, -(-want * s // size))  # sample entries above the top-k's guess
     top = s - 1 - above if want * 4 <= size and above < s // 4 else None
-    return _Plan(step, s, max(c - w, 0), min(c + w, s - 1), top)
+    return _Plan(step, max(c - w, 0), min(c + w, s - 1), top)
 
 
 _scratch = threading.local()
